@@ -12,6 +12,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     tonic_build::configure()
         .file_descriptor_set_path(out_dir.join("sluice_descriptor.bin"))
-        .compile_protos(&["proto/sluice/v1/sluice.proto"], &[PathBuf::from("proto"), include])?;
+        .compile_protos(
+            &["proto/sluice/v1/sluice.proto"],
+            &[PathBuf::from("proto"), include],
+        )?;
     Ok(())
 }

@@ -1,0 +1,502 @@
+//! The [`Ledger`]: everything one service remembers — its lease log in slot order, one GCRA state
+//! per token-bucket limit, the active cooldown, idempotency keys and the provider's last answer —
+//! and the decisions made on it: reserve a slot, reconcile a lease, lengthen a cooldown.
+//!
+//! Decisions are reservations in arrival order: a new slot is never earlier than the last booked
+//! one, so a large request is not starved by small ones. Denials change nothing. The ledger keeps
+//! a high-water mark of the time it was given, so a clock that steps back frees nothing.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::{
+    bucket::BucketShape, lease::Lease, Algorithm, Cost, Dimension, LeaseId, Micros, ServiceSpec,
+    SlidingWindow, TokenBucket,
+};
+
+/// What decided a slot's time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decider {
+    /// Nothing: the slot is now.
+    Now,
+    /// The service's cooldown.
+    Cooldown,
+    /// The limit at this index of the service's limits.
+    Limit(usize),
+}
+
+/// A booked slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The lease's id.
+    pub lease_id: LeaseId,
+    /// Slot time.
+    pub slot: Micros,
+    /// `slot − now`: how long the caller sleeps before its call.
+    pub wait: Micros,
+    /// What decided the slot time.
+    pub decider: Decider,
+}
+
+/// The answer to an acquire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// A slot was booked.
+    Granted(Grant),
+    /// The earliest slot was further than `max_wait`; nothing was recorded.
+    Denied {
+        /// Earliest slot − now (a hint).
+        retry_after: Micros,
+        /// What decided that slot.
+        decider: Decider,
+    },
+}
+
+/// Why a cooldown was set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CooldownCause {
+    /// HTTP status of the provider's answer.
+    pub status_code: u32,
+    /// Where the length came from, e.g. `retry-after`, `default_cooldown`.
+    pub source: String,
+}
+
+/// A time before which no slot is granted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cooldown {
+    /// End of the cooldown.
+    pub until: Micros,
+    /// What set it.
+    pub cause: CooldownCause,
+}
+
+/// A provider's answer as last reported: status and its rate-limit headers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observation {
+    /// When it was reported.
+    pub at: Micros,
+    /// HTTP status.
+    pub status_code: u32,
+    /// Rate-limit related headers, lower-cased names.
+    pub headers: Vec<(String, String)>,
+}
+
+/// What a report changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportOutcome {
+    /// Cooldown still active after the report.
+    pub cooldown_remaining: Micros,
+    /// The report set or lengthened the cooldown.
+    pub cooldown_set: bool,
+    /// The lease was found and its usage replaced (false when no usage was given, too).
+    pub usage_applied: bool,
+    /// A lease id was given but is unknown or expired.
+    pub lease_unknown: bool,
+}
+
+/// The live state of one limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitSnapshot {
+    /// Cost booked in the window ending now (bucket: fill level).
+    pub used: u64,
+    /// What one call could take now, before queued slots are considered.
+    pub remaining: u64,
+    /// Time until the limit is wholly free.
+    pub reset_after: Micros,
+}
+
+/// The live state of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSnapshot {
+    /// One per limit, in spec order.
+    pub limits: Vec<LimitSnapshot>,
+    /// Active cooldown and its remaining time.
+    pub cooldown: Option<(Micros, CooldownCause)>,
+    /// Leases whose slot is still in the future.
+    pub queued: u64,
+    /// Last reported provider answer.
+    pub last_report: Option<Observation>,
+}
+
+/// A retried acquire whose `request_id` was used before with a different cost.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("request_id {0:?} was already used with a different cost")]
+pub struct RequestIdReused(pub String);
+
+/// Real usage of a lease, per dimension; `None` keeps the estimate.
+pub type UsageUpdate = [Option<u64>; 4];
+
+/// The state of one service.
+#[derive(Debug)]
+pub struct Ledger {
+    nonce: u64,
+    log: VecDeque<Lease>,
+    /// Sequence number of `log[0]` (or of the next lease when the log is empty).
+    front_seq: u64,
+    /// Cumulative costs of the leases already dropped from the front of the log.
+    base: [u128; 4],
+    /// One per limit of the spec; unused for sliding-window limits.
+    buckets: Vec<TokenBucket>,
+    cooldown: Option<Cooldown>,
+    by_request: HashMap<Box<str>, u64>,
+    last_report: Option<Observation>,
+    high_water: Micros,
+}
+
+fn shape(spec: &ServiceSpec, i: usize) -> Option<BucketShape> {
+    let l = &spec.limits[i];
+    match l.algorithm {
+        Algorithm::TokenBucket { burst } => Some(BucketShape {
+            amount: l.amount,
+            window: l.window,
+            burst,
+        }),
+        Algorithm::SlidingWindow => None,
+    }
+}
+
+fn window(spec: &ServiceSpec, i: usize) -> SlidingWindow {
+    let l = &spec.limits[i];
+    SlidingWindow {
+        amount: l.amount,
+        window: l.window,
+        dimension: l.dimension.index(),
+    }
+}
+
+impl Ledger {
+    /// An empty ledger for `spec`. `nonce` goes into every lease id.
+    pub fn new(spec: &ServiceSpec, nonce: u64) -> Self {
+        Self {
+            nonce,
+            log: VecDeque::new(),
+            front_seq: 0,
+            base: [0; 4],
+            buckets: vec![TokenBucket::default(); spec.limits.len()],
+            cooldown: None,
+            by_request: HashMap::new(),
+            last_report: None,
+            high_water: 0,
+        }
+    }
+
+    fn observe(&mut self, now: Micros) -> Micros {
+        self.high_water = self.high_water.max(now);
+        self.high_water
+    }
+
+    /// Reserves the earliest slot for `cost` if it is at most `max_wait` away.
+    ///
+    /// The cost must have passed [`ServiceSpec::check_fits`]. A `request_id` seen before returns
+    /// the same lease, counted once.
+    pub fn acquire(
+        &mut self,
+        spec: &ServiceSpec,
+        now: Micros,
+        cost: Cost,
+        max_wait: Micros,
+        request_id: Option<&str>,
+    ) -> Result<Decision, RequestIdReused> {
+        let now = self.observe(now);
+        self.prune(spec, now);
+        if let Some(id) = request_id {
+            if let Some(grant) = self.replay(id, &cost, now)? {
+                return Ok(Decision::Granted(grant));
+            }
+        }
+        let (slot, decider) = self.earliest(spec, now, &cost);
+        let wait = slot.saturating_sub(now);
+        if wait > max_wait {
+            return Ok(Decision::Denied {
+                retry_after: wait,
+                decider,
+            });
+        }
+        let lease_id = self.book(spec, slot, cost, decider, request_id);
+        Ok(Decision::Granted(Grant {
+            lease_id,
+            slot,
+            wait,
+            decider,
+        }))
+    }
+
+    fn replay(&self, id: &str, cost: &Cost, now: Micros) -> Result<Option<Grant>, RequestIdReused> {
+        let Some(&seq) = self.by_request.get(id) else {
+            return Ok(None);
+        };
+        let Some(lease) = self.lease(seq) else {
+            return Ok(None);
+        };
+        if lease.requested != *cost {
+            return Err(RequestIdReused(id.to_string()));
+        }
+        Ok(Some(Grant {
+            lease_id: LeaseId {
+                nonce: self.nonce,
+                seq,
+            },
+            slot: lease.slot,
+            wait: lease.slot.saturating_sub(now),
+            decider: lease.decider,
+        }))
+    }
+
+    fn lease(&self, seq: u64) -> Option<&Lease> {
+        let i = usize::try_from(seq.checked_sub(self.front_seq)?).ok()?;
+        self.log.get(i)
+    }
+
+    /// Earliest slot ≥ now, after the cooldown and the last booked slot, where `cost` fits every
+    /// limit; and what decided it.
+    fn earliest(&self, spec: &ServiceSpec, now: Micros, cost: &Cost) -> (Micros, Decider) {
+        let mut t = now;
+        let mut decider = Decider::Now;
+        if let Some(c) = &self.cooldown {
+            if c.until > t {
+                t = c.until;
+                decider = Decider::Cooldown;
+            }
+        }
+        if let Some(last) = self.log.back() {
+            if last.slot > t {
+                t = last.slot;
+                decider = last.decider;
+            }
+        }
+        for (i, limit) in spec.limits.iter().enumerate() {
+            let c = cost.get(limit.dimension);
+            let ti = match shape(spec, i) {
+                Some(shape) => self.buckets[i].earliest(shape, c, t),
+                None => window(spec, i).earliest(&self.log, &self.base, c, t),
+            };
+            if ti > t {
+                t = ti;
+                decider = Decider::Limit(i);
+            }
+        }
+        (t, decider)
+    }
+
+    fn book(
+        &mut self,
+        spec: &ServiceSpec,
+        slot: Micros,
+        cost: Cost,
+        decider: Decider,
+        request_id: Option<&str>,
+    ) -> LeaseId {
+        for (i, bucket) in self.buckets.iter_mut().enumerate() {
+            if let Some(shape) = shape(spec, i) {
+                bucket.book(shape, cost.get(spec.limits[i].dimension), slot);
+            }
+        }
+        let prev = self.log.back().map_or(self.base, |l| l.cum);
+        let mut cum = prev;
+        for (c, add) in cum.iter_mut().zip(cost.0) {
+            *c += u128::from(add);
+        }
+        let seq = self.front_seq + self.log.len() as u64;
+        let request_id: Option<Box<str>> = request_id.map(Into::into);
+        if let Some(id) = &request_id {
+            self.by_request.insert(id.clone(), seq);
+        }
+        self.log.push_back(Lease {
+            slot,
+            cost,
+            requested: cost,
+            cum,
+            decider,
+            request_id,
+        });
+        LeaseId {
+            nonce: self.nonce,
+            seq,
+        }
+    }
+
+    /// Applies a provider's answer: lengthens the cooldown to `cooldown_until` if later, replaces a
+    /// lease's estimated cost by its real usage, and remembers the observation.
+    pub fn report(
+        &mut self,
+        spec: &ServiceSpec,
+        now: Micros,
+        lease: Option<LeaseId>,
+        usage: Option<UsageUpdate>,
+        cooldown: Option<Cooldown>,
+        observation: Option<Observation>,
+    ) -> ReportOutcome {
+        let now = self.observe(now);
+        self.prune(spec, now);
+        let cooldown_set = match cooldown {
+            Some(c) if self.cooldown.as_ref().is_none_or(|cur| c.until > cur.until) => {
+                self.cooldown = Some(c);
+                true
+            }
+            _ => false,
+        };
+        let seq = lease.filter(|id| id.nonce == self.nonce).map(|id| id.seq);
+        let found = seq.is_some_and(|s| self.lease(s).is_some());
+        let usage_applied = match (seq, usage) {
+            (Some(seq), Some(usage)) if found => {
+                self.reconcile(spec, now, seq, usage);
+                true
+            }
+            _ => false,
+        };
+        if let Some(o) = observation {
+            self.last_report = Some(o);
+        }
+        ReportOutcome {
+            cooldown_remaining: self.cooldown_remaining(now),
+            cooldown_set,
+            usage_applied,
+            lease_unknown: lease.is_some() && !found,
+        }
+    }
+
+    fn cooldown_remaining(&self, now: Micros) -> Micros {
+        self.cooldown
+            .as_ref()
+            .map_or(0, |c| c.until.saturating_sub(now))
+    }
+
+    /// Replaces the cost of lease `seq` by its real usage; the requests dimension never changes.
+    fn reconcile(&mut self, spec: &ServiceSpec, now: Micros, seq: u64, usage: UsageUpdate) {
+        let Some(i) = seq
+            .checked_sub(self.front_seq)
+            .and_then(|i| usize::try_from(i).ok())
+        else {
+            return;
+        };
+        for dim in [
+            Dimension::Tokens,
+            Dimension::InputTokens,
+            Dimension::OutputTokens,
+        ] {
+            let d = dim.index();
+            let Some(new) = usage[d] else { continue };
+            let old = self.log[i].cost.0[d];
+            if new == old {
+                continue;
+            }
+            self.log[i].cost.0[d] = new;
+            for lease in self.log.range_mut(i..) {
+                lease.cum[d] = lease.cum[d] + u128::from(new) - u128::from(old);
+            }
+            let slot = self.log[i].slot;
+            for (b, limit) in spec.limits.iter().enumerate() {
+                let Some(shape) = shape(spec, b) else {
+                    continue;
+                };
+                if limit.dimension != dim || slot.saturating_add(limit.window) <= now {
+                    continue;
+                }
+                let w = u128::from(shape.window);
+                let bucket = &mut self.buckets[b];
+                if new > old {
+                    bucket.tat_scaled += u128::from(new - old) * w;
+                } else {
+                    // GCRA's TAT is a max over leases j of (slot_j × amount + window × costs from
+                    // j on). Lowering lease i's cost lowers exactly the terms j ≤ i; the terms of
+                    // later leases bound the refund from below.
+                    let last = self.log.back().map_or(0, |l| l.cum[d]);
+                    let floor = self
+                        .log
+                        .range(i + 1..)
+                        .map(|l| {
+                            let from_here = last - (l.cum[d] - u128::from(l.cost.0[d]));
+                            u128::from(l.slot) * u128::from(shape.amount) + from_here * w
+                        })
+                        .max()
+                        .unwrap_or(0);
+                    let refunded = bucket.tat_scaled.saturating_sub(u128::from(old - new) * w);
+                    bucket.tat_scaled = refunded.max(floor);
+                }
+            }
+        }
+    }
+
+    /// Drops leases whose longest window has passed and an expired cooldown.
+    pub fn prune(&mut self, spec: &ServiceSpec, now: Micros) {
+        let retention = spec.retention();
+        while let Some(front) = self.log.front() {
+            if front.slot.saturating_add(retention) > now {
+                break;
+            }
+            self.base = front.cum;
+            if let Some(id) = &front.request_id {
+                self.by_request.remove(id);
+            }
+            self.log.pop_front();
+            self.front_seq += 1;
+        }
+        if self.cooldown.as_ref().is_some_and(|c| c.until <= now) {
+            self.cooldown = None;
+        }
+    }
+
+    /// Prunes, then releases spare memory when the service is idle. Returns true when the service
+    /// holds no leases, no cooldown and only drained buckets.
+    pub fn compact(&mut self, spec: &ServiceSpec, now: Micros) -> bool {
+        let now = self.observe(now);
+        self.prune(spec, now);
+        let drained = self
+            .buckets
+            .iter()
+            .enumerate()
+            .all(|(i, b)| shape(spec, i).is_none_or(|s| b.is_drained(s, now)));
+        let idle = self.log.is_empty() && self.cooldown.is_none() && drained;
+        if self.log.capacity() > 2 * self.log.len() + 16 {
+            self.log.shrink_to_fit();
+        }
+        if self.by_request.capacity() > 2 * self.by_request.len() + 16 {
+            self.by_request.shrink_to_fit();
+        }
+        idle
+    }
+
+    /// Number of leases held.
+    pub fn lease_count(&self) -> usize {
+        self.log.len()
+    }
+
+    /// The live state of the service at `now`.
+    pub fn snapshot(&self, spec: &ServiceSpec, now: Micros) -> ServiceSnapshot {
+        let now = now.max(self.high_water);
+        let limits = spec
+            .limits
+            .iter()
+            .enumerate()
+            .map(|(i, limit)| match shape(spec, i) {
+                Some(shape) => {
+                    let (level, reset_after) = self.buckets[i].level(shape, now);
+                    LimitSnapshot {
+                        used: level,
+                        remaining: shape.burst.saturating_sub(level),
+                        reset_after,
+                    }
+                }
+                None => {
+                    let (used, reset_after) = window(spec, i).usage(&self.log, &self.base, now);
+                    let used = u64::try_from(used).unwrap_or(u64::MAX);
+                    LimitSnapshot {
+                        used,
+                        remaining: limit.amount.saturating_sub(used),
+                        reset_after,
+                    }
+                }
+            })
+            .collect();
+        let queued = self.log.iter().rev().take_while(|l| l.slot > now).count() as u64;
+        ServiceSnapshot {
+            limits,
+            cooldown: self
+                .cooldown
+                .as_ref()
+                .filter(|c| c.until > now)
+                .map(|c| (c.until - now, c.cause.clone())),
+            queued,
+            last_report: self.last_report.clone(),
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The limiter core: pure decision logic with no gRPC, no I/O and no clock of its own.
+//!
+//! Every function here takes the current time as an argument (`Micros` since the Unix epoch), so
+//! tests drive it with explicit times and backends supply their own clock. [`Ledger`] is the state
+//! of one service; [`SlidingWindow`] and [`TokenBucket`] hold the arithmetic of the two algorithms.
+
+mod bucket;
+mod lease;
+mod ledger;
+mod spec;
+mod window;
+
+pub use bucket::TokenBucket;
+pub use lease::LeaseId;
+pub use ledger::{
+    Cooldown, CooldownCause, Decider, Decision, Grant, Ledger, LimitSnapshot, Observation,
+    ReportOutcome, RequestIdReused, ServiceSnapshot, UsageUpdate,
+};
+pub use spec::{
+    format_duration, Algorithm, Cost, Dimension, LimitSpec, NeverFits, ServiceSpec, MAX_AMOUNT,
+};
+pub use window::SlidingWindow;
+
+/// Microseconds: a point in time since the Unix epoch, or a duration.
+pub type Micros = u64;
+
+/// Microseconds per second.
+pub const MICROS_PER_SEC: Micros = 1_000_000;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,265 @@
+//! What a service is allowed to spend: its limits, each over one [`Dimension`] with an
+//! [`Algorithm`], and the [`Cost`] of one call. Specs are validated by the config layer and are
+//! immutable while the server runs.
+
+use std::fmt;
+
+use super::{Micros, MICROS_PER_SEC};
+
+/// Largest amount, burst or cost accepted anywhere: every number stays exact in a Lua double.
+pub const MAX_AMOUNT: u64 = 1 << 53;
+
+/// What a limit counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dimension {
+    /// One per call.
+    Requests,
+    /// Total tokens of a call.
+    Tokens,
+    /// Input (prompt) tokens.
+    InputTokens,
+    /// Output (completion) tokens.
+    OutputTokens,
+}
+
+impl Dimension {
+    /// Every dimension, in index order.
+    pub const ALL: [Dimension; 4] = [
+        Dimension::Requests,
+        Dimension::Tokens,
+        Dimension::InputTokens,
+        Dimension::OutputTokens,
+    ];
+
+    /// Position of this dimension in a [`Cost`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The config and API spelling: `requests`, `tokens`, `input_tokens`, `output_tokens`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Requests => "requests",
+            Dimension::Tokens => "tokens",
+            Dimension::InputTokens => "input_tokens",
+            Dimension::OutputTokens => "output_tokens",
+        }
+    }
+
+    /// Parses the config spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+/// How a limit spends and refills.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Exact log of granted costs: at most `amount` in every interval of length `window`.
+    SlidingWindow,
+    /// GCRA: continuous refill at `amount / window`, capacity `burst`.
+    TokenBucket {
+        /// Bucket capacity.
+        burst: u64,
+    },
+}
+
+impl Algorithm {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::SlidingWindow => "sliding_window",
+            Algorithm::TokenBucket { .. } => "token_bucket",
+        }
+    }
+}
+
+/// One budget of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitSpec {
+    /// What it counts.
+    pub dimension: Dimension,
+    /// How much per window, `1..=MAX_AMOUNT`.
+    pub amount: u64,
+    /// Window length, > 0.
+    pub window: Micros,
+    /// How it is enforced.
+    pub algorithm: Algorithm,
+    /// Display name, e.g. `tokens/1m`.
+    pub name: String,
+}
+
+impl LimitSpec {
+    /// Builds a limit and its display name.
+    pub fn new(dimension: Dimension, amount: u64, window: Micros, algorithm: Algorithm) -> Self {
+        let name = format!("{}/{}", dimension.as_str(), format_duration(window));
+        Self {
+            dimension,
+            amount,
+            window,
+            algorithm,
+            name,
+        }
+    }
+
+    /// Largest cost a single call may have: the amount, or the bucket's burst.
+    pub fn capacity(&self) -> u64 {
+        match self.algorithm {
+            Algorithm::SlidingWindow => self.amount,
+            Algorithm::TokenBucket { burst } => burst,
+        }
+    }
+}
+
+/// What one call spends, per [`Dimension`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cost(pub [u64; 4]);
+
+impl Cost {
+    /// The cost of one call: one request and the given token estimates. When `tokens` is 0 the
+    /// total is taken as `input_tokens + output_tokens`.
+    pub fn of_call(tokens: u64, input_tokens: u64, output_tokens: u64) -> Self {
+        let total = if tokens == 0 {
+            input_tokens.saturating_add(output_tokens)
+        } else {
+            tokens
+        };
+        Cost([1, total, input_tokens, output_tokens])
+    }
+
+    /// The cost in one dimension.
+    pub fn get(&self, dimension: Dimension) -> u64 {
+        self.0[dimension.index()]
+    }
+}
+
+/// A cost that can never be granted, whatever the wait.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cost {cost} can never fit limit {limit} (capacity {capacity})")]
+pub struct NeverFits {
+    /// Name of the limit, e.g. `tokens/1m`.
+    pub limit: String,
+    /// The requested cost in that limit's dimension.
+    pub cost: u64,
+    /// The limit's amount or burst.
+    pub capacity: u64,
+}
+
+/// A configured service: its name, provider profile, limits and cooldown policy.
+#[derive(Clone, Debug)]
+pub struct ServiceSpec {
+    /// Position in the configuration, used by backends to index their state.
+    pub index: usize,
+    /// Service name, e.g. `openai/gpt-4o`.
+    pub name: String,
+    /// Which provider's headers `ReportResponse` reads.
+    pub profile: String,
+    /// At least one limit.
+    pub limits: Vec<LimitSpec>,
+    /// Cooldown after a 429/503/529 that says nothing about when to retry.
+    pub default_cooldown: Micros,
+    /// Longest cooldown a provider's answer may set.
+    pub max_cooldown: Micros,
+}
+
+impl ServiceSpec {
+    /// How long leases are kept: the longest window of the service.
+    pub fn retention(&self) -> Micros {
+        self.limits.iter().map(|l| l.window).max().unwrap_or(0)
+    }
+
+    /// Refuses a cost above some limit's capacity, naming the limit.
+    pub fn check_fits(&self, cost: &Cost) -> Result<(), NeverFits> {
+        match self
+            .limits
+            .iter()
+            .find(|l| cost.get(l.dimension) > l.capacity())
+        {
+            Some(l) => Err(NeverFits {
+                limit: l.name.clone(),
+                cost: cost.get(l.dimension),
+                capacity: l.capacity(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Formats a duration compactly in the config syntax: `1m`, `1h30m`, `250ms`, `1d`.
+pub fn format_duration(micros: Micros) -> String {
+    if micros == 0 {
+        return "0s".to_string();
+    }
+    const UNITS: [(&str, u64); 6] = [
+        ("d", 86_400 * MICROS_PER_SEC),
+        ("h", 3_600 * MICROS_PER_SEC),
+        ("m", 60 * MICROS_PER_SEC),
+        ("s", MICROS_PER_SEC),
+        ("ms", 1_000),
+        ("us", 1),
+    ];
+    let mut rest = micros;
+    let mut out = String::new();
+    for (unit, size) in UNITS {
+        if rest >= size {
+            out.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    out
+}
+
+impl fmt::Display for Dimension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_format_compactly() {
+        assert_eq!(format_duration(60 * MICROS_PER_SEC), "1m");
+        assert_eq!(format_duration(90 * MICROS_PER_SEC), "1m30s");
+        assert_eq!(format_duration(250_000), "250ms");
+        assert_eq!(format_duration(86_400 * MICROS_PER_SEC), "1d");
+    }
+
+    #[test]
+    fn tokens_default_to_input_plus_output() {
+        assert_eq!(Cost::of_call(0, 10, 5).get(Dimension::Tokens), 15);
+        assert_eq!(Cost::of_call(7, 10, 5).get(Dimension::Tokens), 7);
+        assert_eq!(Cost::of_call(0, 0, 0).get(Dimension::Requests), 1);
+    }
+
+    #[test]
+    fn never_fits_names_the_limit() {
+        let spec = ServiceSpec {
+            index: 0,
+            name: "s".into(),
+            profile: "generic".into(),
+            limits: vec![
+                LimitSpec::new(
+                    Dimension::Requests,
+                    10,
+                    MICROS_PER_SEC,
+                    Algorithm::SlidingWindow,
+                ),
+                LimitSpec::new(
+                    Dimension::Tokens,
+                    1000,
+                    60 * MICROS_PER_SEC,
+                    Algorithm::TokenBucket { burst: 100 },
+                ),
+            ],
+            default_cooldown: MICROS_PER_SEC,
+            max_cooldown: 3600 * MICROS_PER_SEC,
+        };
+        assert!(spec.check_fits(&Cost::of_call(100, 0, 0)).is_ok());
+        let err = spec.check_fits(&Cost::of_call(101, 0, 0)).unwrap_err();
+        assert_eq!(err.limit, "tokens/1m");
+        assert_eq!(err.capacity, 100);
+    }
+}

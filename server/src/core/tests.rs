@@ -1,0 +1,590 @@
+//! Unit and property tests of the core with explicit times (the controlled clock).
+
+use proptest::prelude::*;
+
+use super::*;
+
+const S: Micros = MICROS_PER_SEC;
+
+fn spec(limits: Vec<LimitSpec>) -> ServiceSpec {
+    ServiceSpec {
+        index: 0,
+        name: "test/svc".into(),
+        profile: "generic".into(),
+        limits,
+        default_cooldown: S,
+        max_cooldown: 3600 * S,
+    }
+}
+
+fn requests(amount: u64, window: Micros) -> LimitSpec {
+    LimitSpec::new(
+        Dimension::Requests,
+        amount,
+        window,
+        Algorithm::SlidingWindow,
+    )
+}
+
+fn tokens_bucket(amount: u64, window: Micros, burst: u64) -> LimitSpec {
+    LimitSpec::new(
+        Dimension::Tokens,
+        amount,
+        window,
+        Algorithm::TokenBucket { burst },
+    )
+}
+
+fn tokens_window(amount: u64, window: Micros) -> LimitSpec {
+    LimitSpec::new(Dimension::Tokens, amount, window, Algorithm::SlidingWindow)
+}
+
+fn grant(d: Decision) -> Grant {
+    match d {
+        Decision::Granted(g) => g,
+        Decision::Denied { .. } => panic!("expected a grant, got {d:?}"),
+    }
+}
+
+const T0: Micros = 1_700_000_000 * S;
+
+#[test]
+fn sliding_window_grants_up_to_amount_then_queues_at_window_end() {
+    let spec = spec(vec![requests(3, 10 * S)]);
+    let mut l = Ledger::new(&spec, 1);
+    for k in 0..3 {
+        let g = grant(
+            l.acquire(&spec, T0 + k * S, Cost::of_call(0, 0, 0), 0, None)
+                .unwrap(),
+        );
+        assert_eq!(g.slot, T0 + k * S);
+        assert_eq!(g.decider, Decider::Now);
+    }
+    // Fourth call at T0+3s: the first lease leaves the window at T0+10s.
+    let d = l
+        .acquire(&spec, T0 + 3 * S, Cost::of_call(0, 0, 0), 0, None)
+        .unwrap();
+    assert_eq!(
+        d,
+        Decision::Denied {
+            retry_after: 7 * S,
+            decider: Decider::Limit(0)
+        }
+    );
+    let g = grant(
+        l.acquire(&spec, T0 + 3 * S, Cost::of_call(0, 0, 0), 7 * S, None)
+            .unwrap(),
+    );
+    assert_eq!((g.slot, g.wait), (T0 + 10 * S, 7 * S));
+    // The next one queues behind it, at the second lease's expiry.
+    let g = grant(
+        l.acquire(&spec, T0 + 3 * S, Cost::of_call(0, 0, 0), 60 * S, None)
+            .unwrap(),
+    );
+    assert_eq!(g.slot, T0 + 11 * S);
+}
+
+#[test]
+fn sliding_window_waits_until_enough_cost_has_left() {
+    let spec = spec(vec![tokens_window(100, 60 * S)]);
+    let mut l = Ledger::new(&spec, 1);
+    for (k, c) in [40, 30, 30].into_iter().enumerate() {
+        grant(
+            l.acquire(&spec, T0 + k as u64 * S, Cost::of_call(c, 0, 0), 0, None)
+                .unwrap(),
+        );
+    }
+    // 50 tokens need the first two leases (70) gone: at T0 + 1s + 60s.
+    let g = grant(
+        l.acquire(&spec, T0 + 5 * S, Cost::of_call(50, 0, 0), 120 * S, None)
+            .unwrap(),
+    );
+    assert_eq!(g.slot, T0 + 61 * S);
+}
+
+#[test]
+fn denials_record_nothing() {
+    let spec = spec(vec![requests(1, 10 * S)]);
+    let mut l = Ledger::new(&spec, 1);
+    grant(
+        l.acquire(&spec, T0, Cost::of_call(0, 0, 0), 0, None)
+            .unwrap(),
+    );
+    for _ in 0..1000 {
+        assert!(matches!(
+            l.acquire(&spec, T0, Cost::of_call(0, 0, 0), 0, None)
+                .unwrap(),
+            Decision::Denied { .. }
+        ));
+    }
+    assert_eq!(l.lease_count(), 1);
+    let g = grant(
+        l.acquire(&spec, T0 + 10 * S, Cost::of_call(0, 0, 0), 0, None)
+            .unwrap(),
+    );
+    assert_eq!(g.wait, 0);
+}
+
+#[test]
+fn all_limits_are_booked_together_or_not_at_all() {
+    let spec = spec(vec![requests(10, 60 * S), tokens_window(1000, 60 * S)]);
+    let mut l = Ledger::new(&spec, 1);
+    grant(
+        l.acquire(&spec, T0, Cost::of_call(900, 0, 0), 0, None)
+            .unwrap(),
+    );
+    // Fits the request limit but not the token limit: denied, and no request is counted.
+    assert!(matches!(
+        l.acquire(&spec, T0, Cost::of_call(200, 0, 0), 0, None)
+            .unwrap(),
+        Decision::Denied {
+            decider: Decider::Limit(1),
+            ..
+        }
+    ));
+    let snap = l.snapshot(&spec, T0);
+    assert_eq!(snap.limits[0].used, 1);
+    assert_eq!(snap.limits[1].used, 900);
+}
+
+#[test]
+fn large_requests_are_not_starved_by_small_ones() {
+    let spec = spec(vec![tokens_window(100, 10 * S)]);
+    let mut l = Ledger::new(&spec, 1);
+    grant(
+        l.acquire(&spec, T0, Cost::of_call(60, 0, 0), 0, None)
+            .unwrap(),
+    );
+    let big = grant(
+        l.acquire(&spec, T0, Cost::of_call(100, 0, 0), 60 * S, None)
+            .unwrap(),
+    );
+    assert_eq!(big.slot, T0 + 10 * S);
+    // A small one that would fit now must still queue behind the big one.
+    let small = grant(
+        l.acquire(&spec, T0, Cost::of_call(1, 0, 0), 60 * S, None)
+            .unwrap(),
+    );
+    assert!(small.slot >= big.slot);
+}
+
+#[test]
+fn token_bucket_refills_continuously() {
+    let spec = spec(vec![tokens_bucket(600, 60 * S, 100)]);
+    let mut l = Ledger::new(&spec, 1);
+    grant(
+        l.acquire(&spec, T0, Cost::of_call(100, 0, 0), 0, None)
+            .unwrap(),
+    );
+    // 10 tokens per second refill.
+    let d = l
+        .acquire(&spec, T0, Cost::of_call(25, 0, 0), 0, None)
+        .unwrap();
+    assert_eq!(
+        d,
+        Decision::Denied {
+            retry_after: 2_500_000,
+            decider: Decider::Limit(0)
+        }
+    );
+    let g = grant(
+        l.acquire(&spec, T0 + 3 * S, Cost::of_call(25, 0, 0), 0, None)
+            .unwrap(),
+    );
+    assert_eq!(g.wait, 0);
+    let snap = l.snapshot(&spec, T0 + 3 * S);
+    assert_eq!(snap.limits[0].used, 95);
+    assert_eq!(snap.limits[0].remaining, 5);
+}
+
+#[test]
+fn cooldowns_block_and_only_lengthen() {
+    let spec = spec(vec![requests(100, 60 * S)]);
+    let mut l = Ledger::new(&spec, 1);
+    let cause = |s: &str| CooldownCause {
+        status_code: 429,
+        source: s.into(),
+    };
+    let out = l.report(
+        &spec,
+        T0,
+        None,
+        None,
+        Some(Cooldown {
+            until: T0 + 30 * S,
+            cause: cause("a"),
+        }),
+        None,
+    );
+    assert!(out.cooldown_set);
+    assert_eq!(out.cooldown_remaining, 30 * S);
+    let out = l.report(
+        &spec,
+        T0,
+        None,
+        None,
+        Some(Cooldown {
+            until: T0 + 5 * S,
+            cause: cause("b"),
+        }),
+        None,
+    );
+    assert!(!out.cooldown_set);
+    assert_eq!(out.cooldown_remaining, 30 * S);
+    let d = l
+        .acquire(&spec, T0 + S, Cost::of_call(0, 0, 0), 0, None)
+        .unwrap();
+    assert_eq!(
+        d,
+        Decision::Denied {
+            retry_after: 29 * S,
+            decider: Decider::Cooldown
+        }
+    );
+    let g = grant(
+        l.acquire(&spec, T0 + S, Cost::of_call(0, 0, 0), 60 * S, None)
+            .unwrap(),
+    );
+    assert_eq!(g.slot, T0 + 30 * S);
+    assert_eq!(
+        l.snapshot(&spec, T0 + S).cooldown.map(|c| c.1.source),
+        Some("a".to_string())
+    );
+    assert_eq!(l.snapshot(&spec, T0 + 31 * S).cooldown, None);
+}
+
+#[test]
+fn request_id_makes_acquire_idempotent() {
+    let spec = spec(vec![requests(2, 60 * S)]);
+    let mut l = Ledger::new(&spec, 7);
+    let a = grant(
+        l.acquire(&spec, T0, Cost::of_call(5, 0, 0), 0, Some("r1"))
+            .unwrap(),
+    );
+    let b = grant(
+        l.acquire(&spec, T0 + S, Cost::of_call(5, 0, 0), 0, Some("r1"))
+            .unwrap(),
+    );
+    assert_eq!(a.lease_id, b.lease_id);
+    assert_eq!(l.lease_count(), 1);
+    assert_eq!(
+        l.acquire(&spec, T0, Cost::of_call(6, 0, 0), 0, Some("r1")),
+        Err(RequestIdReused("r1".into()))
+    );
+    grant(
+        l.acquire(&spec, T0, Cost::of_call(5, 0, 0), 0, Some("r2"))
+            .unwrap(),
+    );
+    assert!(matches!(
+        l.acquire(&spec, T0, Cost::of_call(5, 0, 0), 0, Some("r3"))
+            .unwrap(),
+        Decision::Denied { .. }
+    ));
+}
+
+#[test]
+fn reported_usage_refunds_sliding_and_bucket_limits() {
+    for limit in [
+        tokens_window(1000, 60 * S),
+        tokens_bucket(1000, 60 * S, 1000),
+    ] {
+        let spec = spec(vec![limit]);
+        let mut l = Ledger::new(&spec, 1);
+        let g = grant(
+            l.acquire(&spec, T0, Cost::of_call(1000, 0, 0), 0, None)
+                .unwrap(),
+        );
+        assert!(matches!(
+            l.acquire(&spec, T0, Cost::of_call(500, 0, 0), 0, None)
+                .unwrap(),
+            Decision::Denied { .. }
+        ));
+        let out = l.report(
+            &spec,
+            T0,
+            Some(g.lease_id),
+            Some([None, Some(400), None, None]),
+            None,
+            None,
+        );
+        assert!(out.usage_applied);
+        let g2 = grant(
+            l.acquire(&spec, T0, Cost::of_call(600, 0, 0), 0, None)
+                .unwrap(),
+        );
+        assert_eq!(g2.wait, 0, "{:?}", spec.limits[0].algorithm);
+        assert!(matches!(
+            l.acquire(&spec, T0, Cost::of_call(1, 0, 0), 0, None)
+                .unwrap(),
+            Decision::Denied { .. }
+        ));
+    }
+}
+
+#[test]
+fn bucket_refund_never_frees_capacity_used_by_later_leases() {
+    let spec = spec(vec![tokens_bucket(100, 100 * S, 100)]);
+    let mut l = Ledger::new(&spec, 1);
+    let first = grant(
+        l.acquire(&spec, T0, Cost::of_call(100, 0, 0), 0, None)
+            .unwrap(),
+    );
+    // One token per second; after 100 s the bucket is empty and a second lease takes it all.
+    grant(
+        l.acquire(&spec, T0 + 100 * S, Cost::of_call(100, 0, 0), 0, None)
+            .unwrap(),
+    );
+    l.report(
+        &spec,
+        T0 + 50 * S,
+        Some(first.lease_id),
+        Some([None, Some(0), None, None]),
+        None,
+        None,
+    );
+    // Refunding the first lease must not free the second's tokens.
+    assert!(matches!(
+        l.acquire(&spec, T0 + 100 * S, Cost::of_call(1, 0, 0), 0, None)
+            .unwrap(),
+        Decision::Denied { .. }
+    ));
+}
+
+#[test]
+fn reports_charge_extra_usage() {
+    let spec = spec(vec![tokens_window(1000, 60 * S)]);
+    let mut l = Ledger::new(&spec, 1);
+    let g = grant(
+        l.acquire(&spec, T0, Cost::of_call(100, 0, 0), 0, None)
+            .unwrap(),
+    );
+    l.report(
+        &spec,
+        T0,
+        Some(g.lease_id),
+        Some([None, Some(950), None, None]),
+        None,
+        None,
+    );
+    assert_eq!(l.snapshot(&spec, T0).limits[0].used, 950);
+    assert!(matches!(
+        l.acquire(&spec, T0, Cost::of_call(100, 0, 0), 0, None)
+            .unwrap(),
+        Decision::Denied { .. }
+    ));
+}
+
+#[test]
+fn unknown_and_foreign_leases_are_reported_not_applied() {
+    let spec = spec(vec![tokens_window(1000, 60 * S)]);
+    let mut l = Ledger::new(&spec, 1);
+    let foreign = LeaseId { nonce: 2, seq: 0 };
+    grant(
+        l.acquire(&spec, T0, Cost::of_call(100, 0, 0), 0, None)
+            .unwrap(),
+    );
+    let out = l.report(
+        &spec,
+        T0,
+        Some(foreign),
+        Some([None, Some(1), None, None]),
+        None,
+        None,
+    );
+    assert!(!out.usage_applied && out.lease_unknown);
+    let missing = LeaseId { nonce: 1, seq: 99 };
+    let out = l.report(
+        &spec,
+        T0,
+        Some(missing),
+        Some([None, Some(1), None, None]),
+        None,
+        None,
+    );
+    assert!(!out.usage_applied && out.lease_unknown);
+}
+
+#[test]
+fn a_clock_stepping_back_frees_nothing() {
+    let spec = spec(vec![requests(1, 10 * S)]);
+    let mut l = Ledger::new(&spec, 1);
+    grant(
+        l.acquire(&spec, T0 + 5 * S, Cost::of_call(0, 0, 0), 0, None)
+            .unwrap(),
+    );
+    let d = l
+        .acquire(&spec, T0, Cost::of_call(0, 0, 0), 0, None)
+        .unwrap();
+    assert_eq!(
+        d,
+        Decision::Denied {
+            retry_after: 10 * S,
+            decider: Decider::Limit(0)
+        }
+    );
+}
+
+#[test]
+fn expired_leases_and_idle_state_are_dropped() {
+    let spec = spec(vec![
+        requests(1000, 10 * S),
+        tokens_bucket(100, 10 * S, 100),
+    ]);
+    let mut l = Ledger::new(&spec, 1);
+    for k in 0..500 {
+        grant(
+            l.acquire(&spec, T0, Cost::of_call(0, 0, 0), 0, Some(&format!("r{k}")))
+                .unwrap(),
+        );
+    }
+    assert_eq!(l.lease_count(), 500);
+    assert!(!l.compact(&spec, T0 + 9 * S));
+    assert!(l.compact(&spec, T0 + 10 * S));
+    assert_eq!(l.lease_count(), 0);
+    // A replayed request id after expiry is a new request.
+    let g = grant(
+        l.acquire(&spec, T0 + 10 * S, Cost::of_call(0, 0, 0), 0, Some("r1"))
+            .unwrap(),
+    );
+    assert_eq!(g.lease_id.seq, 500);
+}
+
+// ---- properties ----
+
+#[derive(Clone, Debug)]
+enum Op {
+    Acquire { tokens: u64, max_wait: Micros },
+    Advance(Micros),
+    Refund { back: usize, fraction: u8 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1u64..=60, prop_oneof![Just(0), 0..30 * S]).prop_map(|(tokens, max_wait)| Op::Acquire { tokens, max_wait }),
+        2 => (0..4 * S).prop_map(Op::Advance),
+        1 => (0usize..8, 0u8..=100).prop_map(|(back, fraction)| Op::Refund { back, fraction }),
+    ]
+}
+
+fn limit_strategy() -> impl Strategy<Value = LimitSpec> {
+    (any::<bool>(), 60u64..=200, 1u64..=20, 1u64..=3).prop_map(|(bucket, amount, secs, dim)| {
+        let dimension = if dim == 1 {
+            Dimension::Requests
+        } else {
+            Dimension::Tokens
+        };
+        let amount = if dimension == Dimension::Requests {
+            amount / 10
+        } else {
+            amount
+        };
+        let algorithm = if bucket {
+            Algorithm::TokenBucket {
+                burst: (amount / 2).max(60),
+            }
+        } else {
+            Algorithm::SlidingWindow
+        };
+        LimitSpec::new(dimension, amount, secs * S, algorithm)
+    })
+}
+
+/// Checks the window invariants over the final cost of every grant.
+fn check_invariants(spec: &ServiceSpec, grants: &[(Micros, Cost)]) -> Result<(), TestCaseError> {
+    for pair in grants.windows(2) {
+        prop_assert!(pair[0].0 <= pair[1].0, "grants out of arrival order");
+    }
+    for limit in &spec.limits {
+        let cost = |c: &Cost| u128::from(c.get(limit.dimension));
+        for (i, (start, _)) in grants.iter().enumerate() {
+            match limit.algorithm {
+                Algorithm::SlidingWindow => {
+                    let sum: u128 = grants[i..]
+                        .iter()
+                        .take_while(|(s, _)| *s < start + limit.window)
+                        .map(|(_, c)| cost(c))
+                        .sum();
+                    prop_assert!(
+                        sum <= u128::from(limit.amount),
+                        "{}: {sum} in a window",
+                        limit.name
+                    );
+                }
+                Algorithm::TokenBucket { burst } => {
+                    let mut sum = 0u128;
+                    for (s, c) in &grants[i..] {
+                        sum += cost(c);
+                        // granted in [start, s] ≤ burst + rate × (s − start)
+                        let bound = u128::from(burst) * u128::from(limit.window)
+                            + u128::from(limit.amount) * u128::from(s - start);
+                        prop_assert!(
+                            sum * u128::from(limit.window) <= bound,
+                            "{}: {sum} over bucket bound",
+                            limit.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn grants_respect_every_limit_and_arrival_order(
+        limits in prop::collection::vec(limit_strategy(), 1..=3),
+        ops in prop::collection::vec(op(), 1..200),
+    ) {
+        let spec = spec(limits);
+        let mut ledger = Ledger::new(&spec, 1);
+        let mut now = T0;
+        let mut grants: Vec<(Micros, Cost, LeaseId)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Acquire { tokens, max_wait } => {
+                    let cost = Cost::of_call(tokens, 0, 0);
+                    if spec.check_fits(&cost).is_err() {
+                        continue;
+                    }
+                    match ledger.acquire(&spec, now, cost, max_wait, None).unwrap() {
+                        Decision::Granted(g) => {
+                            prop_assert!(g.slot >= now && g.wait <= max_wait);
+                            prop_assert_eq!(g.slot - now, g.wait);
+                            grants.push((g.slot, cost, g.lease_id));
+                        }
+                        Decision::Denied { retry_after, .. } => prop_assert!(retry_after > max_wait),
+                    }
+                }
+                Op::Advance(d) => now += d,
+                Op::Refund { back, fraction } => {
+                    if let Some(i) = grants.len().checked_sub(back + 1) {
+                        let old = grants[i].1.get(Dimension::Tokens);
+                        let new = old * u64::from(fraction) / 100;
+                        let out = ledger.report(&spec, now, Some(grants[i].2), Some([None, Some(new), None, None]), None, None);
+                        if out.usage_applied {
+                            grants[i].1 .0[1] = new;
+                        }
+                    }
+                }
+            }
+        }
+        let grants: Vec<(Micros, Cost)> = grants.into_iter().map(|(s, c, _)| (s, c)).collect();
+        check_invariants(&spec, &grants)?;
+    }
+
+    #[test]
+    fn a_lone_request_is_granted_as_soon_as_it_fits(
+        limit in limit_strategy(),
+        tokens in 1u64..=60,
+    ) {
+        let spec = spec(vec![limit]);
+        let mut ledger = Ledger::new(&spec, 1);
+        let cost = Cost::of_call(tokens, 0, 0);
+        prop_assume!(spec.check_fits(&cost).is_ok());
+        let g = grant(ledger.acquire(&spec, T0, cost, 0, None).unwrap());
+        prop_assert_eq!(g.wait, 0);
+    }
+}
