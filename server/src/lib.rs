@@ -1,3 +1,15 @@
 //! Sluice server library: the limiter core, its backends, configuration and the gRPC service.
+//!
+//! - [`core`]: pure decision logic (sliding windows, token buckets, leases, cooldowns);
+//! - [`backend`]: where state lives, behind one trait;
+//! - [`limiter`]: validation and orchestration, free of protobuf;
+//! - [`grpc`]: the `sluice.v1.RateLimiter` service, converting types only;
+//! - [`server`]: [`run`], which serves it all with health and reflection.
 
+pub mod backend;
+pub mod config;
 pub mod core;
+pub mod duration;
+pub mod error;
+pub mod limiter;
+pub mod provider;

@@ -107,6 +107,8 @@ pub struct LimitSnapshot {
 /// The live state of a service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSnapshot {
+    /// The time the snapshot was taken at.
+    pub now: Micros,
     /// One per limit, in spec order.
     pub limits: Vec<LimitSnapshot>,
     /// Active cooldown and its remaining time.
@@ -489,6 +491,7 @@ impl Ledger {
             .collect();
         let queued = self.log.iter().rev().take_while(|l| l.slot > now).count() as u64;
         ServiceSnapshot {
+            now,
             limits,
             cooldown: self
                 .cooldown

@@ -1,0 +1,86 @@
+//! Where rate-limit state lives. Every backend implements [`Backend`] with the same semantics (the
+//! core's [`Ledger`](crate::core::Ledger) is the reference), so one behaviour suite runs against
+//! all of them. Backends own their clock: the decision time of a service comes from one place.
+
+mod memory;
+
+use std::future::Future;
+
+pub use memory::{Clock, MemoryBackend};
+
+use crate::core::{
+    Cooldown, CooldownCause, Cost, Decision, LeaseId, Micros, ReportOutcome, RequestIdReused,
+    ServiceSnapshot, ServiceSpec, UsageUpdate,
+};
+
+/// A request for a slot, validated.
+#[derive(Clone, Debug)]
+pub struct AcquireCall<'a> {
+    /// What the call spends; it fits every limit's capacity.
+    pub cost: Cost,
+    /// Longest acceptable wait.
+    pub max_wait: Micros,
+    /// Idempotency key.
+    pub request_id: Option<&'a str>,
+}
+
+/// A provider's answer, validated and interpreted.
+#[derive(Clone, Debug, Default)]
+pub struct ReportCall {
+    /// The lease the answer belongs to.
+    pub lease: Option<LeaseId>,
+    /// Real usage replacing the lease's estimate.
+    pub usage: Option<UsageUpdate>,
+    /// Cooldown to apply: its length from now and its cause.
+    pub cooldown: Option<(Micros, CooldownCause)>,
+    /// HTTP status and the rate-limit headers to remember.
+    pub observation: Option<(u32, Vec<(String, String)>)>,
+}
+
+impl ReportCall {
+    /// The cooldown as an absolute end time, given the backend's `now`.
+    pub fn cooldown_at(&self, now: Micros) -> Option<Cooldown> {
+        self.cooldown.as_ref().map(|(len, cause)| Cooldown {
+            until: now.saturating_add(*len),
+            cause: cause.clone(),
+        })
+    }
+}
+
+/// A backend could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The request id was used before with another cost.
+    #[error(transparent)]
+    RequestIdReused(#[from] RequestIdReused),
+    /// The backend is unreachable or failed.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Shared rate-limit state. Implementations must be cheap to call concurrently for different
+/// services: no lock spans services.
+pub trait Backend: Send + Sync + 'static {
+    /// Reserves a slot (see [`Ledger::acquire`](crate::core::Ledger::acquire)).
+    fn acquire(
+        &self,
+        spec: &ServiceSpec,
+        call: AcquireCall<'_>,
+    ) -> impl Future<Output = Result<Decision, BackendError>> + Send;
+
+    /// Applies a provider's answer (see [`Ledger::report`](crate::core::Ledger::report)).
+    fn report(
+        &self,
+        spec: &ServiceSpec,
+        call: ReportCall,
+    ) -> impl Future<Output = Result<ReportOutcome, BackendError>> + Send;
+
+    /// The live state of a service.
+    fn status(
+        &self,
+        spec: &ServiceSpec,
+    ) -> impl Future<Output = Result<ServiceSnapshot, BackendError>> + Send;
+
+    /// Periodic housekeeping: drop expired leases and idle state. Called about once a second.
+    fn maintain(&self) -> impl Future<Output = ()> + Send;
+}

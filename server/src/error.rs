@@ -1,0 +1,30 @@
+//! The one error type of the service layer. Each variant maps to one gRPC status code (the mapping
+//! lives in [`crate::grpc`]). Being over a limit is not an error: it is a denial.
+
+use crate::{backend::BackendError, core::NeverFits};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Malformed input: names, sizes, durations, numbers. → `INVALID_ARGUMENT`
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The service is not configured. → `NOT_FOUND`
+    #[error("unknown service {0:?}")]
+    UnknownService(String),
+    /// The cost can never be granted. → `FAILED_PRECONDITION`
+    #[error(transparent)]
+    NeverFits(#[from] NeverFits),
+    /// The backend failed and the policy is `fail_closed`. → `UNAVAILABLE`
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<BackendError> for Error {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::RequestIdReused(e) => Error::InvalidArgument(e.to_string()),
+            BackendError::Unavailable(_) => Error::Unavailable(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The service layer between the API and a [`Backend`]: looks services up, validates and bounds
+//! every input, computes costs and cooldowns, and hands the backend only well-formed calls. It
+//! knows nothing of protobuf; [`crate::grpc`] converts to and from these types.
+
+use std::{collections::HashMap, sync::Arc};
+
+use crate::{
+    backend::{AcquireCall, Backend, ReportCall},
+    config::validate_service_name,
+    core::{
+        CooldownCause, Cost, Decision, LeaseId, Micros, ServiceSnapshot, ServiceSpec, UsageUpdate,
+        MAX_AMOUNT,
+    },
+    error::Error,
+    provider::{self, MAX_BODY},
+};
+
+/// Longest `max_wait` accepted: one day.
+pub const MAX_WAIT_LIMIT: Micros = 86_400 * 1_000_000;
+/// Longest `request_id` accepted, in bytes.
+pub const MAX_REQUEST_ID: usize = 256;
+
+/// A request for a slot, as received.
+#[derive(Clone, Debug, Default)]
+pub struct AcquireRequest {
+    /// Service name.
+    pub service: String,
+    /// Estimated total tokens (0: input + output).
+    pub tokens: u64,
+    /// Estimated input tokens.
+    pub input_tokens: u64,
+    /// Estimated output tokens.
+    pub output_tokens: u64,
+    /// Longest acceptable wait.
+    pub max_wait: Micros,
+    /// Idempotency key; empty for none.
+    pub request_id: String,
+}
+
+/// Real usage as a provider reported it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UsageReport {
+    /// Input tokens.
+    pub input_tokens: Option<u64>,
+    /// Output tokens.
+    pub output_tokens: Option<u64>,
+    /// Total tokens.
+    pub total_tokens: Option<u64>,
+}
+
+/// A provider's answer, as received.
+#[derive(Clone, Debug, Default)]
+pub struct ReportRequest {
+    /// Service name.
+    pub service: String,
+    /// Lease from Acquire; empty for none.
+    pub lease_id: String,
+    /// HTTP status.
+    pub status_code: u32,
+    /// Response headers.
+    pub headers: Vec<(String, String)>,
+    /// Real usage.
+    pub usage: Option<UsageReport>,
+    /// Size of the response body (its content is read by later provider profiles).
+    pub body_len: usize,
+}
+
+/// What a report changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportAnswer {
+    /// Cooldown still active.
+    pub cooldown: Micros,
+    /// The report set or lengthened it.
+    pub cooldown_set: bool,
+    /// Notes on what was applied or ignored.
+    pub detail: String,
+}
+
+/// A service's configuration with its live state.
+#[derive(Clone, Debug)]
+pub struct ServiceStatus {
+    /// The configuration.
+    pub spec: Arc<ServiceSpec>,
+    /// The live state.
+    pub snapshot: ServiceSnapshot,
+}
+
+/// The rate-limit coordinator over one backend.
+#[derive(Debug)]
+pub struct Limiter<B> {
+    backend: B,
+    by_name: HashMap<String, Arc<ServiceSpec>>,
+    specs: Vec<Arc<ServiceSpec>>,
+}
+
+fn bounded(field: &str, v: u64) -> Result<u64, Error> {
+    if v > MAX_AMOUNT {
+        return Err(Error::InvalidArgument(format!(
+            "{field}: {v} is above 2^53"
+        )));
+    }
+    Ok(v)
+}
+
+impl<B: Backend> Limiter<B> {
+    /// A limiter for `specs` (indexed by position) on `backend`.
+    pub fn new(specs: Vec<Arc<ServiceSpec>>, backend: B) -> Self {
+        let by_name = specs.iter().map(|s| (s.name.clone(), s.clone())).collect();
+        Self {
+            backend,
+            by_name,
+            specs,
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Looks a service up, refusing malformed names before unknown ones.
+    pub fn service(&self, name: &str) -> Result<&Arc<ServiceSpec>, Error> {
+        validate_service_name(name).map_err(|e| Error::InvalidArgument(format!("service: {e}")))?;
+        self.by_name
+            .get(name)
+            .ok_or_else(|| Error::UnknownService(name.to_string()))
+    }
+
+    /// Reserves a slot, or answers with a denial.
+    pub async fn acquire(
+        &self,
+        req: &AcquireRequest,
+    ) -> Result<(Arc<ServiceSpec>, Decision), Error> {
+        let spec = self.service(&req.service)?;
+        let cost = Cost::of_call(
+            bounded("tokens", req.tokens)?,
+            bounded("input_tokens", req.input_tokens)?,
+            bounded("output_tokens", req.output_tokens)?,
+        );
+        bounded("tokens", cost.0[1])?;
+        if req.max_wait > MAX_WAIT_LIMIT {
+            return Err(Error::InvalidArgument("max_wait: longer than 1 day".into()));
+        }
+        if req.request_id.len() > MAX_REQUEST_ID {
+            return Err(Error::InvalidArgument(format!(
+                "request_id: longer than {MAX_REQUEST_ID} bytes"
+            )));
+        }
+        spec.check_fits(&cost)?;
+        let call = AcquireCall {
+            cost,
+            max_wait: req.max_wait,
+            request_id: (!req.request_id.is_empty()).then_some(req.request_id.as_str()),
+        };
+        let decision = self.backend.acquire(spec, call).await?;
+        Ok((spec.clone(), decision))
+    }
+
+    /// Applies a provider's answer: cooldown, usage, remembered headers.
+    pub async fn report(&self, req: ReportRequest) -> Result<ReportAnswer, Error> {
+        let spec = self.service(&req.service)?;
+        if !(100..=999).contains(&req.status_code) {
+            return Err(Error::InvalidArgument(format!(
+                "status_code: {} is not an HTTP status (100..=999)",
+                req.status_code
+            )));
+        }
+        if req.body_len > MAX_BODY {
+            return Err(Error::InvalidArgument(format!(
+                "body: {} bytes (at most {MAX_BODY})",
+                req.body_len
+            )));
+        }
+        let lease = if req.lease_id.is_empty() {
+            None
+        } else {
+            Some(req.lease_id.parse::<LeaseId>().map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "lease_id: {:?} is malformed",
+                    truncate(&req.lease_id)
+                ))
+            })?)
+        };
+        let usage = req.usage.map(usage_update).transpose()?;
+        let headers = provider::validate_headers(req.headers).map_err(Error::InvalidArgument)?;
+        let mut notes = Vec::new();
+        let now = wall_clock_now();
+        let cooldown = provider::cooldown_advice(spec, req.status_code, &headers, now, &mut notes)
+            .map(|a| {
+                (
+                    a.length,
+                    CooldownCause {
+                        status_code: req.status_code,
+                        source: a.source.to_string(),
+                    },
+                )
+            });
+        let call = ReportCall {
+            lease,
+            usage,
+            cooldown,
+            observation: Some((req.status_code, provider::rate_limit_headers(&headers))),
+        };
+        let outcome = self.backend.report(spec, call).await?;
+        if outcome.usage_applied {
+            notes.push("usage applied".into());
+        } else if outcome.lease_unknown {
+            notes.push("lease unknown or expired: usage ignored".into());
+        }
+        if outcome.cooldown_set {
+            notes.insert(0, "cooldown set".into());
+        }
+        Ok(ReportAnswer {
+            cooldown: outcome.cooldown_remaining,
+            cooldown_set: outcome.cooldown_set,
+            detail: notes.join("; "),
+        })
+    }
+
+    /// The live state of one service.
+    pub async fn status(&self, name: &str) -> Result<ServiceStatus, Error> {
+        let spec = self.service(name)?;
+        Ok(ServiceStatus {
+            spec: spec.clone(),
+            snapshot: self.backend.status(spec).await?,
+        })
+    }
+
+    /// The live state of every service, in config order.
+    pub async fn list(&self) -> Result<Vec<ServiceStatus>, Error> {
+        let mut out = Vec::with_capacity(self.specs.len());
+        for spec in &self.specs {
+            out.push(ServiceStatus {
+                spec: spec.clone(),
+                snapshot: self.backend.status(spec).await?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Wall-clock time, for provider answers that name an absolute time (HTTP-date).
+fn wall_clock_now() -> Micros {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as Micros)
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+fn usage_update(u: UsageReport) -> Result<UsageUpdate, Error> {
+    let input = u
+        .input_tokens
+        .map(|v| bounded("usage.input_tokens", v))
+        .transpose()?;
+    let output = u
+        .output_tokens
+        .map(|v| bounded("usage.output_tokens", v))
+        .transpose()?;
+    let total = match u.total_tokens {
+        Some(v) => Some(bounded("usage.total_tokens", v)?),
+        None => input.zip(output).map(|(i, o)| i + o),
+    };
+    Ok([None, total, input, output])
+}
