@@ -292,9 +292,11 @@ impl RawLimit {
                 }
                 Algorithm::TokenBucket { burst }
             }
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "algorithm: unknown algorithm {other:?} (expected sliding_window or token_bucket)"
-            )),
+            ))
+            }
         };
         Ok(LimitSpec::new(dimension, self.amount, window, algorithm))
     }

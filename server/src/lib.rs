@@ -7,9 +7,14 @@
 //! - [`server`]: [`run`], which serves it all with health and reflection.
 
 pub mod backend;
+pub mod cli;
 pub mod config;
 pub mod core;
 pub mod duration;
 pub mod error;
+pub mod grpc;
 pub mod limiter;
 pub mod provider;
+pub mod server;
+
+pub use server::run;

@@ -1,0 +1,49 @@
+//! Command-line arguments of `sluice-server`. Each flag has an environment fallback and overrides
+//! the matching setting of the config file.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+
+use crate::{
+    config::{Config, ConfigError},
+    duration::parse_duration,
+};
+
+/// Sluice: rate-limit coordination for fleets of workers calling rate-limited APIs.
+#[derive(Debug, Parser)]
+#[command(name = "sluice-server", version, about)]
+pub struct Cli {
+    /// Path to the TOML config file.
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub config: PathBuf,
+    /// Listen address, overriding the config's `listen` (port 0 picks a free port).
+    #[arg(long, env = "SLUICE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Time allowed to drain in-flight calls on shutdown, e.g. "10s".
+    #[arg(long, env = "SLUICE_SHUTDOWN_GRACE", value_parser = parse_grace)]
+    pub shutdown_grace: Option<Duration>,
+    /// Validate the config file and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+fn parse_grace(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+        .map(Duration::from_micros)
+        .map_err(|e| e.to_string())
+}
+
+impl Cli {
+    /// Loads the config file and applies the command-line overrides.
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        let mut config = Config::load(&self.config)?;
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(grace) = self.shutdown_grace {
+            config.shutdown_grace = grace;
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,282 @@
+//! The `sluice.v1.RateLimiter` gRPC service. It only converts: protobuf messages into the
+//! [`limiter`](crate::limiter) types and back, and [`Error`] into `tonic::Status` (the one place
+//! where error kinds meet status codes).
+
+use std::sync::Arc;
+
+use sluice::v1::{
+    self as pb, rate_limiter_server::RateLimiter, AcquireRequest, AcquireResponse,
+    GetStatusRequest, GetStatusResponse, ListServicesRequest, ListServicesResponse,
+    ReportResponseRequest, ReportResponseResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    backend::Backend,
+    core::{Algorithm, Decider, Decision, Micros, ServiceSpec, MICROS_PER_SEC},
+    error::Error,
+    limiter::{self, Limiter, ServiceStatus, UsageReport},
+};
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        match e {
+            Error::InvalidArgument(_) => Status::invalid_argument(message),
+            Error::UnknownService(_) => Status::not_found(message),
+            Error::NeverFits(_) => Status::failed_precondition(message),
+            Error::Unavailable(_) => Status::unavailable(message),
+        }
+    }
+}
+
+/// The gRPC face of a [`Limiter`].
+#[derive(Debug)]
+pub struct RateLimiterService<B> {
+    limiter: Arc<Limiter<B>>,
+}
+
+impl<B> RateLimiterService<B> {
+    /// Serves `limiter`.
+    pub fn new(limiter: Arc<Limiter<B>>) -> Self {
+        Self { limiter }
+    }
+}
+
+/// Converts microseconds into a protobuf `Duration`.
+pub fn to_duration(micros: Micros) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: (micros / MICROS_PER_SEC) as i64,
+        nanos: ((micros % MICROS_PER_SEC) * 1_000) as i32,
+    }
+}
+
+fn to_timestamp(micros: Micros) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: (micros / MICROS_PER_SEC) as i64,
+        nanos: ((micros % MICROS_PER_SEC) * 1_000) as i32,
+    }
+}
+
+/// Converts a protobuf `Duration` into microseconds (rounded up), refusing negative and
+/// non-normalised values and anything longer than `max`.
+pub fn from_duration(
+    field: &str,
+    d: Option<prost_types::Duration>,
+    max: Micros,
+) -> Result<Micros, Error> {
+    let Some(d) = d else { return Ok(0) };
+    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+        return Err(Error::InvalidArgument(format!(
+            "{field}: must be a non-negative duration (seconds {}, nanos {})",
+            d.seconds, d.nanos
+        )));
+    }
+    let micros = u128::from(d.seconds as u64) * u128::from(MICROS_PER_SEC)
+        + u128::from((d.nanos as u64).div_ceil(1_000));
+    if micros > u128::from(max) {
+        return Err(Error::InvalidArgument(format!(
+            "{field}: longer than {}",
+            crate::core::format_duration(max)
+        )));
+    }
+    Ok(micros as Micros)
+}
+
+fn decider_name(spec: &ServiceSpec, decider: Decider) -> String {
+    match decider {
+        Decider::Now => String::new(),
+        Decider::Cooldown => "cooldown".into(),
+        Decider::Limit(i) => spec
+            .limits
+            .get(i)
+            .map_or_else(String::new, |l| l.name.clone()),
+    }
+}
+
+fn header_pairs(headers: Vec<pb::Header>) -> Vec<(String, String)> {
+    headers.into_iter().map(|h| (h.name, h.value)).collect()
+}
+
+fn service_status(status: ServiceStatus) -> pb::ServiceStatus {
+    let ServiceStatus { spec, snapshot } = status;
+    let limits = spec
+        .limits
+        .iter()
+        .zip(&snapshot.limits)
+        .map(|(limit, live)| pb::LimitStatus {
+            name: limit.name.clone(),
+            dimension: limit.dimension.as_str().into(),
+            amount: limit.amount,
+            window: Some(to_duration(limit.window)),
+            algorithm: limit.algorithm.as_str().into(),
+            burst: match limit.algorithm {
+                Algorithm::TokenBucket { burst } => burst,
+                Algorithm::SlidingWindow => limit.amount,
+            },
+            used: live.used,
+            remaining: live.remaining,
+            reset_after: Some(to_duration(live.reset_after)),
+        })
+        .collect();
+    pb::ServiceStatus {
+        service: spec.name.clone(),
+        profile: spec.profile.clone(),
+        limits,
+        cooldown: snapshot
+            .cooldown
+            .map(|(remaining, cause)| pb::CooldownStatus {
+                remaining: Some(to_duration(remaining)),
+                cause: format!("{} {}", cause.status_code, cause.source),
+                status_code: cause.status_code,
+            }),
+        queued: snapshot.queued,
+        last_report: snapshot.last_report.map(|o| pb::ProviderReport {
+            status_code: o.status_code,
+            age: Some(to_duration(snapshot.now.saturating_sub(o.at))),
+            headers: o
+                .headers
+                .into_iter()
+                .map(|(name, value)| pb::Header { name, value })
+                .collect(),
+        }),
+    }
+}
+
+#[tonic::async_trait]
+impl<B: Backend> RateLimiter for RateLimiterService<B> {
+    async fn acquire(
+        &self,
+        request: Request<AcquireRequest>,
+    ) -> Result<Response<AcquireResponse>, Status> {
+        let r = request.into_inner();
+        let req = limiter::AcquireRequest {
+            max_wait: from_duration("max_wait", r.max_wait, limiter::MAX_WAIT_LIMIT)?,
+            service: r.service,
+            tokens: r.tokens,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            request_id: r.request_id,
+        };
+        let (spec, decision) = self.limiter.acquire(&req).await?;
+        let response = match decision {
+            Decision::Granted(g) => AcquireResponse {
+                granted: true,
+                lease_id: g.lease_id.to_string(),
+                wait: Some(to_duration(g.wait)),
+                retry_after: None,
+                reason: pb::Reason::Granted as i32,
+                limit: decider_name(&spec, g.decider),
+                slot_time: Some(to_timestamp(g.slot)),
+            },
+            Decision::Denied {
+                retry_after,
+                decider,
+            } => AcquireResponse {
+                granted: false,
+                lease_id: String::new(),
+                wait: None,
+                retry_after: Some(to_duration(retry_after)),
+                reason: match decider {
+                    Decider::Cooldown => pb::Reason::Cooldown,
+                    Decider::Limit(_) => pb::Reason::Limit,
+                    Decider::Now => pb::Reason::Unspecified,
+                } as i32,
+                limit: decider_name(&spec, decider),
+                slot_time: None,
+            },
+        };
+        tracing::debug!(
+            service = %req.service,
+            client_id = %r.client_id,
+            granted = response.granted,
+            limit = %response.limit,
+            "acquire"
+        );
+        Ok(Response::new(response))
+    }
+
+    async fn report_response(
+        &self,
+        request: Request<ReportResponseRequest>,
+    ) -> Result<Response<ReportResponseResponse>, Status> {
+        let r = request.into_inner();
+        let req = limiter::ReportRequest {
+            service: r.service,
+            lease_id: r.lease_id,
+            status_code: r.status_code,
+            headers: header_pairs(r.headers),
+            usage: r.usage.map(|u| UsageReport {
+                input_tokens: u.input_tokens,
+                output_tokens: u.output_tokens,
+                total_tokens: u.total_tokens,
+            }),
+            body_len: r.body.len(),
+        };
+        let service = req.service.clone();
+        let status_code = req.status_code;
+        let answer = self.limiter.report(req).await?;
+        if answer.cooldown_set {
+            tracing::info!(
+                service = %service,
+                status_code,
+                cooldown_ms = answer.cooldown / 1_000,
+                detail = %answer.detail,
+                "cooldown set"
+            );
+        }
+        Ok(Response::new(ReportResponseResponse {
+            cooldown: Some(to_duration(answer.cooldown)),
+            cooldown_set: answer.cooldown_set,
+            detail: answer.detail,
+        }))
+    }
+
+    async fn get_status(
+        &self,
+        request: Request<GetStatusRequest>,
+    ) -> Result<Response<GetStatusResponse>, Status> {
+        let status = self.limiter.status(&request.into_inner().service).await?;
+        Ok(Response::new(GetStatusResponse {
+            status: Some(service_status(status)),
+        }))
+    }
+
+    async fn list_services(
+        &self,
+        _request: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesResponse>, Status> {
+        let services = self.limiter.list().await?;
+        Ok(Response::new(ListServicesResponse {
+            services: services.into_iter().map(service_status).collect(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_convert_both_ways_and_refuse_bad_values() {
+        assert_eq!(
+            to_duration(1_500_000),
+            prost_types::Duration {
+                seconds: 1,
+                nanos: 500_000_000
+            }
+        );
+        let d = |seconds, nanos| Some(prost_types::Duration { seconds, nanos });
+        assert_eq!(
+            from_duration("f", d(1, 500_000_000), 10_000_000).unwrap(),
+            1_500_000
+        );
+        assert_eq!(from_duration("f", d(0, 1), 10_000_000).unwrap(), 1);
+        assert_eq!(from_duration("f", None, 10).unwrap(), 0);
+        assert!(from_duration("f", d(-1, 0), 10_000_000).is_err());
+        assert!(from_duration("f", d(0, -5), 10_000_000).is_err());
+        assert!(from_duration("f", d(0, 1_000_000_000), 10_000_000).is_err());
+        assert!(from_duration("f", d(11, 0), 10_000_000).is_err());
+        assert!(from_duration("f", d(i64::MAX, 999_999_999), 10_000_000).is_err());
+    }
+}

@@ -1,0 +1,138 @@
+//! [`run`]: serves the `RateLimiter` service, gRPC health and reflection on one listener until the
+//! shutdown future resolves; then reports NOT_SERVING, stops accepting, and drains in-flight calls
+//! within the configured grace period. A housekeeping task drops expired state meanwhile.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use sluice::v1::rate_limiter_server::RateLimiterServer;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::{server::HealthReporter, ServingStatus};
+
+use crate::{
+    backend::{Backend, Clock, MemoryBackend},
+    config::{BackendConfig, Config},
+    grpc::RateLimiterService,
+    limiter::Limiter,
+};
+
+/// The service name under which health is reported, besides `""`.
+pub const HEALTH_SERVICE: &str = "sluice.v1.RateLimiter";
+const MAINTENANCE_PERIOD: Duration = Duration::from_secs(1);
+
+/// The server could not start or failed while serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Reflection could not load the API's descriptor.
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("transport error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The serving task panicked or was cancelled.
+    #[error("server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Serves Sluice on `listener` until `shutdown` resolves, then drains.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let specs: Vec<_> = config.services.into_iter().map(Arc::new).collect();
+    match config.backend {
+        BackendConfig::Memory => {
+            let backend = MemoryBackend::new(&specs, Clock::new());
+            serve(
+                listener,
+                Limiter::new(specs, backend),
+                config.shutdown_grace,
+                shutdown,
+            )
+            .await
+        }
+    }
+}
+
+async fn set_health(reporter: &mut HealthReporter, status: ServingStatus) {
+    for name in ["", HEALTH_SERVICE] {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+async fn serve<B: Backend>(
+    listener: TcpListener,
+    limiter: Limiter<B>,
+    grace: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let limiter = Arc::new(limiter);
+    let (mut health, health_service) = tonic_health::server::health_reporter();
+    set_health(&mut health, ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sluice::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sluice::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let maintenance = spawn_maintenance(limiter.clone());
+    let (drain_tx, drain_rx) = oneshot::channel::<()>();
+    let router = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(RateLimiterServer::new(RateLimiterService::new(limiter)));
+    let mut serving = tokio::spawn(router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        async {
+            let _ = drain_rx.await;
+        },
+    ));
+
+    let result = tokio::select! {
+        result = &mut serving => Some(result),
+        () = shutdown => None,
+    };
+    let result = match result {
+        Some(early) => early,
+        None => {
+            tracing::info!(
+                grace_ms = grace.as_millis() as u64,
+                "shutting down: not serving, draining"
+            );
+            set_health(&mut health, ServingStatus::NotServing).await;
+            let _ = drain_tx.send(());
+            match tokio::time::timeout(grace, &mut serving).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!("drain deadline passed; closing remaining connections");
+                    serving.abort();
+                    Ok(Ok(()))
+                }
+            }
+        }
+    };
+    maintenance.abort();
+    if let Err(e) = maintenance.await {
+        if e.is_panic() {
+            tracing::error!(error = %e, "maintenance task panicked");
+        }
+    }
+    result??;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn spawn_maintenance<B: Backend>(limiter: Arc<Limiter<B>>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(MAINTENANCE_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            limiter.backend().maintain().await;
+        }
+    })
+}
