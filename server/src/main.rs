@@ -1,7 +1,7 @@
 //! `sluice-server`: parse arguments and config, start tracing, bind, and serve until SIGTERM or
 //! SIGINT. Everything else lives in the library.
 
-use std::io::IsTerminal;
+use std::{io::IsTerminal, process::ExitCode};
 
 use anyhow::Context;
 use clap::Parser;
@@ -9,7 +9,7 @@ use sluice_server::{cli::Cli, run};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -18,7 +18,16 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+    match serve(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "sluice-server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
 
+async fn serve(cli: Cli) -> anyhow::Result<()> {
     let config = cli.load_config()?;
     if cli.check_config {
         tracing::info!(services = config.services.len(), "config is valid");

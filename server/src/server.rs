@@ -71,12 +71,14 @@ async fn serve<B: Backend>(
     let limiter = Arc::new(limiter);
     let (mut health, health_service) = tonic_health::server::health_reporter();
     set_health(&mut health, ServingStatus::Serving).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(sluice::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(sluice::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    // Reflection describes the API and the health service; v1alpha is kept for older clients.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sluice::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_alpha = reflection().build_v1alpha()?;
+    let reflection = reflection().build_v1()?;
 
     let maintenance = spawn_maintenance(limiter.clone());
     let (drain_tx, drain_rx) = oneshot::channel::<()>();
