@@ -1,0 +1,141 @@
+//! [`Acquire`]: the builder returned by [`Client::acquire`]. Awaiting it sends one `Acquire`
+//! RPC (retried on UNAVAILABLE with the same request id, so a retry is never counted twice), then
+//! sleeps the granted wait.
+
+use std::{
+    future::{Future, IntoFuture},
+    pin::Pin,
+    time::{Duration, SystemTime},
+};
+
+use sluice::v1::{AcquireRequest, Reason};
+use tonic::Code;
+
+use crate::{Client, Error, Permit};
+
+const RETRIES: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(250)];
+
+/// A pending acquire. Set its costs, then `.await` it for a [`Permit`].
+#[derive(Debug)]
+#[must_use = "an acquire does nothing until awaited"]
+pub struct Acquire<'a> {
+    client: &'a Client,
+    request: AcquireRequest,
+    sleep: bool,
+}
+
+fn to_proto(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+pub(crate) fn from_proto(d: Option<prost_types::Duration>) -> Duration {
+    d.map_or(Duration::ZERO, |d| {
+        Duration::new(
+            u64::try_from(d.seconds).unwrap_or(0),
+            u32::try_from(d.nanos).unwrap_or(0),
+        )
+    })
+}
+
+impl<'a> Acquire<'a> {
+    pub(crate) fn new(client: &'a Client, service: String) -> Self {
+        Self {
+            client,
+            request: AcquireRequest {
+                service,
+                client_id: client.client_id.clone(),
+                ..AcquireRequest::default()
+            },
+            sleep: true,
+        }
+    }
+
+    /// Estimated total tokens of the call (e.g. prompt tokens + `max_tokens`).
+    pub fn tokens(mut self, tokens: u64) -> Self {
+        self.request.tokens = tokens;
+        self
+    }
+
+    /// Estimated input tokens, for `input_tokens` limits.
+    pub fn input_tokens(mut self, tokens: u64) -> Self {
+        self.request.input_tokens = tokens;
+        self
+    }
+
+    /// Estimated output tokens, for `output_tokens` limits.
+    pub fn output_tokens(mut self, tokens: u64) -> Self {
+        self.request.output_tokens = tokens;
+        self
+    }
+
+    /// Longest wait accepted for a slot (default: zero, a plain try-acquire).
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.request.max_wait = Some(to_proto(max_wait));
+        self
+    }
+
+    /// Idempotency key (default: a fresh UUID). Reuse it to retry an acquire safely.
+    pub fn request_id(mut self, id: impl Into<String>) -> Self {
+        self.request.request_id = id.into();
+        self
+    }
+
+    /// Returns the permit at once instead of sleeping until its slot; the caller must wait
+    /// [`Permit::wait`] itself.
+    pub fn without_sleep(mut self) -> Self {
+        self.sleep = false;
+        self
+    }
+
+    async fn run(mut self) -> Result<Permit, Error> {
+        if self.request.request_id.is_empty() {
+            self.request.request_id = uuid::Uuid::new_v4().to_string();
+        }
+        let mut attempt = 0;
+        let response = loop {
+            match self.client.rpc().acquire(self.request.clone()).await {
+                Ok(r) => break r.into_inner(),
+                Err(s) if s.code() == Code::Unavailable && attempt < RETRIES.len() => {
+                    tokio::time::sleep(RETRIES[attempt]).await;
+                    attempt += 1;
+                }
+                Err(s) => return Err(s.into()),
+            }
+        };
+        if !response.granted {
+            return Err(Error::Denied {
+                retry_after: from_proto(response.retry_after),
+                reason: Reason::try_from(response.reason).unwrap_or(Reason::Unspecified),
+                limit: response.limit,
+            });
+        }
+        let wait = from_proto(response.wait);
+        let slot_time = response
+            .slot_time
+            .and_then(|t| SystemTime::try_from(t).ok())
+            .unwrap_or_else(|| SystemTime::now() + wait);
+        if self.sleep && !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(Permit::new(
+            self.client.clone(),
+            self.request.service,
+            response.lease_id,
+            wait,
+            slot_time,
+            response.limit,
+        ))
+    }
+}
+
+impl<'a> IntoFuture for Acquire<'a> {
+    type Output = Result<Permit, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
