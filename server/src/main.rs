@@ -21,7 +21,7 @@ async fn main() -> ExitCode {
     match serve(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "sluice-server failed");
+            tracing::error!("sluice-server failed: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,282 @@
+//! The behaviour tests, instantiated per backend by [`behaviour_suite!`].
+
+use std::{sync::Arc, time::Duration};
+
+use sluice_server::{
+    config::Config,
+    core::ServiceSpec,
+    error::Error,
+    limiter::{AcquireRequest, Limiter, ReportRequest},
+};
+
+use crate::TestBackend;
+
+/// Services every test can use.
+pub const CONFIG: &str = r#"
+[[services]]
+name = "rpm"
+limits = [{ dimension = "requests", amount = 3, window = "10s" }]
+
+[[services]]
+name = "tpm"
+default_cooldown = "2s"
+max_cooldown = "30s"
+limits = [
+  { dimension = "requests", amount = 100, window = "1m" },
+  { dimension = "tokens", amount = 1000, window = "1m" },
+]
+
+[[services]]
+name = "bucket"
+limits = [{ dimension = "tokens", amount = 600, window = "1m", algorithm = "token_bucket", burst = 100 }]
+
+[[services]]
+name = "split"
+limits = [
+  { dimension = "input_tokens", amount = 100, window = "1m" },
+  { dimension = "output_tokens", amount = 50, window = "1m", algorithm = "token_bucket" },
+]
+"#;
+
+pub fn specs() -> Vec<Arc<ServiceSpec>> {
+    Config::parse(CONFIG)
+        .expect("suite config is valid")
+        .services
+        .into_iter()
+        .map(Arc::new)
+        .collect()
+}
+
+pub async fn limiter<B: TestBackend>() -> Limiter<B> {
+    tokio::time::pause();
+    let specs = specs();
+    let backend = B::create(&specs).await;
+    Limiter::new(specs, backend)
+}
+
+pub fn req(service: &str, tokens: u64, max_wait: Duration) -> AcquireRequest {
+    AcquireRequest {
+        service: service.into(),
+        tokens,
+        max_wait: max_wait.as_micros() as u64,
+        ..AcquireRequest::default()
+    }
+}
+
+pub fn report(
+    service: &str,
+    lease_id: &str,
+    status: u32,
+    headers: &[(&str, &str)],
+) -> ReportRequest {
+    ReportRequest {
+        service: service.into(),
+        lease_id: lease_id.into(),
+        status_code: status,
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        ..ReportRequest::default()
+    }
+}
+
+/// Grants `req`, returning (lease id, wait in µs); panics on a denial.
+pub async fn granted<B: TestBackend>(l: &Limiter<B>, r: &AcquireRequest) -> (String, u64) {
+    match l.acquire(r).await.expect("acquire").1 {
+        sluice_server::core::Decision::Granted(g) => (g.lease_id.to_string(), g.wait),
+        d => panic!("expected a grant, got {d:?}"),
+    }
+}
+
+/// Returns retry_after in µs of a denial; panics on a grant.
+pub async fn denied<B: TestBackend>(l: &Limiter<B>, r: &AcquireRequest) -> u64 {
+    match l.acquire(r).await.expect("acquire").1 {
+        sluice_server::core::Decision::Denied { retry_after, .. } => retry_after,
+        d => panic!("expected a denial, got {d:?}"),
+    }
+}
+
+pub fn is<T: std::fmt::Debug>(r: Result<T, Error>, f: fn(&Error) -> bool) -> bool {
+    match r {
+        Err(e) => f(&e),
+        Ok(v) => panic!("expected an error, got {v:?}"),
+    }
+}
+
+/// Instantiates the suite for one backend type.
+#[macro_export]
+macro_rules! behaviour_suite {
+    ($backend:ty) => {
+        use std::time::Duration;
+
+        use sluice_server::{backend::Backend, error::Error, limiter::UsageReport};
+        use $crate::{suite::*, TestBackend};
+
+        type B = $backend;
+        const S: Duration = Duration::from_secs(1);
+
+        #[tokio::test]
+        async fn sliding_window_counts_requests_exactly() {
+            let l = limiter::<B>().await;
+            for _ in 0..3 {
+                assert_eq!(granted(&l, &req("rpm", 0, Duration::ZERO)).await.1, 0);
+                l.backend().advance(S).await;
+            }
+            // 3 granted at t = 0, 1, 2 s; now t = 3 s: the first leaves the window at 10 s.
+            assert_eq!(denied(&l, &req("rpm", 0, Duration::ZERO)).await, 7_000_000);
+            let (_, wait) = granted(&l, &req("rpm", 0, 10 * S)).await;
+            assert_eq!(wait, 7_000_000);
+        }
+
+        #[tokio::test]
+        async fn token_costs_are_reserved_in_arrival_order() {
+            let l = limiter::<B>().await;
+            granted(&l, &req("tpm", 800, Duration::ZERO)).await;
+            let (_, big) = granted(&l, &req("tpm", 1000, 120 * S)).await;
+            assert_eq!(big, 60_000_000);
+            // A small request that would fit now waits behind the big one.
+            let (_, small) = granted(&l, &req("tpm", 10, 300 * S)).await;
+            assert!(small >= big, "small {small} < big {big}");
+        }
+
+        #[tokio::test]
+        async fn denials_record_nothing() {
+            let l = limiter::<B>().await;
+            granted(&l, &req("tpm", 1000, Duration::ZERO)).await;
+            for _ in 0..50 {
+                denied(&l, &req("tpm", 1, Duration::ZERO)).await;
+            }
+            let status = l.status("tpm").await.expect("status");
+            assert_eq!(status.snapshot.limits[0].used, 1, "requests counted");
+            assert_eq!(status.snapshot.limits[1].used, 1000);
+        }
+
+        #[tokio::test]
+        async fn token_bucket_allows_burst_then_refills() {
+            let l = limiter::<B>().await;
+            granted(&l, &req("bucket", 100, Duration::ZERO)).await;
+            // 10 tokens per second.
+            assert_eq!(denied(&l, &req("bucket", 50, Duration::ZERO)).await, 5_000_000);
+            l.backend().advance(5 * S).await;
+            assert_eq!(granted(&l, &req("bucket", 50, Duration::ZERO)).await.1, 0);
+        }
+
+        #[tokio::test]
+        async fn costs_that_never_fit_are_refused_naming_the_limit() {
+            let l = limiter::<B>().await;
+            let r = l.acquire(&req("bucket", 101, 60 * S)).await;
+            assert!(is(r.map(|_| ()), |e| matches!(e, Error::NeverFits(n) if n.limit == "tokens/1m")));
+            let mut split = req("split", 0, 60 * S);
+            split.output_tokens = 51;
+            let r = l.acquire(&split).await;
+            assert!(is(r.map(|_| ()), |e| matches!(e, Error::NeverFits(n) if n.limit == "output_tokens/1m")));
+        }
+
+        #[tokio::test]
+        async fn a_429_cools_the_service_down_and_cooldowns_only_lengthen() {
+            let l = limiter::<B>().await;
+            let (lease, _) = granted(&l, &req("tpm", 10, Duration::ZERO)).await;
+            let a = l.report(report("tpm", &lease, 429, &[("Retry-After", "20")])).await.expect("report");
+            assert!(a.cooldown_set);
+            assert_eq!(a.cooldown, 20_000_000);
+            let b = l.report(report("tpm", "", 429, &[("retry-after", "5")])).await.expect("report");
+            assert!(!b.cooldown_set);
+            assert_eq!(b.cooldown, 20_000_000);
+            assert_eq!(denied(&l, &req("tpm", 1, Duration::ZERO)).await, 20_000_000);
+            let (_, wait) = granted(&l, &req("tpm", 1, 30 * S)).await;
+            assert_eq!(wait, 20_000_000);
+            // A 503 without retry-after uses the default (2 s); a huge retry-after is clamped (30 s).
+            l.backend().advance(21 * S).await;
+            let c = l.report(report("tpm", "", 503, &[])).await.expect("report");
+            assert_eq!(c.cooldown, 2_000_000);
+            let d = l.report(report("tpm", "", 429, &[("retry-after", "86400")])).await.expect("report");
+            assert_eq!(d.cooldown, 30_000_000);
+            assert!(d.detail.contains("clamped"), "{}", d.detail);
+        }
+
+        #[tokio::test]
+        async fn reported_usage_refunds_the_estimate() {
+            let l = limiter::<B>().await;
+            for service in ["tpm", "bucket"] {
+                let full = if service == "tpm" { 1000 } else { 100 };
+                let (lease, _) = granted(&l, &req(service, full, Duration::ZERO)).await;
+                denied(&l, &req(service, full / 2, Duration::ZERO)).await;
+                let mut r = report(service, &lease, 200, &[]);
+                r.usage = Some(UsageReport { total_tokens: Some(full / 4), ..UsageReport::default() });
+                let a = l.report(r).await.expect("report");
+                assert!(a.detail.contains("usage applied"), "{}", a.detail);
+                granted(&l, &req(service, full * 3 / 4, Duration::ZERO)).await;
+                denied(&l, &req(service, 1, Duration::ZERO)).await;
+            }
+        }
+
+        #[tokio::test]
+        async fn request_id_makes_a_retried_acquire_count_once() {
+            let l = limiter::<B>().await;
+            let mut r = req("rpm", 0, Duration::ZERO);
+            r.request_id = "job-42".into();
+            let (a, _) = granted(&l, &r).await;
+            let (b, _) = granted(&l, &r).await;
+            assert_eq!(a, b);
+            assert_eq!(l.status("rpm").await.expect("status").snapshot.limits[0].used, 1);
+            r.tokens = 5;
+            assert!(is(l.acquire(&r).await.map(|_| ()), |e| matches!(e, Error::InvalidArgument(_))));
+        }
+
+        #[tokio::test]
+        async fn unknown_leases_are_not_errors_but_malformed_input_is() {
+            let l = limiter::<B>().await;
+            let mut r = report("tpm", "0000000000000000-7", 200, &[]);
+            r.usage = Some(UsageReport { total_tokens: Some(1), ..UsageReport::default() });
+            let a = l.report(r).await.expect("report");
+            assert!(a.detail.contains("lease unknown"), "{}", a.detail);
+            assert!(is(l.report(report("tpm", "garbage", 200, &[])).await, |e| matches!(e, Error::InvalidArgument(_))));
+            assert!(is(l.report(report("tpm", "", 0, &[])).await, |e| matches!(e, Error::InvalidArgument(_))));
+            assert!(is(l.report(report("nope", "", 200, &[])).await, |e| matches!(e, Error::UnknownService(_))));
+            assert!(is(l.report(report("", "", 200, &[])).await, |e| matches!(e, Error::InvalidArgument(_))));
+            let many: Vec<(String, String)> = (0..101).map(|i| (format!("x-h{i}"), "v".to_string())).collect();
+            let mut r = report("tpm", "", 429, &[]);
+            r.headers = many;
+            assert!(is(l.report(r).await, |e| matches!(e, Error::InvalidArgument(_))));
+            // Nothing of the refused report was applied.
+            assert!(l.status("tpm").await.expect("status").snapshot.cooldown.is_none());
+        }
+
+        #[tokio::test]
+        async fn status_shows_the_providers_last_answer() {
+            let l = limiter::<B>().await;
+            let r = report("tpm", "", 200, &[("X-RateLimit-Remaining-Tokens", "77"), ("content-type", "json")]);
+            l.report(r).await.expect("report");
+            l.backend().advance(3 * S).await;
+            let status = l.status("tpm").await.expect("status");
+            let last = status.snapshot.last_report.expect("last report");
+            assert_eq!(last.status_code, 200);
+            assert_eq!(last.headers, vec![("x-ratelimit-remaining-tokens".to_string(), "77".to_string())]);
+            assert_eq!(status.snapshot.now - last.at, 3_000_000);
+        }
+
+        #[tokio::test]
+        async fn expired_leases_are_dropped_and_idle_services_shrink() {
+            let l = limiter::<B>().await;
+            for _ in 0..3 {
+                granted(&l, &req("rpm", 0, Duration::ZERO)).await;
+            }
+            l.backend().advance(10 * S).await;
+            l.backend().maintain().await;
+            let status = l.status("rpm").await.expect("status");
+            assert_eq!(status.snapshot.limits[0].used, 0);
+            assert_eq!(status.snapshot.queued, 0);
+            for _ in 0..3 {
+                granted(&l, &req("rpm", 0, Duration::ZERO)).await;
+            }
+        }
+
+        #[tokio::test]
+        async fn services_are_independent() {
+            let l = limiter::<B>().await;
+            l.report(report("tpm", "", 429, &[("retry-after", "60")])).await.expect("report");
+            assert_eq!(granted(&l, &req("rpm", 0, Duration::ZERO)).await.1, 0);
+        }
+    };
+}
