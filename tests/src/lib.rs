@@ -1,1 +1,207 @@
-//! placeholder
+//! End-to-end test harness: [`spawn_server`] writes a config file, starts a real `sluice-server`
+//! process listening on port 0, learns its address from its log, and polls gRPC health until it
+//! serves. The process is killed when the [`TestServer`] is dropped.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc, Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
+
+/// How long a server may take to start before the test fails.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running `sluice-server` process.
+pub struct TestServer {
+    child: Child,
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    log: Arc<Mutex<String>>,
+    config: PathBuf,
+}
+
+fn server_binary() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("SLUICE_SERVER_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    // Test executables live in target/<profile>/deps; the server binary one level up.
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no target directory")?;
+    let bin = profile_dir.join(format!("sluice-server{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "sluice-server", "--bin", "sluice-server"])
+            .status()
+            .context("building sluice-server")?;
+        if !status.success() {
+            bail!("cargo build -p sluice-server failed");
+        }
+    }
+    Ok(bin)
+}
+
+fn config_path() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    std::env::temp_dir().join(format!(
+        "sluice-e2e-{}-{}.toml",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Starts a server with `config` (TOML; `listen` is overridden to port 0) and waits until its
+/// health service answers SERVING.
+pub async fn spawn_server(config: &str) -> anyhow::Result<TestServer> {
+    let path = config_path();
+    std::fs::write(&path, config)?;
+    let mut child = Command::new(server_binary()?)
+        .arg("--config")
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting sluice-server")?;
+    let stderr = child.stderr.take().context("no stderr")?;
+    let log = Arc::new(Mutex::new(String::new()));
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let log_writer = log.clone();
+    // Drains the server's log for the whole run, so the pipe never fills up.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("addr=").nth(1) {
+                let addr = addr.split_whitespace().next().unwrap_or("").to_string();
+                let _ = addr_tx.send(addr);
+            }
+            if let Ok(mut log) = log_writer.lock() {
+                log.push_str(&line);
+                log.push('\n');
+            }
+        }
+    });
+    let addr = tokio::task::spawn_blocking(move || addr_rx.recv_timeout(START_TIMEOUT)).await?;
+    let mut server = TestServer {
+        child,
+        url: String::new(),
+        addr: String::new(),
+        log,
+        config: path,
+    };
+    let addr = match addr {
+        Ok(addr) => addr,
+        Err(_) => bail!("server did not report its address; log:\n{}", server.log()),
+    };
+    server.url = format!("http://{addr}");
+    server.addr = addr;
+    server.wait_until_serving().await?;
+    Ok(server)
+}
+
+impl TestServer {
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A health client on a fresh connection.
+    pub async fn health(&self) -> anyhow::Result<HealthClient<tonic::transport::Channel>> {
+        let channel = tonic::transport::Endpoint::from_shared(self.url.clone())?
+            .connect()
+            .await?;
+        Ok(HealthClient::new(channel))
+    }
+
+    /// A raw gRPC client of the API.
+    pub async fn raw_client(
+        &self,
+    ) -> anyhow::Result<sluice::v1::rate_limiter_client::RateLimiterClient<tonic::transport::Channel>>
+    {
+        Ok(sluice::v1::rate_limiter_client::RateLimiterClient::connect(self.url.clone()).await?)
+    }
+
+    /// The Rust client.
+    pub async fn client(&self) -> anyhow::Result<sluice_client::Client> {
+        Ok(sluice_client::Client::connect(self.url.clone()).await?)
+    }
+
+    async fn wait_until_serving(&mut self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("server exited with {status}; log:\n{}", self.log());
+            }
+            if let Ok(mut health) = self.health().await {
+                let request = HealthCheckRequest {
+                    service: "sluice.v1.RateLimiter".into(),
+                };
+                if let Ok(r) = health.check(request).await {
+                    if r.into_inner().status == ServingStatus::Serving as i32 {
+                        return Ok(());
+                    }
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("server never became healthy; log:\n{}", self.log());
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit, returning its exit code.
+    pub async fn terminate(mut self) -> anyhow::Result<Option<i32>> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.code());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("server did not exit after SIGTERM; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// The server's slot time of a permit, in microseconds since the Unix epoch.
+pub fn micros(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
