@@ -1,7 +1,10 @@
 //! The one error type of the service layer. Each variant maps to one gRPC status code (the mapping
 //! lives in [`crate::grpc`]). Being over a limit is not an error: it is a denial.
 
-use crate::{backend::BackendError, core::NeverFits};
+use crate::{
+    backend::BackendError,
+    core::{AcquireError, NeverFits},
+};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -18,12 +21,18 @@ pub enum Error {
     /// The backend failed and the policy is `fail_closed`. → `UNAVAILABLE`
     #[error("{0}")]
     Unavailable(String),
+    /// Load shedding: the request was not considered. → `RESOURCE_EXHAUSTED`
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 impl From<BackendError> for Error {
     fn from(e: BackendError) -> Self {
         match e {
-            BackendError::RequestIdReused(e) => Error::InvalidArgument(e.to_string()),
+            BackendError::Refused(AcquireError::RequestIdReused(_)) => {
+                Error::InvalidArgument(e.to_string())
+            }
+            BackendError::Refused(AcquireError::Full) => Error::Overloaded(e.to_string()),
             BackendError::Unavailable(_) => Error::Unavailable(e.to_string()),
         }
     }

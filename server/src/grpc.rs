@@ -26,6 +26,7 @@ impl From<Error> for Status {
             Error::UnknownService(_) => Status::not_found(message),
             Error::NeverFits(_) => Status::failed_precondition(message),
             Error::Unavailable(_) => Status::unavailable(message),
+            Error::Overloaded(_) => Status::resource_exhausted(message),
         }
     }
 }

@@ -13,14 +13,16 @@ const CONFIG: &str = r#"
 name = "hammer"
 limits = [
   { dimension = "requests", amount = 100, window = "1s" },
-  { dimension = "tokens", amount = 3000, window = "1s", algorithm = "token_bucket", burst = 1000 },
+  { dimension = "tokens", amount = 4000, window = "1s", algorithm = "token_bucket", burst = 1000 },
 ]
 "#;
 
 const WORKERS: u64 = 32;
 const CALLS: u64 = 8;
 const REQUESTS: (u64, u64) = (100, 1_000_000);
-const TOKENS: (u64, u64, u64) = (3000, 1_000_000, 1000);
+// At most 40 tokens a call: 100 calls fit burst + rate × 0.75 s, so the request window is the one
+// that fills whenever the workers keep up.
+const TOKENS: (u64, u64, u64) = (4000, 1_000_000, 1000);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_workers_never_exceed_the_limits() -> anyhow::Result<()> {
@@ -32,7 +34,7 @@ async fn thirty_two_workers_never_exceed_the_limits() -> anyhow::Result<()> {
         let grants = grants.clone();
         workers.push(tokio::spawn(async move {
             for c in 0..CALLS {
-                let tokens = 10 + (w * 7 + c * 13) % 51;
+                let tokens = 10 + (w * 7 + c * 13) % 31;
                 let permit = client
                     .acquire("hammer")
                     .tokens(tokens)
@@ -79,8 +81,9 @@ async fn thirty_two_workers_never_exceed_the_limits() -> anyhow::Result<()> {
             "{n} requests in the window starting at {start}"
         );
     }
-    // The load was enough to fill the window: the check was not vacuous.
-    assert_eq!(max_in_window, amount);
+    // The load filled the window, so the check was not vacuous (32 workers need only ~3 round
+    // trips per second each to keep 100 slots per second booked).
+    assert_eq!(max_in_window, amount, "the request window was never full");
 
     // Token bucket: in every interval [a, b] at most burst + rate × (b − a).
     let (rate, per, burst) = TOKENS;

@@ -9,7 +9,7 @@ use std::future::Future;
 pub use memory::{Clock, MemoryBackend};
 
 use crate::core::{
-    Cooldown, CooldownCause, Cost, Decision, LeaseId, Micros, ReportOutcome, RequestIdReused,
+    AcquireError, Cooldown, CooldownCause, Cost, Decision, LeaseId, Micros, ReportOutcome,
     ServiceSnapshot, ServiceSpec, UsageUpdate,
 };
 
@@ -50,9 +50,9 @@ impl ReportCall {
 /// A backend could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    /// The request id was used before with another cost.
+    /// The state refused the acquire (request id reuse, too many leases).
     #[error(transparent)]
-    RequestIdReused(#[from] RequestIdReused),
+    Refused(#[from] AcquireError),
     /// The backend is unreachable or failed.
     #[error("backend unavailable: {0}")]
     Unavailable(String),

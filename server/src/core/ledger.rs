@@ -119,10 +119,21 @@ pub struct ServiceSnapshot {
     pub last_report: Option<Observation>,
 }
 
-/// A retried acquire whose `request_id` was used before with a different cost.
+/// Most leases one service holds. Each lease is kept until its longest window has passed; this
+/// bound keeps a flood of grants (say, zero-token calls on a service with only a daily token
+/// limit) from growing memory without end. Beyond it, acquires are shed.
+pub const MAX_LEASES: usize = 1 << 21;
+
+/// An acquire the ledger refuses.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("request_id {0:?} was already used with a different cost")]
-pub struct RequestIdReused(pub String);
+pub enum AcquireError {
+    /// A retried acquire whose `request_id` was used before with a different cost.
+    #[error("request_id {0:?} was already used with a different cost")]
+    RequestIdReused(String),
+    /// The service holds its maximum of leases ([`MAX_LEASES`]).
+    #[error("the service holds too many leases; try again later")]
+    Full,
+}
 
 /// Real usage of a lease, per dimension; `None` keeps the estimate.
 pub type UsageUpdate = [Option<u64>; 4];
@@ -142,6 +153,7 @@ pub struct Ledger {
     by_request: HashMap<Box<str>, u64>,
     last_report: Option<Observation>,
     high_water: Micros,
+    max_leases: usize,
 }
 
 fn shape(spec: &ServiceSpec, i: usize) -> Option<BucketShape> {
@@ -178,7 +190,14 @@ impl Ledger {
             by_request: HashMap::new(),
             last_report: None,
             high_water: 0,
+            max_leases: MAX_LEASES,
         }
+    }
+
+    /// Lowers the lease bound (tests of load shedding).
+    pub fn with_max_leases(mut self, max_leases: usize) -> Self {
+        self.max_leases = max_leases;
+        self
     }
 
     fn observe(&mut self, now: Micros) -> Micros {
@@ -197,13 +216,16 @@ impl Ledger {
         cost: Cost,
         max_wait: Micros,
         request_id: Option<&str>,
-    ) -> Result<Decision, RequestIdReused> {
+    ) -> Result<Decision, AcquireError> {
         let now = self.observe(now);
         self.prune(spec, now);
         if let Some(id) = request_id {
             if let Some(grant) = self.replay(id, &cost, now)? {
                 return Ok(Decision::Granted(grant));
             }
+        }
+        if self.log.len() >= self.max_leases {
+            return Err(AcquireError::Full);
         }
         let (slot, decider) = self.earliest(spec, now, &cost);
         let wait = slot.saturating_sub(now);
@@ -222,7 +244,7 @@ impl Ledger {
         }))
     }
 
-    fn replay(&self, id: &str, cost: &Cost, now: Micros) -> Result<Option<Grant>, RequestIdReused> {
+    fn replay(&self, id: &str, cost: &Cost, now: Micros) -> Result<Option<Grant>, AcquireError> {
         let Some(&seq) = self.by_request.get(id) else {
             return Ok(None);
         };
@@ -230,7 +252,7 @@ impl Ledger {
             return Ok(None);
         };
         if lease.requested != *cost {
-            return Err(RequestIdReused(id.to_string()));
+            return Err(AcquireError::RequestIdReused(id.to_string()));
         }
         Ok(Some(Grant {
             lease_id: LeaseId {

@@ -13,8 +13,8 @@ mod window;
 pub use bucket::TokenBucket;
 pub use lease::LeaseId;
 pub use ledger::{
-    Cooldown, CooldownCause, Decider, Decision, Grant, Ledger, LimitSnapshot, Observation,
-    ReportOutcome, RequestIdReused, ServiceSnapshot, UsageUpdate,
+    AcquireError, Cooldown, CooldownCause, Decider, Decision, Grant, Ledger, LimitSnapshot,
+    Observation, ReportOutcome, ServiceSnapshot, UsageUpdate, MAX_LEASES,
 };
 pub use spec::{
     format_duration, Algorithm, Cost, Dimension, LimitSpec, NeverFits, ServiceSpec, MAX_AMOUNT,

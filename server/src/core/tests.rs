@@ -269,7 +269,7 @@ fn request_id_makes_acquire_idempotent() {
     assert_eq!(l.lease_count(), 1);
     assert_eq!(
         l.acquire(&spec, T0, Cost::of_call(6, 0, 0), 0, Some("r1")),
-        Err(RequestIdReused("r1".into()))
+        Err(AcquireError::RequestIdReused("r1".into()))
     );
     grant(
         l.acquire(&spec, T0, Cost::of_call(5, 0, 0), 0, Some("r2"))
@@ -447,6 +447,28 @@ fn expired_leases_and_idle_state_are_dropped() {
             .unwrap(),
     );
     assert_eq!(g.lease_id.seq, 500);
+}
+
+#[test]
+fn a_full_lease_log_sheds_acquires_but_keeps_replays() {
+    let spec = spec(vec![tokens_window(1000, 86_400 * S)]);
+    let mut l = Ledger::new(&spec, 1).with_max_leases(10);
+    for k in 0..10 {
+        grant(
+            l.acquire(&spec, T0, Cost::of_call(0, 0, 0), 0, Some(&format!("r{k}")))
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        l.acquire(&spec, T0, Cost::of_call(0, 0, 0), 0, None),
+        Err(AcquireError::Full)
+    );
+    // A retry of a granted request is still answered.
+    grant(
+        l.acquire(&spec, T0, Cost::of_call(0, 0, 0), 0, Some("r3"))
+            .unwrap(),
+    );
+    assert_eq!(l.lease_count(), 10);
 }
 
 // ---- properties ----
