@@ -122,7 +122,7 @@ pub struct ServiceSnapshot {
 /// Most leases one service holds. Each lease is kept until its longest window has passed; this
 /// bound keeps a flood of grants (say, zero-token calls on a service with only a daily token
 /// limit) from growing memory without end. Beyond it, acquires are shed.
-pub const MAX_LEASES: usize = 1 << 21;
+pub const MAX_LEASES: usize = 1 << 20;
 
 /// An acquire the ledger refuses.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
