@@ -59,13 +59,20 @@ pub struct MemoryBackend {
 impl MemoryBackend {
     /// State for `specs`, whose `index` fields must be their positions.
     pub fn new(specs: &[Arc<ServiceSpec>], clock: Clock) -> Self {
-        let nonce = RandomState::new().build_hasher().finish();
+        // One random nonce per service, so a lease id names its service as well as this process:
+        // reporting service A's lease under service B finds nothing instead of B's lease.
+        let random = RandomState::new();
+        let nonce_for = |spec: &ServiceSpec| {
+            let mut hasher = random.build_hasher();
+            hasher.write(spec.name.as_bytes());
+            hasher.finish()
+        };
         Self {
             clock,
             specs: specs.to_vec(),
             ledgers: specs
                 .iter()
-                .map(|s| Mutex::new(Ledger::new(s, nonce)))
+                .map(|s| Mutex::new(Ledger::new(s, nonce_for(s))))
                 .collect(),
         }
     }

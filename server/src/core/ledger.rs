@@ -412,7 +412,9 @@ impl Ledger {
                 let Some(shape) = shape(spec, b) else {
                     continue;
                 };
-                if limit.dimension != dim || slot.saturating_add(limit.window) <= now {
+                // Past its span the lease weighs on the limit no more: every GCRA term up to it
+                // is at most `slot × amount + burst × window`, now below `now × amount`.
+                if limit.dimension != dim || slot.saturating_add(limit.span()) <= now {
                     continue;
                 }
                 let w = u128::from(shape.window);

@@ -109,6 +109,22 @@ impl LimitSpec {
             Algorithm::TokenBucket { burst } => burst,
         }
     }
+
+    /// How long a booked cost can still weigh on this limit: the window of a sliding window; for a
+    /// bucket, the time a full bucket takes to drain (`burst × window / amount`), which exceeds the
+    /// window when `burst > amount`.
+    pub fn span(&self) -> Micros {
+        match self.algorithm {
+            Algorithm::SlidingWindow => self.window,
+            Algorithm::TokenBucket { burst } => {
+                let drain = (u128::from(burst) * u128::from(self.window))
+                    .div_ceil(u128::from(self.amount.max(1)));
+                Micros::try_from(drain)
+                    .unwrap_or(Micros::MAX)
+                    .max(self.window)
+            }
+        }
+    }
 }
 
 /// What one call spends, per [`Dimension`].
@@ -163,9 +179,10 @@ pub struct ServiceSpec {
 }
 
 impl ServiceSpec {
-    /// How long leases are kept: the longest window of the service.
+    /// How long leases are kept: the longest [`LimitSpec::span`] of the service, so a report can
+    /// correct a lease for as long as its cost weighs on any limit.
     pub fn retention(&self) -> Micros {
-        self.limits.iter().map(|l| l.window).max().unwrap_or(0)
+        self.limits.iter().map(LimitSpec::span).max().unwrap_or(0)
     }
 
     /// Refuses a cost above some limit's capacity, naming the limit.

@@ -321,33 +321,58 @@ fn reported_usage_refunds_sliding_and_bucket_limits() {
     }
 }
 
+fn try_tokens(l: &mut Ledger, spec: &ServiceSpec, at: Micros, tokens: u64) -> bool {
+    matches!(
+        l.acquire(spec, at, Cost::of_call(tokens, 0, 0), 0, None)
+            .unwrap(),
+        Decision::Granted(_)
+    )
+}
+
 #[test]
 fn bucket_refund_never_frees_capacity_used_by_later_leases() {
+    // One token per second, capacity 100.
     let spec = spec(vec![tokens_bucket(100, 100 * S, 100)]);
     let mut l = Ledger::new(&spec, 1);
     let first = grant(
         l.acquire(&spec, T0, Cost::of_call(100, 0, 0), 0, None)
             .unwrap(),
     );
-    // One token per second; after 100 s the bucket is empty and a second lease takes it all.
-    grant(
-        l.acquire(&spec, T0 + 100 * S, Cost::of_call(100, 0, 0), 0, None)
-            .unwrap(),
-    );
-    l.report(
+    // 60 s later 60 tokens have refilled and a second lease takes them: the bucket is full.
+    assert!(try_tokens(&mut l, &spec, T0 + 60 * S, 60));
+    let out = l.report(
         &spec,
-        T0 + 50 * S,
+        T0 + 60 * S,
         Some(first.lease_id),
         Some([None, Some(0), None, None]),
         None,
         None,
     );
-    // Refunding the first lease must not free the second's tokens.
-    assert!(matches!(
-        l.acquire(&spec, T0 + 100 * S, Cost::of_call(1, 0, 0), 0, None)
+    assert!(out.usage_applied);
+    // The first lease used nothing, but the second's 60 tokens still hold the bucket: 40 free.
+    assert!(try_tokens(&mut l, &spec, T0 + 60 * S, 40));
+    assert!(!try_tokens(&mut l, &spec, T0 + 60 * S, 1));
+}
+
+#[test]
+fn bucket_refund_applies_while_a_deep_bucket_still_holds_the_cost() {
+    // One token per second with a burst of 100: a full bucket takes 100 s to drain, ten windows.
+    let spec = spec(vec![tokens_bucket(10, 10 * S, 100)]);
+    let mut l = Ledger::new(&spec, 1);
+    let g = grant(
+        l.acquire(&spec, T0, Cost::of_call(100, 0, 0), 0, None)
             .unwrap(),
-        Decision::Denied { .. }
-    ));
+    );
+    let out = l.report(
+        &spec,
+        T0 + 20 * S,
+        Some(g.lease_id),
+        Some([None, Some(0), None, None]),
+        None,
+        None,
+    );
+    assert!(out.usage_applied);
+    assert!(try_tokens(&mut l, &spec, T0 + 20 * S, 100));
 }
 
 #[test]

@@ -17,6 +17,8 @@ pub trait TestBackend: Backend + Sized {
     fn create(specs: &[Arc<ServiceSpec>]) -> impl std::future::Future<Output = Self> + Send;
     /// Moves the backend's clock forward.
     fn advance(&self, by: Duration) -> impl std::future::Future<Output = ()> + Send;
+    /// Leases the backend still holds for `spec` (to check that memory stays bounded).
+    fn held_leases(&self, spec: &ServiceSpec) -> impl std::future::Future<Output = usize> + Send;
 }
 
 impl TestBackend for MemoryBackend {
@@ -26,6 +28,10 @@ impl TestBackend for MemoryBackend {
 
     async fn advance(&self, by: Duration) {
         tokio::time::advance(by).await;
+    }
+
+    async fn held_leases(&self, spec: &ServiceSpec) -> usize {
+        MemoryBackend::lease_count(self, spec)
     }
 }
 

@@ -244,6 +244,18 @@ macro_rules! behaviour_suite {
         }
 
         #[tokio::test]
+        async fn a_lease_id_only_names_a_lease_of_its_own_service() {
+            let l = limiter::<B>().await;
+            let (lease, _) = granted(&l, &req("tpm", 1000, Duration::ZERO)).await;
+            // Reported under another service, the lease is unknown and refunds nothing.
+            let mut r = report("bucket", &lease, 200, &[]);
+            r.usage = Some(UsageReport { total_tokens: Some(1), ..UsageReport::default() });
+            let a = l.report(r).await.expect("report");
+            assert!(a.detail.contains("lease unknown"), "{}", a.detail);
+            denied(&l, &req("tpm", 1, Duration::ZERO)).await;
+        }
+
+        #[tokio::test]
         async fn status_shows_the_providers_last_answer() {
             let l = limiter::<B>().await;
             let r = report("tpm", "", 200, &[("X-RateLimit-Remaining-Tokens", "77"), ("content-type", "json")]);
@@ -259,11 +271,14 @@ macro_rules! behaviour_suite {
         #[tokio::test]
         async fn expired_leases_are_dropped_and_idle_services_shrink() {
             let l = limiter::<B>().await;
+            let spec = l.service("rpm").expect("rpm is configured").clone();
             for _ in 0..3 {
                 granted(&l, &req("rpm", 0, Duration::ZERO)).await;
             }
+            assert_eq!(l.backend().held_leases(&spec).await, 3);
             l.backend().advance(10 * S).await;
             l.backend().maintain().await;
+            assert_eq!(l.backend().held_leases(&spec).await, 0);
             let status = l.status("rpm").await.expect("status");
             assert_eq!(status.snapshot.limits[0].used, 0);
             assert_eq!(status.snapshot.queued, 0);
