@@ -44,8 +44,16 @@ impl<B> RateLimiterService<B> {
     }
 }
 
-/// Converts microseconds into a protobuf `Duration`.
+/// Longest Duration protobuf allows, in seconds (10,000 years).
+const MAX_PROTO_DURATION_SECS: Micros = 315_576_000_000;
+/// Last second protobuf's Timestamp allows (9999-12-31T23:59:59Z).
+const MAX_PROTO_TIMESTAMP_SECS: Micros = 253_402_300_799;
+
+/// Converts microseconds into a protobuf `Duration`, clamped to its range.
 pub fn to_duration(micros: Micros) -> prost_types::Duration {
+    // protobuf's Duration spans ±10,000 years; a longer hint (a bucket that drains over ages)
+    // is clamped so every client can decode it.
+    let micros = micros.min(MAX_PROTO_DURATION_SECS * MICROS_PER_SEC);
     prost_types::Duration {
         seconds: (micros / MICROS_PER_SEC) as i64,
         nanos: ((micros % MICROS_PER_SEC) * 1_000) as i32,
@@ -53,6 +61,8 @@ pub fn to_duration(micros: Micros) -> prost_types::Duration {
 }
 
 fn to_timestamp(micros: Micros) -> prost_types::Timestamp {
+    // protobuf's Timestamp ends with year 9999.
+    let micros = micros.min(MAX_PROTO_TIMESTAMP_SECS * MICROS_PER_SEC);
     prost_types::Timestamp {
         seconds: (micros / MICROS_PER_SEC) as i64,
         nanos: ((micros % MICROS_PER_SEC) * 1_000) as i32,
@@ -279,5 +289,18 @@ mod tests {
         assert!(from_duration("f", d(0, 1_000_000_000), 10_000_000).is_err());
         assert!(from_duration("f", d(11, 0), 10_000_000).is_err());
         assert!(from_duration("f", d(i64::MAX, 999_999_999), 10_000_000).is_err());
+    }
+
+    #[test]
+    fn huge_values_are_clamped_into_protobufs_range() {
+        assert_eq!(
+            to_duration(Micros::MAX),
+            prost_types::Duration {
+                seconds: 315_576_000_000,
+                nanos: 0
+            }
+        );
+        assert_eq!(to_timestamp(Micros::MAX).seconds, 253_402_300_799);
+        assert_eq!(to_timestamp(Micros::MAX).nanos, 0);
     }
 }

@@ -1,7 +1,7 @@
 //! The Rust client against a real server: permits, typed denials carrying `retry_after`, refusals,
 //! reports with an `http::HeaderMap`, and idempotent request ids.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderValue, StatusCode};
 use sluice::v1::Reason;
@@ -13,9 +13,13 @@ const CONFIG: &str = r#"
 name = "openai/gpt-4o"
 profile = "openai"
 limits = [
-  { dimension = "requests", amount = 2, window = "1s" },
-  { dimension = "tokens", amount = 1000, window = "1m" },
+  { dimension = "requests", amount = 2, window = "1h" },
+  { dimension = "tokens", amount = 1000, window = "1h" },
 ]
+
+[[services]]
+name = "paced"
+limits = [{ dimension = "requests", amount = 1, window = "2s" }]
 "#;
 
 #[tokio::test]
@@ -35,8 +39,11 @@ async fn the_client_acquires_waits_reports_and_types_its_errors() -> anyhow::Res
             limit,
         }) => {
             assert_eq!(reason, Reason::Limit);
-            assert_eq!(limit, "tokens/1m");
-            assert!(retry_after > Duration::from_secs(59), "{retry_after:?}");
+            assert_eq!(limit, "tokens/1h");
+            assert!(
+                retry_after > Duration::ZERO && retry_after <= Duration::from_secs(3600),
+                "{retry_after:?}"
+            );
         }
         other => panic!("expected a denial, got {other:?}"),
     }
@@ -58,8 +65,7 @@ async fn the_client_acquires_waits_reports_and_types_its_errors() -> anyhow::Res
         outcome.detail
     );
 
-    // The request limit (2 per second) now decides: the client sleeps the wait before returning.
-    let started = Instant::now();
+    // The second request fits the refunded tokens; a third must wait for the request limit.
     let second = client
         .acquire("openai/gpt-4o")
         .tokens(600)
@@ -69,27 +75,34 @@ async fn the_client_acquires_waits_reports_and_types_its_errors() -> anyhow::Res
     let third = client
         .acquire("openai/gpt-4o")
         .tokens(10)
-        .max_wait(Duration::from_secs(5))
+        .max_wait(Duration::from_secs(7200))
+        .without_sleep()
         .await?;
     assert!(third.wait() > Duration::ZERO);
-    assert_eq!(third.limit(), "requests/1s");
-    assert!(
-        started.elapsed() >= third.wait(),
-        "the client slept the wait"
-    );
+    assert_eq!(third.limit(), "requests/1h");
+
+    // Without `without_sleep`, the client returns only once the granted slot has come.
+    let a = client.acquire("paced").await?;
+    let b = client
+        .acquire("paced")
+        .max_wait(Duration::from_secs(10))
+        .await?;
+    let spacing = b.slot_time().duration_since(a.slot_time())?;
+    assert!(spacing >= Duration::from_secs(2), "{spacing:?}");
+    // The server's clock runs from its own start; allow for a few milliseconds of drift.
+    let now = SystemTime::now() + Duration::from_millis(50);
+    assert!(now >= b.slot_time(), "the client returned before its slot");
 
     // Retrying with the same request id returns the same lease.
     let a = client
-        .acquire("openai/gpt-4o")
-        .tokens(1)
-        .max_wait(Duration::from_secs(5))
+        .acquire("paced")
+        .max_wait(Duration::from_secs(7200))
         .request_id("job-1")
         .without_sleep()
         .await?;
     let b = client
-        .acquire("openai/gpt-4o")
-        .tokens(1)
-        .max_wait(Duration::from_secs(5))
+        .acquire("paced")
+        .max_wait(Duration::from_secs(7200))
         .request_id("job-1")
         .without_sleep()
         .await?;
@@ -97,7 +110,7 @@ async fn the_client_acquires_waits_reports_and_types_its_errors() -> anyhow::Res
 
     assert!(matches!(
         client.acquire("openai/gpt-4o").tokens(5000).await,
-        Err(Error::CannotFit(m)) if m.contains("tokens/1m")
+        Err(Error::CannotFit(m)) if m.contains("tokens/1h")
     ));
     assert!(matches!(
         client.acquire("nope").await,
@@ -112,6 +125,6 @@ async fn the_client_acquires_waits_reports_and_types_its_errors() -> anyhow::Res
     assert_eq!(last.status_code, 200);
     assert_eq!(last.headers.len(), 1);
     assert_eq!(last.headers[0].name, "x-ratelimit-remaining-tokens");
-    assert_eq!(client.list_services().await?.len(), 1);
+    assert_eq!(client.list_services().await?.len(), 2);
     Ok(())
 }

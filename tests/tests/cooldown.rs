@@ -1,12 +1,13 @@
 //! A 429 reported by one worker pauses every worker: no slot granted after the report starts
-//! before the cooldown ends, and work resumes afterwards.
+//! before the cooldown ends, and work resumes afterwards. The cooldown's end is read from the
+//! server (a probe's slot time), so the test does not compare two processes' clocks.
 
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -19,36 +20,46 @@ limits = [{ dimension = "requests", amount = 1000, window = "1s" }]
 "#;
 
 const WORKERS: usize = 16;
+/// Grants each worker must get for acquires sent after the report before it stops.
+const AFTER_REPORT: usize = 3;
+/// A worker that has not seen the report after this many grants fails the test.
+const MAX_ITERATIONS: usize = 100_000;
 const COOLDOWN: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reported_429_blocks_all_workers_until_it_ends() -> anyhow::Result<()> {
     let server = spawn_server(CONFIG).await?;
     let reported = Arc::new(AtomicBool::new(false));
-    // (acquire sent after the report returned?, sent at, slot)
-    let grants: Arc<Mutex<Vec<(bool, u64, u64)>>> = Arc::default();
+    // Slots (µs, server clock) granted to acquires sent after the report returned.
+    let after_report: Arc<Mutex<Vec<u64>>> = Arc::default();
     let mut workers = Vec::new();
     for _ in 0..WORKERS {
         let client = server.client().await?;
         let reported = reported.clone();
-        let grants = grants.clone();
+        let after_report = after_report.clone();
         workers.push(tokio::spawn(async move {
-            for _ in 0..20 {
-                let after_report = reported.load(Ordering::SeqCst);
-                let sent = micros(SystemTime::now());
+            let mut mine = 0;
+            for _ in 0..MAX_ITERATIONS {
+                let sent_after_report = reported.load(Ordering::SeqCst);
                 let permit = client
                     .acquire("llm")
                     .max_wait(Duration::from_secs(10))
                     .without_sleep()
                     .await?;
-                grants
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("poisoned"))?
-                    .push((after_report, sent, micros(permit.slot_time())));
+                if sent_after_report {
+                    after_report
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("poisoned"))?
+                        .push(micros(permit.slot_time()));
+                    mine += 1;
+                    if mine == AFTER_REPORT {
+                        return anyhow::Ok(());
+                    }
+                }
                 tokio::time::sleep(permit.wait()).await;
                 tokio::task::yield_now().await;
             }
-            anyhow::Ok(())
+            anyhow::bail!("the report was never seen")
         }));
     }
 
@@ -57,13 +68,29 @@ async fn a_reported_429_blocks_all_workers_until_it_ends() -> anyhow::Result<()>
     let permit = client.acquire("llm").await?;
     let mut headers = HeaderMap::new();
     headers.insert("retry-after", HeaderValue::from_static("2"));
-    let before_report = micros(SystemTime::now());
+    let before_report = Instant::now();
     let outcome = permit
         .report(StatusCode::TOO_MANY_REQUESTS, &headers, None)
         .await?;
     reported.store(true, Ordering::SeqCst);
     assert!(outcome.cooldown_set);
     assert!(outcome.cooldown <= COOLDOWN && outcome.cooldown > Duration::ZERO);
+
+    // A probe sent now is booked exactly at the cooldown's end: the request limit is far away.
+    let probe = client
+        .acquire("llm")
+        .max_wait(Duration::from_secs(10))
+        .without_sleep()
+        .await?;
+    let since_report = before_report.elapsed();
+    assert_eq!(probe.limit(), "cooldown");
+    assert!(probe.wait() <= COOLDOWN);
+    assert!(
+        probe.wait() + since_report >= COOLDOWN,
+        "the cooldown ends {:?} after the probe, {since_report:?} after the report",
+        probe.wait()
+    );
+    let cooldown_end = micros(probe.slot_time());
 
     let status = client.status("llm").await?;
     let cooldown = status
@@ -75,26 +102,18 @@ async fn a_reported_429_blocks_all_workers_until_it_ends() -> anyhow::Result<()>
     for w in workers {
         w.await??;
     }
-    let grants = grants
+    let slots = after_report
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .clone();
-    assert_eq!(
-        grants.len(),
-        WORKERS * 20,
-        "every worker finished after the cooldown"
-    );
-    let cooldown_end = before_report + COOLDOWN.as_micros() as u64;
-    let after: Vec<_> = grants.iter().filter(|g| g.0).collect();
-    assert!(
-        !after.is_empty(),
-        "some acquires were sent after the report"
-    );
-    for (_, sent, slot) in after {
+    assert_eq!(slots.len(), WORKERS * AFTER_REPORT, "every worker resumed");
+    for slot in slots {
         assert!(
-            *slot >= cooldown_end,
-            "acquire sent at {sent} got slot {slot}, before the cooldown end {cooldown_end}"
+            slot >= cooldown_end,
+            "an acquire sent after the report got slot {slot}, before the cooldown end {cooldown_end}"
         );
     }
+    // Work resumed once the cooldown was over.
+    assert!(micros(SystemTime::now()) + 50_000 >= cooldown_end);
     Ok(())
 }
