@@ -139,7 +139,7 @@ pub enum AcquireError {
 pub type UsageUpdate = [Option<u64>; 4];
 
 /// The state of one service.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Ledger {
     nonce: u64,
     log: VecDeque<Lease>,

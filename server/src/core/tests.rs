@@ -596,13 +596,32 @@ proptest! {
                     if spec.check_fits(&cost).is_err() {
                         continue;
                     }
+                    let before = ledger.clone();
                     match ledger.acquire(&spec, now, cost, max_wait, None).unwrap() {
                         Decision::Granted(g) => {
                             prop_assert!(g.slot >= now && g.wait <= max_wait);
                             prop_assert_eq!(g.slot - now, g.wait);
+                            if g.wait > 0 {
+                                // The slot is the earliest: one microsecond less is too early.
+                                let mut probe = before.clone();
+                                let earliest = matches!(
+                                    probe.acquire(&spec, now, cost, g.wait - 1, None).unwrap(),
+                                    Decision::Denied { retry_after, .. } if retry_after == g.wait
+                                );
+                                prop_assert!(earliest, "a slot before {} µs was free", g.wait);
+                            }
                             grants.push((g.slot, cost, g.lease_id));
                         }
-                        Decision::Denied { retry_after, .. } => prop_assert!(retry_after > max_wait),
+                        Decision::Denied { retry_after, .. } => {
+                            prop_assert!(retry_after > max_wait);
+                            // The hint is exact: asking again after it, without waiting, succeeds.
+                            let mut probe = before;
+                            let exact = matches!(
+                                probe.acquire(&spec, now + retry_after, cost, 0, None).unwrap(),
+                                Decision::Granted(_)
+                            );
+                            prop_assert!(exact, "no slot {} µs later", retry_after);
+                        }
                     }
                 }
                 Op::Advance(d) => now += d,
