@@ -6,7 +6,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 
 use crate::{
-    config::{Config, ConfigError},
+    config::{
+        BackendConfig, Config, ConfigError, OnFailure, RedisConfig, RedisUrl, DEFAULT_KEY_PREFIX,
+        DEFAULT_REDIS_TIMEOUT,
+    },
     duration::parse_duration,
 };
 
@@ -23,9 +26,17 @@ pub struct Cli {
     /// Time allowed to drain in-flight calls on shutdown, e.g. "10s".
     #[arg(long, env = "SLUICE_SHUTDOWN_GRACE", value_parser = parse_grace)]
     pub shutdown_grace: Option<Duration>,
+    /// Redis URL (`redis://[user:password@]host:port`, `rediss://` for TLS): selects the Redis
+    /// backend, overriding the config's `backend.url`.
+    #[arg(long, env = "SLUICE_BACKEND_URL", value_parser = parse_backend_url, hide_env_values = true)]
+    pub backend_url: Option<RedisUrl>,
     /// Validate the config file and exit.
     #[arg(long)]
     pub check_config: bool,
+}
+
+fn parse_backend_url(s: &str) -> Result<RedisUrl, String> {
+    RedisUrl::parse(s)
 }
 
 fn parse_grace(s: &str) -> Result<Duration, String> {
@@ -43,6 +54,20 @@ impl Cli {
         }
         if let Some(grace) = self.shutdown_grace {
             config.shutdown_grace = grace;
+        }
+        if let Some(url) = &self.backend_url {
+            match &mut config.backend {
+                BackendConfig::Redis(redis) => redis.url = url.clone(),
+                BackendConfig::Memory => {
+                    config.backend = BackendConfig::Redis(RedisConfig {
+                        url: url.clone(),
+                        cluster: false,
+                        key_prefix: DEFAULT_KEY_PREFIX.to_string(),
+                        timeout: DEFAULT_REDIS_TIMEOUT,
+                        on_failure: OnFailure::FailClosed,
+                    })
+                }
+            }
         }
         Ok(config)
     }

@@ -49,7 +49,86 @@ pub enum ConfigError {
 pub enum BackendConfig {
     /// In-process, the default.
     Memory,
+    /// Shared by many replicas in Redis or Redis Cluster.
+    Redis(RedisConfig),
 }
+
+/// What the Redis backend answers when Redis cannot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Answer `UNAVAILABLE` (the default): never a grant that hides an error.
+    FailClosed,
+    /// Grant without waiting and log a warning: the operator prefers over-admission to an outage.
+    FailOpen,
+}
+
+/// Settings of the Redis backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` URL, possibly with ACL user and password.
+    pub url: RedisUrl,
+    /// Connect to a Redis Cluster (the URL names one of its nodes).
+    pub cluster: bool,
+    /// Namespace of every key, inside the hash tag: `{<prefix>:<service>}`.
+    pub key_prefix: String,
+    /// Bound on every Redis call.
+    pub timeout: Duration,
+    /// Behaviour when Redis fails.
+    pub on_failure: OnFailure,
+}
+
+/// A Redis URL. Its password never appears in `Debug` or `Display` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// Checks the scheme (`redis://` or `rediss://`) and that a host follows.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("redis://")
+            .or_else(|| url.strip_prefix("rediss://"))
+            .ok_or_else(|| {
+                format!(
+                    "{:?} must start with redis:// or rediss://",
+                    RedisUrl(url.to_string()).to_string()
+                )
+            })?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err("has no host".into());
+        }
+        Ok(Self(url.to_string()))
+    }
+
+    /// The URL with its password, for connecting only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RedisUrl {
+    /// The URL with any password replaced by `***`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (scheme, rest) = self.0.split_once("://").unwrap_or(("", &self.0));
+        match rest.rsplit_once('@') {
+            Some((auth, host)) => {
+                let user = auth.split_once(':').map_or("", |(u, _)| u);
+                write!(f, "{scheme}://{user}:***@{host}")
+            }
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisUrl({self})")
+    }
+}
+
+/// Default key prefix of the Redis backend.
+pub const DEFAULT_KEY_PREFIX: &str = "sluice";
+/// Default bound on a Redis call.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// A validated configuration.
 #[derive(Clone, Debug)]
@@ -79,15 +158,10 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawBackend {
     kind: Option<String>,
-    // Redis settings are accepted so that a file written for a later version reads; the Redis
-    // backend itself is not built yet. `url` may hold a password: it is never logged.
-    #[allow(dead_code)]
+    // May hold a password: it is never logged.
     url: Option<String>,
-    #[allow(dead_code)]
     cluster: Option<bool>,
-    #[allow(dead_code)]
     key_prefix: Option<String>,
-    #[allow(dead_code)]
     timeout: Option<String>,
     on_failure: Option<String>,
 }
@@ -111,6 +185,79 @@ struct RawLimit {
     window: String,
     algorithm: Option<String>,
     burst: Option<u64>,
+}
+
+impl RawBackend {
+    fn validate(self) -> Result<BackendConfig, String> {
+        let on_failure = match self.on_failure.as_deref() {
+            None | Some("fail_closed") => OnFailure::FailClosed,
+            Some("fail_open") => OnFailure::FailOpen,
+            Some(f) => {
+                return Err(format!(
+                    "backend.on_failure: {f:?} (expected \"fail_closed\" or \"fail_open\")"
+                ))
+            }
+        };
+        match self.kind.as_deref().unwrap_or("memory") {
+            "memory" => {
+                let redis_only = [
+                    ("url", self.url.is_some()),
+                    ("cluster", self.cluster.is_some()),
+                    ("key_prefix", self.key_prefix.is_some()),
+                    ("timeout", self.timeout.is_some()),
+                    ("on_failure", self.on_failure.is_some()),
+                ];
+                if let Some((field, _)) = redis_only.iter().find(|(_, set)| *set) {
+                    return Err(format!(
+                        "backend.{field}: only applies to kind = \"redis\" (the memory backend cannot fail and has no keys)"
+                    ));
+                }
+                Ok(BackendConfig::Memory)
+            }
+            "redis" => {
+                let url = self
+                    .url
+                    .as_deref()
+                    .ok_or("backend.url: required when kind = \"redis\"")?;
+                let url = RedisUrl::parse(url).map_err(|e| format!("backend.url: {e}"))?;
+                let key_prefix = self
+                    .key_prefix
+                    .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_string());
+                validate_key_prefix(&key_prefix).map_err(|e| format!("backend.key_prefix: {e}"))?;
+                let timeout = match &self.timeout {
+                    Some(t) => Duration::from_micros(duration_field("backend.timeout", t)?),
+                    None => DEFAULT_REDIS_TIMEOUT,
+                };
+                if timeout.is_zero() || timeout > Duration::from_secs(60) {
+                    return Err("backend.timeout: must be more than 0 and at most 60s".into());
+                }
+                Ok(BackendConfig::Redis(RedisConfig {
+                    url,
+                    cluster: self.cluster.unwrap_or(false),
+                    key_prefix,
+                    timeout,
+                    on_failure,
+                }))
+            }
+            other => Err(format!(
+                "backend.kind: unknown backend {other:?} (expected \"memory\" or \"redis\")"
+            )),
+        }
+    }
+}
+
+/// Checks a Redis key prefix: 1–64 bytes, no braces (they would break the hash tag), no spaces.
+pub fn validate_key_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() || prefix.len() > 64 {
+        return Err(format!("{prefix:?} must be 1 to 64 bytes long"));
+    }
+    if prefix
+        .chars()
+        .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!("{prefix:?} must not contain braces or whitespace"));
+    }
+    Ok(())
 }
 
 /// Checks a service name: 1–128 bytes of `[A-Za-z0-9._:/-]`.
@@ -166,27 +313,7 @@ impl RawConfig {
             Some(s) => Duration::from_micros(duration_field("shutdown_grace", s)?),
             None => Duration::from_secs(10),
         };
-        let backend = match self.backend.kind.as_deref().unwrap_or("memory") {
-            "memory" => BackendConfig::Memory,
-            "redis" => {
-                return Err(
-                    "backend.kind: \"redis\" is not available in this version (use \"memory\")"
-                        .into(),
-                )
-            }
-            other => {
-                return Err(format!(
-                    "backend.kind: unknown backend {other:?} (expected \"memory\" or \"redis\")"
-                ))
-            }
-        };
-        if let Some(f) = self.backend.on_failure.as_deref() {
-            if f != "fail_closed" && f != "fail_open" {
-                return Err(format!(
-                    "backend.on_failure: {f:?} (expected \"fail_closed\" or \"fail_open\")"
-                ));
-            }
-        }
+        let backend = self.backend.validate()?;
         if self.services.is_empty() {
             return Err("no [[services]] configured".into());
         }
@@ -345,7 +472,13 @@ mod tests {
             (GOOD.replace("token_bucket", "leaky"), "limits[1].algorithm"),
             (GOOD.replace("\"openai\"", "\"acme\""), "profile"),
             (GOOD.replace("openai/gpt-4o", "bad name"), "services[0].name"),
-            (GOOD.replace("kind = \"memory\"", "kind = \"redis\""), "backend.kind"),
+            (GOOD.replace("kind = \"memory\"", "kind = \"redis\""), "backend.url: required"),
+            (GOOD.replace("kind = \"memory\"", "kind = \"etcd\""), "backend.kind"),
+            (GOOD.replace("kind = \"memory\"", "kind = \"memory\"\non_failure = \"fail_open\""), "backend.on_failure: only applies"),
+            (GOOD.replace("kind = \"memory\"", "kind = \"redis\"\nurl = \"http://x\""), "backend.url"),
+            (GOOD.replace("kind = \"memory\"", "kind = \"redis\"\nurl = \"redis://x\"\non_failure = \"maybe\""), "backend.on_failure"),
+            (GOOD.replace("kind = \"memory\"", "kind = \"redis\"\nurl = \"redis://x\"\nkey_prefix = \"a{b}\""), "backend.key_prefix"),
+            (GOOD.replace("kind = \"memory\"", "kind = \"redis\"\nurl = \"redis://x\"\ntimeout = \"0s\""), "backend.timeout"),
             (GOOD.replace("default_cooldown", "default_cooldwn"), "default_cooldwn"),
             (GOOD.replace("127.0.0.1:6000", "nowhere"), "listen"),
             (format!("{GOOD}\n[[services]]\nname = \"openai/gpt-4o\"\nlimits = [{{ dimension = \"requests\", amount = 1, window = \"1s\" }}]"), "defined twice"),
@@ -359,6 +492,43 @@ mod tests {
                 "{err:?} should mention {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn redis_settings_parse_and_passwords_stay_hidden() {
+        let text = GOOD.replace(
+            "kind = \"memory\"",
+            "kind = \"redis\"\nurl = \"rediss://app:s3cret@redis.internal:6380/0\"\ncluster = true\nkey_prefix = \"prod\"\ntimeout = \"100ms\"\non_failure = \"fail_open\"",
+        );
+        let c = Config::parse(&text).unwrap();
+        let BackendConfig::Redis(r) = &c.backend else {
+            panic!("expected redis, got {:?}", c.backend)
+        };
+        assert!(r.cluster);
+        assert_eq!(r.key_prefix, "prod");
+        assert_eq!(r.timeout, Duration::from_millis(100));
+        assert_eq!(r.on_failure, OnFailure::FailOpen);
+        assert_eq!(r.url.expose(), "rediss://app:s3cret@redis.internal:6380/0");
+        assert_eq!(r.url.to_string(), "rediss://app:***@redis.internal:6380/0");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let default = Config::parse(&GOOD.replace(
+            "kind = \"memory\"",
+            "kind = \"redis\"\nurl = \"redis://localhost\"",
+        ))
+        .unwrap();
+        let BackendConfig::Redis(r) = default.backend else {
+            panic!("expected redis")
+        };
+        assert_eq!(
+            (r.cluster, r.key_prefix.as_str(), r.timeout, r.on_failure),
+            (
+                false,
+                "sluice",
+                DEFAULT_REDIS_TIMEOUT,
+                OnFailure::FailClosed
+            )
+        );
+        assert!(!format!("{:?}", RedisUrl::parse("redis://:pw@h").unwrap()).contains("pw"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tonic::transport::Server;
 use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
-    backend::{Backend, Clock, MemoryBackend},
+    backend::{Backend, Clock, MemoryBackend, RedisBackend, RedisSetupError},
     config::{BackendConfig, Config},
     grpc::RateLimiterService,
     limiter::Limiter,
@@ -30,6 +30,9 @@ pub enum ServeError {
     /// The transport failed.
     #[error("transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The Redis backend could not start.
+    #[error(transparent)]
+    Backend(#[from] RedisSetupError),
     /// The serving task panicked or was cancelled.
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -45,6 +48,22 @@ pub async fn run(
     match config.backend {
         BackendConfig::Memory => {
             let backend = MemoryBackend::new(&specs, Clock::new());
+            serve(
+                listener,
+                Limiter::new(specs, backend),
+                config.shutdown_grace,
+                shutdown,
+            )
+            .await
+        }
+        BackendConfig::Redis(redis) => {
+            let backend = RedisBackend::connect(&specs, &redis).await?;
+            tracing::info!(
+                url = %redis.url,
+                cluster = redis.cluster,
+                key_prefix = %redis.key_prefix,
+                "connected to redis"
+            );
             serve(
                 listener,
                 Limiter::new(specs, backend),

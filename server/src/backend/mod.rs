@@ -3,9 +3,11 @@
 //! all of them. Backends own their clock: the decision time of a service comes from one place.
 
 mod memory;
+mod redis;
 
 use std::future::Future;
 
+pub use self::redis::{RedisBackend, RedisSetupError, ServiceKeys};
 pub use memory::{Clock, MemoryBackend};
 
 use crate::core::{

@@ -420,7 +420,9 @@ impl Ledger {
                 let w = u128::from(shape.window);
                 let bucket = &mut self.buckets[b];
                 if new > old {
-                    bucket.tat_scaled += u128::from(new - old) * w;
+                    // A charge beyond one burst counts as one burst: the bucket is overdrawn at
+                    // most once (the Redis backend's arithmetic stays exact the same way).
+                    bucket.tat_scaled += u128::from((new - old).min(shape.burst)) * w;
                 } else {
                     // GCRA's TAT is a max over leases j of (slot_j × amount + window × costs from
                     // j on). Lowering lease i's cost lowers exactly the terms j ≤ i; the terms of
@@ -435,7 +437,9 @@ impl Ledger {
                         })
                         .max()
                         .unwrap_or(0);
-                    let refunded = bucket.tat_scaled.saturating_sub(u128::from(old - new) * w);
+                    let refunded = bucket
+                        .tat_scaled
+                        .saturating_sub(u128::from((old - new).min(shape.burst)) * w);
                     bucket.tat_scaled = refunded.max(floor);
                 }
             }

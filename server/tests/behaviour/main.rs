@@ -1,14 +1,23 @@
 //! The backend behaviour suite: every test is written once against [`Limiter`] and runs on every
-//! backend through [`TestBackend`]. Time is controlled: `tokio::time::pause()` plus
-//! [`TestBackend::advance`].
+//! backend through [`TestBackend`]: memory, a single Redis and a three-master Redis Cluster (real
+//! `redis-server` processes started per test on free ports). Time is controlled: tokio's paused
+//! clock for memory, a hand-moved time passed to the Redis scripts for Redis.
 
 mod suite;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
+use sluice_e2e::redis_server::{RedisCluster, RedisServer};
 use sluice_server::{
-    backend::{Backend, Clock, MemoryBackend},
-    core::ServiceSpec,
+    backend::{AcquireCall, Backend, BackendError, Clock, MemoryBackend, RedisBackend, ReportCall},
+    config::{OnFailure, RedisConfig, RedisUrl},
+    core::{Decision, ReportOutcome, ServiceSnapshot, ServiceSpec},
 };
 
 /// A backend the suite can create fresh and whose clock it can move.
@@ -23,6 +32,7 @@ pub trait TestBackend: Backend + Sized {
 
 impl TestBackend for MemoryBackend {
     async fn create(specs: &[Arc<ServiceSpec>]) -> Self {
+        tokio::time::pause();
         MemoryBackend::new(specs, Clock::new())
     }
 
@@ -35,6 +45,117 @@ impl TestBackend for MemoryBackend {
     }
 }
 
+/// Redis processes a [`RedisBackend`] can run on.
+pub trait RedisDeployment: Send + Sync + 'static {
+    /// Starts fresh processes.
+    fn start() -> anyhow::Result<Self>
+    where
+        Self: Sized;
+    /// URL of a node.
+    fn url(&self) -> String;
+    /// Whether it is a cluster.
+    const CLUSTER: bool;
+}
+
+impl RedisDeployment for RedisServer {
+    fn start() -> anyhow::Result<Self> {
+        RedisServer::start()
+    }
+    fn url(&self) -> String {
+        RedisServer::url(self)
+    }
+    const CLUSTER: bool = false;
+}
+
+impl RedisDeployment for RedisCluster {
+    fn start() -> anyhow::Result<Self> {
+        RedisCluster::start()
+    }
+    fn url(&self) -> String {
+        RedisCluster::url(self)
+    }
+    const CLUSTER: bool = true;
+}
+
+/// The Redis backend on its own processes, deciding at a hand-moved time.
+pub struct OnRedis<D> {
+    backend: RedisBackend,
+    now: Arc<AtomicU64>,
+    _deployment: D,
+}
+
+impl<D: RedisDeployment> Backend for OnRedis<D> {
+    async fn acquire(
+        &self,
+        spec: &ServiceSpec,
+        call: AcquireCall<'_>,
+    ) -> Result<Decision, BackendError> {
+        self.backend.acquire(spec, call).await
+    }
+
+    async fn report(
+        &self,
+        spec: &ServiceSpec,
+        call: ReportCall,
+    ) -> Result<ReportOutcome, BackendError> {
+        self.backend.report(spec, call).await
+    }
+
+    async fn status(&self, spec: &ServiceSpec) -> Result<ServiceSnapshot, BackendError> {
+        self.backend.status(spec).await
+    }
+
+    async fn maintain(&self) {
+        self.backend.maintain().await;
+    }
+}
+
+impl<D: RedisDeployment> TestBackend for OnRedis<D> {
+    async fn create(specs: &[Arc<ServiceSpec>]) -> Self {
+        let deployment = tokio::task::spawn_blocking(D::start)
+            .await
+            .expect("redis start task")
+            .expect("redis starts");
+        let config = RedisConfig {
+            url: RedisUrl::parse(&deployment.url()).expect("valid url"),
+            cluster: D::CLUSTER,
+            key_prefix: "suite".into(),
+            timeout: Duration::from_secs(5),
+            on_failure: OnFailure::FailClosed,
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_micros() as u64;
+        let now = Arc::new(AtomicU64::new(now));
+        let backend = RedisBackend::connect(specs, &config)
+            .await
+            .expect("connects to redis")
+            .with_manual_time(now.clone());
+        Self {
+            backend,
+            now,
+            _deployment: deployment,
+        }
+    }
+
+    async fn advance(&self, by: Duration) {
+        self.now.fetch_add(by.as_micros() as u64, Ordering::SeqCst);
+    }
+
+    async fn held_leases(&self, spec: &ServiceSpec) -> usize {
+        self.backend.lease_count(spec).await.expect("ZCARD")
+    }
+}
+
 mod memory {
     crate::behaviour_suite!(sluice_server::backend::MemoryBackend);
+}
+
+mod redis {
+    crate::behaviour_suite!(crate::OnRedis<sluice_e2e::redis_server::RedisServer>);
+}
+
+mod redis_cluster {
+    crate::behaviour_suite!(crate::OnRedis<sluice_e2e::redis_server::RedisCluster>);
 }

@@ -48,7 +48,6 @@ pub fn specs() -> Vec<Arc<ServiceSpec>> {
 }
 
 pub async fn limiter<B: TestBackend>() -> Limiter<B> {
-    tokio::time::pause();
     let specs = specs();
     let backend = B::create(&specs).await;
     Limiter::new(specs, backend)

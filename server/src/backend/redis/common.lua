@@ -1,0 +1,159 @@
+-- Shared by every Sluice script (concatenated in front of acquire.lua, report.lua, status.lua).
+-- Semantics are those of the memory backend's Ledger (server/src/core/ledger.rs); all numbers
+-- are integers below 2^53, kept exact in Lua's doubles, and written with string.format('%d').
+--
+-- KEYS (one hash tag, so one cluster slot):
+--   1 state     hash: n nonce, q next seq, hw high-water time, ls/ld last slot and its decider,
+--               cu/cs/cc cooldown until/status/source, b<d>/t<d> base and running total of
+--               dimension d, k<i>/f<i> bucket i's TAT (µs and fraction), rs/ra/rh last report
+--   2 log       zset: lease member -> slot
+--   3 leases    hash: lease member -> "slot c0 c1 c2 c3 r0 r1 r2 r3 decider|request_id"
+--   4 requests  hash: request_id -> lease member
+--   5..8 cum    zsets, one per dimension with a sliding limit: lease member -> running total
+-- ARGV (common): 1 manual time ('' reads TIME), 2 limits (7 numbers each: dim bucket amount
+--   window burst A Wg), 3 retention µs, 4 nonce for a new state
+
+local PRUNE_BATCH = 128
+local SHIFT_BOUND = 1024
+
+local function s(x) return string.format('%d', x) end
+local function member(seq) return string.format('%016d', seq) end
+
+local function now_micros()
+  if ARGV[1] ~= '' then return tonumber(ARGV[1]) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- Exact floor(x / y) for integers, y > 0, |x| < 2^53.
+local function fdiv(x, y)
+  local q = math.floor(x / y)
+  while q * y > x do q = q - 1 end
+  while (q + 1) * y <= x do q = q + 1 end
+  return q
+end
+
+local function parse_limits(text)
+  local nums = {}
+  for v in string.gmatch(text, '%S+') do nums[#nums + 1] = tonumber(v) end
+  local limits, sliding = {}, {}
+  for i = 1, #nums, 7 do
+    local l = { dim = nums[i], bucket = nums[i + 1] == 1, amount = nums[i + 2], window = nums[i + 3],
+      burst = nums[i + 4], a = nums[i + 5], wg = nums[i + 6] }
+    if l.bucket then
+      l.span = math.max(l.window, math.ceil(l.burst * l.window / l.amount))
+    else
+      l.span = l.window
+      sliding[l.dim] = true
+    end
+    limits[#limits + 1] = l
+  end
+  return limits, sliding
+end
+
+local function read_state()
+  local flat = redis.call('HGETALL', KEYS[1])
+  local st = {}
+  for i = 1, #flat, 2 do st[flat[i]] = flat[i + 1] end
+  return st
+end
+
+local function num(st, field) return tonumber(st[field] or '0') end
+
+-- "slot c0 c1 c2 c3 r0 r1 r2 r3 decider|request_id" -> table
+local function parse_lease(rec)
+  local bar = string.find(rec, '|', 1, true)
+  local head, rid = rec, ''
+  if bar then head, rid = string.sub(rec, 1, bar - 1), string.sub(rec, bar + 1) end
+  local f = {}
+  for v in string.gmatch(head, '%S+') do f[#f + 1] = v end
+  return { slot = tonumber(f[1]), cost = { tonumber(f[2]), tonumber(f[3]), tonumber(f[4]), tonumber(f[5]) },
+    requested = { tonumber(f[6]), tonumber(f[7]), tonumber(f[8]), tonumber(f[9]) }, decider = f[10], rid = rid }
+end
+
+local function format_lease(l)
+  return s(l.slot) .. ' ' .. s(l.cost[1]) .. ' ' .. s(l.cost[2]) .. ' ' .. s(l.cost[3]) .. ' ' .. s(l.cost[4])
+    .. ' ' .. s(l.requested[1]) .. ' ' .. s(l.requested[2]) .. ' ' .. s(l.requested[3]) .. ' '
+    .. s(l.requested[4]) .. ' ' .. l.decider .. '|' .. l.rid
+end
+
+-- Drops (at most PRUNE_BATCH) leases whose longest span has passed and an expired cooldown.
+-- Updates st in place and writes the changed fields.
+local function prune(st, now, retention, sliding)
+  local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', s(now - retention), 'LIMIT', 0, PRUNE_BATCH)
+  if #old > 0 then
+    for _, m in ipairs(old) do
+      local rec = redis.call('HGET', KEYS[3], m)
+      if rec then
+        local lease = parse_lease(rec)
+        if lease.rid ~= '' and redis.call('HGET', KEYS[4], lease.rid) == m then
+          redis.call('HDEL', KEYS[4], lease.rid)
+        end
+      end
+      for d = 0, 3 do
+        if sliding[d] then
+          local score = redis.call('ZSCORE', KEYS[5 + d], m)
+          if score then st['b' .. d] = score end
+          redis.call('ZREM', KEYS[5 + d], m)
+        end
+      end
+    end
+    redis.call('HDEL', KEYS[3], unpack(old))
+    redis.call('ZREM', KEYS[2], unpack(old))
+    if redis.call('ZCARD', KEYS[2]) == 0 then
+      -- An empty log restarts the running totals at zero, so they never grow without bound.
+      for d = 0, 3 do
+        if sliding[d] then st['b' .. d] = '0'; st['t' .. d] = '0' end
+      end
+    end
+    for d = 0, 3 do
+      if sliding[d] then redis.call('HSET', KEYS[1], 'b' .. d, st['b' .. d] or '0', 't' .. d, st['t' .. d] or '0') end
+    end
+  end
+  if st.cu and tonumber(st.cu) <= now then
+    redis.call('HDEL', KEYS[1], 'cu', 'cs', 'cc')
+    st.cu, st.cs, st.cc = nil, nil, nil
+  end
+end
+
+-- Every key lives until the last booked slot, the cooldown and the current time are all a
+-- retention behind, plus a second of slack.
+local function expire_all(st, now, retention)
+  local horizon = math.max(now, num(st, 'ls'), num(st, 'cu'))
+  local ttl = math.ceil((horizon - now + retention) / 1000) + 1000
+  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+
+-- Earliest slot of bucket limit l (index i) at or after t0 for cost c.
+local function bucket_earliest(st, i, l, c, t0)
+  local k, f = num(st, 'k' .. i), num(st, 'f' .. i)
+  if k == 0 and f == 0 then return t0 end
+  local t = k - fdiv((l.burst - c) * l.wg - f, l.a)
+  return math.max(t0, t)
+end
+
+-- Earliest slot of sliding limit l at or after t0 for cost c (no writes).
+local function window_earliest(st, l, c, t0)
+  local d = l.dim
+  local base, total = num(st, 'b' .. d), num(st, 't' .. d)
+  local fill = total - base + c
+  if fill <= l.amount then return t0 end
+  local target = base + fill - l.amount
+  local first = redis.call('ZRANGEBYSCORE', KEYS[5 + d], s(target), '+inf', 'LIMIT', 0, 1)
+  if #first == 0 then return nil end
+  local slot = tonumber(redis.call('ZSCORE', KEYS[2], first[1]))
+  return math.max(t0, slot + l.window)
+end
+
+local MAX_EXACT = 9007199254740992
+
+-- A time with a fraction: whole µs plus frac/A µs, 0 <= frac < A.
+local function pair_add_units(k, f, units, a)
+  local u = f + units
+  local whole = fdiv(u, a)
+  return k + whole, u - whole * a
+end
+
+local function pair_less(k1, f1, k2, f2)
+  return k1 < k2 or (k1 == k2 and f1 < f2)
+end

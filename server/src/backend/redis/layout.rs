@@ -1,0 +1,133 @@
+//! How a service's state is laid out in Redis: its keys, all under one hash tag so that every
+//! script touches one cluster slot, and the limit description the scripts receive. Token buckets
+//! are reduced by `gcd(amount, window)` so the scripts' GCRA arithmetic stays exact in Lua's
+//! doubles; a limit too fine for that is refused at start.
+
+use crate::{
+    core::{Algorithm, LimitSpec, Micros, ServiceSpec},
+    limiter::MAX_WAIT_LIMIT,
+};
+
+/// Largest integer Lua's doubles hold exactly.
+const MAX_EXACT: u128 = 1 << 53;
+
+/// The keys of one service, in the order the scripts expect them.
+#[derive(Clone, Debug)]
+pub struct ServiceKeys {
+    /// state, log, leases, requests, then the running totals of dimensions 0..=3.
+    pub keys: [String; 8],
+}
+
+impl ServiceKeys {
+    /// Keys of `service` under `prefix`: `{prefix:service}:s`, `…:log`, `…:l`, `…:r`, `…:c0`–`…:c3`.
+    pub fn new(prefix: &str, service: &str) -> Self {
+        let tag = format!("{{{prefix}:{service}}}");
+        Self {
+            keys: [
+                format!("{tag}:s"),
+                format!("{tag}:log"),
+                format!("{tag}:l"),
+                format!("{tag}:r"),
+                format!("{tag}:c0"),
+                format!("{tag}:c1"),
+                format!("{tag}:c2"),
+                format!("{tag}:c3"),
+            ],
+        }
+    }
+
+    /// The lease log (a sorted set of lease members by slot).
+    pub fn log(&self) -> &str {
+        &self.keys[1]
+    }
+}
+
+fn gcd(mut a: u128, mut b: u128) -> u128 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// One limit as the scripts read it: `dim bucket amount window burst A Wg`, where a bucket's TAT
+/// advances `Wg / A` µs per token.
+fn encode_limit(limit: &LimitSpec) -> Result<String, String> {
+    let dim = limit.dimension.index();
+    match limit.algorithm {
+        Algorithm::SlidingWindow => Ok(format!(
+            "{dim} 0 {} {} {} 1 1",
+            limit.amount, limit.window, limit.amount
+        )),
+        Algorithm::TokenBucket { burst } => {
+            let (amount, window) = (u128::from(limit.amount), u128::from(limit.window));
+            let g = gcd(amount, window).max(1);
+            let (a, wg) = (amount / g, window / g);
+            // Largest magnitude the scripts compute: a time span of up to the longest wait plus
+            // the bucket's drain time, in units of 1/A µs, plus a full burst.
+            let span = u128::from(MAX_WAIT_LIMIT) + u128::from(limit.span());
+            if span * a + u128::from(burst) * wg + a >= MAX_EXACT {
+                return Err(format!(
+                    "limit {}: amount {} per {} µs is too fine for the redis backend's exact \
+                     arithmetic; use an amount that shares more factors with the window \
+                     (e.g. a round number)",
+                    limit.name, limit.amount, limit.window
+                ));
+            }
+            Ok(format!(
+                "{dim} 1 {} {} {burst} {a} {wg}",
+                limit.amount, limit.window
+            ))
+        }
+    }
+}
+
+/// The scripts' description of a service's limits, or why the redis backend cannot hold it.
+pub fn encode_limits(spec: &ServiceSpec) -> Result<String, String> {
+    let mut out = Vec::with_capacity(spec.limits.len());
+    for limit in &spec.limits {
+        out.push(encode_limit(limit).map_err(|e| format!("service {:?}: {e}", spec.name))?);
+    }
+    Ok(out.join(" "))
+}
+
+/// How long leases are kept, in µs, as the scripts read it.
+pub fn retention(spec: &ServiceSpec) -> Micros {
+    spec.retention()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Dimension;
+
+    #[test]
+    fn keys_share_one_hash_tag() {
+        let keys = ServiceKeys::new("prod", "openai/gpt-4o");
+        for k in &keys.keys {
+            assert!(k.starts_with("{prod:openai/gpt-4o}:"), "{k}");
+        }
+    }
+
+    #[test]
+    fn round_buckets_reduce_and_fine_ones_are_refused() {
+        let minute = 60_000_000;
+        let bucket = |amount, window, burst| {
+            LimitSpec::new(
+                Dimension::Tokens,
+                amount,
+                window,
+                Algorithm::TokenBucket { burst },
+            )
+        };
+        // 30,000 tokens a minute: one token every 2,000 µs.
+        assert_eq!(
+            encode_limit(&bucket(30_000, minute, 30_000)).unwrap(),
+            format!("1 1 30000 {minute} 30000 1 2000")
+        );
+        // 90 million tokens a day still fits.
+        assert!(encode_limit(&bucket(90_000_000, 86_400_000_000, 90_000_000)).is_ok());
+        // A large prime amount per day does not.
+        let err = encode_limit(&bucket(1_000_003, 86_400_000_000, 1_000_003)).unwrap_err();
+        assert!(err.contains("tokens/1d"), "{err}");
+    }
+}

@@ -1,0 +1,488 @@
+//! The `redis` backend: every replica of `sluice-server` shares one set of limits in Redis or Redis
+//! Cluster. Each decision is one Lua script call (`EVALSHA`, falling back to `EVAL` when the
+//! server answers `NOSCRIPT`, e.g. after a restart or `SCRIPT FLUSH`), so a decision is atomic
+//! and its time is the Redis server's `TIME`, never a replica's clock. The scripts implement the
+//! memory backend's [`Ledger`](crate::core::Ledger) semantics over sorted sets and hashes; see
+//! `common.lua` for the layout.
+
+mod layout;
+
+use std::{
+    collections::hash_map::RandomState,
+    hash::{BuildHasher, Hasher},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use redis::{
+    aio::ConnectionManager, aio::ConnectionManagerConfig, cluster::ClusterClient,
+    cluster_async::ClusterConnection, Cmd, ErrorKind, FromRedisValue, RedisError, ServerErrorKind,
+};
+
+pub use layout::ServiceKeys;
+
+use super::{AcquireCall, Backend, BackendError, ReportCall};
+use crate::{
+    config::{OnFailure, RedisConfig},
+    core::{
+        AcquireError, CooldownCause, Decider, Decision, Grant, LeaseId, LimitSnapshot, Micros,
+        Observation, ReportOutcome, ServiceSnapshot, ServiceSpec, MAX_LEASES,
+    },
+};
+
+const COMMON: &str = include_str!("common.lua");
+
+/// One script: the common prelude followed by its body, and the SHA1 `EVALSHA` names it by.
+struct LuaScript {
+    source: String,
+    sha: String,
+}
+
+impl LuaScript {
+    fn new(body: &str) -> Self {
+        let source = format!("{COMMON}\n{body}");
+        let sha = redis::Script::new(&source).get_hash().to_string();
+        Self { source, sha }
+    }
+}
+
+/// The three scripts.
+struct Scripts {
+    acquire: LuaScript,
+    report: LuaScript,
+    status: LuaScript,
+    prune: LuaScript,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            acquire: LuaScript::new(include_str!("acquire.lua")),
+            report: LuaScript::new(include_str!("report.lua")),
+            status: LuaScript::new(include_str!("status.lua")),
+            prune: LuaScript::new(include_str!("prune.lua")),
+        }
+    }
+}
+
+/// A multiplexed connection that reconnects by itself: to one Redis, or to a cluster.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisError> {
+        match self.clone() {
+            Connection::Single(mut c) => cmd.query_async(&mut c).await,
+            Connection::Cluster(mut c) => cmd.query_async(&mut c).await,
+        }
+    }
+}
+
+/// Per-service constants handed to every script call.
+struct ServiceArgs {
+    keys: ServiceKeys,
+    limits: String,
+    retention: String,
+    /// Names this service's state in lease ids if this replica creates it.
+    nonce: String,
+}
+
+/// Where decisions take their time from.
+#[derive(Clone, Debug, Default)]
+enum TimeSource {
+    /// The Redis server's `TIME`.
+    #[default]
+    Server,
+    /// A time set by the caller (tests that move time by hand).
+    Manual(Arc<AtomicU64>),
+}
+
+/// State shared through Redis.
+pub struct RedisBackend {
+    connection: Connection,
+    scripts: Scripts,
+    services: Vec<ServiceArgs>,
+    timeout: Duration,
+    on_failure: OnFailure,
+    time: TimeSource,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("services", &self.services.len())
+            .field("timeout", &self.timeout)
+            .field("on_failure", &self.on_failure)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Redis backend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisSetupError {
+    /// A service's limits cannot be held exactly by the scripts.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Redis could not be reached or refused the connection.
+    #[error("cannot connect to redis at {url}: {source}")]
+    Connect {
+        /// The URL, password hidden.
+        url: String,
+        /// What failed.
+        source: RedisError,
+    },
+}
+
+fn unavailable(e: &RedisError) -> BackendError {
+    BackendError::Unavailable(format!("redis: {e}"))
+}
+
+fn protocol(what: &str) -> BackendError {
+    BackendError::Unavailable(format!("redis: unexpected script reply ({what})"))
+}
+
+fn number<T: std::str::FromStr>(reply: &[String], i: usize) -> Result<T, BackendError> {
+    reply
+        .get(i)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| protocol("a number was expected"))
+}
+
+impl RedisBackend {
+    /// Connects to Redis (or a cluster) and prepares the state layout of `specs`, whose `index`
+    /// fields must be their positions.
+    pub async fn connect(
+        specs: &[Arc<ServiceSpec>],
+        config: &RedisConfig,
+    ) -> Result<Self, RedisSetupError> {
+        let random = RandomState::new();
+        let mut services = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let mut hasher = random.build_hasher();
+            hasher.write(spec.name.as_bytes());
+            services.push(ServiceArgs {
+                keys: ServiceKeys::new(&config.key_prefix, &spec.name),
+                limits: layout::encode_limits(spec).map_err(RedisSetupError::Unsupported)?,
+                retention: layout::retention(spec).to_string(),
+                nonce: format!("{:016x}", hasher.finish()),
+            });
+        }
+        let connect_error = |source| RedisSetupError::Connect {
+            url: config.url.to_string(),
+            source,
+        };
+        let connection = if config.cluster {
+            let client = ClusterClient::builder([config.url.expose()])
+                .connection_timeout(config.timeout)
+                .response_timeout(config.timeout)
+                .build()
+                .map_err(connect_error)?;
+            Connection::Cluster(client.get_async_connection().await.map_err(connect_error)?)
+        } else {
+            let client = redis::Client::open(config.url.expose()).map_err(connect_error)?;
+            let manager = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(config.timeout))
+                .set_response_timeout(Some(config.timeout))
+                .set_number_of_retries(2);
+            Connection::Single(
+                ConnectionManager::new_with_config(client, manager)
+                    .await
+                    .map_err(connect_error)?,
+            )
+        };
+        Ok(Self {
+            connection,
+            scripts: Scripts::new(),
+            services,
+            timeout: config.timeout,
+            on_failure: config.on_failure,
+            time: TimeSource::Server,
+        })
+    }
+
+    /// Decides with `now` (µs since the Unix epoch, read at every call) instead of the Redis
+    /// server's `TIME`: for tests that move time by hand.
+    pub fn with_manual_time(mut self, now: Arc<AtomicU64>) -> Self {
+        self.time = TimeSource::Manual(now);
+        self
+    }
+
+    fn service(&self, spec: &ServiceSpec) -> Result<&ServiceArgs, BackendError> {
+        self.services
+            .get(spec.index)
+            .ok_or_else(|| BackendError::Unavailable(format!("no state for {}", spec.name)))
+    }
+
+    fn time_arg(&self) -> String {
+        match &self.time {
+            TimeSource::Server => String::new(),
+            TimeSource::Manual(now) => now.load(Ordering::SeqCst).to_string(),
+        }
+    }
+
+    /// Runs `script` with the service's keys and common arguments followed by `args`, bounded by
+    /// the timeout. `EVALSHA` first; on `NOSCRIPT`, `EVAL` (which also caches the script).
+    async fn eval(
+        &self,
+        script: &LuaScript,
+        service: &ServiceArgs,
+        args: &[&str],
+    ) -> Result<Vec<String>, BackendError> {
+        self.eval_as(script, service, args).await
+    }
+
+    async fn eval_as<T: FromRedisValue>(
+        &self,
+        script: &LuaScript,
+        service: &ServiceArgs,
+        args: &[&str],
+    ) -> Result<T, BackendError> {
+        let time = self.time_arg();
+        let command = |verb: &str, body: &str| {
+            let mut cmd = redis::cmd(verb);
+            cmd.arg(body).arg(service.keys.keys.len());
+            for key in &service.keys.keys {
+                cmd.arg(key);
+            }
+            cmd.arg(&time)
+                .arg(&service.limits)
+                .arg(&service.retention)
+                .arg(&service.nonce);
+            for a in args {
+                cmd.arg(*a);
+            }
+            cmd
+        };
+        let call = async {
+            match self
+                .connection
+                .query(&command("EVALSHA", &script.sha))
+                .await
+            {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    tracing::debug!("script not cached on the server; sending it");
+                    self.connection
+                        .query(&command("EVAL", &script.source))
+                        .await
+                }
+                other => other,
+            }
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(unavailable(&e)),
+            Err(_) => Err(BackendError::Unavailable(format!(
+                "redis: no answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    /// Leases the service holds (for tests of bounded state).
+    pub async fn lease_count(&self, spec: &ServiceSpec) -> Result<usize, BackendError> {
+        let service = self.service(spec)?;
+        let mut cmd = redis::cmd("ZCARD");
+        cmd.arg(service.keys.log());
+        tokio::time::timeout(self.timeout, self.connection.query(&cmd))
+            .await
+            .map_err(|_| BackendError::Unavailable("redis: timeout".into()))?
+            .map_err(|e| unavailable(&e))
+    }
+
+    fn decider(spec: &ServiceSpec, code: Option<&String>) -> Result<Decider, BackendError> {
+        match code.map(String::as_str) {
+            Some("n") => Ok(Decider::Now),
+            Some("c") => Ok(Decider::Cooldown),
+            Some(i) => i
+                .parse::<usize>()
+                .ok()
+                .filter(|i| *i < spec.limits.len())
+                .map(Decider::Limit)
+                .ok_or_else(|| protocol("unknown decider")),
+            None => Err(protocol("missing decider")),
+        }
+    }
+}
+
+impl Backend for RedisBackend {
+    async fn acquire(
+        &self,
+        spec: &ServiceSpec,
+        call: AcquireCall<'_>,
+    ) -> Result<Decision, BackendError> {
+        let service = self.service(spec)?;
+        let [c0, c1, c2, c3] = call.cost.0;
+        let cost = format!("{c0} {c1} {c2} {c3}");
+        let max_wait = call.max_wait.to_string();
+        let max_leases = MAX_LEASES.to_string();
+        let reply = self
+            .eval(
+                &self.scripts.acquire,
+                service,
+                &[&cost, &max_wait, call.request_id.unwrap_or(""), &max_leases],
+            )
+            .await;
+        let reply = match (reply, self.on_failure) {
+            (Ok(reply), _) => reply,
+            (Err(BackendError::Unavailable(e)), OnFailure::FailOpen) => {
+                tracing::warn!(service = %spec.name, error = %e, "redis failed; granting (fail_open)");
+                return Ok(Decision::Granted(Grant {
+                    lease_id: LeaseId { nonce: 0, seq: 0 },
+                    slot: 0,
+                    wait: 0,
+                    decider: Decider::Now,
+                }));
+            }
+            (Err(e), _) => return Err(e),
+        };
+        match reply.first().map(String::as_str) {
+            Some("G") => {
+                let nonce = reply
+                    .get(5)
+                    .and_then(|n| u64::from_str_radix(n, 16).ok())
+                    .ok_or_else(|| protocol("bad nonce"))?;
+                Ok(Decision::Granted(Grant {
+                    lease_id: LeaseId {
+                        nonce,
+                        seq: number(&reply, 1)?,
+                    },
+                    slot: number(&reply, 2)?,
+                    wait: number(&reply, 3)?,
+                    decider: Self::decider(spec, reply.get(4))?,
+                }))
+            }
+            Some("D") => Ok(Decision::Denied {
+                retry_after: number(&reply, 1)?,
+                decider: Self::decider(spec, reply.get(2))?,
+            }),
+            Some("R") => Err(BackendError::Refused(AcquireError::RequestIdReused(
+                call.request_id.unwrap_or_default().to_string(),
+            ))),
+            Some("F") => Err(BackendError::Refused(AcquireError::Full)),
+            _ => Err(protocol("unknown acquire answer")),
+        }
+    }
+
+    async fn report(
+        &self,
+        spec: &ServiceSpec,
+        call: ReportCall,
+    ) -> Result<ReportOutcome, BackendError> {
+        let service = self.service(spec)?;
+        let (lease_nonce, lease_seq) = call.lease.map_or((String::new(), String::new()), |l| {
+            (format!("{:016x}", l.nonce), l.seq.to_string())
+        });
+        let usage = call.usage.map_or(String::new(), |u| {
+            u[1..]
+                .iter()
+                .map(|v| v.map_or("-".to_string(), |v| v.to_string()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
+        let (cooldown, cooldown_status, cooldown_source) = match &call.cooldown {
+            Some((len, cause)) => (
+                len.to_string(),
+                cause.status_code.to_string(),
+                cause.source.clone(),
+            ),
+            None => Default::default(),
+        };
+        let (observed, headers) = match &call.observation {
+            Some((status, headers)) => (
+                status.to_string(),
+                serde_json::to_string(headers)
+                    .map_err(|e| BackendError::Unavailable(e.to_string()))?,
+            ),
+            None => Default::default(),
+        };
+        let reply = self
+            .eval(
+                &self.scripts.report,
+                service,
+                &[
+                    &lease_nonce,
+                    &lease_seq,
+                    &usage,
+                    &cooldown,
+                    &cooldown_status,
+                    &cooldown_source,
+                    &observed,
+                    &headers,
+                ],
+            )
+            .await?;
+        Ok(ReportOutcome {
+            cooldown_remaining: number(&reply, 0)?,
+            cooldown_set: number::<u8>(&reply, 1)? == 1,
+            usage_applied: number::<u8>(&reply, 2)? == 1,
+            lease_unknown: number::<u8>(&reply, 3)? == 1,
+        })
+    }
+
+    async fn status(&self, spec: &ServiceSpec) -> Result<ServiceSnapshot, BackendError> {
+        let service = self.service(spec)?;
+        let reply = self.eval(&self.scripts.status, service, &[]).await?;
+        if reply.len() != 9 + 2 * spec.limits.len() {
+            return Err(protocol("status length"));
+        }
+        let now: Micros = number(&reply, 0)?;
+        let cooldown_remaining: Micros = number(&reply, 1)?;
+        let cooldown = (cooldown_remaining > 0)
+            .then(|| {
+                Ok::<_, BackendError>((
+                    cooldown_remaining,
+                    CooldownCause {
+                        status_code: number(&reply, 2)?,
+                        source: reply[3].clone(),
+                    },
+                ))
+            })
+            .transpose()?;
+        let last_report = if reply[5].is_empty() {
+            None
+        } else {
+            Some(Observation {
+                at: number(&reply, 6)?,
+                status_code: number(&reply, 5)?,
+                headers: serde_json::from_str(&reply[7]).map_err(|_| protocol("headers"))?,
+            })
+        };
+        let limits = spec
+            .limits
+            .iter()
+            .enumerate()
+            .map(|(i, limit)| {
+                let used: u64 = number(&reply, 9 + 2 * i)?;
+                Ok(LimitSnapshot {
+                    used,
+                    remaining: limit.capacity().saturating_sub(used),
+                    reset_after: number(&reply, 10 + 2 * i)?,
+                })
+            })
+            .collect::<Result<_, BackendError>>()?;
+        Ok(ServiceSnapshot {
+            now,
+            limits,
+            cooldown,
+            queued: number(&reply, 4)?,
+            last_report,
+        })
+    }
+
+    async fn maintain(&self) {
+        // Every key carries a TTL and every grant prunes; this catches services that only see
+        // denials or reports for a while, so their expired leases do not linger until the TTL.
+        for service in &self.services {
+            if let Err(e) = self.eval_as::<i64>(&self.scripts.prune, service, &[]).await {
+                tracing::debug!(error = %e, "prune failed; retrying next round");
+                return;
+            }
+        }
+    }
+}
