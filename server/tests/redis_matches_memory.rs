@@ -55,8 +55,11 @@ fn op() -> impl Strategy<Value = Op> {
 fn limit() -> impl Strategy<Value = LimitSpec> {
     (any::<bool>(), 60u64..=200, 1u64..=20, 0u8..3, 30u64..=300).prop_map(
         |(bucket, amount, secs, dim, burst)| {
-            let dimension = [Dimension::Requests, Dimension::Tokens, Dimension::OutputTokens]
-                [usize::from(dim)];
+            let dimension = [
+                Dimension::Requests,
+                Dimension::Tokens,
+                Dimension::OutputTokens,
+            ][usize::from(dim)];
             let amount = if dimension == Dimension::Requests {
                 amount / 10
             } else {
@@ -147,7 +150,10 @@ async fn run_case(
                     .await;
                 match (memory, redis) {
                     (Ok(m), Ok(r)) => {
-                        prop_assert!(same_decision(&m, &r), "acquire at {t}: memory {m:?}, redis {r:?}");
+                        prop_assert!(
+                            same_decision(&m, &r),
+                            "acquire at {t}: memory {m:?}, redis {r:?}"
+                        );
                         if let (Decision::Granted(m), Decision::Granted(r)) = (m, r) {
                             grants.push((m.lease_id, r.lease_id, tokens));
                         }

@@ -2,7 +2,7 @@
 //! and none of them changes the state of the service.
 
 use sluice::v1::{AcquireRequest, GetStatusRequest, Header, ReportResponseRequest, Usage};
-use sluice_e2e::spawn_server;
+use sluice_e2e::Store;
 use tonic::Code;
 
 const CONFIG: &str = r#"
@@ -42,9 +42,10 @@ fn header(name: &str, value: &str) -> Header {
     }
 }
 
-#[tokio::test]
-async fn bad_input_gets_the_documented_status_codes() -> anyhow::Result<()> {
-    let server = spawn_server(CONFIG).await?;
+sluice_e2e::on_every_backend!(bad_input_gets_the_documented_status_codes);
+
+async fn bad_input_gets_the_documented_status_codes(store: &Store) -> anyhow::Result<()> {
+    let server = store.spawn_server(CONFIG).await?;
     let mut client = server.raw_client().await?;
 
     let acquires: Vec<(&str, AcquireRequest, Code, &str)> = vec![

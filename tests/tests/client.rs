@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use sluice::v1::Reason;
 use sluice_client::{Error, Usage};
-use sluice_e2e::spawn_server;
+use sluice_e2e::Store;
 
 const CONFIG: &str = r#"
 [[services]]
@@ -22,9 +22,12 @@ name = "paced"
 limits = [{ dimension = "requests", amount = 1, window = "2s" }]
 "#;
 
-#[tokio::test]
-async fn the_client_acquires_waits_reports_and_types_its_errors() -> anyhow::Result<()> {
-    let server = spawn_server(CONFIG).await?;
+sluice_e2e::on_every_backend!(the_client_acquires_waits_reports_and_types_its_errors);
+
+async fn the_client_acquires_waits_reports_and_types_its_errors(
+    store: &Store,
+) -> anyhow::Result<()> {
+    let server = store.spawn_server(CONFIG).await?;
     let client = server.client().await?.with_client_id("e2e");
 
     let first = client.acquire("openai/gpt-4o").tokens(600).await?;

@@ -11,7 +11,7 @@ use std::{
 };
 
 use http::{HeaderMap, HeaderValue, StatusCode};
-use sluice_e2e::{micros, spawn_server};
+use sluice_e2e::{micros, Store};
 
 const CONFIG: &str = r#"
 [[services]]
@@ -26,9 +26,10 @@ const AFTER_REPORT: usize = 3;
 const MAX_ITERATIONS: usize = 100_000;
 const COOLDOWN: Duration = Duration::from_secs(2);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reported_429_blocks_all_workers_until_it_ends() -> anyhow::Result<()> {
-    let server = spawn_server(CONFIG).await?;
+sluice_e2e::on_every_backend!(a_reported_429_blocks_all_workers_until_it_ends);
+
+async fn a_reported_429_blocks_all_workers_until_it_ends(store: &Store) -> anyhow::Result<()> {
+    let server = store.spawn_server(CONFIG).await?;
     let reported = Arc::new(AtomicBool::new(false));
     // Slots (µs, server clock) granted to acquires sent after the report returned.
     let after_report: Arc<Mutex<Vec<u64>>> = Arc::default();

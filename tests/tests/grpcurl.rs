@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 use serde_json::Value;
-use sluice_e2e::spawn_server;
+use sluice_e2e::Store;
 
 const CONFIG: &str = r#"
 [[services]]
@@ -30,9 +30,10 @@ fn grpcurl(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-#[tokio::test]
-async fn grpcurl_lists_and_calls_the_api_through_reflection() -> anyhow::Result<()> {
-    let server = spawn_server(CONFIG).await?;
+sluice_e2e::on_every_backend!(grpcurl_lists_and_calls_the_api_through_reflection);
+
+async fn grpcurl_lists_and_calls_the_api_through_reflection(store: &Store) -> anyhow::Result<()> {
+    let server = store.spawn_server(CONFIG).await?;
     let addr = server.addr.as_str();
 
     let list = grpcurl(&["-plaintext", addr, "list"])?;

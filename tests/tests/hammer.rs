@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use sluice_e2e::{micros, spawn_server};
+use sluice_e2e::{micros, Store};
 
 const CONFIG: &str = r#"
 [[services]]
@@ -24,9 +24,10 @@ const REQUESTS: (u64, u64) = (100, 1_000_000);
 // that fills whenever the workers keep up.
 const TOKENS: (u64, u64, u64) = (4000, 1_000_000, 1000);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thirty_two_workers_never_exceed_the_limits() -> anyhow::Result<()> {
-    let server = spawn_server(CONFIG).await?;
+sluice_e2e::on_every_backend!(thirty_two_workers_never_exceed_the_limits);
+
+async fn thirty_two_workers_never_exceed_the_limits(store: &Store) -> anyhow::Result<()> {
+    let server = store.spawn_server(CONFIG).await?;
     let grants: Arc<Mutex<Vec<(u64, u64, String)>>> = Arc::default();
     let mut workers = Vec::new();
     for w in 0..WORKERS {

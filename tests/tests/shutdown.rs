@@ -2,7 +2,7 @@
 //! already watching, in-flight streams are drained within `shutdown_grace`, and the process exits
 //! cleanly.
 
-use sluice_e2e::spawn_server;
+use sluice_e2e::Store;
 use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
 
 const CONFIG: &str = r#"
@@ -13,9 +13,10 @@ name = "svc"
 limits = [{ dimension = "requests", amount = 10, window = "1m" }]
 "#;
 
-#[tokio::test]
-async fn sigterm_reports_not_serving_then_exits_cleanly() -> anyhow::Result<()> {
-    let server = spawn_server(CONFIG).await?;
+sluice_e2e::on_every_backend!(sigterm_reports_not_serving_then_exits_cleanly);
+
+async fn sigterm_reports_not_serving_then_exits_cleanly(store: &Store) -> anyhow::Result<()> {
+    let server = store.spawn_server(CONFIG).await?;
     let mut health = server.health().await?;
     let mut watch = health
         .watch(HealthCheckRequest {
