@@ -73,24 +73,24 @@ impl Store {
         }
     }
 
-    /// Every key under this store's prefix, over all nodes.
-    pub fn keys(&self) -> anyhow::Result<Vec<String>> {
+    /// Every key of `service` under this store's prefix, over all nodes, with the node holding it.
+    pub fn keys(&self, service: &str) -> anyhow::Result<Vec<(String, &RedisServer)>> {
         let prefix = match self {
             Store::Memory => return Ok(Vec::new()),
             Store::Redis(_, p) | Store::Cluster(_, p) => p,
         };
         let mut keys = Vec::new();
         for node in self.redis_nodes() {
-            let reply = node.command(&["KEYS", &format!("{{{prefix}:*")])?;
+            let reply = node.command(&["KEYS", &format!("{{{prefix}:{service}}}:*")])?;
             if let redis::Value::Array(items) = reply {
                 for item in items {
                     if let redis::Value::BulkString(b) = item {
-                        keys.push(String::from_utf8_lossy(&b).into_owned());
+                        keys.push((String::from_utf8_lossy(&b).into_owned(), node));
                     }
                 }
             }
         }
-        keys.sort();
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(keys)
     }
 }

@@ -116,11 +116,12 @@ local function prune(st, now, retention, sliding)
   end
 end
 
--- Every key lives until the last booked slot, the cooldown and the current time are all a
--- retention behind, plus a second of slack.
+-- Every key lives until a retention (plus a second of slack) after the latest of: the last
+-- booked slot, the cooldown's end and the last report. The horizon is stored state, not the
+-- current time, so housekeeping never prolongs an idle service's keys.
 local function expire_all(st, now, retention)
-  local horizon = math.max(now, num(st, 'ls'), num(st, 'cu'))
-  local ttl = math.ceil((horizon - now + retention) / 1000) + 1000
+  local horizon = math.max(num(st, 'ls'), num(st, 'cu'), num(st, 'ra'))
+  local ttl = math.ceil((horizon + retention - now) / 1000) + 1000
   for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
 end
 

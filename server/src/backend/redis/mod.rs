@@ -89,8 +89,6 @@ struct ServiceArgs {
     keys: ServiceKeys,
     limits: String,
     retention: String,
-    /// Names this service's state in lease ids if this replica creates it.
-    nonce: String,
 }
 
 /// Where decisions take their time from.
@@ -111,6 +109,10 @@ pub struct RedisBackend {
     timeout: Duration,
     on_failure: OnFailure,
     time: TimeSource,
+    /// Keyed hasher for nonces: a state created by a call gets a nonce no other call offers, so
+    /// lease ids of a service's earlier (expired) state never name a lease of its new one.
+    nonces: RandomState,
+    calls: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -161,16 +163,12 @@ impl RedisBackend {
         specs: &[Arc<ServiceSpec>],
         config: &RedisConfig,
     ) -> Result<Self, RedisSetupError> {
-        let random = RandomState::new();
         let mut services = Vec::with_capacity(specs.len());
         for spec in specs {
-            let mut hasher = random.build_hasher();
-            hasher.write(spec.name.as_bytes());
             services.push(ServiceArgs {
                 keys: ServiceKeys::new(&config.key_prefix, &spec.name),
                 limits: layout::encode_limits(spec).map_err(RedisSetupError::Unsupported)?,
                 retention: layout::retention(spec).to_string(),
-                nonce: format!("{:016x}", hasher.finish()),
             });
         }
         let connect_error = |source| RedisSetupError::Connect {
@@ -203,6 +201,8 @@ impl RedisBackend {
             timeout: config.timeout,
             on_failure: config.on_failure,
             time: TimeSource::Server,
+            nonces: RandomState::new(),
+            calls: AtomicU64::new(0),
         })
     }
 
@@ -217,6 +217,12 @@ impl RedisBackend {
         self.services
             .get(spec.index)
             .ok_or_else(|| BackendError::Unavailable(format!("no state for {}", spec.name)))
+    }
+
+    fn fresh_nonce(&self) -> String {
+        let mut hasher = self.nonces.build_hasher();
+        hasher.write_u64(self.calls.fetch_add(1, Ordering::Relaxed));
+        format!("{:016x}", hasher.finish())
     }
 
     fn time_arg(&self) -> String {
@@ -244,6 +250,7 @@ impl RedisBackend {
         args: &[&str],
     ) -> Result<T, BackendError> {
         let time = self.time_arg();
+        let nonce = self.fresh_nonce();
         let command = |verb: &str, body: &str| {
             let mut cmd = redis::cmd(verb);
             cmd.arg(body).arg(service.keys.keys.len());
@@ -253,7 +260,7 @@ impl RedisBackend {
             cmd.arg(&time)
                 .arg(&service.limits)
                 .arg(&service.retention)
-                .arg(&service.nonce);
+                .arg(&nonce);
             for a in args {
                 cmd.arg(*a);
             }

@@ -92,8 +92,6 @@ if lease and #usage == 3 then
             local rank = redis.call('ZRANK', KEYS[2], m)
             local later = redis.call('ZRANGE', KEYS[2], rank + 1, -1)
             if #later <= SHIFT_BOUND then
-              local fk, ff = now, 0
-              if pair_less(rk, rf, fk, ff) then rk, rf = fk, ff end
               local acc_k, acc_f = 0, 0
               for j = #later, 1, -1 do
                 local lj = parse_lease(redis.call('HGET', KEYS[3], later[j]))
@@ -114,7 +112,8 @@ if lease and #usage == 3 then
 end
 
 if ARGV[11] ~= '' then
-  redis.call('HSET', KEYS[1], 'rs', ARGV[11], 'ra', s(now), 'rh', ARGV[12])
+  st.ra = s(now)
+  redis.call('HSET', KEYS[1], 'rs', ARGV[11], 'ra', st.ra, 'rh', ARGV[12])
 end
 redis.call('HSET', KEYS[1], 'hw', s(now))
 expire_all(st, now, retention)
