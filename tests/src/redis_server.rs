@@ -18,7 +18,8 @@ pub struct RedisServer {
     child: Child,
     /// Its port on 127.0.0.1.
     pub port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 /// A port that is free now, and whose cluster bus port (+10000) is free too.
@@ -50,6 +51,7 @@ pub fn redis_text(port: u16, args: &[&str]) -> anyhow::Result<String> {
         redis::Value::SimpleString(s) => s,
         redis::Value::VerbatimString { text, .. } => text,
         redis::Value::Int(i) => i.to_string(),
+        redis::Value::Okay => "OK".to_string(),
         other => format!("{other:?}"),
     })
 }
@@ -75,7 +77,20 @@ impl RedisServer {
     fn try_start(extra: &[&str]) -> anyhow::Result<Self> {
         let port = free_port()?;
         let dir = tempfile::tempdir()?;
-        let child = Command::new("redis-server")
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let child = Self::spawn(port, &dir, &extra)?;
+        let mut server = Self {
+            child,
+            port,
+            dir,
+            extra,
+        };
+        server.wait_for_ping()?;
+        Ok(server)
+    }
+
+    fn spawn(port: u16, dir: &tempfile::TempDir, extra: &[String]) -> anyhow::Result<Child> {
+        Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
             .arg("--dir")
@@ -84,25 +99,38 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting redis-server (is Redis installed? .ci/run installs it)")?;
-        let mut server = Self {
-            child,
-            port,
-            _dir: dir,
-        };
+            .context("starting redis-server (is Redis installed? .ci/run installs it)")
+    }
+
+    fn wait_for_ping(&mut self) -> anyhow::Result<()> {
+        let port = self.port;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some(status) = server.child.try_wait()? {
+            if let Some(status) = self.child.try_wait()? {
                 bail!("redis-server on port {port} exited with {status}");
             }
             if redis_text(port, &["PING"]).is_ok_and(|r| r == "PONG") {
-                return Ok(server);
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!("redis-server on port {port} did not answer PING");
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Kills the process: clients see the connection drop and nothing answers on the port.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Starts the process again on the same port, with empty data (nothing is persisted).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop()?;
+        self.child = Self::spawn(self.port, &self.dir, &self.extra)?;
+        self.wait_for_ping()
     }
 
     /// `redis://127.0.0.1:<port>`.

@@ -339,9 +339,13 @@ impl Backend for RedisBackend {
             (Ok(reply), _) => reply,
             (Err(BackendError::Unavailable(e)), OnFailure::FailOpen) => {
                 tracing::warn!(service = %spec.name, error = %e, "redis failed; granting (fail_open)");
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as Micros);
+                // Lease 0 of nonce 0 names no state: a report for it only applies its cooldown.
                 return Ok(Decision::Granted(Grant {
                     lease_id: LeaseId { nonce: 0, seq: 0 },
-                    slot: 0,
+                    slot: now,
                     wait: 0,
                     decider: Decider::Now,
                 }));
