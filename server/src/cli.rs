@@ -65,6 +65,7 @@ impl Cli {
                         key_prefix: DEFAULT_KEY_PREFIX.to_string(),
                         timeout: DEFAULT_REDIS_TIMEOUT,
                         on_failure: OnFailure::FailClosed,
+                        tls_ca_file: None,
                     })
                 }
             }

@@ -75,6 +75,9 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// Behaviour when Redis fails.
     pub on_failure: OnFailure,
+    /// PEM file of the CA that signed the server's certificate (`rediss://` only); without it
+    /// the system's trust store is used.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 /// A Redis URL. Its password never appears in `Debug` or `Display` output.
@@ -164,6 +167,7 @@ struct RawBackend {
     key_prefix: Option<String>,
     timeout: Option<String>,
     on_failure: Option<String>,
+    tls_ca_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -206,6 +210,7 @@ impl RawBackend {
                     ("key_prefix", self.key_prefix.is_some()),
                     ("timeout", self.timeout.is_some()),
                     ("on_failure", self.on_failure.is_some()),
+                    ("tls_ca_file", self.tls_ca_file.is_some()),
                 ];
                 if let Some((field, _)) = redis_only.iter().find(|(_, set)| *set) {
                     return Err(format!(
@@ -231,12 +236,16 @@ impl RawBackend {
                 if timeout.is_zero() || timeout > Duration::from_secs(60) {
                     return Err("backend.timeout: must be more than 0 and at most 60s".into());
                 }
+                if self.tls_ca_file.is_some() && !url.expose().starts_with("rediss://") {
+                    return Err("backend.tls_ca_file: needs a rediss:// url".into());
+                }
                 Ok(BackendConfig::Redis(RedisConfig {
                     url,
                     cluster: self.cluster.unwrap_or(false),
                     key_prefix,
                     timeout,
                     on_failure,
+                    tls_ca_file: self.tls_ca_file.map(Into::into),
                 }))
             }
             other => Err(format!(
@@ -479,6 +488,7 @@ mod tests {
             (GOOD.replace("kind = \"memory\"", "kind = \"redis\"\nurl = \"redis://x\"\non_failure = \"maybe\""), "backend.on_failure"),
             (GOOD.replace("kind = \"memory\"", "kind = \"redis\"\nurl = \"redis://x\"\nkey_prefix = \"a{b}\""), "backend.key_prefix"),
             (GOOD.replace("kind = \"memory\"", "kind = \"redis\"\nurl = \"redis://x\"\ntimeout = \"0s\""), "backend.timeout"),
+            (GOOD.replace("kind = \"memory\"", "kind = \"redis\"\nurl = \"redis://x\"\ntls_ca_file = \"ca.pem\""), "backend.tls_ca_file: needs a rediss://"),
             (GOOD.replace("default_cooldown", "default_cooldwn"), "default_cooldwn"),
             (GOOD.replace("127.0.0.1:6000", "nowhere"), "listen"),
             (format!("{GOOD}\n[[services]]\nname = \"openai/gpt-4o\"\nlimits = [{{ dimension = \"requests\", amount = 1, window = \"1s\" }}]"), "defined twice"),

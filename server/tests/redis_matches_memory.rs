@@ -113,6 +113,7 @@ async fn run_case(
         key_prefix: format!("case{case}"),
         timeout: Duration::from_secs(5),
         on_failure: OnFailure::FailClosed,
+        tls_ca_file: None,
     };
     let backend = RedisBackend::connect(std::slice::from_ref(&spec), &config)
         .await

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{bail, Context};
 
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One `redis-server` process.
 pub struct RedisServer {
@@ -20,6 +20,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    tls: bool,
+    ca: Option<Vec<u8>>,
 }
 
 /// A port that is free now, and whose cluster bus port (+10000) is free too.
@@ -34,8 +36,21 @@ fn free_port() -> anyhow::Result<u16> {
     bail!("no free port pair found")
 }
 
-fn redis_command(port: u16, args: &[&str]) -> anyhow::Result<redis::Value> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+fn redis_command(url: &str, ca: Option<&[u8]>, args: &[&str]) -> anyhow::Result<redis::Value> {
+    let client = match ca {
+        Some(ca) => {
+            // rediss:// needs a TLS crypto provider; installing it twice is harmless.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.to_vec()),
+                },
+            )?
+        }
+        None => redis::Client::open(url)?,
+    };
     let mut con = client.get_connection_with_timeout(Duration::from_secs(1))?;
     let mut cmd = redis::cmd(args[0]);
     for a in &args[1..] {
@@ -44,9 +59,9 @@ fn redis_command(port: u16, args: &[&str]) -> anyhow::Result<redis::Value> {
     Ok(cmd.query(&mut con)?)
 }
 
-/// Runs a command against the server on `port` and returns its reply as text.
-pub fn redis_text(port: u16, args: &[&str]) -> anyhow::Result<String> {
-    Ok(match redis_command(port, args)? {
+/// Runs a command against the server at `url` and returns its reply as text.
+fn redis_text(url: &str, ca: Option<&[u8]>, args: &[&str]) -> anyhow::Result<String> {
+    Ok(match redis_command(url, ca, args)? {
         redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
         redis::Value::SimpleString(s) => s,
         redis::Value::VerbatimString { text, .. } => text,
@@ -60,6 +75,11 @@ impl RedisServer {
     /// Starts a standalone server.
     pub fn start() -> anyhow::Result<Self> {
         Self::start_with(&[])
+    }
+
+    /// Starts a server that only speaks TLS, with a certificate from a test CA made by `openssl`.
+    pub fn start_tls() -> anyhow::Result<Self> {
+        Self::start_with(&["--tls"])
     }
 
     fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
@@ -77,16 +97,111 @@ impl RedisServer {
     fn try_start(extra: &[&str]) -> anyhow::Result<Self> {
         let port = free_port()?;
         let dir = tempfile::tempdir()?;
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let child = Self::spawn(port, &dir, &extra)?;
+        let tls = extra.contains(&"--tls");
+        let mut extra: Vec<String> = extra
+            .iter()
+            .filter(|a| **a != "--tls")
+            .map(|s| s.to_string())
+            .collect();
+        if tls {
+            extra.extend(Self::tls_args(port, &dir)?);
+        }
+        let child = Self::spawn(if tls { 0 } else { port }, &dir, &extra)?;
+        let ca = if tls {
+            Some(std::fs::read(dir.path().join("ca.pem"))?)
+        } else {
+            None
+        };
         let mut server = Self {
             child,
             port,
             dir,
             extra,
+            tls,
+            ca,
         };
         server.wait_for_ping()?;
         Ok(server)
+    }
+
+    /// A test CA and a server certificate for 127.0.0.1 signed by it, made with `openssl`.
+    fn tls_args(port: u16, dir: &tempfile::TempDir) -> anyhow::Result<Vec<String>> {
+        let file = |name: &str| dir.path().join(name).display().to_string();
+        std::fs::write(
+            dir.path().join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )?;
+        let steps: [Vec<String>; 3] = [
+            vec![
+                "req".into(),
+                "-x509".into(),
+                "-newkey".into(),
+                "rsa:2048".into(),
+                "-nodes".into(),
+                "-days".into(),
+                "1".into(),
+                "-subj".into(),
+                "/CN=sluice test CA".into(),
+                "-keyout".into(),
+                file("ca.key"),
+                "-out".into(),
+                file("ca.pem"),
+            ],
+            vec![
+                "req".into(),
+                "-newkey".into(),
+                "rsa:2048".into(),
+                "-nodes".into(),
+                "-subj".into(),
+                "/CN=127.0.0.1".into(),
+                "-keyout".into(),
+                file("key.pem"),
+                "-out".into(),
+                file("server.csr"),
+            ],
+            vec![
+                "x509".into(),
+                "-req".into(),
+                "-in".into(),
+                file("server.csr"),
+                "-CA".into(),
+                file("ca.pem"),
+                "-CAkey".into(),
+                file("ca.key"),
+                "-CAcreateserial".into(),
+                "-days".into(),
+                "1".into(),
+                "-extfile".into(),
+                file("server.ext"),
+                "-out".into(),
+                file("cert.pem"),
+            ],
+        ];
+        for args in steps {
+            let out = Command::new("openssl")
+                .args(&args)
+                .output()
+                .context("running openssl to make test certificates")?;
+            if !out.status.success() {
+                bail!(
+                    "openssl {args:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        Ok(vec![
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            file("cert.pem"),
+            "--tls-key-file".into(),
+            file("key.pem"),
+            "--tls-ca-cert-file".into(),
+            file("ca.pem"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ])
     }
 
     fn spawn(port: u16, dir: &tempfile::TempDir, extra: &[String]) -> anyhow::Result<Child> {
@@ -109,14 +224,21 @@ impl RedisServer {
             if let Some(status) = self.child.try_wait()? {
                 bail!("redis-server on port {port} exited with {status}");
             }
-            if redis_text(port, &["PING"]).is_ok_and(|r| r == "PONG") {
-                return Ok(());
-            }
+            let error = match redis_text(&self.url(), self.ca.as_deref(), &["PING"]) {
+                Ok(reply) if reply == "PONG" => return Ok(()),
+                Ok(reply) => anyhow::anyhow!("PING answered {reply:?}"),
+                Err(e) => e,
+            };
             if Instant::now() > deadline {
-                bail!("redis-server on port {port} did not answer PING");
+                bail!("redis-server on port {port} did not answer PING: {error:#}");
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The CA (PEM) that signed a TLS server's certificate.
+    pub fn ca_file(&self) -> Option<std::path::PathBuf> {
+        self.tls.then(|| self.dir.path().join("ca.pem"))
     }
 
     /// Kills the process: clients see the connection drop and nothing answers on the port.
@@ -129,23 +251,29 @@ impl RedisServer {
     /// Starts the process again on the same port, with empty data (nothing is persisted).
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop()?;
-        self.child = Self::spawn(self.port, &self.dir, &self.extra)?;
+        let port = if self.tls { 0 } else { self.port };
+        self.child = Self::spawn(port, &self.dir, &self.extra)?;
         self.wait_for_ping()
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>`, or `rediss://127.0.0.1:<port>` when it speaks TLS (trust
+    /// [`RedisServer::ca_file`] to verify it).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        if self.tls {
+            format!("rediss://127.0.0.1:{}", self.port)
+        } else {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
     }
 
     /// Runs a command and returns its reply as text.
     pub fn text(&self, args: &[&str]) -> anyhow::Result<String> {
-        redis_text(self.port, args)
+        redis_text(&self.url(), self.ca.as_deref(), args)
     }
 
     /// Runs a command and returns the raw reply.
     pub fn command(&self, args: &[&str]) -> anyhow::Result<redis::Value> {
-        redis_command(self.port, args)
+        redis_command(&self.url(), self.ca.as_deref(), args)
     }
 }
 

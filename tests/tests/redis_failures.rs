@@ -50,7 +50,10 @@ async fn scripts_and_connections_come_back_after_flush_and_restart() -> anyhow::
         }
     }
     let status = client.status("svc").await?;
-    assert_eq!(status.limits[0].used, 1, "state starts over after the restart");
+    assert_eq!(
+        status.limits[0].used, 1,
+        "state starts over after the restart"
+    );
     Ok(())
 }
 
@@ -103,5 +106,25 @@ async fn a_redis_outage_grants_and_logs_under_fail_open() -> anyhow::Result<()> 
     let log = server.log();
     assert!(log.contains("fail_open"), "{log}");
     assert!(!log.contains("hunter2"), "the password was logged:\n{log}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_urls_speak_tls() -> anyhow::Result<()> {
+    let redis = RedisServer::start_tls()?;
+    assert!(redis.url().starts_with("rediss://"));
+    let ca = redis
+        .ca_file()
+        .ok_or_else(|| anyhow::anyhow!("a TLS server has a CA file"))?;
+    let config = format!(
+        "{CONFIG}\n[backend]\nkind = \"redis\"\nurl = \"{}\"\ntls_ca_file = \"{}\"\n",
+        redis.url(),
+        ca.display()
+    );
+    let server = spawn_server(&config).await?;
+    let mut raw = server.raw_client().await?;
+    assert!(raw.acquire(acquire()).await?.into_inner().granted);
+    let keys = redis.command(&["DBSIZE"])?;
+    assert_ne!(keys, redis::Value::Int(0), "state was written over TLS");
     Ok(())
 }

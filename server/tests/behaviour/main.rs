@@ -122,6 +122,7 @@ impl<D: RedisDeployment> TestBackend for OnRedis<D> {
             key_prefix: "suite".into(),
             timeout: Duration::from_secs(5),
             on_failure: OnFailure::FailClosed,
+            tls_ca_file: None,
         };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

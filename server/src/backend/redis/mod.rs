@@ -131,6 +131,14 @@ pub enum RedisSetupError {
     /// A service's limits cannot be held exactly by the scripts.
     #[error("{0}")]
     Unsupported(String),
+    /// The CA file could not be read.
+    #[error("cannot read backend.tls_ca_file {path}: {source}")]
+    TlsCa {
+        /// The path.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
     /// Redis could not be reached or refused the connection.
     #[error("cannot connect to redis at {url}: {source}")]
     Connect {
@@ -163,6 +171,8 @@ impl RedisBackend {
         specs: &[Arc<ServiceSpec>],
         config: &RedisConfig,
     ) -> Result<Self, RedisSetupError> {
+        // rediss:// URLs use rustls with the ring provider; a provider installed before wins.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut services = Vec::with_capacity(specs.len());
         for spec in specs {
             services.push(ServiceArgs {
@@ -175,15 +185,35 @@ impl RedisBackend {
             url: config.url.to_string(),
             source,
         };
+        let certificates = match &config.tls_ca_file {
+            Some(path) => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(
+                    std::fs::read(path).map_err(|source| RedisSetupError::TlsCa {
+                        path: path.display().to_string(),
+                        source,
+                    })?,
+                ),
+            }),
+            None => None,
+        };
         let connection = if config.cluster {
-            let client = ClusterClient::builder([config.url.expose()])
+            let mut builder = ClusterClient::builder([config.url.expose()])
                 .connection_timeout(config.timeout)
-                .response_timeout(config.timeout)
-                .build()
-                .map_err(connect_error)?;
+                .response_timeout(config.timeout);
+            if let Some(certificates) = certificates {
+                builder = builder.certs(certificates);
+            }
+            let client = builder.build().map_err(connect_error)?;
             Connection::Cluster(client.get_async_connection().await.map_err(connect_error)?)
         } else {
-            let client = redis::Client::open(config.url.expose()).map_err(connect_error)?;
+            let client = match certificates {
+                Some(certificates) => {
+                    redis::Client::build_with_tls(config.url.expose(), certificates)
+                }
+                None => redis::Client::open(config.url.expose()),
+            }
+            .map_err(connect_error)?;
             let manager = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(config.timeout))
                 .set_response_timeout(Some(config.timeout))
