@@ -9,18 +9,20 @@ use serde::Deserialize;
 use crate::{
     core::{Algorithm, Dimension, LimitSpec, Micros, ServiceSpec, MAX_AMOUNT},
     duration::parse_duration,
+    provider::{HeaderRule, Meaning, Profile, TimeFormat},
 };
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
-/// Provider profiles `ReportResponse` knows.
-pub const PROFILES: [&str; 6] = [
+/// Provider profiles `ReportResponse` knows: the built-in ones and `custom`.
+pub const PROFILES: [&str; 7] = [
     "generic",
     "openai",
     "anthropic",
     "azure_openai",
     "groq",
     "gemini",
+    "custom",
 ];
 const MAX_WINDOW: Micros = 31 * 86_400 * 1_000_000;
 const MAX_NAME_LEN: usize = 128;
@@ -144,6 +146,8 @@ pub struct Config {
     pub backend: BackendConfig,
     /// The configured services, in file order.
     pub services: Vec<ServiceSpec>,
+    /// How to read each service's provider answers, in the same order.
+    pub profiles: Vec<Profile>,
 }
 
 #[derive(Deserialize)]
@@ -179,6 +183,67 @@ struct RawService {
     limits: Vec<RawLimit>,
     default_cooldown: Option<String>,
     max_cooldown: Option<String>,
+    quota_cooldown: Option<String>,
+    /// The header table of a `custom` profile.
+    headers: Option<Vec<RawHeaderRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderRule {
+    name: String,
+    dimension: String,
+    meaning: String,
+    format: Option<String>,
+    window: Option<String>,
+}
+
+impl RawHeaderRule {
+    fn validate(self) -> Result<HeaderRule, String> {
+        if self.name.is_empty()
+            || self.name.len() > 256
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            return Err(format!("name: {:?} is not an HTTP header name", self.name));
+        }
+        let dimension = Dimension::parse(&self.dimension).ok_or_else(|| {
+            format!(
+                "dimension: unknown dimension {:?} (expected requests, tokens, input_tokens or output_tokens)",
+                self.dimension
+            )
+        })?;
+        let meaning = Meaning::from_config(&self.meaning).ok_or_else(|| {
+            format!(
+                "meaning: {:?} (expected limit, remaining or reset)",
+                self.meaning
+            )
+        })?;
+        let format = match (meaning, self.format.as_deref()) {
+            (Meaning::Reset, Some(f)) => TimeFormat::from_config(f).ok_or_else(|| {
+                format!("format: {f:?} (expected duration, rfc3339, seconds, milliseconds, epoch_seconds or http_date)")
+            })?,
+            (Meaning::Reset, None) => {
+                return Err("format: required for a reset header".into());
+            }
+            (_, Some(_)) => return Err("format: only a reset header has a format".into()),
+            (_, None) => TimeFormat::Seconds,
+        };
+        let window = self
+            .window
+            .as_deref()
+            .map(|w| duration_field("window", w))
+            .transpose()?;
+        Ok(HeaderRule {
+            name: self.name.to_ascii_lowercase(),
+            dimension,
+            meaning,
+            format,
+            window,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -328,35 +393,53 @@ impl RawConfig {
         }
         let mut seen = HashSet::new();
         let mut services = Vec::with_capacity(self.services.len());
+        let mut profiles = Vec::with_capacity(self.services.len());
         for (index, raw) in self.services.into_iter().enumerate() {
             let name = raw.name.clone();
             validate_service_name(&name).map_err(|e| format!("services[{index}].name: {e}"))?;
             if !seen.insert(name.clone()) {
                 return Err(format!("service {name:?}: name: defined twice"));
             }
-            let spec = raw
+            let (spec, profile) = raw
                 .validate(index)
                 .map_err(|e| format!("service {name:?}: {e}"))?;
             services.push(spec);
+            profiles.push(profile);
         }
         Ok(Config {
             listen,
             shutdown_grace,
             backend,
             services,
+            profiles,
         })
     }
 }
 
 impl RawService {
-    fn validate(self, index: usize) -> Result<ServiceSpec, String> {
+    fn validate(self, index: usize) -> Result<(ServiceSpec, Profile), String> {
         let profile = self.profile.unwrap_or_else(|| "generic".into());
-        if !PROFILES.contains(&profile.as_str()) {
-            return Err(format!(
-                "profile: unknown profile {profile:?} (expected one of {})",
-                PROFILES.join(", ")
-            ));
-        }
+        let reader = match (profile.as_str(), self.headers) {
+            ("custom", Some(rules)) if !rules.is_empty() => {
+                let mut validated = Vec::with_capacity(rules.len());
+                for (i, rule) in rules.into_iter().enumerate() {
+                    validated.push(rule.validate().map_err(|e| format!("headers[{i}].{e}"))?);
+                }
+                Profile::custom(validated)
+            }
+            ("custom", _) => {
+                return Err("headers: a custom profile needs a table of headers".into());
+            }
+            (name, None) => Profile::builtin(name).ok_or_else(|| {
+                format!(
+                    "profile: unknown profile {profile:?} (expected one of {})",
+                    PROFILES.join(", ")
+                )
+            })?,
+            (_, Some(_)) => {
+                return Err("headers: only a custom profile has a header table".into());
+            }
+        };
         if self.limits.is_empty() {
             return Err("limits: at least one limit is required".into());
         }
@@ -388,14 +471,23 @@ impl RawService {
         if default_cooldown > max_cooldown {
             return Err("default_cooldown: longer than max_cooldown".into());
         }
-        Ok(ServiceSpec {
+        let quota_cooldown = match &self.quota_cooldown {
+            Some(s) => duration_field("quota_cooldown", s)?,
+            None => max_cooldown,
+        };
+        if quota_cooldown > max_cooldown {
+            return Err("quota_cooldown: longer than max_cooldown".into());
+        }
+        let spec = ServiceSpec {
             index,
             name: self.name,
             profile,
             limits,
             default_cooldown,
             max_cooldown,
-        })
+            quota_cooldown,
+        };
+        Ok((spec, reader))
     }
 }
 

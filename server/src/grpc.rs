@@ -13,7 +13,9 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     backend::Backend,
-    core::{Algorithm, Decider, Decision, Micros, ServiceSpec, MICROS_PER_SEC},
+    core::{
+        Algorithm, CooldownCause, Decider, Decision, Dimension, Micros, ServiceSpec, MICROS_PER_SEC,
+    },
     error::Error,
     limiter::{self, Limiter, ServiceStatus, UsageReport},
 };
@@ -110,12 +112,17 @@ fn header_pairs(headers: Vec<pb::Header>) -> Vec<(String, String)> {
 }
 
 fn service_status(status: ServiceStatus) -> pb::ServiceStatus {
-    let ServiceStatus { spec, snapshot } = status;
+    let ServiceStatus {
+        spec,
+        snapshot,
+        learned,
+    } = status;
     let limits = spec
         .limits
         .iter()
         .zip(&snapshot.limits)
-        .map(|(limit, live)| pb::LimitStatus {
+        .zip(learned)
+        .map(|((limit, live), learned)| pb::LimitStatus {
             name: limit.name.clone(),
             dimension: limit.dimension.as_str().into(),
             amount: limit.amount,
@@ -128,19 +135,28 @@ fn service_status(status: ServiceStatus) -> pb::ServiceStatus {
             used: live.used,
             remaining: live.remaining,
             reset_after: Some(to_duration(live.reset_after)),
+            learned_amount: learned,
         })
         .collect();
+    let cooldown =
+        |dimension: Dimension, remaining: Micros, cause: CooldownCause| pb::CooldownStatus {
+            remaining: Some(to_duration(remaining)),
+            cause: cause.source,
+            status_code: cause.status_code,
+            dimension: dimension.as_str().into(),
+        };
     pb::ServiceStatus {
         service: spec.name.clone(),
         profile: spec.profile.clone(),
         limits,
         cooldown: snapshot
             .cooldown
-            .map(|(remaining, cause)| pb::CooldownStatus {
-                remaining: Some(to_duration(remaining)),
-                cause: format!("{} {}", cause.status_code, cause.source),
-                status_code: cause.status_code,
-            }),
+            .map(|(remaining, cause)| cooldown(Dimension::Requests, remaining, cause)),
+        dimension_cooldowns: snapshot
+            .dimension_cooldowns
+            .into_iter()
+            .map(|(d, remaining, cause)| cooldown(d, remaining, cause))
+            .collect(),
         queued: snapshot.queued,
         last_report: snapshot.last_report.map(|o| pb::ProviderReport {
             status_code: o.status_code,
@@ -222,7 +238,7 @@ impl<B: Backend> RateLimiter for RateLimiterService<B> {
                 output_tokens: u.output_tokens,
                 total_tokens: u.total_tokens,
             }),
-            body_len: r.body.len(),
+            body: r.body,
         };
         let service = req.service.clone();
         let status_code = req.status_code;

@@ -2,17 +2,24 @@
 //! every input, computes costs and cooldowns, and hands the backend only well-formed calls. It
 //! knows nothing of protobuf; [`crate::grpc`] converts to and from these types.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{hash_map::RandomState, HashMap},
+    hash::{BuildHasher, Hasher},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
 
 use crate::{
-    backend::{AcquireCall, Backend, ReportCall},
+    backend::{AcquireCall, Backend},
     config::validate_service_name,
     core::{
-        CooldownCause, Cost, Decision, LeaseId, Micros, ServiceSnapshot, ServiceSpec, UsageUpdate,
-        MAX_AMOUNT,
+        Cost, Decision, Dimension, LeaseId, Micros, ReportCall, ServiceSnapshot, ServiceSpec,
+        UsageUpdate, MAX_AMOUNT,
     },
     error::Error,
-    provider::{self, MAX_BODY},
+    provider::{self, Profile, MAX_BODY},
 };
 
 /// Longest `max_wait` accepted: one day.
@@ -61,8 +68,8 @@ pub struct ReportRequest {
     pub headers: Vec<(String, String)>,
     /// Real usage.
     pub usage: Option<UsageReport>,
-    /// Size of the response body (its content is read by later provider profiles).
-    pub body_len: usize,
+    /// Response body (read by profiles that put the wait there, e.g. Gemini); may be empty.
+    pub body: Vec<u8>,
 }
 
 /// What a report changed.
@@ -83,6 +90,8 @@ pub struct ServiceStatus {
     pub spec: Arc<ServiceSpec>,
     /// The live state.
     pub snapshot: ServiceSnapshot,
+    /// Per limit, the budget the provider's last answer named for it, if any.
+    pub learned: Vec<Option<u64>>,
 }
 
 /// The rate-limit coordinator over one backend.
@@ -91,6 +100,23 @@ pub struct Limiter<B> {
     backend: B,
     by_name: HashMap<String, Arc<ServiceSpec>>,
     specs: Vec<Arc<ServiceSpec>>,
+    profiles: Vec<Profile>,
+    jitter: Jitter,
+}
+
+/// Jitter for overload cooldowns: 800–1200 ‰, from a keyed hash of a counter.
+#[derive(Debug, Default)]
+struct Jitter {
+    keys: RandomState,
+    calls: AtomicU64,
+}
+
+impl Jitter {
+    fn next(&self) -> u32 {
+        let mut hasher = self.keys.build_hasher();
+        hasher.write_u64(self.calls.fetch_add(1, Ordering::Relaxed));
+        800 + (hasher.finish() % 401) as u32
+    }
 }
 
 fn bounded(field: &str, v: u64) -> Result<u64, Error> {
@@ -106,11 +132,36 @@ impl<B: Backend> Limiter<B> {
     /// A limiter for `specs` (indexed by position) on `backend`.
     pub fn new(specs: Vec<Arc<ServiceSpec>>, backend: B) -> Self {
         let by_name = specs.iter().map(|s| (s.name.clone(), s.clone())).collect();
+        let profiles = specs
+            .iter()
+            .map(|s| {
+                Profile::builtin(&s.profile).unwrap_or_else(|| {
+                    Profile::builtin("generic").unwrap_or_else(|| Profile::custom(Vec::new()))
+                })
+            })
+            .collect();
         Self {
             backend,
             by_name,
             specs,
+            profiles,
+            jitter: Jitter::default(),
         }
+    }
+
+    /// Reads each service's answers with `profiles` (same order as the services), e.g. the
+    /// config's, which include `custom` header tables.
+    pub fn with_profiles(mut self, profiles: Vec<Profile>) -> Self {
+        if profiles.len() == self.specs.len() {
+            self.profiles = profiles;
+        }
+        self
+    }
+
+    fn profile(&self, spec: &ServiceSpec) -> Result<&Profile, Error> {
+        self.profiles
+            .get(spec.index)
+            .ok_or_else(|| Error::Unavailable(format!("no profile for {}", spec.name)))
     }
 
     /// The backend.
@@ -165,10 +216,10 @@ impl<B: Backend> Limiter<B> {
                 req.status_code
             )));
         }
-        if req.body_len > MAX_BODY {
+        if req.body.len() > MAX_BODY {
             return Err(Error::InvalidArgument(format!(
                 "body: {} bytes (at most {MAX_BODY})",
-                req.body_len
+                req.body.len()
             )));
         }
         let lease = if req.lease_id.is_empty() {
@@ -183,22 +234,30 @@ impl<B: Backend> Limiter<B> {
         };
         let usage = req.usage.map(usage_update).transpose()?;
         let headers = provider::validate_headers(req.headers).map_err(Error::InvalidArgument)?;
-        let mut notes = Vec::new();
-        let now = wall_clock_now();
-        let cooldown = provider::cooldown_advice(spec, req.status_code, &headers, now, &mut notes)
-            .map(|a| {
-                (
-                    a.length,
-                    CooldownCause {
-                        status_code: req.status_code,
-                        source: a.source.to_string(),
-                    },
-                )
-            });
+        let profile = self.profile(spec)?;
+        let reading = provider::read(profile, &headers, &req.body, wall_clock_now());
+        let mut notes = reading.notes.clone();
+        let plan = provider::plan(
+            spec,
+            profile,
+            req.status_code,
+            &reading,
+            self.jitter.next(),
+            &mut notes,
+        );
+        let causes: Vec<String> = plan
+            .cooldowns
+            .iter()
+            .map(|o| o.cause.source.clone())
+            .chain(plan.overload.iter().map(|o| o.cause.source.clone()))
+            .collect();
         let call = ReportCall {
             lease,
             usage,
-            cooldown,
+            cooldowns: plan.cooldowns,
+            overload: plan.overload,
+            success: plan.success,
+            remaining: plan.remaining,
             observation: Some((req.status_code, provider::rate_limit_headers(&headers))),
         };
         let outcome = self.backend.report(spec, call).await?;
@@ -207,8 +266,14 @@ impl<B: Backend> Limiter<B> {
         } else if outcome.lease_unknown {
             notes.push("lease unknown or expired: usage ignored".into());
         }
+        if outcome.outside_usage > 0 {
+            notes.push(format!(
+                "charged {} as usage from outside Sluice",
+                outcome.outside_usage
+            ));
+        }
         if outcome.cooldown_set {
-            notes.insert(0, "cooldown set".into());
+            notes.insert(0, format!("cooldown set ({})", causes.join(", ")));
         }
         Ok(ReportAnswer {
             cooldown: outcome.cooldown_remaining,
@@ -220,20 +285,54 @@ impl<B: Backend> Limiter<B> {
     /// The live state of one service.
     pub async fn status(&self, name: &str) -> Result<ServiceStatus, Error> {
         let spec = self.service(name)?;
+        self.status_of(spec).await
+    }
+
+    async fn status_of(&self, spec: &Arc<ServiceSpec>) -> Result<ServiceStatus, Error> {
+        let snapshot = self.backend.status(spec).await?;
+        let learned = self.learned(spec, &snapshot)?;
         Ok(ServiceStatus {
             spec: spec.clone(),
-            snapshot: self.backend.status(spec).await?,
+            snapshot,
+            learned,
         })
+    }
+
+    /// The budgets the provider's last answer named, per configured limit.
+    fn learned(
+        &self,
+        spec: &ServiceSpec,
+        snapshot: &ServiceSnapshot,
+    ) -> Result<Vec<Option<u64>>, Error> {
+        let mut learned = vec![None; spec.limits.len()];
+        let Some(report) = &snapshot.last_report else {
+            return Ok(learned);
+        };
+        let headers: Vec<provider::Header> = report
+            .headers
+            .iter()
+            .map(|(name, value)| provider::Header {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect();
+        let reading = provider::read(self.profile(spec)?, &headers, &[], report.at);
+        for dimension in Dimension::ALL {
+            let r = &reading.dimensions[dimension.index()];
+            if let (Some(limit), Some(i)) =
+                (r.limit, provider::matching_limit(spec, dimension, r.window))
+            {
+                learned[i] = Some(limit);
+            }
+        }
+        Ok(learned)
     }
 
     /// The live state of every service, in config order.
     pub async fn list(&self) -> Result<Vec<ServiceStatus>, Error> {
         let mut out = Vec::with_capacity(self.specs.len());
         for spec in &self.specs {
-            out.push(ServiceStatus {
-                spec: spec.clone(),
-                snapshot: self.backend.status(spec).await?,
-            });
+            out.push(self.status_of(spec).await?);
         }
         Ok(out)
     }

@@ -45,12 +45,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let specs: Vec<_> = config.services.into_iter().map(Arc::new).collect();
+    let profiles = config.profiles;
     match config.backend {
         BackendConfig::Memory => {
             let backend = MemoryBackend::new(&specs, Clock::new());
             serve(
                 listener,
-                Limiter::new(specs, backend),
+                Limiter::new(specs, backend).with_profiles(profiles),
                 config.shutdown_grace,
                 shutdown,
             )
@@ -66,7 +67,7 @@ pub async fn run(
             );
             serve(
                 listener,
-                Limiter::new(specs, backend),
+                Limiter::new(specs, backend).with_profiles(profiles),
                 config.shutdown_grace,
                 shutdown,
             )

@@ -282,7 +282,7 @@ async fn bad_input_gets_the_documented_status_codes(store: &Store) -> anyhow::Re
         .into_inner();
     assert!(answer.cooldown_set);
     assert!(
-        answer.detail.contains("ignored unparseable retry-after"),
+        answer.detail.contains("ignored retry-after"),
         "{}",
         answer.detail
     );

@@ -50,10 +50,7 @@ async fn keys_are_bounded_and_expire(store: &Store) -> anyhow::Result<()> {
         };
         let mut headers = HeaderMap::new();
         headers.insert("retry-after", HeaderValue::from_static("1"));
-        headers.insert(
-            "x-ratelimit-remaining-requests",
-            HeaderValue::from_static("3"),
-        );
+        headers.insert("x-ratelimit-limit-requests", HeaderValue::from_static("5"));
         permit
             .report(status, &headers, Some(Usage::tokens(20, 10)))
             .await?;

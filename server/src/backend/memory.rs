@@ -13,9 +13,7 @@ use std::{
 use tokio::time::Instant;
 
 use super::{AcquireCall, Backend, BackendError, ReportCall};
-use crate::core::{
-    Decision, Ledger, Micros, Observation, ReportOutcome, ServiceSnapshot, ServiceSpec,
-};
+use crate::core::{Decision, Ledger, Micros, ReportOutcome, ServiceSnapshot, ServiceSpec};
 
 /// Monotonic time expressed as Unix-epoch microseconds.
 #[derive(Clone, Copy, Debug)]
@@ -112,15 +110,7 @@ impl Backend for MemoryBackend {
         call: ReportCall,
     ) -> Result<ReportOutcome, BackendError> {
         let now = self.clock.now();
-        let cooldown = call.cooldown_at(now);
-        let observation = call.observation.map(|(status_code, headers)| Observation {
-            at: now,
-            status_code,
-            headers,
-        });
-        Ok(self
-            .ledger(spec)?
-            .report(spec, now, call.lease, call.usage, cooldown, observation))
+        Ok(self.ledger(spec)?.report(spec, now, &call))
     }
 
     async fn status(&self, spec: &ServiceSpec) -> Result<ServiceSnapshot, BackendError> {

@@ -10,9 +10,9 @@ use std::future::Future;
 pub use self::redis::{RedisBackend, RedisSetupError, ServiceKeys};
 pub use memory::{Clock, MemoryBackend};
 
+pub use crate::core::ReportCall;
 use crate::core::{
-    AcquireError, Cooldown, CooldownCause, Cost, Decision, LeaseId, Micros, ReportOutcome,
-    ServiceSnapshot, ServiceSpec, UsageUpdate,
+    AcquireError, Cost, Decision, Micros, ReportOutcome, ServiceSnapshot, ServiceSpec,
 };
 
 /// A request for a slot, validated.
@@ -24,29 +24,6 @@ pub struct AcquireCall<'a> {
     pub max_wait: Micros,
     /// Idempotency key.
     pub request_id: Option<&'a str>,
-}
-
-/// A provider's answer, validated and interpreted.
-#[derive(Clone, Debug, Default)]
-pub struct ReportCall {
-    /// The lease the answer belongs to.
-    pub lease: Option<LeaseId>,
-    /// Real usage replacing the lease's estimate.
-    pub usage: Option<UsageUpdate>,
-    /// Cooldown to apply: its length from now and its cause.
-    pub cooldown: Option<(Micros, CooldownCause)>,
-    /// HTTP status and the rate-limit headers to remember.
-    pub observation: Option<(u32, Vec<(String, String)>)>,
-}
-
-impl ReportCall {
-    /// The cooldown as an absolute end time, given the backend's `now`.
-    pub fn cooldown_at(&self, now: Micros) -> Option<Cooldown> {
-        self.cooldown.as_ref().map(|(len, cause)| Cooldown {
-            until: now.saturating_add(*len),
-            cause: cause.clone(),
-        })
-    }
 }
 
 /// A backend could not answer.

@@ -9,8 +9,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::{
-    bucket::BucketShape, lease::Lease, Algorithm, Cost, Dimension, LeaseId, Micros, ServiceSpec,
-    SlidingWindow, TokenBucket,
+    bucket::BucketShape, lease::Lease, Algorithm, Cost, Dimension, LeaseId, Micros,
+    RemainingReading, ReportCall, ServiceSpec, SlidingWindow, TokenBucket, MICROS_PER_SEC,
 };
 
 /// What decided a slot's time.
@@ -91,6 +91,9 @@ pub struct ReportOutcome {
     pub usage_applied: bool,
     /// A lease id was given but is unknown or expired.
     pub lease_unknown: bool,
+    /// Cost charged as usage from outside Sluice, because the provider's remaining budget was
+    /// below the ledger's view.
+    pub outside_usage: u64,
 }
 
 /// The live state of one limit.
@@ -111,8 +114,10 @@ pub struct ServiceSnapshot {
     pub now: Micros,
     /// One per limit, in spec order.
     pub limits: Vec<LimitSnapshot>,
-    /// Active cooldown and its remaining time.
+    /// Active service-wide cooldown and its remaining time.
     pub cooldown: Option<(Micros, CooldownCause)>,
+    /// Active cooldowns of the token dimensions (calls that spend them wait).
+    pub dimension_cooldowns: Vec<(Dimension, Micros, CooldownCause)>,
     /// Leases whose slot is still in the future.
     pub queued: u64,
     /// Last reported provider answer.
@@ -149,7 +154,12 @@ pub struct Ledger {
     base: [u128; 4],
     /// One per limit of the spec; unused for sliding-window limits.
     buckets: Vec<TokenBucket>,
-    cooldown: Option<Cooldown>,
+    /// Per dimension; `requests` (every call spends one) is the service-wide cooldown.
+    cooldowns: [Option<Cooldown>; 4],
+    /// Overloads reported in a row since the last success.
+    overload_streak: u32,
+    /// The latest slot ever booked (kept when its lease is pruned).
+    last_slot: Micros,
     by_request: HashMap<Box<str>, u64>,
     last_report: Option<Observation>,
     high_water: Micros,
@@ -186,7 +196,9 @@ impl Ledger {
             front_seq: 0,
             base: [0; 4],
             buckets: vec![TokenBucket::default(); spec.limits.len()],
-            cooldown: None,
+            cooldowns: Default::default(),
+            overload_streak: 0,
+            last_slot: 0,
             by_request: HashMap::new(),
             last_report: None,
             high_water: 0,
@@ -275,10 +287,12 @@ impl Ledger {
     fn earliest(&self, spec: &ServiceSpec, now: Micros, cost: &Cost) -> (Micros, Decider) {
         let mut t = now;
         let mut decider = Decider::Now;
-        if let Some(c) = &self.cooldown {
-            if c.until > t {
-                t = c.until;
-                decider = Decider::Cooldown;
+        for (d, c) in self.cooldowns.iter().enumerate() {
+            if let Some(c) = c {
+                if c.until > t && cost.0[d] > 0 {
+                    t = c.until;
+                    decider = Decider::Cooldown;
+                }
             }
         }
         if let Some(last) = self.log.back() {
@@ -320,6 +334,7 @@ impl Ledger {
             *c += u128::from(add);
         }
         let seq = self.front_seq + self.log.len() as u64;
+        self.last_slot = self.last_slot.max(slot);
         let request_id: Option<Box<str>> = request_id.map(Into::into);
         if let Some(id) = &request_id {
             self.by_request.insert(id.clone(), seq);
@@ -338,50 +353,152 @@ impl Ledger {
         }
     }
 
-    /// Applies a provider's answer: lengthens the cooldown to `cooldown_until` if later, replaces a
-    /// lease's estimated cost by its real usage, and remembers the observation.
-    pub fn report(
-        &mut self,
-        spec: &ServiceSpec,
-        now: Micros,
-        lease: Option<LeaseId>,
-        usage: Option<UsageUpdate>,
-        cooldown: Option<Cooldown>,
-        observation: Option<Observation>,
-    ) -> ReportOutcome {
+    /// Applies a provider's answer: sets or lengthens cooldowns (a later end wins), counts an
+    /// overload or a success, replaces a lease's estimated cost by its real usage, charges usage
+    /// the provider saw from outside Sluice, and remembers the observation.
+    pub fn report(&mut self, spec: &ServiceSpec, now: Micros, call: &ReportCall) -> ReportOutcome {
         let now = self.observe(now);
         self.prune(spec, now);
-        let cooldown_set = match cooldown {
-            Some(c) if self.cooldown.as_ref().is_none_or(|cur| c.until > cur.until) => {
-                self.cooldown = Some(c);
-                true
-            }
-            _ => false,
-        };
-        let seq = lease.filter(|id| id.nonce == self.nonce).map(|id| id.seq);
+        let mut cooldown_set = false;
+        for order in &call.cooldowns {
+            cooldown_set |= self.lengthen(
+                order.dimension.index(),
+                Cooldown {
+                    until: now.saturating_add(order.length),
+                    cause: order.cause.clone(),
+                },
+            );
+        }
+        if let Some(order) = &call.overload {
+            self.overload_streak = self.overload_streak.saturating_add(1);
+            let until = now.saturating_add(order.length(self.overload_streak));
+            cooldown_set |= self.lengthen(
+                Dimension::Requests.index(),
+                Cooldown {
+                    until,
+                    cause: order.cause.clone(),
+                },
+            );
+        }
+        if call.success {
+            self.overload_streak = 0;
+        }
+        let seq = call
+            .lease
+            .filter(|id| id.nonce == self.nonce)
+            .map(|id| id.seq);
         let found = seq.is_some_and(|s| self.lease(s).is_some());
-        let usage_applied = match (seq, usage) {
+        let usage_applied = match (seq, call.usage) {
             (Some(seq), Some(usage)) if found => {
                 self.reconcile(spec, now, seq, usage);
                 true
             }
             _ => false,
         };
-        if let Some(o) = observation {
-            self.last_report = Some(o);
+        let mut outside_usage = 0;
+        for reading in &call.remaining {
+            outside_usage += self.charge_outside(spec, now, reading);
         }
-        ReportOutcome {
+        if let Some((status_code, headers)) = &call.observation {
+            self.last_report = Some(Observation {
+                at: now,
+                status_code: *status_code,
+                headers: headers.clone(),
+            });
+        }
+        let outcome = ReportOutcome {
             cooldown_remaining: self.cooldown_remaining(now),
             cooldown_set,
             usage_applied,
-            lease_unknown: lease.is_some() && !found,
+            lease_unknown: call.lease.is_some() && !found,
+            outside_usage,
+        };
+        self.forget_if_stale(spec, now);
+        outcome
+    }
+
+    /// Forgets everything once the service has been quiet for its retention plus a second after
+    /// the latest of its last booked slot, its cooldowns and its last report: all leases have
+    /// expired, buckets are drained, and the overload streak and last report are dropped. This is
+    /// when the Redis backend's keys expire, so both backends forget the same things.
+    fn forget_if_stale(&mut self, spec: &ServiceSpec, now: Micros) {
+        let horizon = self
+            .cooldowns
+            .iter()
+            .flatten()
+            .map(|c| c.until)
+            .chain(self.last_report.as_ref().map(|r| r.at))
+            .fold(self.last_slot, Micros::max);
+        let end = horizon
+            .saturating_add(spec.retention())
+            .saturating_add(MICROS_PER_SEC);
+        if now >= end && horizon > 0 {
+            let fresh = Ledger::new(spec, self.nonce).with_max_leases(self.max_leases);
+            let (front_seq, high_water) = (self.front_seq + self.log.len() as u64, self.high_water);
+            *self = fresh;
+            self.front_seq = front_seq;
+            self.high_water = high_water;
         }
     }
 
+    /// Sets the cooldown of dimension `d` to `cooldown` if it ends later. True if it did.
+    fn lengthen(&mut self, d: usize, cooldown: Cooldown) -> bool {
+        let current = &mut self.cooldowns[d];
+        if current.as_ref().is_none_or(|c| cooldown.until > c.until) {
+            *current = Some(cooldown);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// What limit `i` could still grant now, in the ledger's view (queued slots count as used).
+    fn remaining(&self, spec: &ServiceSpec, i: usize, now: Micros) -> u64 {
+        match shape(spec, i) {
+            Some(shape) => shape
+                .burst
+                .saturating_sub(self.buckets[i].level(shape, now).0),
+            None => {
+                let (used, _) = window(spec, i).usage(&self.log, &self.base, now);
+                spec.limits[i]
+                    .amount
+                    .saturating_sub(u64::try_from(used).unwrap_or(u64::MAX))
+            }
+        }
+    }
+
+    /// Books the usage the provider saw beyond the ledger's view as a lease of its own (no id),
+    /// at the latest booked slot, in every limit of the reading's dimension. Returns the charge.
+    fn charge_outside(
+        &mut self,
+        spec: &ServiceSpec,
+        now: Micros,
+        reading: &RemainingReading,
+    ) -> u64 {
+        let Some(limit) = spec.limits.get(reading.limit) else {
+            return 0;
+        };
+        let own = self.remaining(spec, reading.limit, now);
+        let seen = reading.remaining.saturating_add(reading.tolerance);
+        if seen >= own || self.log.len() >= self.max_leases {
+            return 0;
+        }
+        let charge = own - seen;
+        let mut cost = Cost::default();
+        cost.0[limit.dimension.index()] = charge;
+        let slot = self.log.back().map_or(now, |l| l.slot.max(now));
+        self.book(spec, slot, cost, Decider::Limit(reading.limit), None);
+        charge
+    }
+
+    /// The longest cooldown still active.
     fn cooldown_remaining(&self, now: Micros) -> Micros {
-        self.cooldown
-            .as_ref()
-            .map_or(0, |c| c.until.saturating_sub(now))
+        self.cooldowns
+            .iter()
+            .flatten()
+            .map(|c| c.until.saturating_sub(now))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Replaces the cost of lease `seq` by its real usage; the requests dimension never changes.
@@ -460,8 +577,10 @@ impl Ledger {
             self.log.pop_front();
             self.front_seq += 1;
         }
-        if self.cooldown.as_ref().is_some_and(|c| c.until <= now) {
-            self.cooldown = None;
+        for c in &mut self.cooldowns {
+            if c.as_ref().is_some_and(|c| c.until <= now) {
+                *c = None;
+            }
         }
     }
 
@@ -470,12 +589,13 @@ impl Ledger {
     pub fn compact(&mut self, spec: &ServiceSpec, now: Micros) -> bool {
         let now = self.observe(now);
         self.prune(spec, now);
+        self.forget_if_stale(spec, now);
         let drained = self
             .buckets
             .iter()
             .enumerate()
             .all(|(i, b)| shape(spec, i).is_none_or(|s| b.is_drained(s, now)));
-        let idle = self.log.is_empty() && self.cooldown.is_none() && drained;
+        let idle = self.log.is_empty() && self.cooldowns.iter().all(Option::is_none) && drained;
         if self.log.capacity() > 2 * self.log.len() + 16 {
             self.log.shrink_to_fit();
         }
@@ -521,11 +641,19 @@ impl Ledger {
         ServiceSnapshot {
             now,
             limits,
-            cooldown: self
-                .cooldown
+            cooldown: self.cooldowns[0]
                 .as_ref()
                 .filter(|c| c.until > now)
                 .map(|c| (c.until - now, c.cause.clone())),
+            dimension_cooldowns: Dimension::ALL[1..]
+                .iter()
+                .filter_map(|&d| {
+                    self.cooldowns[d.index()]
+                        .as_ref()
+                        .filter(|c| c.until > now)
+                        .map(|c| (d, c.until - now, c.cause.clone()))
+                })
+                .collect(),
             queued,
             last_report: self.last_report.clone(),
         }

@@ -176,6 +176,8 @@ pub struct ServiceSpec {
     pub default_cooldown: Micros,
     /// Longest cooldown a provider's answer may set.
     pub max_cooldown: Micros,
+    /// Cooldown after a quota or spend-cap 429 that names no time.
+    pub quota_cooldown: Micros,
 }
 
 impl ServiceSpec {
@@ -273,6 +275,7 @@ mod tests {
             ],
             default_cooldown: MICROS_PER_SEC,
             max_cooldown: 3600 * MICROS_PER_SEC,
+            quota_cooldown: MICROS_PER_SEC,
         };
         assert!(spec.check_fits(&Cost::of_call(100, 0, 0)).is_ok());
         let err = spec.check_fits(&Cost::of_call(101, 0, 0)).unwrap_err();

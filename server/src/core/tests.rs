@@ -14,7 +14,35 @@ fn spec(limits: Vec<LimitSpec>) -> ServiceSpec {
         limits,
         default_cooldown: S,
         max_cooldown: 3600 * S,
+        quota_cooldown: 3600 * S,
     }
+}
+
+/// The ledger's report with a service-wide cooldown given as an end time.
+fn report(
+    l: &mut Ledger,
+    spec: &ServiceSpec,
+    now: Micros,
+    lease: Option<LeaseId>,
+    usage: Option<UsageUpdate>,
+    cooldown: Option<Cooldown>,
+    observation: Option<(u32, Vec<(String, String)>)>,
+) -> ReportOutcome {
+    let call = ReportCall {
+        lease,
+        usage,
+        cooldowns: cooldown
+            .map(|c| CooldownOrder {
+                dimension: Dimension::Requests,
+                length: c.until - now,
+                cause: c.cause,
+            })
+            .into_iter()
+            .collect(),
+        observation,
+        ..ReportCall::default()
+    };
+    l.report(spec, now, &call)
 }
 
 fn requests(amount: u64, window: Micros) -> LimitSpec {
@@ -205,7 +233,8 @@ fn cooldowns_block_and_only_lengthen() {
         status_code: 429,
         source: s.into(),
     };
-    let out = l.report(
+    let out = report(
+        &mut l,
         &spec,
         T0,
         None,
@@ -218,7 +247,8 @@ fn cooldowns_block_and_only_lengthen() {
     );
     assert!(out.cooldown_set);
     assert_eq!(out.cooldown_remaining, 30 * S);
-    let out = l.report(
+    let out = report(
+        &mut l,
         &spec,
         T0,
         None,
@@ -299,7 +329,8 @@ fn reported_usage_refunds_sliding_and_bucket_limits() {
                 .unwrap(),
             Decision::Denied { .. }
         ));
-        let out = l.report(
+        let out = report(
+            &mut l,
             &spec,
             T0,
             Some(g.lease_id),
@@ -340,7 +371,8 @@ fn bucket_refund_never_frees_capacity_used_by_later_leases() {
     );
     // 60 s later 60 tokens have refilled and a second lease takes them: the bucket is full.
     assert!(try_tokens(&mut l, &spec, T0 + 60 * S, 60));
-    let out = l.report(
+    let out = report(
+        &mut l,
         &spec,
         T0 + 60 * S,
         Some(first.lease_id),
@@ -363,7 +395,8 @@ fn bucket_refund_applies_while_a_deep_bucket_still_holds_the_cost() {
         l.acquire(&spec, T0, Cost::of_call(100, 0, 0), 0, None)
             .unwrap(),
     );
-    let out = l.report(
+    let out = report(
+        &mut l,
         &spec,
         T0 + 20 * S,
         Some(g.lease_id),
@@ -383,7 +416,8 @@ fn reports_charge_extra_usage() {
         l.acquire(&spec, T0, Cost::of_call(100, 0, 0), 0, None)
             .unwrap(),
     );
-    l.report(
+    report(
+        &mut l,
         &spec,
         T0,
         Some(g.lease_id),
@@ -408,7 +442,8 @@ fn unknown_and_foreign_leases_are_reported_not_applied() {
         l.acquire(&spec, T0, Cost::of_call(100, 0, 0), 0, None)
             .unwrap(),
     );
-    let out = l.report(
+    let out = report(
+        &mut l,
         &spec,
         T0,
         Some(foreign),
@@ -418,7 +453,8 @@ fn unknown_and_foreign_leases_are_reported_not_applied() {
     );
     assert!(!out.usage_applied && out.lease_unknown);
     let missing = LeaseId { nonce: 1, seq: 99 };
-    let out = l.report(
+    let out = report(
+        &mut l,
         &spec,
         T0,
         Some(missing),
@@ -629,7 +665,7 @@ proptest! {
                     if let Some(i) = grants.len().checked_sub(back + 1) {
                         let old = grants[i].1.get(Dimension::Tokens);
                         let new = old * u64::from(fraction) / 100;
-                        let out = ledger.report(&spec, now, Some(grants[i].2), Some([None, Some(new), None, None]), None, None);
+                        let out = report(&mut ledger, &spec, now, Some(grants[i].2), Some([None, Some(new), None, None]), None, None);
                         if out.usage_applied {
                             grants[i].1 .0[1] = new;
                         }

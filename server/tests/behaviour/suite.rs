@@ -31,12 +31,35 @@ name = "bucket"
 limits = [{ dimension = "tokens", amount = 600, window = "1m", algorithm = "token_bucket", burst = 100 }]
 
 [[services]]
+name = "oai"
+profile = "openai"
+limits = [
+  { dimension = "requests", amount = 100, window = "1m" },
+  { dimension = "tokens", amount = 1000, window = "1m" },
+]
+
+[[services]]
+name = "claude"
+profile = "anthropic"
+quota_cooldown = "10m"
+limits = [{ dimension = "requests", amount = 50, window = "1m" }]
+
+[[services]]
+name = "gemini"
+profile = "gemini"
+quota_cooldown = "20m"
+limits = [{ dimension = "requests", amount = 10, window = "1m" }]
+
+[[services]]
 name = "split"
 limits = [
   { dimension = "input_tokens", amount = 100, window = "1m" },
   { dimension = "output_tokens", amount = 50, window = "1m", algorithm = "token_bucket" },
 ]
 "#;
+
+/// One second in microseconds, as the limiter's answers count time.
+pub const US: u64 = 1_000_000;
 
 pub fn specs() -> Vec<Arc<ServiceSpec>> {
     Config::parse(CONFIG)
@@ -185,13 +208,117 @@ macro_rules! behaviour_suite {
             assert_eq!(denied(&l, &req("tpm", 1, Duration::ZERO)).await, 20_000_000);
             let (_, wait) = granted(&l, &req("tpm", 1, 30 * S)).await;
             assert_eq!(wait, 20_000_000);
-            // A 503 without retry-after uses the default (2 s); a huge retry-after is clamped (30 s).
+            // A 429 without retry-after uses the default (2 s); a huge retry-after is clamped (30 s).
             l.backend().advance(21 * S).await;
-            let c = l.report(report("tpm", "", 503, &[])).await.expect("report");
+            let c = l.report(report("tpm", "", 429, &[])).await.expect("report");
             assert_eq!(c.cooldown, 2_000_000);
             let d = l.report(report("tpm", "", 429, &[("retry-after", "86400")])).await.expect("report");
             assert_eq!(d.cooldown, 30_000_000);
             assert!(d.detail.contains("clamped"), "{}", d.detail);
+        }
+
+        #[tokio::test]
+        async fn overloads_back_off_exponentially_with_jitter_until_a_success() {
+            let l = limiter::<B>().await;
+            let within = |c: u64, base: u64| (base * 8 / 10..=base * 12 / 10).contains(&c);
+            // default_cooldown 2 s: 2 s, then 4 s, then 8 s, each ±20 %.
+            for expected in [2 * US, 4 * US, 8 * US] {
+                let a = l.report(report("tpm", "", 529, &[])).await.expect("report");
+                assert!(a.cooldown_set, "{}", a.detail);
+                assert!(within(a.cooldown, expected), "{} not near {expected}", a.cooldown);
+                l.backend().advance(Duration::from_micros(a.cooldown)).await;
+            }
+            // A success resets the streak.
+            l.report(report("tpm", "", 200, &[])).await.expect("report");
+            let a = l.report(report("tpm", "", 503, &[])).await.expect("report");
+            assert!(within(a.cooldown, 2 * US), "{}", a.cooldown);
+            // A retry-after is a floor.
+            l.backend().advance(3 * S).await;
+            l.report(report("tpm", "", 200, &[])).await.expect("report");
+            let b = l.report(report("tpm", "", 529, &[("retry-after", "10")])).await.expect("report");
+            assert_eq!(b.cooldown, 10 * US);
+            let status = l.status("tpm").await.expect("status");
+            let (_, cause) = status.snapshot.cooldown.expect("cooldown");
+            assert_eq!(cause.source, "529 overloaded");
+        }
+
+        #[tokio::test]
+        async fn remaining_zero_cools_down_the_dimension_it_names() {
+            let l = limiter::<B>().await;
+            let ok = report("oai", "", 200, &[
+                ("x-ratelimit-remaining-tokens", "0"),
+                ("x-ratelimit-reset-tokens", "6s"),
+                ("x-ratelimit-remaining-requests", "99"),
+            ]);
+            let a = l.report(ok).await.expect("report");
+            assert!(a.cooldown_set, "{}", a.detail);
+            assert_eq!(a.cooldown, 6 * US);
+            let status = l.status("oai").await.expect("status");
+            assert!(status.snapshot.cooldown.is_none(), "requests are not cooled down");
+            let (dimension, left, cause) = &status.snapshot.dimension_cooldowns[0];
+            assert_eq!((dimension.as_str(), *left), ("tokens", 6 * US));
+            assert_eq!(cause.source, "200 tokens remaining 0");
+            // A call that spends tokens waits; one that spends none does not.
+            assert_eq!(denied(&l, &req("oai", 10, Duration::ZERO)).await, 6 * US);
+            let mut free = req("oai", 0, Duration::ZERO);
+            free.output_tokens = 0;
+            assert_eq!(granted(&l, &free).await.1, 0);
+            // A 429 pointing at tokens cools tokens down until their reset, not retry-after.
+            l.backend().advance(7 * S).await;
+            let limited = report("oai", "", 429, &[
+                ("x-ratelimit-remaining-tokens", "0"),
+                ("x-ratelimit-reset-tokens", "20s"),
+                ("retry-after", "1"),
+            ]);
+            let b = l.report(limited).await.expect("report");
+            assert_eq!(b.cooldown, 20 * US, "{}", b.detail);
+            assert_eq!(denied(&l, &req("oai", 10, Duration::ZERO)).await, 20 * US);
+        }
+
+        #[tokio::test]
+        async fn remaining_below_the_view_is_charged_as_outside_usage() {
+            let l = limiter::<B>().await;
+            granted(&l, &req("oai", 100, Duration::ZERO)).await;
+            // Sluice thinks 900 tokens are left; the provider says 500: 400 went elsewhere.
+            let a = l.report(report("oai", "", 200, &[
+                ("x-ratelimit-remaining-tokens", "500"),
+                ("x-ratelimit-limit-tokens", "2000"),
+            ])).await.expect("report");
+            assert!(a.detail.contains("charged 400"), "{}", a.detail);
+            let status = l.status("oai").await.expect("status");
+            assert_eq!(status.snapshot.limits[1].used, 500);
+            assert_eq!(status.learned, vec![None, Some(2000)]);
+            granted(&l, &req("oai", 500, Duration::ZERO)).await;
+            denied(&l, &req("oai", 1, Duration::ZERO)).await;
+            // A provider that sees more room than Sluice changes nothing.
+            let b = l.report(report("oai", "", 200, &[("x-ratelimit-remaining-tokens", "900")]))
+                .await
+                .expect("report");
+            assert!(!b.detail.contains("charged"), "{}", b.detail);
+        }
+
+        #[tokio::test]
+        async fn quota_and_spend_caps_cool_down_long_with_the_cause_visible() {
+            let l = limiter::<B>().await;
+            let mut r = report("claude", "", 429, &[]);
+            r.body = br#"{"type":"error","error":{"type":"rate_limit_error","details":{"error_code":"enforced_spend_limit_reached"}}}"#.to_vec();
+            let a = l.report(r).await.expect("report");
+            assert_eq!(a.cooldown, 600 * US);
+            let (_, cause) = l.status("claude").await.expect("status").snapshot.cooldown.expect("cooldown");
+            assert!(cause.source.contains("enforced_spend_limit_reached"), "{}", cause.source);
+
+            // Gemini: the wait is in the body; a per-day quota is a long wait.
+            let mut r = report("gemini", "", 429, &[]);
+            r.body = br#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","details":[
+                {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"34s"}]}}"#.to_vec();
+            assert_eq!(l.report(r).await.expect("report").cooldown, 34 * US);
+            let mut r = report("gemini", "", 429, &[]);
+            r.body = br#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","details":[
+                {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[
+                  {"quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]}]}}"#.to_vec();
+            assert_eq!(l.report(r).await.expect("report").cooldown, 1200 * US);
+            let (_, cause) = l.status("gemini").await.expect("status").snapshot.cooldown.expect("cooldown");
+            assert!(cause.source.contains("PerDay"), "{}", cause.source);
         }
 
         #[tokio::test]

@@ -32,8 +32,10 @@ if rid ~= '' then
 end
 
 local t, decider = now, 'n'
-local cu = num(st, 'cu')
-if cu > t then t, decider = cu, 'c' end
+for d = 0, 3 do
+  local cu = num(st, 'cu' .. d)
+  if cu > t and cost[d + 1] > 0 then t, decider = cu, 'c' end
+end
 if num(st, 'ls') > t then t, decider = num(st, 'ls'), st.ld end
 for i, l in ipairs(limits) do
   local c = cost[l.dim + 1]
@@ -52,31 +54,7 @@ if not st.n then
   st.n = ARGV[4]
   redis.call('HSET', KEYS[1], 'n', st.n)
 end
-local seq = num(st, 'q')
-local m = member(seq)
-local fields = { 'q', s(seq + 1), 'hw', s(now), 'ls', s(t), 'ld', decider }
-for i, l in ipairs(limits) do
-  if l.bucket then
-    local k, f = num(st, 'k' .. (i - 1)), num(st, 'f' .. (i - 1))
-    if k < t then k, f = t, 0 end
-    local units = f + cost[l.dim + 1] * l.wg
-    local whole = fdiv(units, l.a)
-    k, f = k + whole, units - whole * l.a
-    fields[#fields + 1] = 'k' .. (i - 1); fields[#fields + 1] = s(k)
-    fields[#fields + 1] = 'f' .. (i - 1); fields[#fields + 1] = s(f)
-  end
-end
-for d = 0, 3 do
-  if sliding[d] then
-    local total = num(st, 't' .. d) + cost[d + 1]
-    redis.call('ZADD', KEYS[5 + d], s(total), m)
-    fields[#fields + 1] = 't' .. d; fields[#fields + 1] = s(total)
-  end
-end
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('ZADD', KEYS[2], s(t), m)
-redis.call('HSET', KEYS[3], m, format_lease({ slot = t, cost = cost, requested = cost, decider = decider, rid = rid }))
-if rid ~= '' then redis.call('HSET', KEYS[4], rid, m) end
-st.ls = s(t)
+local seq = book(st, limits, sliding, now, t, cost, decider, rid)
+if type(seq) == 'table' then return seq end
 expire_all(st, now, retention)
 return { 'G', s(seq), s(t), s(wait), decider, st.n }

@@ -4,8 +4,9 @@
 --
 -- KEYS (one hash tag, so one cluster slot):
 --   1 state     hash: n nonce, q next seq, hw high-water time, ls/ld last slot and its decider,
---               cu/cs/cc cooldown until/status/source, b<d>/t<d> base and running total of
---               dimension d, k<i>/f<i> bucket i's TAT (µs and fraction), rs/ra/rh last report
+--               cu<d>/cs<d>/cc<d> cooldown of dimension d (0: the whole service) until/status/
+--               source, ov overloads in a row, b<d>/t<d> base and running total of dimension d,
+--               k<i>/f<i> bucket i's TAT (µs and fraction), rs/ra/rh last report
 --   2 log       zset: lease member -> slot
 --   3 leases    hash: lease member -> "slot c0 c1 c2 c3 r0 r1 r2 r3 decider|request_id"
 --   4 requests  hash: request_id -> lease member
@@ -110,9 +111,12 @@ local function prune(st, now, retention, sliding)
       if sliding[d] then redis.call('HSET', KEYS[1], 'b' .. d, st['b' .. d] or '0', 't' .. d, st['t' .. d] or '0') end
     end
   end
-  if st.cu and tonumber(st.cu) <= now then
-    redis.call('HDEL', KEYS[1], 'cu', 'cs', 'cc')
-    st.cu, st.cs, st.cc = nil, nil, nil
+  for d = 0, 3 do
+    local cu = st['cu' .. d]
+    if cu and tonumber(cu) <= now then
+      redis.call('HDEL', KEYS[1], 'cu' .. d, 'cs' .. d, 'cc' .. d)
+      st['cu' .. d], st['cs' .. d], st['cc' .. d] = nil, nil, nil
+    end
   end
 end
 
@@ -120,7 +124,8 @@ end
 -- booked slot, the cooldown's end and the last report. The horizon is stored state, not the
 -- current time, so housekeeping never prolongs an idle service's keys.
 local function expire_all(st, now, retention)
-  local horizon = math.max(num(st, 'ls'), num(st, 'cu'), num(st, 'ra'))
+  local horizon = math.max(num(st, 'ls'), num(st, 'ra'), num(st, 'cu0'), num(st, 'cu1'),
+    num(st, 'cu2'), num(st, 'cu3'))
   local ttl = math.ceil((horizon + retention - now) / 1000) + 1000
   for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
 end
@@ -157,4 +162,74 @@ end
 
 local function pair_less(k1, f1, k2, f2)
   return k1 < k2 or (k1 == k2 and f1 < f2)
+end
+
+-- Books cost (a table of 4) at slot t with decider, as the next lease; writes every structure
+-- and updates st. Returns the lease's sequence number.
+local function book(st, limits, sliding, now, t, cost, decider, rid)
+  local seq = num(st, 'q')
+  local m = member(seq)
+  local fields = { 'q', s(seq + 1), 'hw', s(now), 'ls', s(t), 'ld', decider }
+  for i, l in ipairs(limits) do
+    if l.bucket then
+      local k, f = num(st, 'k' .. (i - 1)), num(st, 'f' .. (i - 1))
+      if k < t then k, f = t, 0 end
+      k, f = pair_add_units(k, f, cost[l.dim + 1] * l.wg, l.a)
+      st['k' .. (i - 1)], st['f' .. (i - 1)] = s(k), s(f)
+      fields[#fields + 1] = 'k' .. (i - 1); fields[#fields + 1] = st['k' .. (i - 1)]
+      fields[#fields + 1] = 'f' .. (i - 1); fields[#fields + 1] = st['f' .. (i - 1)]
+    end
+  end
+  for d = 0, 3 do
+    if sliding[d] then
+      local total = num(st, 't' .. d) + cost[d + 1]
+      if total >= MAX_EXACT then return redis.error_reply('sluice: running total beyond 2^53') end
+      redis.call('ZADD', KEYS[5 + d], s(total), m)
+      st['t' .. d] = s(total)
+      fields[#fields + 1] = 't' .. d; fields[#fields + 1] = st['t' .. d]
+    end
+  end
+  redis.call('HSET', KEYS[1], unpack(fields))
+  redis.call('ZADD', KEYS[2], s(t), m)
+  redis.call('HSET', KEYS[3], m, format_lease({ slot = t, cost = cost, requested = cost, decider = decider, rid = rid }))
+  if rid ~= '' then redis.call('HSET', KEYS[4], rid, m) end
+  st.q, st.hw, st.ls, st.ld = s(seq + 1), s(now), s(t), decider
+  return seq
+end
+
+-- Cost booked in limit l (index i) as of now, and the time until it is wholly free (no writes).
+local function limit_usage(st, i, l, now)
+  local used, reset = 0, 0
+  if l.bucket then
+    local k, f = num(st, 'k' .. i), num(st, 'f' .. i)
+    if k >= now and (k > now or f > 0) then
+      local ahead = (k - now) * l.a + f
+      used = -fdiv(-ahead, l.wg)
+      reset = -fdiv(-ahead, l.a)
+    end
+  else
+    local d = l.dim
+    local total = num(st, 't' .. d)
+    local gone = redis.call('ZREVRANGEBYSCORE', KEYS[2], s(now - l.window), '-inf', 'LIMIT', 0, 1)
+    local before = num(st, 'b' .. d)
+    if #gone > 0 then
+      local score = redis.call('ZSCORE', KEYS[5 + d], gone[1])
+      if score then before = tonumber(score) end
+    end
+    used = total - before
+    if total > num(st, 'b' .. d) then
+      local last = redis.call('ZRANGEBYSCORE', KEYS[5 + d], s(total), s(total), 'LIMIT', 0, 1)
+      if #last > 0 then
+        local slot = tonumber(redis.call('ZSCORE', KEYS[2], last[1]))
+        reset = math.max(0, slot + l.window - now)
+      end
+    end
+  end
+  return used, reset
+end
+
+-- The capacity of a limit: what one call may take at most.
+local function capacity(l)
+  if l.bucket then return l.burst end
+  return l.amount
 end

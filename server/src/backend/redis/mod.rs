@@ -28,8 +28,8 @@ use super::{AcquireCall, Backend, BackendError, ReportCall};
 use crate::{
     config::{OnFailure, RedisConfig},
     core::{
-        AcquireError, CooldownCause, Decider, Decision, Grant, LeaseId, LimitSnapshot, Micros,
-        Observation, ReportOutcome, ServiceSnapshot, ServiceSpec, MAX_LEASES,
+        AcquireError, CooldownCause, Decider, Decision, Dimension, Grant, LeaseId, LimitSnapshot,
+        Micros, Observation, ReportOutcome, ServiceSnapshot, ServiceSpec, MAX_LEASES,
     },
 };
 
@@ -426,14 +426,40 @@ impl Backend for RedisBackend {
                 .collect::<Vec<_>>()
                 .join(" ")
         });
-        let (cooldown, cooldown_status, cooldown_source) = match &call.cooldown {
-            Some((len, cause)) => (
-                len.to_string(),
-                cause.status_code.to_string(),
-                cause.source.clone(),
-            ),
-            None => Default::default(),
-        };
+        // Sources are our own text; newlines would split an order, so none may pass.
+        let cooldowns = call
+            .cooldowns
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} {} {} {}",
+                    o.dimension.index(),
+                    o.length,
+                    o.cause.status_code,
+                    o.cause.source.replace('\n', " ")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let overload = call.overload.as_ref().map_or(String::new(), |o| {
+            format!(
+                "{} {} {} {} {} {}",
+                o.base,
+                o.cap,
+                o.jitter_permille,
+                o.at_least,
+                o.cause.status_code,
+                o.cause.source.replace('\n', " ")
+            )
+        });
+        let success = if call.success { "1" } else { "0" };
+        let remaining = call
+            .remaining
+            .iter()
+            .map(|r| format!("{} {} {}", r.limit, r.remaining, r.tolerance))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let max_leases = MAX_LEASES.to_string();
         let (observed, headers) = match &call.observation {
             Some((status, headers)) => (
                 status.to_string(),
@@ -450,11 +476,13 @@ impl Backend for RedisBackend {
                     &lease_nonce,
                     &lease_seq,
                     &usage,
-                    &cooldown,
-                    &cooldown_status,
-                    &cooldown_source,
+                    &cooldowns,
+                    &overload,
+                    success,
+                    &remaining,
                     &observed,
                     &headers,
+                    &max_leases,
                 ],
             )
             .await?;
@@ -463,13 +491,14 @@ impl Backend for RedisBackend {
             cooldown_set: number::<u8>(&reply, 1)? == 1,
             usage_applied: number::<u8>(&reply, 2)? == 1,
             lease_unknown: number::<u8>(&reply, 3)? == 1,
+            outside_usage: number(&reply, 4)?,
         })
     }
 
     async fn status(&self, spec: &ServiceSpec) -> Result<ServiceSnapshot, BackendError> {
         let service = self.service(spec)?;
         let reply = self.eval(&self.scripts.status, service, &[]).await?;
-        if reply.len() != 9 + 2 * spec.limits.len() {
+        if reply.len() != 18 + 2 * spec.limits.len() {
             return Err(protocol("status length"));
         }
         let now: Micros = number(&reply, 0)?;
@@ -507,10 +536,26 @@ impl Backend for RedisBackend {
                 })
             })
             .collect::<Result<_, BackendError>>()?;
+        let base = 9 + 2 * spec.limits.len();
+        let mut dimension_cooldowns = Vec::new();
+        for (k, dimension) in Dimension::ALL[1..].iter().enumerate() {
+            let remaining: Micros = number(&reply, base + 3 * k)?;
+            if remaining > 0 {
+                dimension_cooldowns.push((
+                    *dimension,
+                    remaining,
+                    CooldownCause {
+                        status_code: number(&reply, base + 3 * k + 1)?,
+                        source: reply[base + 3 * k + 2].clone(),
+                    },
+                ));
+            }
+        }
         Ok(ServiceSnapshot {
             now,
             limits,
             cooldown,
+            dimension_cooldowns,
             queued: number(&reply, 4)?,
             last_report,
         })

@@ -1,9 +1,12 @@
--- Report: lengthen the cooldown, replace a lease's estimate by its real usage in every limit it
--- still weighs on, and remember the provider's answer.
+-- Report: lengthen cooldowns, count an overload or a success, replace a lease's estimate by its
+-- real usage in every limit it still weighs on, charge usage the provider saw from outside
+-- Sluice, and remember the provider's answer.
 -- ARGV 5 lease nonce ('' for none), 6 lease seq, 7 usage of dimensions 1..3 ("-" keeps the
--- estimate), 8 cooldown length µs ('' for none), 9 its status code, 10 its source, 11 observed
--- status ('' for none), 12 observed headers (opaque).
--- Returns {cooldown_remaining, cooldown_set, usage_applied, lease_unknown}.
+-- estimate), 8 cooldown orders, one per line: "dimension length status source", 9 overload:
+-- "base cap jitter_permille at_least status source" ('' for none), 10 success ('1'/'0'),
+-- 11 remaining readings: "limit remaining tolerance" triples, 12 observed status ('' for none),
+-- 13 observed headers (opaque), 14 most leases held.
+-- Returns {cooldown_remaining, cooldown_set, usage_applied, lease_unknown, outside_usage}.
 
 local limits, sliding = parse_limits(ARGV[2])
 local retention = tonumber(ARGV[3])
@@ -28,13 +31,36 @@ end
 -- Write.
 prune(st, now, retention, sliding)
 local cooldown_set = 0
-if ARGV[8] ~= '' then
-  local until_ = now + tonumber(ARGV[8])
-  if until_ > num(st, 'cu') then
-    st.cu = s(until_)
-    redis.call('HSET', KEYS[1], 'cu', st.cu, 'cs', ARGV[9], 'cc', ARGV[10])
+local function lengthen(d, until_, status, source)
+  if until_ > num(st, 'cu' .. d) then
+    st['cu' .. d] = s(until_)
+    redis.call('HSET', KEYS[1], 'cu' .. d, st['cu' .. d], 'cs' .. d, status, 'cc' .. d, source)
     cooldown_set = 1
   end
+end
+for line in string.gmatch(ARGV[8], '[^\n]+') do
+  local d, len, status, source = string.match(line, '^(%d) (%d+) (%d+) (.*)$')
+  if d then lengthen(tonumber(d), now + tonumber(len), status, source) end
+end
+if ARGV[9] ~= '' then
+  local base, cap, jitter, at_least, status, source =
+    string.match(ARGV[9], '^(%d+) (%d+) (%d+) (%d+) (%d+) (.*)$')
+  local streak = num(st, 'ov') + 1
+  st.ov = s(streak)
+  redis.call('HSET', KEYS[1], 'ov', st.ov)
+  -- base × 2^(streak − 1), at most cap; then × jitter / 1000; at least at_least.
+  local doubled, cap_n = tonumber(base), tonumber(cap)
+  for _ = 2, math.min(streak, 31) do
+    if doubled >= cap_n then break end
+    doubled = doubled * 2
+  end
+  doubled = math.min(doubled, cap_n)
+  local length = math.max(fdiv(doubled * tonumber(jitter), 1000), tonumber(at_least))
+  lengthen(0, now + length, status, source)
+end
+if ARGV[10] == '1' and num(st, 'ov') > 0 then
+  st.ov = '0'
+  redis.call('HSET', KEYS[1], 'ov', '0')
 end
 
 local usage_applied = 0
@@ -111,12 +137,40 @@ if lease and #usage == 3 then
   redis.call('HSET', KEYS[3], m, format_lease(lease))
 end
 
-if ARGV[11] ~= '' then
+-- Usage the provider saw beyond this view: booked as a lease of its own at the latest slot.
+local outside = 0
+local readings = {}
+for v in string.gmatch(ARGV[11], '%S+') do readings[#readings + 1] = tonumber(v) end
+for r = 1, #readings - 2, 3 do
+  local i, remaining, tolerance = readings[r], readings[r + 1], readings[r + 2]
+  local l = limits[i + 1]
+  if l then
+    local used = limit_usage(st, i, l, now)
+    local own = math.max(0, capacity(l) - used)
+    local seen = remaining + tolerance
+    if seen < own and redis.call('ZCARD', KEYS[2]) < tonumber(ARGV[14]) then
+      local charge = own - seen
+      local cost = { 0, 0, 0, 0 }
+      cost[l.dim + 1] = charge
+      if not st.n then
+        st.n = ARGV[4]
+        redis.call('HSET', KEYS[1], 'n', st.n)
+      end
+      local seq = book(st, limits, sliding, now, math.max(now, num(st, 'ls')), cost, s(i), '')
+      if type(seq) == 'table' then return seq end
+      outside = outside + charge
+    end
+  end
+end
+
+if ARGV[12] ~= '' then
   st.ra = s(now)
-  redis.call('HSET', KEYS[1], 'rs', ARGV[11], 'ra', st.ra, 'rh', ARGV[12])
+  redis.call('HSET', KEYS[1], 'rs', ARGV[12], 'ra', st.ra, 'rh', ARGV[13])
 end
 redis.call('HSET', KEYS[1], 'hw', s(now))
 expire_all(st, now, retention)
 local lease_unknown = 0
 if ARGV[5] ~= '' and not lease then lease_unknown = 1 end
-return { s(math.max(0, num(st, 'cu') - now)), cooldown_set, usage_applied, lease_unknown }
+local remaining = 0
+for d = 0, 3 do remaining = math.max(remaining, num(st, 'cu' .. d) - now) end
+return { s(remaining), cooldown_set, usage_applied, lease_unknown, s(outside) }
