@@ -9,6 +9,8 @@ use crate::{acquire::from_proto, Client, Error};
 
 /// Most headers sent with one report (the server's bound).
 const MAX_HEADERS: usize = 100;
+/// Largest body sent with a report (the server's bound); a larger one is not sent.
+const MAX_BODY: usize = 64 * 1024;
 
 /// Real token usage of a call, as the provider reported it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,6 +31,48 @@ impl Usage {
             output_tokens: Some(output),
             total_tokens: Some(input.saturating_add(output)),
         }
+    }
+
+    /// Reads the usage from a provider's JSON response body, so a worker need not parse it:
+    /// OpenAI chat completions (`usage.prompt_tokens`, `completion_tokens`, `total_tokens`),
+    /// OpenAI responses and Anthropic messages (`usage.input_tokens`, `output_tokens`; Anthropic's
+    /// `cache_creation_input_tokens` count as input, cache reads do not), and Gemini
+    /// (`usageMetadata.promptTokenCount`, `candidatesTokenCount`, `totalTokenCount`). `None` when
+    /// the body is not JSON or carries no usage.
+    ///
+    /// ```
+    /// use sluice_client::Usage;
+    /// let body = br#"{"id":"chatcmpl-1","usage":{"prompt_tokens":950,"completion_tokens":210,"total_tokens":1160}}"#;
+    /// assert_eq!(Usage::from_json(body), Some(Usage::tokens(950, 210)));
+    /// ```
+    pub fn from_json(body: &[u8]) -> Option<Self> {
+        let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let count =
+            |v: &serde_json::Value, key: &str| v.get(key).and_then(serde_json::Value::as_u64);
+        if let Some(u) = json.get("usage").filter(|u| u.is_object()) {
+            let input = count(u, "prompt_tokens").or_else(|| {
+                count(u, "input_tokens")
+                    .map(|i| i.saturating_add(count(u, "cache_creation_input_tokens").unwrap_or(0)))
+            });
+            let output = count(u, "completion_tokens").or_else(|| count(u, "output_tokens"));
+            let total = count(u, "total_tokens")
+                .or_else(|| input.zip(output).map(|(i, o)| i.saturating_add(o)));
+            return (input.is_some() || output.is_some() || total.is_some()).then_some(Usage {
+                input_tokens: input,
+                output_tokens: output,
+                total_tokens: total,
+            });
+        }
+        let u = json.get("usageMetadata").filter(|u| u.is_object())?;
+        let input = count(u, "promptTokenCount");
+        let output = count(u, "candidatesTokenCount");
+        let total = count(u, "totalTokenCount")
+            .or_else(|| input.zip(output).map(|(i, o)| i.saturating_add(o)));
+        Some(Usage {
+            input_tokens: input,
+            output_tokens: output,
+            total_tokens: total,
+        })
     }
 }
 
@@ -115,6 +159,19 @@ impl Permit {
         headers: &http::HeaderMap,
         usage: Option<Usage>,
     ) -> Result<ReportOutcome, Error> {
+        self.report_with_body(status, headers, usage, &[]).await
+    }
+
+    /// [`Permit::report`] with the response body, for providers that put the retry time or the
+    /// quota in it (Gemini's `RetryInfo`, Anthropic's spend cap). Worth sending for error answers;
+    /// a body over 64 KiB is not sent.
+    pub async fn report_with_body(
+        &self,
+        status: impl Into<u16>,
+        headers: &http::HeaderMap,
+        usage: Option<Usage>,
+        body: &[u8],
+    ) -> Result<ReportOutcome, Error> {
         let headers = headers
             .iter()
             .filter(|(name, _)| is_rate_limit_header(name.as_str()))
@@ -134,7 +191,11 @@ impl Permit {
                 output_tokens: u.output_tokens,
                 total_tokens: u.total_tokens,
             }),
-            body: Vec::new(),
+            body: if body.len() <= MAX_BODY {
+                body.to_vec()
+            } else {
+                Vec::new()
+            },
         };
         let answer = self
             .client
@@ -153,6 +214,20 @@ impl Permit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_is_read_from_every_providers_body() {
+        let anthropic = br#"{"type":"message","usage":{"input_tokens":12,"cache_creation_input_tokens":100,"cache_read_input_tokens":500,"output_tokens":30}}"#;
+        assert_eq!(Usage::from_json(anthropic), Some(Usage::tokens(112, 30)));
+        let responses = br#"{"object":"response","usage":{"input_tokens":5,"output_tokens":7,"total_tokens":12}}"#;
+        assert_eq!(Usage::from_json(responses), Some(Usage::tokens(5, 7)));
+        let gemini = br#"{"candidates":[],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":4,"totalTokenCount":7}}"#;
+        assert_eq!(Usage::from_json(gemini), Some(Usage::tokens(3, 4)));
+        assert_eq!(Usage::from_json(b"not json"), None);
+        assert_eq!(Usage::from_json(br#"{"usage":{}}"#), None);
+        assert_eq!(Usage::from_json(br#"{"usage":"n/a"}"#), None);
+        assert_eq!(Usage::from_json(br#"{"usage":{"prompt_tokens":-1}}"#), None);
+    }
 
     #[test]
     fn only_rate_limit_headers_are_forwarded() {

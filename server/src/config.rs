@@ -634,6 +634,65 @@ mod tests {
     }
 
     #[test]
+    fn custom_profiles_are_header_tables() {
+        let text = r#"
+            [[services]]
+            name = "acme/llm"
+            profile = "custom"
+            quota_cooldown = "30m"
+            limits = [{ dimension = "tokens", amount = 1000, window = "1m" }]
+            headers = [
+              { name = "X-Acme-Tokens-Left", dimension = "tokens", meaning = "remaining", window = "1m" },
+              { name = "x-acme-tokens-reset", dimension = "tokens", meaning = "reset", format = "epoch_seconds" },
+            ]
+        "#;
+        let c = Config::parse(text).unwrap();
+        assert_eq!(c.profiles[0].name, "custom");
+        assert_eq!(c.profiles[0].rules[0].name, "x-acme-tokens-left");
+        assert_eq!(c.profiles[0].rules[1].format, TimeFormat::EpochSeconds);
+        assert_eq!(c.services[0].quota_cooldown, 1_800_000_000);
+        for (bad, expected) in [
+            (
+                text.replace(
+                    "meaning = \"reset\", format = \"epoch_seconds\"",
+                    "meaning = \"reset\"",
+                ),
+                "headers[1].format: required",
+            ),
+            (
+                text.replace("epoch_seconds", "fortnights"),
+                "headers[1].format",
+            ),
+            (
+                text.replace("\"remaining\"", "\"left\""),
+                "headers[0].meaning",
+            ),
+            (
+                text.replace("X-Acme-Tokens-Left", "bad name"),
+                "headers[0].name",
+            ),
+            (
+                text.replace("profile = \"custom\"", "profile = \"openai\""),
+                "only a custom profile",
+            ),
+            (
+                text.replace("\"30m\"", "\"2h\""),
+                "quota_cooldown: longer than max_cooldown",
+            ),
+        ] {
+            let err = Config::parse(&bad).unwrap_err().to_string();
+            assert!(
+                err.contains(expected),
+                "{err:?} should mention {expected:?}"
+            );
+        }
+        let err = Config::parse(&text.replace("headers = [", "xheaders = ["))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("xheaders"), "{err}");
+    }
+
+    #[test]
     fn service_names_are_checked() {
         assert!(validate_service_name("anthropic/claude-sonnet:v1.2_x").is_ok());
         assert!(validate_service_name("").is_err());

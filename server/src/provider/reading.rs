@@ -208,3 +208,283 @@ fn read_body(reader: BodyReader, body: &[u8], reading: &mut Reading) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::validate_headers;
+
+    const S: Micros = MICROS_PER_SEC;
+    // 2025-02-24T22:25:00Z
+    const NOW: Micros = 1_740_435_900 * S;
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<Header> {
+        validate_headers(
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    fn read_as(profile: &str, pairs: &[(&str, &str)], body: &str) -> Reading {
+        read(
+            &Profile::builtin(profile).unwrap(),
+            &headers(pairs),
+            body.as_bytes(),
+            NOW,
+        )
+    }
+
+    fn dim(
+        limit: Option<u64>,
+        remaining: Option<u64>,
+        reset: Option<Micros>,
+        window: Option<Micros>,
+    ) -> DimensionReading {
+        DimensionReading {
+            limit,
+            remaining,
+            reset,
+            window,
+        }
+    }
+
+    #[test]
+    fn openai_headers() {
+        let r = read_as(
+            "openai",
+            &[
+                ("x-ratelimit-limit-requests", "60"),
+                ("x-ratelimit-limit-tokens", "150000"),
+                ("x-ratelimit-remaining-requests", "59"),
+                ("x-ratelimit-remaining-tokens", "149984"),
+                ("x-ratelimit-reset-requests", "1s"),
+                ("x-ratelimit-reset-tokens", "6m0s"),
+                ("retry-after-ms", "1500"),
+            ],
+            "",
+        );
+        let minute = Some(60 * S);
+        assert_eq!(r.dimensions[0], dim(Some(60), Some(59), Some(S), minute));
+        assert_eq!(
+            r.dimensions[1],
+            dim(Some(150_000), Some(149_984), Some(360 * S), minute)
+        );
+        assert_eq!(r.retry_after, Some((1_500_000, "retry-after-ms")));
+        assert!(r.notes.is_empty(), "{:?}", r.notes);
+    }
+
+    #[test]
+    fn anthropic_headers_and_spend_cap() {
+        let r = read_as(
+            "anthropic",
+            &[
+                ("retry-after", "23"),
+                ("anthropic-ratelimit-requests-limit", "50"),
+                ("anthropic-ratelimit-requests-remaining", "0"),
+                ("anthropic-ratelimit-requests-reset", "2025-02-24T22:25:32Z"),
+                ("anthropic-ratelimit-input-tokens-limit", "40000"),
+                ("anthropic-ratelimit-input-tokens-remaining", "39000"),
+                (
+                    "anthropic-ratelimit-input-tokens-reset",
+                    "2025-02-24T22:25:01Z",
+                ),
+                ("anthropic-ratelimit-output-tokens-remaining", "8000"),
+            ],
+            r#"{"type":"error","error":{"type":"rate_limit_error","message":"Spend limit","details":{"error_code":"enforced_spend_limit_reached"}}}"#,
+        );
+        assert_eq!(r.retry_after, Some((23 * S, "retry-after")));
+        assert_eq!(r.dimensions[0].remaining, Some(0));
+        assert_eq!(r.dimensions[0].reset, Some(32 * S));
+        assert_eq!(
+            r.dimensions[2],
+            dim(Some(40_000), Some(39_000), Some(S), Some(60 * S))
+        );
+        assert_eq!(r.dimensions[3].remaining, Some(8_000));
+        assert_eq!(r.quota.as_deref(), Some("enforced_spend_limit_reached"));
+        // An ordinary rate-limit error is not a quota.
+        let r = read_as(
+            "anthropic",
+            &[],
+            r#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#,
+        );
+        assert_eq!(r.quota, None);
+    }
+
+    #[test]
+    fn groq_means_requests_per_day() {
+        let r = read_as(
+            "groq",
+            &[
+                ("x-ratelimit-remaining-requests", "14370"),
+                ("x-ratelimit-reset-requests", "2m59.56s"),
+                ("x-ratelimit-reset-tokens", "7.66s"),
+                ("retry-after", "2"),
+            ],
+            "",
+        );
+        assert_eq!(
+            r.dimensions[0],
+            dim(None, Some(14_370), Some(179_560_000), Some(86_400 * S))
+        );
+        assert_eq!(r.dimensions[1].reset, Some(7_660_000));
+        assert_eq!(r.dimensions[1].window, Some(60 * S));
+    }
+
+    #[test]
+    fn azure_reads_ms_retry_and_second_resets() {
+        let r = read_as(
+            "azure_openai",
+            &[
+                ("x-ms-retry-after-ms", "250"),
+                ("retry-after", "1"),
+                ("x-ratelimit-remaining-tokens", "0"),
+                ("x-ratelimit-reset-tokens", "12"),
+            ],
+            "",
+        );
+        assert_eq!(r.retry_after, Some((250_000, "retry-after-ms")));
+        assert_eq!(r.dimensions[1].reset, Some(12 * S));
+    }
+
+    #[test]
+    fn gemini_reads_the_body() {
+        let body = r#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED","details":[
+            {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaMetric":"m","quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]},
+            {"@type":"type.googleapis.com/google.rpc.Help","links":[]},
+            {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"1.5s"}]}}"#;
+        let r = read_as("gemini", &[], body);
+        assert_eq!(r.retry_after, Some((1_500_000, "retryDelay")));
+        assert_eq!(
+            r.quota.as_deref(),
+            Some("GenerateRequestsPerDayPerProjectPerModel-FreeTier")
+        );
+        // A per-minute quota is an ordinary rate limit.
+        let r = read_as(
+            "gemini",
+            &[],
+            r#"{"error":{"details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerMinutePerProjectPerModel"}]}]}}"#,
+        );
+        assert_eq!(r.quota, None);
+        let r = read_as("gemini", &[], "<html>bad gateway</html>");
+        assert_eq!(r.notes, vec!["body is not JSON: ignored".to_string()]);
+    }
+
+    #[test]
+    fn generic_reads_github_and_ietf_fields() {
+        let r = read_as(
+            "generic",
+            &[
+                ("x-ratelimit-limit", "5000"),
+                ("x-ratelimit-remaining", "4999"),
+                ("x-ratelimit-reset", "1740435960"),
+            ],
+            "",
+        );
+        assert_eq!(
+            r.dimensions[0],
+            dim(Some(5_000), Some(4_999), Some(60 * S), None)
+        );
+        let r = read_as(
+            "generic",
+            &[
+                ("ratelimit-policy", "\"default\";q=100;w=10"),
+                ("ratelimit", "\"default\";r=50;t=30"),
+            ],
+            "",
+        );
+        assert_eq!(
+            r.dimensions[0],
+            dim(Some(100), Some(50), Some(30 * S), Some(10 * S))
+        );
+        let r = read_as(
+            "generic",
+            &[
+                ("ratelimit-limit", "10"),
+                ("ratelimit-remaining", "0"),
+                ("ratelimit-reset", "7"),
+            ],
+            "",
+        );
+        assert_eq!(r.dimensions[0], dim(Some(10), Some(0), Some(7 * S), None));
+    }
+
+    #[test]
+    fn malformed_values_are_noted_not_fatal() {
+        let r = read_as(
+            "openai",
+            &[
+                ("x-ratelimit-remaining-tokens", "lots"),
+                ("x-ratelimit-reset-tokens", "soon"),
+                ("x-ratelimit-remaining-requests", "12"),
+                ("retry-after", "tomorrow"),
+            ],
+            "",
+        );
+        assert_eq!(r.dimensions[0].remaining, Some(12));
+        assert_eq!(r.dimensions[1], DimensionReading::default());
+        assert_eq!(r.retry_after, None);
+        assert_eq!(r.notes.len(), 3, "{:?}", r.notes);
+    }
+
+    #[test]
+    fn custom_profiles_map_any_header() {
+        let profile = Profile::custom(vec![
+            crate::provider::HeaderRule {
+                name: "x-acme-tokens-left".into(),
+                dimension: Dimension::Tokens,
+                meaning: Meaning::Remaining,
+                format: TimeFormat::Seconds,
+                window: Some(60 * S),
+            },
+            crate::provider::HeaderRule {
+                name: "x-acme-tokens-reset-at".into(),
+                dimension: Dimension::Tokens,
+                meaning: Meaning::Reset,
+                format: TimeFormat::EpochSeconds,
+                window: Some(60 * S),
+            },
+        ]);
+        let r = read(
+            &profile,
+            &headers(&[
+                ("X-Acme-Tokens-Left", "77"),
+                ("x-acme-tokens-reset-at", "1740435945"),
+            ]),
+            b"",
+            NOW,
+        );
+        assert_eq!(
+            r.dimensions[1],
+            dim(None, Some(77), Some(45 * S), Some(60 * S))
+        );
+    }
+
+    proptest::proptest! {
+        /// Any header values and any body, through every profile: a reading, never a panic,
+        /// never a wait beyond the parsers' bound.
+        #[test]
+        fn reading_is_total(
+            values in proptest::collection::vec(".{0,40}", 6),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            p in 0usize..6,
+        ) {
+            let names = [
+                "retry-after", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens",
+                "anthropic-ratelimit-tokens-reset", "ratelimit", "ratelimit-policy",
+            ];
+            let pairs: Vec<Header> = names
+                .iter()
+                .zip(&values)
+                .map(|(n, v)| Header { name: n.to_string(), value: v.clone() })
+                .collect();
+            let profile = Profile::builtin(crate::provider::profile::BUILTIN[p]).unwrap();
+            let r = read(&profile, &pairs, &body, NOW);
+            if let Some((wait, _)) = r.retry_after {
+                proptest::prop_assert!(wait <= 10 * 365 * 86_400 * S);
+            }
+        }
+    }
+}
