@@ -9,21 +9,11 @@ use serde::Deserialize;
 use crate::{
     core::{Algorithm, Dimension, LimitSpec, Micros, ServiceSpec, MAX_AMOUNT},
     duration::parse_duration,
-    provider::{HeaderRule, Meaning, Profile, TimeFormat},
+    provider::{is_header_name, profile::BUILTIN, HeaderRule, Meaning, Profile, TimeFormat},
 };
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
-/// Provider profiles `ReportResponse` knows: the built-in ones and `custom`.
-pub const PROFILES: [&str; 7] = [
-    "generic",
-    "openai",
-    "anthropic",
-    "azure_openai",
-    "groq",
-    "gemini",
-    "custom",
-];
 const MAX_WINDOW: Micros = 31 * 86_400 * 1_000_000;
 const MAX_NAME_LEN: usize = 128;
 
@@ -200,13 +190,7 @@ struct RawHeaderRule {
 
 impl RawHeaderRule {
     fn validate(self) -> Result<HeaderRule, String> {
-        if self.name.is_empty()
-            || self.name.len() > 256
-            || !self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        {
+        if !is_header_name(&self.name) {
             return Err(format!("name: {:?} is not an HTTP header name", self.name));
         }
         let dimension = Dimension::parse(&self.dimension).ok_or_else(|| {
@@ -433,7 +417,7 @@ impl RawService {
             (name, None) => Profile::builtin(name).ok_or_else(|| {
                 format!(
                     "profile: unknown profile {profile:?} (expected one of {})",
-                    PROFILES.join(", ")
+                    BUILTIN.join(", ") + ", custom"
                 )
             })?,
             (_, Some(_)) => {

@@ -76,6 +76,11 @@ fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// True for a valid HTTP header name of at most 256 bytes.
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_HEADER_NAME && name.bytes().all(is_token_byte)
+}
+
 /// The headers worth remembering for `GetStatus`: rate-limit and retry headers, at most 32.
 pub fn rate_limit_headers(headers: &[Header]) -> Vec<(String, String)> {
     headers
