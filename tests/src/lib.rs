@@ -37,6 +37,10 @@ pub struct TestServer {
     config: PathBuf,
 }
 
+/// The `sluice-server` binary: `SLUICE_SERVER_BIN`, else the one next to the test executable
+/// (built by `cargo test --workspace`), else built now. `cargo test -p sluice-e2e` alone does not
+/// rebuild an existing binary: after changing the server, run the workspace tests (or
+/// `cargo build -p sluice-server`) first.
 fn server_binary() -> anyhow::Result<PathBuf> {
     if let Ok(path) = std::env::var("SLUICE_SERVER_BIN") {
         return Ok(PathBuf::from(path));
