@@ -105,58 +105,52 @@ fn sf_params(value: &str) -> impl Iterator<Item = (&str, &str)> {
         .filter_map(|p| p.trim().split_once('='))
 }
 
+/// What an IETF field sets; counts of seconds for the times.
+#[derive(Clone, Copy)]
+enum IetfField {
+    Limit,
+    Remaining,
+    ResetSeconds,
+    WindowSeconds,
+}
+
+/// Where each IETF value is: the header, and the structured-field parameter (or the whole value).
+const IETF: [(&str, Option<&str>, IetfField); 7] = [
+    ("ratelimit-policy", Some("q"), IetfField::Limit),
+    ("ratelimit-policy", Some("w"), IetfField::WindowSeconds),
+    ("ratelimit", Some("r"), IetfField::Remaining),
+    ("ratelimit", Some("t"), IetfField::ResetSeconds),
+    ("ratelimit-limit", None, IetfField::Limit),
+    ("ratelimit-remaining", None, IetfField::Remaining),
+    ("ratelimit-reset", None, IetfField::ResetSeconds),
+];
+
+/// The IETF fields, as the requests budget; a value already set by an earlier source stays.
 fn read_ietf(headers: &[Header], reading: &mut Reading) {
     let dim = &mut reading.dimensions[Dimension::Requests.index()];
     let mut bad = false;
-    if let Some(policy) = header(headers, "ratelimit-policy") {
-        for (key, value) in sf_params(policy) {
-            match key {
-                "q" => match parse_count(value) {
-                    Ok(q) => dim.limit = dim.limit.or(Some(q)),
-                    Err(_) => bad = true,
-                },
-                "w" => match parse_count(value) {
-                    Ok(w) => {
-                        dim.window = dim.window.or(Some(w.saturating_mul(MICROS_PER_SEC)));
-                    }
-                    Err(_) => bad = true,
-                },
-                _ => {}
-            }
-        }
-    }
-    if let Some(limit) = header(headers, "ratelimit") {
-        for (key, value) in sf_params(limit) {
-            match key {
-                "r" => match parse_count(value) {
-                    Ok(r) => dim.remaining = dim.remaining.or(Some(r)),
-                    Err(_) => bad = true,
-                },
-                "t" => match parse_count(value) {
-                    Ok(t) => dim.reset = dim.reset.or(Some(t.saturating_mul(MICROS_PER_SEC))),
-                    Err(_) => bad = true,
-                },
-                _ => {}
-            }
-        }
-    }
-    for (name, meaning) in [
-        ("ratelimit-limit", Meaning::Limit),
-        ("ratelimit-remaining", Meaning::Remaining),
-        ("ratelimit-reset", Meaning::Reset),
-    ] {
+    for (name, param, field) in IETF {
         let Some(value) = header(headers, name) else {
             continue;
         };
-        let ok = match meaning {
-            Meaning::Limit => parse_count(value).map(|v| dim.limit = dim.limit.or(Some(v))),
-            Meaning::Remaining => {
-                parse_count(value).map(|v| dim.remaining = dim.remaining.or(Some(v)))
-            }
-            Meaning::Reset => parse_count(value)
-                .map(|v| dim.reset = dim.reset.or(Some(v.saturating_mul(MICROS_PER_SEC)))),
+        let raw = match param {
+            None => Some(value),
+            Some(key) => sf_params(value).find(|(k, _)| *k == key).map(|(_, v)| v),
         };
-        bad |= ok.is_err();
+        let Some(raw) = raw else {
+            continue;
+        };
+        let Ok(v) = parse_count(raw) else {
+            bad = true;
+            continue;
+        };
+        let seconds = v.saturating_mul(MICROS_PER_SEC);
+        match field {
+            IetfField::Limit => dim.limit = dim.limit.or(Some(v)),
+            IetfField::Remaining => dim.remaining = dim.remaining.or(Some(v)),
+            IetfField::ResetSeconds => dim.reset = dim.reset.or(Some(seconds)),
+            IetfField::WindowSeconds => dim.window = dim.window.or(Some(seconds)),
+        }
     }
     if bad {
         reading
