@@ -174,6 +174,8 @@ struct RawService {
     default_cooldown: Option<String>,
     max_cooldown: Option<String>,
     quota_cooldown: Option<String>,
+    #[serde(default)]
+    adopt_provider_limits: bool,
     /// The header table of a `custom` profile.
     headers: Option<Vec<RawHeaderRule>>,
 }
@@ -470,6 +472,7 @@ impl RawService {
             default_cooldown,
             max_cooldown,
             quota_cooldown,
+            adopt_provider_limits: self.adopt_provider_limits,
         };
         Ok((spec, reader))
     }
@@ -624,6 +627,7 @@ mod tests {
             name = "acme/llm"
             profile = "custom"
             quota_cooldown = "30m"
+            adopt_provider_limits = true
             limits = [{ dimension = "tokens", amount = 1000, window = "1m" }]
             headers = [
               { name = "X-Acme-Tokens-Left", dimension = "tokens", meaning = "remaining", window = "1m" },
@@ -635,6 +639,11 @@ mod tests {
         assert_eq!(c.profiles[0].rules[0].name, "x-acme-tokens-left");
         assert_eq!(c.profiles[0].rules[1].format, TimeFormat::EpochSeconds);
         assert_eq!(c.services[0].quota_cooldown, 1_800_000_000);
+        assert!(c.services[0].adopt_provider_limits);
+        assert!(!Config::parse(&text.replace("adopt_provider_limits = true", ""))
+            .unwrap()
+            .services[0]
+            .adopt_provider_limits);
         for (bad, expected) in [
             (
                 text.replace(

@@ -136,6 +136,7 @@ fn service_status(status: ServiceStatus) -> pb::ServiceStatus {
             remaining: live.remaining,
             reset_after: Some(to_duration(live.reset_after)),
             learned_amount: learned,
+            effective_amount: live.amount,
         })
         .collect();
     let cooldown =

@@ -258,6 +258,7 @@ impl<B: Backend> Limiter<B> {
             overload: plan.overload,
             success: plan.success,
             remaining: plan.remaining,
+            adopt: plan.adopt,
             observation: Some((req.status_code, provider::rate_limit_headers(&headers))),
         };
         let outcome = self.backend.report(spec, call).await?;

@@ -17,8 +17,8 @@ use sluice_server::{
     backend::{AcquireCall, Backend, BackendError, RedisBackend},
     config::{OnFailure, RedisConfig, RedisUrl},
     core::{
-        Algorithm, CooldownCause, CooldownOrder, Cost, Decision, Dimension, LeaseId, Ledger,
-        LimitSpec, Micros, OverloadOrder, RemainingReading, ReportCall, ServiceSpec,
+        AdoptOrder, Algorithm, CooldownCause, CooldownOrder, Cost, Decision, Dimension, LeaseId,
+        Ledger, LimitSpec, Micros, OverloadOrder, RemainingReading, ReportCall, ServiceSpec,
     },
 };
 
@@ -40,6 +40,7 @@ enum Op {
         overload: Option<u32>,
         success: bool,
         remaining: Option<(usize, u64, u64)>,
+        adopt: Option<(usize, u64)>,
     },
     Status,
 }
@@ -55,15 +56,17 @@ fn op() -> impl Strategy<Value = Op> {
                 prop::option::weighted(0.15, 800u32..=1200),
                 any::<bool>(),
                 prop::option::weighted(0.3, (0usize..3, 0u64..300, prop_oneof![Just(0), Just(50)])),
+                prop::option::weighted(0.15, (0usize..3, 1u64..300)),
             ),
         )
-            .prop_map(|((back, percent, cooldown), (overload, success, remaining))| Op::Report {
+            .prop_map(|((back, percent, cooldown), (overload, success, remaining, adopt))| Op::Report {
                 back,
                 percent,
                 cooldown,
                 overload,
                 success,
                 remaining,
+                adopt,
             }),
         1 => Just(Op::Status),
     ]
@@ -103,6 +106,7 @@ fn spec(limits: Vec<LimitSpec>) -> ServiceSpec {
         default_cooldown: S,
         max_cooldown: 3600 * S,
         quota_cooldown: 3600 * S,
+        adopt_provider_limits: false,
     }
 }
 
@@ -187,6 +191,7 @@ async fn run_case(
                 overload,
                 success,
                 remaining,
+                adopt,
             } => {
                 let lease = grants.len().checked_sub(back + 1).map(|i| grants[i]);
                 let usage = lease.map(|(_, _, tokens)| {
@@ -229,6 +234,14 @@ async fn run_case(
                         })
                         .into_iter()
                         .collect(),
+                    // Orders for token buckets are ignored by both; amounts below one call's cost
+                    // let a call go alone. Budgets come from headers, so only with an observation
+                    // (which keeps the state, and with it the adopted budget, alive).
+                    adopt: adopt
+                        .filter(|(limit, _)| *limit < spec.limits.len() && percent % 2 == 0)
+                        .map(|(limit, amount)| AdoptOrder { limit, amount })
+                        .into_iter()
+                        .collect(),
                     // Half the reports carry an observation (which keeps the state alive longer).
                     observation: (percent % 2 == 0).then(|| (200, headers.clone())),
                 };
@@ -258,7 +271,12 @@ fn redis_scripts_decide_exactly_like_the_memory_ledger() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut runner = TestRunner::new(ProptestConfig::with_cases(256));
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(
+        std::env::var("SLUICE_DIFF_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256),
+    ));
     let case = AtomicU64::new(0);
     let strategy = (
         prop::collection::vec(limit(), 1..=3),

@@ -10,7 +10,8 @@ use std::collections::{HashMap, VecDeque};
 
 use super::{
     bucket::BucketShape, lease::Lease, Algorithm, Cost, Dimension, LeaseId, Micros,
-    RemainingReading, ReportCall, ServiceSpec, SlidingWindow, TokenBucket, MICROS_PER_SEC,
+    RemainingReading, ReportCall, ServiceSpec, SlidingWindow, TokenBucket, MAX_AMOUNT,
+    MICROS_PER_SEC,
 };
 
 /// What decided a slot's time.
@@ -99,6 +100,8 @@ pub struct ReportOutcome {
 /// The live state of one limit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LimitSnapshot {
+    /// The amount in force: an adopted provider budget, else the configured amount.
+    pub amount: u64,
     /// Cost booked in the window ending now (bucket: fill level).
     pub used: u64,
     /// What one call could take now, before queued slots are considered.
@@ -154,6 +157,8 @@ pub struct Ledger {
     base: [u128; 4],
     /// One per limit of the spec; unused for sliding-window limits.
     buckets: Vec<TokenBucket>,
+    /// One per limit of the spec: a provider budget adopted in place of the configured amount.
+    adopted: Vec<Option<u64>>,
     /// Per dimension; `requests` (every call spends one) is the service-wide cooldown.
     cooldowns: [Option<Cooldown>; 4],
     /// Overloads reported in a row since the last success.
@@ -178,15 +183,6 @@ fn shape(spec: &ServiceSpec, i: usize) -> Option<BucketShape> {
     }
 }
 
-fn window(spec: &ServiceSpec, i: usize) -> SlidingWindow {
-    let l = &spec.limits[i];
-    SlidingWindow {
-        amount: l.amount,
-        window: l.window,
-        dimension: l.dimension.index(),
-    }
-}
-
 impl Ledger {
     /// An empty ledger for `spec`. `nonce` goes into every lease id.
     pub fn new(spec: &ServiceSpec, nonce: u64) -> Self {
@@ -196,6 +192,7 @@ impl Ledger {
             front_seq: 0,
             base: [0; 4],
             buckets: vec![TokenBucket::default(); spec.limits.len()],
+            adopted: vec![None; spec.limits.len()],
             cooldowns: Default::default(),
             overload_streak: 0,
             last_slot: 0,
@@ -210,6 +207,25 @@ impl Ledger {
     pub fn with_max_leases(mut self, max_leases: usize) -> Self {
         self.max_leases = max_leases;
         self
+    }
+
+    /// The amount of limit `i` in force: the adopted provider budget, else the configured one.
+    fn amount(&self, spec: &ServiceSpec, i: usize) -> u64 {
+        self.adopted
+            .get(i)
+            .copied()
+            .flatten()
+            .unwrap_or(spec.limits[i].amount)
+    }
+
+    /// The sliding-window arithmetic of limit `i`, with the amount in force.
+    fn window(&self, spec: &ServiceSpec, i: usize) -> SlidingWindow {
+        let l = &spec.limits[i];
+        SlidingWindow {
+            amount: self.amount(spec, i),
+            window: l.window,
+            dimension: l.dimension.index(),
+        }
     }
 
     fn observe(&mut self, now: Micros) -> Micros {
@@ -305,7 +321,12 @@ impl Ledger {
             let c = cost.get(limit.dimension);
             let ti = match shape(spec, i) {
                 Some(shape) => self.buckets[i].earliest(shape, c, t),
-                None => window(spec, i).earliest(&self.log, &self.base, c, t),
+                None => {
+                    // An adopted budget below this call's cost lets the call go alone.
+                    let mut w = self.window(spec, i);
+                    w.amount = w.amount.max(c);
+                    w.earliest(&self.log, &self.base, c, t)
+                }
             };
             if ti > t {
                 t = ti;
@@ -395,6 +416,15 @@ impl Ledger {
             }
             _ => false,
         };
+        for order in &call.adopt {
+            let sliding = spec
+                .limits
+                .get(order.limit)
+                .is_some_and(|l| l.algorithm == Algorithm::SlidingWindow);
+            if sliding && (1..=MAX_AMOUNT).contains(&order.amount) {
+                self.adopted[order.limit] = Some(order.amount);
+            }
+        }
         let mut outside_usage = 0;
         for reading in &call.remaining {
             outside_usage += self.charge_outside(spec, now, reading);
@@ -459,9 +489,8 @@ impl Ledger {
                 .burst
                 .saturating_sub(self.buckets[i].level(shape, now).0),
             None => {
-                let (used, _) = window(spec, i).usage(&self.log, &self.base, now);
-                spec.limits[i]
-                    .amount
+                let (used, _) = self.window(spec, i).usage(&self.log, &self.base, now);
+                self.amount(spec, i)
                     .saturating_sub(u64::try_from(used).unwrap_or(u64::MAX))
             }
         }
@@ -621,17 +650,20 @@ impl Ledger {
                 Some(shape) => {
                     let (level, reset_after) = self.buckets[i].level(shape, now);
                     LimitSnapshot {
+                        amount: limit.amount,
                         used: level,
                         remaining: shape.burst.saturating_sub(level),
                         reset_after,
                     }
                 }
                 None => {
-                    let (used, reset_after) = window(spec, i).usage(&self.log, &self.base, now);
+                    let w = self.window(spec, i);
+                    let (used, reset_after) = w.usage(&self.log, &self.base, now);
                     let used = u64::try_from(used).unwrap_or(u64::MAX);
                     LimitSnapshot {
+                        amount: w.amount,
                         used,
-                        remaining: limit.amount.saturating_sub(used),
+                        remaining: w.amount.saturating_sub(used),
                         reset_after,
                     }
                 }

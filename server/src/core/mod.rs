@@ -17,7 +17,7 @@ pub use ledger::{
     AcquireError, Cooldown, CooldownCause, Decider, Decision, Grant, Ledger, LimitSnapshot,
     Observation, ReportOutcome, ServiceSnapshot, UsageUpdate, MAX_LEASES,
 };
-pub use report::{CooldownOrder, OverloadOrder, RemainingReading, ReportCall};
+pub use report::{AdoptOrder, CooldownOrder, OverloadOrder, RemainingReading, ReportCall};
 pub use spec::{
     format_duration, Algorithm, Cost, Dimension, LimitSpec, NeverFits, ServiceSpec, MAX_AMOUNT,
 };

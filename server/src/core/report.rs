@@ -72,8 +72,20 @@ pub struct ReportCall {
     pub success: bool,
     /// Remaining budgets to compare with the ledger's view.
     pub remaining: Vec<RemainingReading>,
+    /// Provider budgets to use in place of configured amounts (sliding-window limits only).
+    pub adopt: Vec<AdoptOrder>,
     /// HTTP status and the rate-limit headers to remember.
     pub observation: Option<(u32, Vec<(String, String)>)>,
+}
+
+/// Use `amount` as the amount of the sliding-window limit at index `limit`, until the service's
+/// state is forgotten (see `adopt_provider_limits`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdoptOrder {
+    /// Index in the service's limits.
+    pub limit: usize,
+    /// The provider's budget, `1..=MAX_AMOUNT`.
+    pub amount: u64,
 }
 
 #[cfg(test)]

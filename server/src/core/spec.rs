@@ -178,6 +178,9 @@ pub struct ServiceSpec {
     pub max_cooldown: Micros,
     /// Cooldown after a quota or spend-cap 429 that names no time.
     pub quota_cooldown: Micros,
+    /// Use the budget the provider's headers name (its `limit`) in place of a sliding-window
+    /// limit's configured amount.
+    pub adopt_provider_limits: bool,
 }
 
 impl ServiceSpec {
@@ -276,6 +279,7 @@ mod tests {
             default_cooldown: MICROS_PER_SEC,
             max_cooldown: 3600 * MICROS_PER_SEC,
             quota_cooldown: MICROS_PER_SEC,
+            adopt_provider_limits: false,
         };
         assert!(spec.check_fits(&Cost::of_call(100, 0, 0)).is_ok());
         let err = spec.check_fits(&Cost::of_call(101, 0, 0)).unwrap_err();

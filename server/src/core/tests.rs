@@ -15,6 +15,7 @@ fn spec(limits: Vec<LimitSpec>) -> ServiceSpec {
         default_cooldown: S,
         max_cooldown: 3600 * S,
         quota_cooldown: 3600 * S,
+        adopt_provider_limits: false,
     }
 }
 

@@ -13,12 +13,15 @@
 //!   outside usage (held for the configured window: conservative when the provider refills
 //!   sooner).
 //!
+//! - a `limit` header is the provider's budget: with `adopt_provider_limits`, it replaces the
+//!   configured amount of the sliding-window limit it matches.
+//!
 //! Every cooldown is clamped to the service's `max_cooldown`, with a note.
 
 use super::{profile::Profile, reading::Reading};
 use crate::core::{
-    format_duration, CooldownCause, CooldownOrder, Dimension, LimitSpec, Micros, OverloadOrder,
-    RemainingReading, ServiceSpec,
+    format_duration, AdoptOrder, Algorithm, CooldownCause, CooldownOrder, Dimension, LimitSpec,
+    Micros, OverloadOrder, RemainingReading, ServiceSpec, MAX_AMOUNT,
 };
 
 /// Doublings of an overload cooldown before it stops growing.
@@ -35,6 +38,8 @@ pub struct Plan {
     pub success: bool,
     /// The provider's remaining budgets, for the limits they match.
     pub remaining: Vec<RemainingReading>,
+    /// Provider budgets to adopt.
+    pub adopt: Vec<AdoptOrder>,
 }
 
 /// The configured limit a provider budget of `dimension` over `window` corresponds to: the one with
@@ -170,6 +175,9 @@ pub fn plan(
         _ => {}
     }
     if status == 429 || (200..=299).contains(&status) {
+        if spec.adopt_provider_limits {
+            adopt(spec, reading, &mut plan, notes);
+        }
         for dimension in Dimension::ALL {
             let r = &reading.dimensions[dimension.index()];
             let Some(remaining) = r.remaining else {
@@ -193,4 +201,36 @@ pub fn plan(
         }
     }
     plan
+}
+
+/// Orders the provider's `limit` budgets adopted in place of the matching sliding-window limits'
+/// amounts, with a note for each change and for each budget that cannot be adopted.
+fn adopt(spec: &ServiceSpec, reading: &Reading, plan: &mut Plan, notes: &mut Vec<String>) {
+    for dimension in Dimension::ALL {
+        let r = &reading.dimensions[dimension.index()];
+        let Some(amount) = r.limit else { continue };
+        let Some(i) = matching_limit(spec, dimension, r.window) else {
+            continue;
+        };
+        let limit = &spec.limits[i];
+        if limit.algorithm != Algorithm::SlidingWindow {
+            notes.push(format!(
+                "limit {} is a token_bucket: provider budget {amount} not adopted",
+                limit.name
+            ));
+        } else if !(1..=MAX_AMOUNT).contains(&amount) {
+            notes.push(format!(
+                "provider budget {amount} for {} not adopted (out of range)",
+                limit.name
+            ));
+        } else {
+            if amount != limit.amount {
+                notes.push(format!(
+                    "adopted provider budget {amount} for {} (configured {})",
+                    limit.name, limit.amount
+                ));
+            }
+            plan.adopt.push(AdoptOrder { limit: i, amount });
+        }
+    }
 }

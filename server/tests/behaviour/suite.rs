@@ -56,6 +56,15 @@ limits = [
   { dimension = "input_tokens", amount = 100, window = "1m" },
   { dimension = "output_tokens", amount = 50, window = "1m", algorithm = "token_bucket" },
 ]
+
+[[services]]
+name = "adopt"
+profile = "openai"
+adopt_provider_limits = true
+limits = [
+  { dimension = "requests", amount = 100, window = "1m" },
+  { dimension = "tokens", amount = 1000, window = "1m", algorithm = "token_bucket" },
+]
 "#;
 
 /// One second in microseconds, as the limiter's answers count time.
@@ -295,6 +304,42 @@ macro_rules! behaviour_suite {
                 .await
                 .expect("report");
             assert!(!b.detail.contains("charged"), "{}", b.detail);
+        }
+
+        #[tokio::test]
+        async fn provider_limits_are_adopted_when_the_service_says_so() {
+            let l = limiter::<B>().await;
+            for _ in 0..3 {
+                granted(&l, &req("adopt", 10, Duration::ZERO)).await;
+            }
+            // The key allows 5 requests, not the configured 100; 2 are left.
+            let a = l.report(report("adopt", "", 200, &[
+                ("x-ratelimit-limit-requests", "5"),
+                ("x-ratelimit-remaining-requests", "2"),
+                ("x-ratelimit-limit-tokens", "500"),
+            ])).await.expect("report");
+            assert!(a.detail.contains("adopted provider budget 5 for requests/1m"), "{}", a.detail);
+            assert!(a.detail.contains("token_bucket: provider budget 500 not adopted"), "{}", a.detail);
+            assert!(!a.detail.contains("charged"), "{}", a.detail);
+            let status = l.status("adopt").await.expect("status");
+            assert_eq!(status.learned, vec![Some(5), Some(500)]);
+            assert_eq!((status.snapshot.limits[0].amount, status.snapshot.limits[0].remaining), (5, 2));
+            assert_eq!(status.snapshot.limits[1].amount, 1000);
+            granted(&l, &req("adopt", 10, Duration::ZERO)).await;
+            granted(&l, &req("adopt", 10, Duration::ZERO)).await;
+            assert_eq!(denied(&l, &req("adopt", 10, Duration::ZERO)).await, 60 * US);
+            // A raised budget is adopted too.
+            l.report(report("adopt", "", 200, &[
+                ("x-ratelimit-limit-requests", "7"),
+                ("x-ratelimit-remaining-requests", "2"),
+            ])).await.expect("report");
+            granted(&l, &req("adopt", 10, Duration::ZERO)).await;
+            granted(&l, &req("adopt", 10, Duration::ZERO)).await;
+            denied(&l, &req("adopt", 10, Duration::ZERO)).await;
+            // Services that do not adopt only show what they learned.
+            l.report(report("oai", "", 200, &[("x-ratelimit-limit-requests", "5")])).await.expect("report");
+            let oai = l.status("oai").await.expect("status");
+            assert_eq!((oai.learned[0], oai.snapshot.limits[0].amount), (Some(5), 100));
         }
 
         #[tokio::test]

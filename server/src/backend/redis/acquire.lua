@@ -14,6 +14,7 @@ local rid = ARGV[7]
 local max_leases = tonumber(ARGV[8])
 
 local st = read_state()
+apply_adopted(st, limits)
 local now = math.max(now_micros(), num(st, 'hw'))
 
 -- A retried acquire returns its lease while the lease is held.

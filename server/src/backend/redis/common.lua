@@ -6,7 +6,8 @@
 --   1 state     hash: n nonce, q next seq, hw high-water time, ls/ld last slot and its decider,
 --               cu<d>/cs<d>/cc<d> cooldown of dimension d (0: the whole service) until/status/
 --               source, ov overloads in a row, b<d>/t<d> base and running total of dimension d,
---               k<i>/f<i> bucket i's TAT (µs and fraction), rs/ra/rh last report
+--               k<i>/f<i> bucket i's TAT (µs and fraction), am<i> provider budget adopted for
+--               sliding limit i, rs/ra/rh last report
 --   2 log       zset: lease member -> slot
 --   3 leases    hash: lease member -> "slot c0 c1 c2 c3 r0 r1 r2 r3 decider|request_id"
 --   4 requests  hash: request_id -> lease member
@@ -60,6 +61,14 @@ local function read_state()
 end
 
 local function num(st, field) return tonumber(st[field] or '0') end
+
+-- Puts adopted provider budgets in place of the configured amounts of sliding limits.
+local function apply_adopted(st, limits)
+  for i, l in ipairs(limits) do
+    local am = st['am' .. (i - 1)]
+    if am and not l.bucket then l.amount = tonumber(am) end
+  end
+end
 
 -- "slot c0 c1 c2 c3 r0 r1 r2 r3 decider|request_id" -> table
 local function parse_lease(rec)
@@ -142,9 +151,11 @@ end
 local function window_earliest(st, l, c, t0)
   local d = l.dim
   local base, total = num(st, 'b' .. d), num(st, 't' .. d)
+  -- An adopted budget below this call's cost lets the call go alone.
+  local amount = math.max(l.amount, c)
   local fill = total - base + c
-  if fill <= l.amount then return t0 end
-  local target = base + fill - l.amount
+  if fill <= amount then return t0 end
+  local target = base + fill - amount
   local first = redis.call('ZRANGEBYSCORE', KEYS[5 + d], s(target), '+inf', 'LIMIT', 0, 1)
   if #first == 0 then return nil end
   local slot = tonumber(redis.call('ZSCORE', KEYS[2], first[1]))

@@ -28,8 +28,9 @@ use super::{AcquireCall, Backend, BackendError, ReportCall};
 use crate::{
     config::{OnFailure, RedisConfig},
     core::{
-        AcquireError, CooldownCause, Decider, Decision, Dimension, Grant, LeaseId, LimitSnapshot,
-        Micros, Observation, ReportOutcome, ServiceSnapshot, ServiceSpec, MAX_LEASES,
+        AcquireError, Algorithm, CooldownCause, Decider, Decision, Dimension, Grant, LeaseId,
+        LimitSnapshot, Micros, Observation, ReportOutcome, ServiceSnapshot, ServiceSpec,
+        MAX_LEASES,
     },
 };
 
@@ -459,6 +460,12 @@ impl Backend for RedisBackend {
             .map(|r| format!("{} {} {}", r.limit, r.remaining, r.tolerance))
             .collect::<Vec<_>>()
             .join(" ");
+        let adopt = call
+            .adopt
+            .iter()
+            .map(|o| format!("{} {}", o.limit, o.amount))
+            .collect::<Vec<_>>()
+            .join(" ");
         let max_leases = MAX_LEASES.to_string();
         let (observed, headers) = match &call.observation {
             Some((status, headers)) => (
@@ -483,6 +490,7 @@ impl Backend for RedisBackend {
                     &observed,
                     &headers,
                     &max_leases,
+                    &adopt,
                 ],
             )
             .await?;
@@ -498,7 +506,7 @@ impl Backend for RedisBackend {
     async fn status(&self, spec: &ServiceSpec) -> Result<ServiceSnapshot, BackendError> {
         let service = self.service(spec)?;
         let reply = self.eval(&self.scripts.status, service, &[]).await?;
-        if reply.len() != 18 + 2 * spec.limits.len() {
+        if reply.len() != 18 + 3 * spec.limits.len() {
             return Err(protocol("status length"));
         }
         let now: Micros = number(&reply, 0)?;
@@ -528,15 +536,21 @@ impl Backend for RedisBackend {
             .iter()
             .enumerate()
             .map(|(i, limit)| {
-                let used: u64 = number(&reply, 9 + 2 * i)?;
+                let used: u64 = number(&reply, 9 + 3 * i)?;
+                let amount: u64 = number(&reply, 11 + 3 * i)?;
+                let capacity = match limit.algorithm {
+                    Algorithm::SlidingWindow => amount,
+                    Algorithm::TokenBucket { burst } => burst,
+                };
                 Ok(LimitSnapshot {
+                    amount,
                     used,
-                    remaining: limit.capacity().saturating_sub(used),
-                    reset_after: number(&reply, 10 + 2 * i)?,
+                    remaining: capacity.saturating_sub(used),
+                    reset_after: number(&reply, 10 + 3 * i)?,
                 })
             })
             .collect::<Result<_, BackendError>>()?;
-        let base = 9 + 2 * spec.limits.len();
+        let base = 9 + 3 * spec.limits.len();
         let mut dimension_cooldowns = Vec::new();
         for (k, dimension) in Dimension::ALL[1..].iter().enumerate() {
             let remaining: Micros = number(&reply, base + 3 * k)?;

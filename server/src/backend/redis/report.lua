@@ -5,12 +5,13 @@
 -- estimate), 8 cooldown orders, one per line: "dimension length status source", 9 overload:
 -- "base cap jitter_permille at_least status source" ('' for none), 10 success ('1'/'0'),
 -- 11 remaining readings: "limit remaining tolerance" triples, 12 observed status ('' for none),
--- 13 observed headers (opaque), 14 most leases held.
+-- 13 observed headers (opaque), 14 most leases held, 15 adopted budgets: "limit amount" pairs.
 -- Returns {cooldown_remaining, cooldown_set, usage_applied, lease_unknown, outside_usage}.
 
 local limits, sliding = parse_limits(ARGV[2])
 local retention = tonumber(ARGV[3])
 local st = read_state()
+apply_adopted(st, limits)
 local now = math.max(now_micros(), num(st, 'hw'))
 
 -- Read: the lease, if it is this state's and still held.
@@ -135,6 +136,19 @@ if lease and #usage == 3 then
     end
   end
   redis.call('HSET', KEYS[3], m, format_lease(lease))
+end
+
+-- Provider budgets adopted in place of sliding limits' configured amounts.
+local adopt = {}
+for v in string.gmatch(ARGV[15], '%S+') do adopt[#adopt + 1] = tonumber(v) end
+for r = 1, #adopt - 1, 2 do
+  local l = limits[adopt[r] + 1]
+  local amount = adopt[r + 1]
+  if l and not l.bucket and amount >= 1 and amount <= MAX_EXACT then
+    l.amount = amount
+    st['am' .. adopt[r]] = s(amount)
+    redis.call('HSET', KEYS[1], 'am' .. adopt[r], st['am' .. adopt[r]])
+  end
 end
 
 -- Usage the provider saw beyond this view: booked as a lease of its own at the latest slot.

@@ -1,9 +1,11 @@
 -- Status: the live state of one service, read-only.
 -- Returns {now, cooldown_remaining, cooldown_status, cooldown_source, queued, report_status,
--- report_at, report_headers, held, then used and reset_after of every limit}.
+-- report_at, report_headers, held, then used, reset_after and the amount in force of every
+-- limit, then the token dimensions' cooldowns}.
 
 local limits, sliding = parse_limits(ARGV[2])
 local st = read_state()
+apply_adopted(st, limits)
 local now = math.max(now_micros(), num(st, 'hw'))
 local out = { s(now), '0', '', '', '0', st.rs or '', st.ra or '', st.rh or '', '0' }
 if num(st, 'cu0') > now then
@@ -15,6 +17,7 @@ for i, l in ipairs(limits) do
   local used, reset = limit_usage(st, i - 1, l, now)
   out[#out + 1] = s(used)
   out[#out + 1] = s(reset)
+  out[#out + 1] = s(l.amount)
 end
 -- The token dimensions' cooldowns: remaining, status, source (remaining 0 when none).
 for d = 1, 3 do
