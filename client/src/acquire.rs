@@ -1,6 +1,8 @@
 //! [`Acquire`]: the builder returned by [`Client::acquire`]. Awaiting it sends one `Acquire`
 //! RPC (retried on UNAVAILABLE with the same request id, so a retry is never counted twice), then
-//! sleeps the granted wait.
+//! sleeps the granted wait. A worker that waited asks again with the same request id before it
+//! returns: if a cooldown was reported meanwhile, the server has moved its slot back (queued
+//! workers keep their order), and it sleeps on until the new slot.
 
 use std::{
     future::{Future, IntoFuture},
@@ -14,6 +16,8 @@ use tonic::Code;
 use crate::{Client, Error, Permit};
 
 const RETRIES: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(250)];
+/// Most times a waiting worker asks again whether its slot moved.
+const MAX_RECHECKS: usize = 8;
 
 /// A pending acquire. Set its costs, then `.await` it for a [`Permit`].
 #[derive(Debug)]
@@ -90,21 +94,39 @@ impl<'a> Acquire<'a> {
         self
     }
 
-    async fn run(mut self) -> Result<Permit, Error> {
-        if self.request.request_id.is_empty() {
-            self.request.request_id = uuid::Uuid::new_v4().to_string();
-        }
+    /// One `Acquire` RPC, retried on UNAVAILABLE with the same request id.
+    async fn send(&self) -> Result<sluice::v1::AcquireResponse, Error> {
         let mut attempt = 0;
-        let response = loop {
+        loop {
             match self.client.rpc().acquire(self.request.clone()).await {
-                Ok(r) => break r.into_inner(),
+                Ok(r) => return Ok(r.into_inner()),
                 Err(s) if s.code() == Code::Unavailable && attempt < RETRIES.len() => {
                     tokio::time::sleep(RETRIES[attempt]).await;
                     attempt += 1;
                 }
                 Err(s) => return Err(s.into()),
             }
-        };
+        }
+    }
+
+    async fn run(mut self) -> Result<Permit, Error> {
+        if self.request.request_id.is_empty() {
+            self.request.request_id = uuid::Uuid::new_v4().to_string();
+        }
+        let mut response = self.send().await?;
+        let mut waited = Duration::ZERO;
+        if self.sleep {
+            // The same request id returns the same lease, at its current slot.
+            for _ in 0..MAX_RECHECKS {
+                let wait = from_proto(response.wait);
+                if !response.granted || wait.is_zero() {
+                    break;
+                }
+                tokio::time::sleep(wait).await;
+                waited += wait;
+                response = self.send().await?;
+            }
+        }
         if !response.granted {
             return Err(Error::Denied {
                 retry_after: from_proto(response.retry_after),
@@ -124,7 +146,7 @@ impl<'a> Acquire<'a> {
             self.client.clone(),
             self.request.service,
             response.lease_id,
-            wait,
+            waited + wait,
             slot_time,
             response.limit,
         ))

@@ -640,10 +640,12 @@ mod tests {
         assert_eq!(c.profiles[0].rules[1].format, TimeFormat::EpochSeconds);
         assert_eq!(c.services[0].quota_cooldown, 1_800_000_000);
         assert!(c.services[0].adopt_provider_limits);
-        assert!(!Config::parse(&text.replace("adopt_provider_limits = true", ""))
-            .unwrap()
-            .services[0]
-            .adopt_provider_limits);
+        assert!(
+            !Config::parse(&text.replace("adopt_provider_limits = true", ""))
+                .unwrap()
+                .services[0]
+                .adopt_provider_limits
+        );
         for (bad, expected) in [
             (
                 text.replace(

@@ -121,7 +121,10 @@ impl SimProvider {
 
     /// Every call so far, in arrival order.
     pub fn calls(&self) -> Vec<CallRecord> {
-        self.state.lock().map(|s| s.calls.clone()).unwrap_or_default()
+        self.state
+            .lock()
+            .map(|s| s.calls.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -145,7 +148,13 @@ async fn answer(
 ) -> Response<Full<Bytes>> {
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return respond(StatusCode::BAD_REQUEST, Vec::new(), "unreadable body".into()),
+        Err(_) => {
+            return respond(
+                StatusCode::BAD_REQUEST,
+                Vec::new(),
+                "unreadable body".into(),
+            )
+        }
     };
     let tokens = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
@@ -170,10 +179,7 @@ async fn answer(
             );
         };
         let cost = [1, input + output, input, output];
-        let fits = state
-            .budgets
-            .iter_mut()
-            .all(|(d, b)| b.fits(cost[*d], now));
+        let fits = state.budgets.iter_mut().all(|(d, b)| b.fits(cost[*d], now));
         let style = state.config.style;
         let mut wait = Duration::ZERO;
         if fits {
@@ -271,8 +277,8 @@ mod tests {
     use crate::SimClient;
 
     #[tokio::test]
-    async fn answers_like_openai_until_the_budget_is_spent() -> Result<(), crate::client::ClientError>
-    {
+    async fn answers_like_openai_until_the_budget_is_spent(
+    ) -> Result<(), crate::client::ClientError> {
         let provider = SimProvider::start(ProviderConfig {
             style: Style::OpenAi,
             headers: HeaderMode::Always,
@@ -318,12 +324,18 @@ mod tests {
         let mut client = SimClient::connect(provider.addr()).await?;
         let ok = client.call(90, 5).await?;
         assert_eq!(ok.status, 200);
-        assert!(ok.headers.get("anthropic-ratelimit-input-tokens-remaining").is_none());
+        assert!(ok
+            .headers
+            .get("anthropic-ratelimit-input-tokens-remaining")
+            .is_none());
         let limited = client.call(20, 5).await?;
         assert_eq!(limited.status, 429);
         // 10 tokens short at 100 per minute: 6 s.
         assert_eq!(limited.headers["retry-after"], "6");
-        assert_eq!(limited.headers["anthropic-ratelimit-input-tokens-remaining"], "10");
+        assert_eq!(
+            limited.headers["anthropic-ratelimit-input-tokens-remaining"],
+            "10"
+        );
         assert!(limited.body.starts_with(br#"{"type":"error""#));
         assert_eq!(client.call(1, 1).await?.status, 200);
         Ok(())

@@ -132,6 +132,10 @@ pub struct ServiceSnapshot {
 /// limit) from growing memory without end. Beyond it, acquires are shed.
 pub const MAX_LEASES: usize = 1 << 20;
 
+/// Most queued leases a cooldown defers (see [`Ledger::report`]); beyond it, queued slots keep
+/// their times, so one report's work stays bounded (the Redis scripts share the bound).
+pub const MAX_DEFERRED: usize = 1024;
+
 /// An acquire the ledger refuses.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AcquireError {
@@ -404,6 +408,7 @@ impl Ledger {
         if call.success {
             self.overload_streak = 0;
         }
+        self.defer_queued(spec, now);
         let seq = call
             .lease
             .filter(|id| id.nonce == self.nonce)
@@ -469,6 +474,47 @@ impl Ledger {
             self.front_seq = front_seq;
             self.high_water = high_water;
         }
+    }
+
+    /// Moves the queued slots (after `now`) that an active cooldown covers to its end, all by the
+    /// same amount: queued workers keep their order and spacing, and resume spread out as booked
+    /// instead of all at once. Moving the tail of the log later keeps every window invariant. A
+    /// worker that waited learns its new slot by asking again with its `request_id`.
+    fn defer_queued(&mut self, spec: &ServiceSpec, now: Micros) {
+        let until = self
+            .cooldowns
+            .iter()
+            .flatten()
+            .map(|c| c.until)
+            .fold(now, Micros::max);
+        let first = self.log.partition_point(|l| l.slot <= now);
+        let Some(first_slot) = self.log.get(first).map(|l| l.slot) else {
+            return;
+        };
+        if first_slot >= until || self.log.len() - first > MAX_DEFERRED {
+            return;
+        }
+        let delta = until - first_slot;
+        for lease in self.log.range_mut(first..) {
+            lease.slot += delta;
+        }
+        self.last_slot += delta;
+        for (i, bucket) in self.buckets.iter_mut().enumerate() {
+            if let Some(shape) = shape(spec, i) {
+                let a = u128::from(shape.amount);
+                if bucket.tat_scaled > u128::from(now) * a {
+                    bucket.tat_scaled += u128::from(delta) * a;
+                }
+            }
+        }
+    }
+
+    /// The slot of a held lease: where it was booked, or later if a cooldown deferred it.
+    pub fn slot_of(&self, id: LeaseId) -> Option<Micros> {
+        if id.nonce != self.nonce {
+            return None;
+        }
+        self.lease(id.seq).map(|l| l.slot)
     }
 
     /// Sets the cooldown of dimension `d` to `cooldown` if it ends later. True if it did.

@@ -15,7 +15,7 @@ pub use bucket::TokenBucket;
 pub use lease::LeaseId;
 pub use ledger::{
     AcquireError, Cooldown, CooldownCause, Decider, Decision, Grant, Ledger, LimitSnapshot,
-    Observation, ReportOutcome, ServiceSnapshot, UsageUpdate, MAX_LEASES,
+    Observation, ReportOutcome, ServiceSnapshot, UsageUpdate, MAX_DEFERRED, MAX_LEASES,
 };
 pub use report::{AdoptOrder, CooldownOrder, OverloadOrder, RemainingReading, ReportCall};
 pub use spec::{

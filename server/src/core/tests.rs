@@ -285,6 +285,61 @@ fn cooldowns_block_and_only_lengthen() {
 }
 
 #[test]
+fn a_cooldown_defers_queued_slots_keeping_their_order_and_spacing() {
+    let spec = spec(vec![requests(2, 10 * S)]);
+    let mut l = Ledger::new(&spec, 1);
+    let rid = |i: usize| format!("r{i}");
+    let slots: Vec<Micros> = (0..6)
+        .map(|i| {
+            let d = l.acquire(&spec, T0, Cost::of_call(0, 0, 0), 60 * S, Some(&rid(i)));
+            grant(d.unwrap()).slot
+        })
+        .collect();
+    assert_eq!(
+        slots,
+        vec![T0, T0, T0 + 10 * S, T0 + 10 * S, T0 + 20 * S, T0 + 20 * S]
+    );
+    let ids: Vec<LeaseId> = (0..6).map(|seq| LeaseId { nonce: 1, seq }).collect();
+    // A 429 at T0 + 1 s says: nothing for 15 s. The queued slots move back by 6 s, in order.
+    let cause = CooldownCause {
+        status_code: 429,
+        source: "429 retry-after".into(),
+    };
+    let at = T0 + S;
+    report(
+        &mut l,
+        &spec,
+        at,
+        None,
+        None,
+        Some(Cooldown {
+            until: at + 15 * S,
+            cause,
+        }),
+        None,
+    );
+    let moved: Vec<Micros> = ids.iter().map(|id| l.slot_of(*id).unwrap()).collect();
+    assert_eq!(
+        moved,
+        vec![T0, T0, T0 + 16 * S, T0 + 16 * S, T0 + 26 * S, T0 + 26 * S]
+    );
+    // A new call queues after them, and a retried acquire learns its new slot.
+    let next = grant(
+        l.acquire(&spec, at, Cost::of_call(0, 0, 0), 60 * S, None)
+            .unwrap(),
+    );
+    assert_eq!(next.slot, T0 + 36 * S);
+    let again = grant(
+        l.acquire(&spec, at, Cost::of_call(0, 0, 0), 0, Some(&rid(2)))
+            .unwrap(),
+    );
+    assert_eq!(
+        (again.lease_id, again.slot, again.wait),
+        (ids[2], T0 + 16 * S, 15 * S)
+    );
+}
+
+#[test]
 fn request_id_makes_acquire_idempotent() {
     let spec = spec(vec![requests(2, 60 * S)]);
     let mut l = Ledger::new(&spec, 7);
@@ -540,6 +595,7 @@ enum Op {
     Acquire { tokens: u64, max_wait: Micros },
     Advance(Micros),
     Refund { back: usize, fraction: u8 },
+    Cooldown(Micros),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -547,6 +603,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (1u64..=60, prop_oneof![Just(0), 0..30 * S]).prop_map(|(tokens, max_wait)| Op::Acquire { tokens, max_wait }),
         2 => (0..4 * S).prop_map(Op::Advance),
         1 => (0usize..8, 0u8..=100).prop_map(|(back, fraction)| Op::Refund { back, fraction }),
+        1 => (1..20 * S).prop_map(Op::Cooldown),
     ]
 }
 
@@ -670,6 +727,19 @@ proptest! {
                         if out.usage_applied {
                             grants[i].1 .0[1] = new;
                         }
+                    }
+                }
+                Op::Cooldown(length) => {
+                    let cause = CooldownCause { status_code: 429, source: "test".into() };
+                    let until = now + length;
+                    report(&mut ledger, &spec, now, None, None, Some(Cooldown { until, cause }), None);
+                    // Queued slots moved past the cooldown; the grants' times are where they are now.
+                    for g in &mut grants {
+                        if let Some(slot) = ledger.slot_of(g.2) {
+                            prop_assert!(slot >= g.0, "a deferred slot moved earlier");
+                            g.0 = slot;
+                        }
+                        prop_assert!(g.0 <= now || g.0 >= until, "slot {} inside the cooldown", g.0);
                     }
                 }
             }

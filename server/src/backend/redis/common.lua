@@ -17,6 +17,7 @@
 
 local PRUNE_BATCH = 128
 local SHIFT_BOUND = 1024
+local MAX_DEFERRED = 1024
 
 local function s(x) return string.format('%d', x) end
 local function member(seq) return string.format('%016d', seq) end

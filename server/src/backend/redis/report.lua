@@ -64,6 +64,35 @@ if ARGV[10] == '1' and num(st, 'ov') > 0 then
   redis.call('HSET', KEYS[1], 'ov', '0')
 end
 
+-- Queued slots (after now) that an active cooldown covers move to its end, all by the same
+-- amount, so queued workers keep their order and spacing (at most MAX_DEFERRED of them).
+local cooldown_end = now
+for d = 0, 3 do cooldown_end = math.max(cooldown_end, num(st, 'cu' .. d)) end
+local first = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. s(now), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+if #first > 0 and tonumber(first[2]) < cooldown_end
+  and redis.call('ZCOUNT', KEYS[2], '(' .. s(now), '+inf') <= MAX_DEFERRED then
+  local delta = cooldown_end - tonumber(first[2])
+  for _, q in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. s(now), '+inf')) do
+    local rec = parse_lease(redis.call('HGET', KEYS[3], q))
+    rec.slot = rec.slot + delta
+    redis.call('HSET', KEYS[3], q, format_lease(rec))
+    redis.call('ZADD', KEYS[2], 'XX', s(rec.slot), q)
+  end
+  if lease and lease.slot > now then lease.slot = lease.slot + delta end
+  st.ls = s(num(st, 'ls') + delta)
+  redis.call('HSET', KEYS[1], 'ls', st.ls)
+  for i, l in ipairs(limits) do
+    if l.bucket then
+      local ki = 'k' .. (i - 1)
+      local k, f = num(st, ki), num(st, 'f' .. (i - 1))
+      if k > now or (k == now and f > 0) then
+        st[ki] = s(k + delta)
+        redis.call('HSET', KEYS[1], ki, st[ki])
+      end
+    end
+  end
+end
+
 local usage_applied = 0
 if lease and #usage == 3 then
   usage_applied = 1
