@@ -6,7 +6,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use sluice::v1::rate_limiter_server::RateLimiterServer;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{wrappers::TcpListenerStream, StreamExt};
 use tonic::transport::Server;
 use tonic_health::{server::HealthReporter, ServingStatus};
 
@@ -108,7 +108,7 @@ async fn serve<B: Backend>(
         .add_service(reflection_alpha)
         .add_service(RateLimiterServer::new(RateLimiterService::new(limiter)));
     let mut serving = tokio::spawn(router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(listener),
+        incoming(listener),
         async {
             let _ = drain_rx.await;
         },
@@ -146,6 +146,21 @@ async fn serve<B: Backend>(
     result??;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The connections `listener` accepts, with Nagle's algorithm off: answers are small frames
+/// that must not wait for the peer's delayed ACK.
+pub fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(listener).map(|accepted| {
+        if let Ok(stream) = &accepted {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        }
+        accepted
+    })
 }
 
 fn spawn_maintenance<B: Backend>(limiter: Arc<Limiter<B>>) -> JoinHandle<()> {

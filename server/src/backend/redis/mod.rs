@@ -28,7 +28,7 @@ use super::{AcquireCall, Backend, BackendError, ReportCall};
 use crate::{
     config::{OnFailure, RedisConfig},
     core::{
-        AcquireError, Algorithm, CooldownCause, Decider, Decision, Dimension, Grant, LeaseId,
+        AcquireError, Algorithm, CooldownCause, Cost, Decider, Decision, Dimension, Grant, LeaseId,
         LimitSnapshot, Micros, Observation, ReportOutcome, ServiceSnapshot, ServiceSpec,
         MAX_LEASES,
     },
@@ -274,29 +274,54 @@ impl RedisBackend {
         self.eval_as(script, service, args).await
     }
 
+    /// `verb` (`EVALSHA` or `EVAL`) of `body` with the service's keys, the common arguments and
+    /// `args`.
+    fn command(&self, verb: &str, body: &str, service: &ServiceArgs, args: &[&str]) -> Cmd {
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(body).arg(service.keys.keys.len());
+        for key in &service.keys.keys {
+            cmd.arg(key);
+        }
+        cmd.arg(self.time_arg())
+            .arg(&service.limits)
+            .arg(&service.retention)
+            .arg(self.fresh_nonce());
+        for a in args {
+            cmd.arg(*a);
+        }
+        cmd
+    }
+
+    /// The `EVALSHA` an acquire of `cost` with `max_wait` on `spec` sends (no request id), for
+    /// benchmarks that measure Redis alone. The script is loaded by any decision made before.
+    pub fn acquire_command(
+        &self,
+        spec: &ServiceSpec,
+        cost: Cost,
+        max_wait: Micros,
+    ) -> Result<Cmd, BackendError> {
+        let service = self.service(spec)?;
+        let [c0, c1, c2, c3] = cost.0;
+        Ok(self.command(
+            "EVALSHA",
+            &self.scripts.acquire.sha,
+            service,
+            &[
+                &format!("{c0} {c1} {c2} {c3}"),
+                &max_wait.to_string(),
+                "",
+                &MAX_LEASES.to_string(),
+            ],
+        ))
+    }
+
     async fn eval_as<T: FromRedisValue>(
         &self,
         script: &LuaScript,
         service: &ServiceArgs,
         args: &[&str],
     ) -> Result<T, BackendError> {
-        let time = self.time_arg();
-        let nonce = self.fresh_nonce();
-        let command = |verb: &str, body: &str| {
-            let mut cmd = redis::cmd(verb);
-            cmd.arg(body).arg(service.keys.keys.len());
-            for key in &service.keys.keys {
-                cmd.arg(key);
-            }
-            cmd.arg(&time)
-                .arg(&service.limits)
-                .arg(&service.retention)
-                .arg(&nonce);
-            for a in args {
-                cmd.arg(*a);
-            }
-            cmd
-        };
+        let command = |verb: &str, body: &str| self.command(verb, body, service, args);
         let call = async {
             match self
                 .connection

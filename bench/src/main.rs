@@ -1,0 +1,101 @@
+//! `sluice-bench`: Sluice's benchmarks, one command each.
+//!
+//! - `decisions`: `Acquire` throughput and latency over gRPC against a Sluice server;
+//! - `baseline`: the same load against a no-op gRPC server, and raw `EVALSHA` on Redis;
+//! - `suite`: all of these in one run, with the ratios the targets are stated in;
+//! - `goodput`: a fleet of workers against a simulated provider, three strategies side by side;
+//! - `config`: the services the decision benchmarks use, for a server started elsewhere.
+//!
+//! Build it in release mode: `cargo run --release -p sluice-bench -- <command>`.
+
+mod decisions;
+mod goodput;
+mod load;
+mod noop;
+mod raw_redis;
+mod stats;
+mod target;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sluice-bench", about = "Sluice benchmarks", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Acquire throughput and latency against a Sluice server.
+    Decisions {
+        /// Backend of the server started here.
+        #[arg(long, value_enum, default_value_t = decisions::Backend::Memory)]
+        backend: decisions::Backend,
+        /// A server started elsewhere (`http://host:port`), with the services `config` prints.
+        #[arg(long)]
+        addr: Option<String>,
+        /// Redis to use (default: a `redis-server` started on a free port).
+        #[arg(long)]
+        redis_url: Option<String>,
+        #[command(flatten)]
+        load: decisions::LoadArgs,
+    },
+    /// The ceilings: the no-op gRPC server and raw EVALSHA on Redis.
+    Baseline {
+        /// Redis to use (default: a `redis-server` started on a free port).
+        #[arg(long)]
+        redis_url: Option<String>,
+        #[command(flatten)]
+        load: decisions::LoadArgs,
+    },
+    /// Every decision figure from one run, with the ratios to the no-op server.
+    Suite {
+        /// Redis to use (default: a `redis-server` started on a free port).
+        #[arg(long)]
+        redis_url: Option<String>,
+        #[command(flatten)]
+        load: decisions::LoadArgs,
+    },
+    /// Workers against a simulated provider: naive retries, reactive cooldown, and Sluice.
+    Goodput(goodput::GoodputArgs),
+    /// Prints the services of the decision benchmarks as a config file.
+    Config {
+        /// Number of services.
+        #[arg(long, default_value_t = 1)]
+        services: usize,
+        /// Which limits.
+        #[arg(long, value_enum, default_value_t = target::Mix::Grant)]
+        mix: target::Mix,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The load generator's own runtime; servers started here run on theirs.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Decisions {
+                backend,
+                addr,
+                redis_url,
+                load,
+            } => decisions::decisions(backend, addr, redis_url, &load)
+                .await?
+                .print(),
+            Command::Baseline { redis_url, load } => {
+                for s in decisions::baseline(redis_url, &load).await? {
+                    s.print();
+                }
+            }
+            Command::Suite { redis_url, load } => decisions::suite(redis_url, &load).await?,
+            Command::Goodput(args) => goodput::run(args).await?,
+            Command::Config { services, mix } => print!("{}", target::services_toml(services, mix)),
+        }
+        anyhow::Ok(())
+    })
+}
