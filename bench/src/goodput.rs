@@ -1,10 +1,142 @@
-//! Goodput (placeholder while it is written).
+//! `goodput`: how much of a provider's limit a fleet of workers gets through, and at what cost in
+//! 429s and waiting. A simulated provider (token buckets for requests and tokens, OpenAI- or
+//! Anthropic-style headers and 429s) is started once per strategy, and the same fleet (same
+//! heavy-tailed call sizes, same seed) runs against each, side by side:
+//!
+//! - **naive**: call; on a 429, retry after the provider's `retry-after` if it sent one, else an
+//!   exponential backoff from 0.5 s to 8 s with jitter (what the official SDKs do);
+//! - **reactive**: the seed article's approach: a shared cooldown, set only after a 429 until the
+//!   reset the headers name; every worker waits it out before calling;
+//! - **sluice**: acquire from a Sluice server (memory backend, configured with the provider's
+//!   published limits), call, report the answer with its headers and usage.
+//!
+//! Figures are taken after a warm-up (the providers' buckets start full, which flatters
+//! everyone), over whole windows.
+
+mod fleet;
+mod sizes;
+
+use std::time::Duration;
+
+use sluice_sim::{budget, Enforcement, HeaderMode, ProviderConfig, SimProvider, Style};
+
+use crate::decisions::duration;
+pub use fleet::Strategy;
 
 /// Options of `goodput`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct GoodputArgs {}
+pub struct GoodputArgs {
+    /// Workers per strategy.
+    #[arg(long, default_value_t = 32)]
+    pub workers: usize,
+    /// Measured time.
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    pub duration: Duration,
+    /// Time before measuring (the providers' buckets start full).
+    #[arg(long, default_value = "20s", value_parser = duration)]
+    pub warmup: Duration,
+    /// The provider's limit window (real providers: 1m; shorter runs faster, same shape).
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub window: Duration,
+    /// Requests per window.
+    #[arg(long, default_value_t = 200)]
+    pub requests: u64,
+    /// Tokens per window (OpenAI style: input + output; Anthropic style: input tokens).
+    #[arg(long, default_value_t = 60_000)]
+    pub tokens: u64,
+    /// Output tokens per window (Anthropic style only).
+    #[arg(long, default_value_t = 15_000)]
+    pub output_tokens: u64,
+    /// Header set and 429s to imitate.
+    #[arg(long, value_enum, default_value_t = ProviderStyle::Openai)]
+    pub style: ProviderStyle,
+    /// Time the provider takes to answer.
+    #[arg(long, default_value = "200ms", value_parser = duration)]
+    pub latency: Duration,
+    /// Seed of the call sizes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Strategies to run, side by side.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "naive,reactive,sluice"
+    )]
+    pub strategies: Vec<Strategy>,
+}
 
-/// Runs the goodput benchmark.
-pub async fn run(_args: GoodputArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+/// Which provider the simulation imitates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProviderStyle {
+    /// Requests and total tokens; `x-ratelimit-*` headers with durations; no `retry-after`.
+    Openai,
+    /// Requests, input and output tokens; `anthropic-ratelimit-*` with RFC 3339 resets and
+    /// `retry-after` on 429s.
+    Anthropic,
+}
+
+impl GoodputArgs {
+    /// The provider's budgets: (dimension index, amount).
+    pub fn budgets(&self) -> Vec<(usize, u64)> {
+        match self.style {
+            ProviderStyle::Openai => vec![(0, self.requests), (1, self.tokens)],
+            ProviderStyle::Anthropic => vec![
+                (0, self.requests),
+                (2, self.tokens),
+                (3, self.output_tokens),
+            ],
+        }
+    }
+
+    fn provider_config(&self) -> ProviderConfig {
+        ProviderConfig {
+            style: match self.style {
+                ProviderStyle::Openai => Style::OpenAi,
+                ProviderStyle::Anthropic => Style::Anthropic,
+            },
+            headers: HeaderMode::Always,
+            budgets: self
+                .budgets()
+                .into_iter()
+                .map(|(d, amount)| budget(d, amount, self.window, Enforcement::TokenBucket))
+                .collect(),
+            latency: self.latency,
+        }
+    }
+}
+
+const DIMENSIONS: [&str; 4] = ["requests", "tokens", "input_tokens", "output_tokens"];
+
+/// Runs every chosen strategy at once, each against its own provider, and prints the figures.
+pub async fn run(args: GoodputArgs) -> anyhow::Result<()> {
+    let mut runs = Vec::new();
+    for &strategy in &args.strategies {
+        let provider = SimProvider::start(args.provider_config()).await?;
+        let args = args.clone();
+        runs.push(tokio::spawn(async move {
+            let calls = fleet::run(strategy, &args, &provider).await?;
+            anyhow::Ok((strategy, calls, provider.calls()))
+        }));
+    }
+    println!(
+        "goodput: {} workers, {:?} provider, window {:?}, limits {}, measured {:?} after {:?}",
+        args.workers,
+        args.style,
+        args.window,
+        args.budgets()
+            .iter()
+            .map(|(d, a)| format!("{} {a}", DIMENSIONS[*d]))
+            .collect::<Vec<_>>()
+            .join(", "),
+        args.duration,
+        args.warmup
+    );
+    for run in runs {
+        let (strategy, calls, seen) = run.await??;
+        let figures = fleet::figures(strategy, &args, &calls, &seen);
+        println!("{}", figures.text());
+        println!("{}", figures.json());
+    }
+    Ok(())
 }

@@ -13,6 +13,6 @@ mod headers;
 mod server;
 
 pub use budget::{Budget, Enforcement};
-pub use client::{SimClient, SimResponse};
+pub use client::{ClientError, SimClient, SimResponse};
 pub use headers::{HeaderMode, Style};
 pub use server::{budget, CallRecord, ProviderConfig, SimProvider};

@@ -1,0 +1,371 @@
+//! The fleet: `workers` tasks making calls of seeded heavy-tailed sizes against the simulated
+//! provider through one [`Strategy`], recording when each call was wanted and when the call that
+//! succeeded was sent; and the figures computed from that and the provider's own log.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use sluice_client::{Client, Usage};
+use sluice_server::{config::Config, provider::formats::parse_go_duration};
+use sluice_sim::{CallRecord, SimClient, SimProvider, SimResponse};
+
+use super::{
+    sizes::{call_size, Rng},
+    GoodputArgs, ProviderStyle, DIMENSIONS,
+};
+use crate::target::InProcess;
+
+/// How workers cope with the provider's limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Strategy {
+    /// Retry 429s with the SDKs' backoff.
+    Naive,
+    /// A shared cooldown set after a 429 (the seed article).
+    Reactive,
+    /// Acquire, call, report.
+    Sluice,
+}
+
+/// One call that succeeded.
+#[derive(Clone, Copy, Debug)]
+pub struct Call {
+    /// When the worker wanted to make it.
+    pub want: Instant,
+    /// When the attempt that succeeded was sent.
+    pub sent: Instant,
+    /// Input tokens.
+    pub input: u64,
+    /// Output tokens.
+    pub output: u64,
+}
+
+fn anyhow_of(e: sluice_sim::ClientError) -> anyhow::Error {
+    anyhow::anyhow!(e)
+}
+
+/// The wait a 429 names, as the SDKs read it: `retry-after-ms`, then `retry-after` (seconds),
+/// honoured up to 60 s.
+fn retry_after(r: &SimResponse) -> Option<Duration> {
+    let header = |name: &str| r.headers.get(name).and_then(|v| v.to_str().ok());
+    let wait = header("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|ms| ms / 1000.0)
+        .or_else(|| header("retry-after").and_then(|v| v.parse::<f64>().ok()))?;
+    (0.0..=60.0)
+        .contains(&wait)
+        .then(|| Duration::from_secs_f64(wait))
+}
+
+/// The seed article's cooldown: the reset of an exhausted budget (its `header_ts_parser`), else
+/// `retry-after`, else one second.
+fn reset_of(r: &SimResponse) -> Duration {
+    let header = |name: &str| r.headers.get(name).and_then(|v| v.to_str().ok());
+    let mut wait = None;
+    for dim in ["requests", "tokens"] {
+        if header(&format!("x-ratelimit-remaining-{dim}")) == Some("0") {
+            if let Some(reset) =
+                header(&format!("x-ratelimit-reset-{dim}")).and_then(|v| parse_go_duration(v).ok())
+            {
+                wait = wait.max(Some(Duration::from_micros(reset)));
+            }
+        }
+    }
+    wait.or_else(|| retry_after(r))
+        .unwrap_or(Duration::from_secs(1))
+}
+
+/// The Sluice config for the provider: its published limits as token buckets, and a header table
+/// for its header names over the benchmark's window.
+fn sluice_config(args: &GoodputArgs) -> anyhow::Result<Config> {
+    let window = format!("{}ms", args.window.as_millis());
+    let limits: Vec<String> = args
+        .budgets()
+        .iter()
+        .map(|(d, amount)| {
+            format!(
+                "{{ dimension = \"{}\", amount = {amount}, window = \"{window}\", algorithm = \"token_bucket\" }}",
+                DIMENSIONS[*d]
+            )
+        })
+        .collect();
+    let (names, format): (Vec<(&str, &str)>, &str) = match args.style {
+        ProviderStyle::Openai => (
+            vec![("requests", "requests"), ("tokens", "tokens")],
+            "duration",
+        ),
+        ProviderStyle::Anthropic => (
+            vec![
+                ("requests", "requests"),
+                ("input-tokens", "input_tokens"),
+                ("output-tokens", "output_tokens"),
+            ],
+            "rfc3339",
+        ),
+    };
+    let mut rules = Vec::new();
+    for (name, dimension) in names {
+        let (limit, remaining, reset) = match args.style {
+            ProviderStyle::Openai => (
+                format!("x-ratelimit-limit-{name}"),
+                format!("x-ratelimit-remaining-{name}"),
+                format!("x-ratelimit-reset-{name}"),
+            ),
+            ProviderStyle::Anthropic => (
+                format!("anthropic-ratelimit-{name}-limit"),
+                format!("anthropic-ratelimit-{name}-remaining"),
+                format!("anthropic-ratelimit-{name}-reset"),
+            ),
+        };
+        rules.push(format!("  {{ name = \"{limit}\", dimension = \"{dimension}\", meaning = \"limit\", window = \"{window}\" }},"));
+        rules.push(format!("  {{ name = \"{remaining}\", dimension = \"{dimension}\", meaning = \"remaining\", window = \"{window}\" }},"));
+        rules.push(format!("  {{ name = \"{reset}\", dimension = \"{dimension}\", meaning = \"reset\", format = \"{format}\", window = \"{window}\" }},"));
+    }
+    let toml = format!(
+        "[[services]]\nname = \"provider\"\nprofile = \"custom\"\nlimits = [\n  {}\n]\nheaders = [\n{}\n]\n",
+        limits.join(",\n  "),
+        rules.join("\n")
+    );
+    Ok(Config::parse(&toml)?)
+}
+
+/// Runs the fleet until the warm-up and the measured time have passed.
+pub async fn run(
+    strategy: Strategy,
+    args: &GoodputArgs,
+    provider: &SimProvider,
+) -> anyhow::Result<Vec<Call>> {
+    let end = Instant::now() + args.warmup + args.duration;
+    let server = match strategy {
+        Strategy::Sluice => Some(InProcess::sluice(1, sluice_config(args)?)?),
+        _ => None,
+    };
+    let cooldown: Arc<Mutex<Instant>> = Arc::new(Mutex::new(Instant::now()));
+    let mut workers = Vec::new();
+    for w in 0..args.workers {
+        let mut sim = SimClient::connect(provider.addr())
+            .await
+            .map_err(anyhow_of)?;
+        let client = match &server {
+            Some(s) => Some(Client::connect(s.url()).await?),
+            None => None,
+        };
+        let cooldown = cooldown.clone();
+        let mut rng = Rng::new(args.seed.wrapping_mul(1_000_003).wrapping_add(w as u64));
+        workers.push(tokio::spawn(async move {
+            let mut calls = Vec::new();
+            while Instant::now() < end {
+                let (input, output) = call_size(&mut rng);
+                let want = Instant::now();
+                let mut failures = 0u32;
+                let sent = loop {
+                    if Instant::now() >= end {
+                        break None;
+                    }
+                    let permit = match &client {
+                        Some(client) => Some(
+                            client
+                                .acquire("provider")
+                                .input_tokens(input)
+                                .output_tokens(output)
+                                .max_wait(Duration::from_secs(3600))
+                                .await?,
+                        ),
+                        None => None,
+                    };
+                    if strategy == Strategy::Reactive {
+                        let until = *cooldown.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                        tokio::time::sleep_until(until.into()).await;
+                    }
+                    let sent = Instant::now();
+                    let answer = sim.call(input, output).await.map_err(anyhow_of)?;
+                    if let Some(permit) = permit {
+                        permit
+                            .report(
+                                answer.status,
+                                &answer.headers,
+                                Usage::from_json(&answer.body),
+                            )
+                            .await?;
+                    }
+                    if answer.status == 200 {
+                        break Some(sent);
+                    }
+                    failures += 1;
+                    match strategy {
+                        Strategy::Naive => {
+                            let backoff = retry_after(&answer).unwrap_or_else(|| {
+                                let base = 0.5 * 2f64.powi(failures.min(5) as i32 - 1);
+                                Duration::from_secs_f64(base.min(8.0) * (1.0 - 0.25 * rng.unit()))
+                            });
+                            tokio::time::sleep(backoff).await;
+                        }
+                        Strategy::Reactive => {
+                            let until = Instant::now() + reset_of(&answer);
+                            let mut shared =
+                                cooldown.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                            *shared = (*shared).max(until);
+                        }
+                        Strategy::Sluice => {}
+                    }
+                };
+                if let Some(sent) = sent {
+                    calls.push(Call {
+                        want,
+                        sent,
+                        input,
+                        output,
+                    });
+                }
+            }
+            anyhow::Ok(calls)
+        }));
+    }
+    let mut calls = Vec::new();
+    for w in workers {
+        calls.extend(w.await??);
+    }
+    drop(server);
+    Ok(calls)
+}
+
+/// What a strategy achieved.
+#[derive(Clone, Debug)]
+pub struct Figures {
+    strategy: Strategy,
+    /// Per budget: dimension, achieved per window, limit.
+    achieved: Vec<(usize, f64, u64)>,
+    calls: usize,
+    limited: usize,
+    delay_p50: Duration,
+    delay_p99: Duration,
+}
+
+/// Figures over the measured interval: successful calls sent in it, and the provider's answers
+/// in it.
+pub fn figures(
+    strategy: Strategy,
+    args: &GoodputArgs,
+    calls: &[Call],
+    seen: &[CallRecord],
+) -> Figures {
+    let first_want = calls.iter().map(|c| c.want).min();
+    let (from, to) = match first_want {
+        Some(t) => (t + args.warmup, t + args.warmup + args.duration),
+        None => return Figures::empty(strategy),
+    };
+    let measured: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.sent >= from && c.sent < to)
+        .collect();
+    let windows = args.duration.as_secs_f64() / args.window.as_secs_f64();
+    let achieved = args
+        .budgets()
+        .into_iter()
+        .map(|(d, limit)| {
+            let total: u64 = measured
+                .iter()
+                .map(|c| match d {
+                    0 => 1,
+                    1 => c.input + c.output,
+                    2 => c.input,
+                    _ => c.output,
+                })
+                .sum();
+            (d, total as f64 / windows, limit)
+        })
+        .collect();
+    // The provider's log is timed from its start; our instants from the fleet's: align on the
+    // first call of each.
+    let offset = seen.first().map(|r| r.at).unwrap_or_default();
+    let span = (
+        args.warmup.saturating_sub(Duration::from_millis(1)),
+        args.warmup + args.duration,
+    );
+    let in_span: Vec<&CallRecord> = seen
+        .iter()
+        .filter(|r| {
+            let t = r.at.saturating_sub(offset);
+            t >= span.0 && t < span.1
+        })
+        .collect();
+    let mut delays: Vec<Duration> = measured.iter().map(|c| c.sent - c.want).collect();
+    delays.sort_unstable();
+    let pick = |p: f64| {
+        delays
+            .get(((delays.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    Figures {
+        strategy,
+        achieved,
+        calls: in_span.len(),
+        limited: in_span.iter().filter(|r| r.status == 429).count(),
+        delay_p50: pick(0.5),
+        delay_p99: pick(0.99),
+    }
+}
+
+impl Figures {
+    fn empty(strategy: Strategy) -> Self {
+        Self {
+            strategy,
+            achieved: Vec::new(),
+            calls: 0,
+            limited: 0,
+            delay_p50: Duration::ZERO,
+            delay_p99: Duration::ZERO,
+        }
+    }
+
+    fn percent(achieved: f64, limit: u64) -> f64 {
+        100.0 * achieved / limit.max(1) as f64
+    }
+
+    /// One line of text.
+    pub fn text(&self) -> String {
+        let budgets: Vec<String> = self
+            .achieved
+            .iter()
+            .map(|(d, a, l)| format!("{} {:.1}%", DIMENSIONS[*d], Self::percent(*a, *l)))
+            .collect();
+        format!(
+            "{:<9} of limit: {}  429s {} ({:.2}% of {} calls)  delay p50 {:.3}s p99 {:.3}s",
+            format!("{:?}", self.strategy).to_lowercase(),
+            budgets.join(", "),
+            self.limited,
+            100.0 * self.limited as f64 / self.calls.max(1) as f64,
+            self.calls,
+            self.delay_p50.as_secs_f64(),
+            self.delay_p99.as_secs_f64(),
+        )
+    }
+
+    /// One line of JSON.
+    pub fn json(&self) -> serde_json::Value {
+        let budgets: serde_json::Map<String, serde_json::Value> = self
+            .achieved
+            .iter()
+            .map(|(d, a, l)| {
+                (
+                    DIMENSIONS[*d].to_string(),
+                    serde_json::json!({
+                        "per_window": a.round(),
+                        "limit": l,
+                        "percent": (Self::percent(*a, *l) * 10.0).round() / 10.0,
+                    }),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "strategy": format!("{:?}", self.strategy).to_lowercase(),
+            "achieved": budgets,
+            "calls": self.calls,
+            "http_429": self.limited,
+            "http_429_rate": self.limited as f64 / self.calls.max(1) as f64,
+            "delay_s": { "p50": self.delay_p50.as_secs_f64(), "p99": self.delay_p99.as_secs_f64() },
+        })
+    }
+}
