@@ -4,11 +4,13 @@
 //! - `baseline`: the same load against a no-op gRPC server, and raw `EVALSHA` on Redis;
 //! - `suite`: all of these in one run, with the ratios the targets are stated in;
 //! - `goodput`: a fleet of workers against a simulated provider, three strategies side by side;
+//! - `memory`: the memory backend's footprint with many services and live leases;
 //! - `config`: the services the decision benchmarks use, for a server started elsewhere.
 //!
 //! Build it in release mode: `cargo run --release -p sluice-bench -- <command>`.
 
 mod decisions;
+mod footprint;
 mod goodput;
 mod load;
 mod noop;
@@ -59,6 +61,8 @@ enum Command {
     },
     /// Workers against a simulated provider: naive retries, reactive cooldown, and Sluice.
     Goodput(goodput::GoodputArgs),
+    /// The memory backend's footprint: many services, many live leases.
+    Memory(footprint::FootprintArgs),
     /// Prints the services of the decision benchmarks as a config file.
     Config {
         /// Number of services.
@@ -94,6 +98,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Suite { redis_url, load } => decisions::suite(redis_url, &load).await?,
             Command::Goodput(args) => goodput::run(args).await?,
+            Command::Memory(args) => footprint::run(args).await?,
             Command::Config { services, mix } => print!("{}", target::services_toml(services, mix)),
         }
         anyhow::Ok(())
