@@ -54,12 +54,14 @@ impl RateLimiter for Noop {
 }
 
 /// Serves the no-op service on `listener` until `stop` fires.
+/// The server runs as a spawned task, as `sluice_server::run` runs it, so both are scheduled
+/// alike.
 pub async fn serve(listener: TcpListener, stop: oneshot::Receiver<()>) -> anyhow::Result<()> {
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(RateLimiterServer::new(Noop))
         .serve_with_incoming_shutdown(sluice_server::server::incoming(listener), async move {
             let _ = stop.await;
-        })
-        .await?;
+        });
+    tokio::spawn(server).await??;
     Ok(())
 }

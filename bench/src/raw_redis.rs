@@ -77,7 +77,12 @@ pub async fn evalsha(
         let spec = specs[task % specs.len()].clone();
         Box::pin(async move {
             let cmd = backend.acquire_command(&spec, cost, 0)?;
-            match connection.query(&cmd).await? {
+            // One reply per acquire of the batch (here, one).
+            let reply = match connection.query(&cmd).await? {
+                redis::Value::Array(mut replies) if replies.len() == 1 => replies.remove(0),
+                other => anyhow::bail!("unexpected reply {other:?}"),
+            };
+            match reply {
                 redis::Value::Array(items) => match items.first() {
                     Some(redis::Value::BulkString(b)) if b.as_slice() == b"G" => {
                         Ok(Outcome::Granted)

@@ -33,6 +33,9 @@ enum Op {
         request_id: Option<u8>,
     },
     Advance(Micros),
+    /// Acquires sent as one batch (as concurrent acquires of a replica are): decided like the
+    /// same acquires one after the other.
+    Burst(Vec<(u64, Micros, Option<u8>)>),
     Report {
         back: usize,
         percent: u64,
@@ -50,6 +53,11 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (1u64..=60, prop_oneof![Just(0), 0..30 * S], prop::option::weighted(0.2, 0u8..4))
             .prop_map(|(tokens, max_wait, request_id)| Op::Acquire { tokens, max_wait, request_id }),
         3 => (0..4 * S).prop_map(Op::Advance),
+        1 => prop::collection::vec(
+            (1u64..=60, prop_oneof![Just(0), 0..30 * S], prop::option::weighted(0.2, 0u8..4)),
+            2..6,
+        )
+        .prop_map(Op::Burst),
         3 => (
             (0usize..6, 0u64..=150, prop::option::weighted(0.2, (0usize..4, 1..10 * S))),
             (
@@ -184,6 +192,43 @@ async fn run_case(
                 }
             }
             Op::Advance(d) => t += d,
+            Op::Burst(burst) => {
+                let rids: Vec<Option<String>> = burst
+                    .iter()
+                    .map(|(_, _, r)| r.map(|r| format!("rid-{r}")))
+                    .collect();
+                let calls: Vec<AcquireCall> = burst
+                    .iter()
+                    .zip(&rids)
+                    .map(|((tokens, max_wait, _), rid)| AcquireCall {
+                        cost: Cost::of_call(*tokens, 0, tokens / 2),
+                        max_wait: *max_wait,
+                        request_id: rid.as_deref(),
+                    })
+                    .filter(|c| spec.check_fits(&c.cost).is_ok())
+                    .collect();
+                let redis = backend
+                    .acquire_batch(&spec, &calls)
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(redis.len(), calls.len());
+                for (call, r) in calls.iter().zip(redis) {
+                    let m = ledger.acquire(&spec, t, call.cost, call.max_wait, call.request_id);
+                    match (m, r) {
+                        (Ok(m), Ok(r)) => {
+                            prop_assert!(
+                                same_decision(&m, &r),
+                                "burst at {t}: memory {m:?}, redis {r:?}"
+                            );
+                            if let (Decision::Granted(m), Decision::Granted(r)) = (m, r) {
+                                grants.push((m.lease_id, r.lease_id, call.cost.0[1]));
+                            }
+                        }
+                        (Err(m), Err(BackendError::Refused(r))) => prop_assert_eq!(m, r),
+                        (m, r) => prop_assert!(false, "burst at {t}: memory {m:?}, redis {r:?}"),
+                    }
+                }
+            }
             Op::Report {
                 back,
                 percent,

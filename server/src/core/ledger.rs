@@ -250,6 +250,7 @@ impl Ledger {
         request_id: Option<&str>,
     ) -> Result<Decision, AcquireError> {
         let now = self.observe(now);
+        self.forget_if_stale(spec, now);
         self.prune(spec, now);
         if let Some(id) = request_id {
             if let Some(grant) = self.replay(id, &cost, now)? {
@@ -383,6 +384,7 @@ impl Ledger {
     /// the provider saw from outside Sluice, and remembers the observation.
     pub fn report(&mut self, spec: &ServiceSpec, now: Micros, call: &ReportCall) -> ReportOutcome {
         let now = self.observe(now);
+        self.forget_if_stale(spec, now);
         self.prune(spec, now);
         let mut cooldown_set = false;
         for order in &call.cooldowns {
@@ -457,17 +459,7 @@ impl Ledger {
     /// expired, buckets are drained, and the overload streak and last report are dropped. This is
     /// when the Redis backend's keys expire, so both backends forget the same things.
     fn forget_if_stale(&mut self, spec: &ServiceSpec, now: Micros) {
-        let horizon = self
-            .cooldowns
-            .iter()
-            .flatten()
-            .map(|c| c.until)
-            .chain(self.last_report.as_ref().map(|r| r.at))
-            .fold(self.last_slot, Micros::max);
-        let end = horizon
-            .saturating_add(spec.retention())
-            .saturating_add(MICROS_PER_SEC);
-        if now >= end && horizon > 0 {
+        if self.is_stale(spec, now) {
             let fresh = Ledger::new(spec, self.nonce).with_max_leases(self.max_leases);
             let (front_seq, high_water) = (self.front_seq + self.log.len() as u64, self.high_water);
             *self = fresh;
@@ -515,6 +507,21 @@ impl Ledger {
             return None;
         }
         self.lease(id.seq).map(|l| l.slot)
+    }
+
+    /// True once the service has been quiet long enough to be forgotten (see `forget_if_stale`).
+    fn is_stale(&self, spec: &ServiceSpec, now: Micros) -> bool {
+        let horizon = self
+            .cooldowns
+            .iter()
+            .flatten()
+            .map(|c| c.until)
+            .chain(self.last_report.as_ref().map(|r| r.at))
+            .fold(self.last_slot, Micros::max);
+        let end = horizon
+            .saturating_add(spec.retention())
+            .saturating_add(MICROS_PER_SEC);
+        now >= end && horizon > 0
     }
 
     /// Sets the cooldown of dimension `d` to `cooldown` if it ends later. True if it did.
@@ -688,6 +695,9 @@ impl Ledger {
     /// The live state of the service at `now`.
     pub fn snapshot(&self, spec: &ServiceSpec, now: Micros) -> ServiceSnapshot {
         let now = now.max(self.high_water);
+        if self.is_stale(spec, now) {
+            return Ledger::new(spec, self.nonce).snapshot(spec, now);
+        }
         let limits = spec
             .limits
             .iter()

@@ -7,7 +7,8 @@
 --               cu<d>/cs<d>/cc<d> cooldown of dimension d (0: the whole service) until/status/
 --               source, ov overloads in a row, b<d>/t<d> base and running total of dimension d,
 --               k<i>/f<i> bucket i's TAT (µs and fraction), am<i> provider budget adopted for
---               sliding limit i, rs/ra/rh last report
+--               sliding limit i, rs/ra/rh last report, ex the time every key's TTL runs to,
+--               rx '1' when the request-id hash has that TTL
 --   2 log       zset: lease member -> slot
 --   3 leases    hash: lease member -> "slot c0 c1 c2 c3 r0 r1 r2 r3 decider|request_id"
 --   4 requests  hash: request_id -> lease member
@@ -88,25 +89,44 @@ local function format_lease(l)
     .. s(l.requested[4]) .. ' ' .. l.decider .. '|' .. l.rid
 end
 
--- Drops (at most PRUNE_BATCH) leases whose longest span has passed and an expired cooldown.
--- Updates st in place and writes the changed fields.
-local function prune(st, now, retention, sliding)
-  local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', s(now - retention), 'LIMIT', 0, PRUNE_BATCH)
-  if #old > 0 then
-    for _, m in ipairs(old) do
-      local rec = redis.call('HGET', KEYS[3], m)
+-- Drops leases whose longest span has passed and expired cooldowns. Leases go in batches of
+-- at most PRUNE_BATCH, and only once the oldest has been past its span for `slack` µs, so one
+-- call prunes many leases with a few commands instead of every call pruning one: expired leases
+-- change no decision (window sums are taken over slots, not over what is stored). Updates st in
+-- place and writes the changed fields.
+local function prune(st, now, retention, sliding, slack)
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  if #oldest > 0 and tonumber(oldest[2]) + retention + slack <= now then
+    local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', s(now - retention), 'LIMIT', 0, PRUNE_BATCH)
+    local records = redis.call('HMGET', KEYS[3], unpack(old))
+    local rids, owners = {}, {}
+    for i, rec in ipairs(records) do
       if rec then
-        local lease = parse_lease(rec)
-        if lease.rid ~= '' and redis.call('HGET', KEYS[4], lease.rid) == m then
-          redis.call('HDEL', KEYS[4], lease.rid)
+        local bar = string.find(rec, '|', 1, true)
+        if bar and bar < #rec then
+          rids[#rids + 1] = string.sub(rec, bar + 1)
+          owners[#owners + 1] = old[i]
         end
       end
-      for d = 0, 3 do
-        if sliding[d] then
-          local score = redis.call('ZSCORE', KEYS[5 + d], m)
-          if score then st['b' .. d] = score end
-          redis.call('ZREM', KEYS[5 + d], m)
-        end
+    end
+    if #rids > 0 then
+      local current = redis.call('HMGET', KEYS[4], unpack(rids))
+      local gone = {}
+      for i, m in ipairs(current) do
+        if m == owners[i] then gone[#gone + 1] = rids[i] end
+      end
+      if #gone > 0 then redis.call('HDEL', KEYS[4], unpack(gone)) end
+      if st.rx == '1' and redis.call('EXISTS', KEYS[4]) == 0 then
+        st.rx = '0'
+        redis.call('HSET', KEYS[1], 'rx', '0')
+      end
+    end
+    local last = old[#old]
+    for d = 0, 3 do
+      if sliding[d] then
+        local score = redis.call('ZSCORE', KEYS[5 + d], last)
+        if score then st['b' .. d] = score end
+        redis.call('ZREM', KEYS[5 + d], unpack(old))
       end
     end
     redis.call('HDEL', KEYS[3], unpack(old))
@@ -130,14 +150,41 @@ local function prune(st, now, retention, sliding)
   end
 end
 
--- Every key lives until a retention (plus a second of slack) after the latest of: the last
--- booked slot, the cooldown's end and the last report. The horizon is stored state, not the
--- current time, so housekeeping never prolongs an idle service's keys.
-local function expire_all(st, now, retention)
-  local horizon = math.max(num(st, 'ls'), num(st, 'ra'), num(st, 'cu0'), num(st, 'cu1'),
-    num(st, 'cu2'), num(st, 'cu3'))
-  local ttl = math.ceil((horizon + retention - now) / 1000) + 1000
-  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
+-- The latest of the last booked slot, the cooldowns' ends and the last report.
+local function horizon_of(st)
+  return math.max(num(st, 'ls'), num(st, 'ra'), num(st, 'cu0'), num(st, 'cu1'), num(st, 'cu2'),
+    num(st, 'cu3'))
+end
+
+-- A service quiet for its retention plus a second after its horizon is forgotten, as the memory
+-- backend's ledger forgets it: every key is deleted and st emptied. With `read_only`, st is only
+-- emptied. Returns true if it was stale.
+local function forget_if_stale(st, now, retention, read_only)
+  local horizon = horizon_of(st)
+  if horizon > 0 and now >= horizon + retention + 1000000 then
+    if not read_only then redis.call('DEL', unpack(KEYS)) end
+    for k in pairs(st) do st[k] = nil end
+    return true
+  end
+  return false
+end
+
+-- TTLs are garbage collection: forgetting is explicit (forget_if_stale). Every key lives at least
+-- until the service would be forgotten; TTLs are refreshed only when that time passes the one
+-- last set (field ex), with a retention of slack, or when `force`d because a key was (re)created.
+-- Field rx says whether the request-id hash has its TTL.
+local function expire_all(st, now, retention, force)
+  local need = horizon_of(st) + retention + 1000000
+  if not force and need <= num(st, 'ex') then return end
+  local at = need + math.max(retention, 1000000)
+  st.ex = s(at)
+  redis.call('HSET', KEYS[1], 'ex', st.ex)
+  local at_ms = s(math.ceil(at / 1000))
+  for i = 1, #KEYS do
+    local set = redis.call('PEXPIREAT', KEYS[i], at_ms)
+    if i == 4 then st.rx = (set == 1) and '1' or '0' end
+  end
+  redis.call('HSET', KEYS[1], 'rx', st.rx)
 end
 
 -- Earliest slot of bucket limit l (index i) at or after t0 for cost c.
@@ -204,7 +251,15 @@ local function book(st, limits, sliding, now, t, cost, decider, rid)
   redis.call('HSET', KEYS[1], unpack(fields))
   redis.call('ZADD', KEYS[2], s(t), m)
   redis.call('HSET', KEYS[3], m, format_lease({ slot = t, cost = cost, requested = cost, decider = decider, rid = rid }))
-  if rid ~= '' then redis.call('HSET', KEYS[4], rid, m) end
+  if rid ~= '' then
+    redis.call('HSET', KEYS[4], rid, m)
+    if st.rx ~= '1' and st.ex then
+      -- The request-id hash was (re)created since the TTLs were last set.
+      redis.call('PEXPIREAT', KEYS[4], s(math.ceil(tonumber(st.ex) / 1000)))
+      st.rx = '1'
+      redis.call('HSET', KEYS[1], 'rx', '1')
+    end
+  end
   st.q, st.hw, st.ls, st.ld = s(seq + 1), s(now), s(t), decider
   return seq
 end

@@ -3,8 +3,10 @@
 //! server answers `NOSCRIPT`, e.g. after a restart or `SCRIPT FLUSH`), so a decision is atomic
 //! and its time is the Redis server's `TIME`, never a replica's clock. The scripts implement the
 //! memory backend's [`Ledger`](crate::core::Ledger) semantics over sorted sets and hashes; see
-//! `common.lua` for the layout.
+//! `common.lua` for the layout. Concurrent acquires of a service share script calls (see
+//! [`batch`]).
 
+mod batch;
 mod layout;
 
 use std::{
@@ -114,6 +116,8 @@ pub struct RedisBackend {
     /// lease ids of a service's earlier (expired) state never name a lease of its new one.
     nonces: RandomState,
     calls: AtomicU64,
+    /// One acquire queue per service, by index.
+    batchers: Vec<batch::Batcher>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -234,6 +238,7 @@ impl RedisBackend {
             time: TimeSource::Server,
             nonces: RandomState::new(),
             calls: AtomicU64::new(0),
+            batchers: specs.iter().map(|_| batch::Batcher::default()).collect(),
         })
     }
 
@@ -307,12 +312,57 @@ impl RedisBackend {
             &self.scripts.acquire.sha,
             service,
             &[
+                &MAX_LEASES.to_string(),
+                "1",
                 &format!("{c0} {c1} {c2} {c3}"),
                 &max_wait.to_string(),
                 "",
-                &MAX_LEASES.to_string(),
             ],
         ))
+    }
+
+    /// Decides `acquires` of `spec` in order in one script call, at one `now`: what concurrent
+    /// acquires of a service share. One reply per acquire.
+    async fn run_acquires(
+        &self,
+        service: &ServiceArgs,
+        acquires: Vec<batch::QueuedAcquire>,
+    ) -> Result<Vec<Vec<String>>, BackendError> {
+        let mut args: Vec<String> = Vec::with_capacity(2 + 3 * acquires.len());
+        args.push(MAX_LEASES.to_string());
+        args.push(acquires.len().to_string());
+        for a in &acquires {
+            let [c0, c1, c2, c3] = a.cost.0;
+            args.push(format!("{c0} {c1} {c2} {c3}"));
+            args.push(a.max_wait.to_string());
+            args.push(a.request_id.clone());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.eval_as(&self.scripts.acquire, service, &args).await
+    }
+
+    /// Decides `calls` of `spec` in order as one batch (what concurrent acquires share), without
+    /// the fail-open policy: for tests that compare batches with one-by-one decisions.
+    pub async fn acquire_batch(
+        &self,
+        spec: &ServiceSpec,
+        calls: &[AcquireCall<'_>],
+    ) -> Result<Vec<Result<Decision, BackendError>>, BackendError> {
+        let service = self.service(spec)?;
+        let acquires = calls
+            .iter()
+            .map(|c| batch::QueuedAcquire {
+                cost: c.cost,
+                max_wait: c.max_wait,
+                request_id: c.request_id.unwrap_or_default().to_string(),
+            })
+            .collect();
+        let replies = self.run_acquires(service, acquires).await?;
+        Ok(replies
+            .into_iter()
+            .zip(calls)
+            .map(|(reply, call)| Self::decision(spec, call, reply))
+            .collect())
     }
 
     async fn eval_as<T: FromRedisValue>(
@@ -344,6 +394,40 @@ impl RedisBackend {
                 "redis: no answer within {:?}",
                 self.timeout
             ))),
+        }
+    }
+
+    /// The decision one acquire reply says.
+    fn decision(
+        spec: &ServiceSpec,
+        call: &AcquireCall<'_>,
+        reply: Vec<String>,
+    ) -> Result<Decision, BackendError> {
+        match reply.first().map(String::as_str) {
+            Some("G") => {
+                let nonce = reply
+                    .get(5)
+                    .and_then(|n| u64::from_str_radix(n, 16).ok())
+                    .ok_or_else(|| protocol("bad nonce"))?;
+                Ok(Decision::Granted(Grant {
+                    lease_id: LeaseId {
+                        nonce,
+                        seq: number(&reply, 1)?,
+                    },
+                    slot: number(&reply, 2)?,
+                    wait: number(&reply, 3)?,
+                    decider: Self::decider(spec, reply.get(4))?,
+                }))
+            }
+            Some("D") => Ok(Decision::Denied {
+                retry_after: number(&reply, 1)?,
+                decider: Self::decider(spec, reply.get(2))?,
+            }),
+            Some("R") => Err(BackendError::Refused(AcquireError::RequestIdReused(
+                call.request_id.unwrap_or_default().to_string(),
+            ))),
+            Some("F") => Err(BackendError::Refused(AcquireError::Full)),
+            _ => Err(protocol("unknown acquire answer")),
         }
     }
 
@@ -380,16 +464,17 @@ impl Backend for RedisBackend {
         call: AcquireCall<'_>,
     ) -> Result<Decision, BackendError> {
         let service = self.service(spec)?;
-        let [c0, c1, c2, c3] = call.cost.0;
-        let cost = format!("{c0} {c1} {c2} {c3}");
-        let max_wait = call.max_wait.to_string();
-        let max_leases = MAX_LEASES.to_string();
-        let reply = self
-            .eval(
-                &self.scripts.acquire,
-                service,
-                &[&cost, &max_wait, call.request_id.unwrap_or(""), &max_leases],
-            )
+        let batcher = self
+            .batchers
+            .get(spec.index)
+            .ok_or_else(|| BackendError::Unavailable(format!("no state for {}", spec.name)))?;
+        let queued = batch::QueuedAcquire {
+            cost: call.cost,
+            max_wait: call.max_wait,
+            request_id: call.request_id.unwrap_or_default().to_string(),
+        };
+        let reply = batcher
+            .submit(queued, |acquires| self.run_acquires(service, acquires))
             .await;
         let reply = match (reply, self.on_failure) {
             (Ok(reply), _) => reply,
@@ -408,32 +493,7 @@ impl Backend for RedisBackend {
             }
             (Err(e), _) => return Err(e),
         };
-        match reply.first().map(String::as_str) {
-            Some("G") => {
-                let nonce = reply
-                    .get(5)
-                    .and_then(|n| u64::from_str_radix(n, 16).ok())
-                    .ok_or_else(|| protocol("bad nonce"))?;
-                Ok(Decision::Granted(Grant {
-                    lease_id: LeaseId {
-                        nonce,
-                        seq: number(&reply, 1)?,
-                    },
-                    slot: number(&reply, 2)?,
-                    wait: number(&reply, 3)?,
-                    decider: Self::decider(spec, reply.get(4))?,
-                }))
-            }
-            Some("D") => Ok(Decision::Denied {
-                retry_after: number(&reply, 1)?,
-                decider: Self::decider(spec, reply.get(2))?,
-            }),
-            Some("R") => Err(BackendError::Refused(AcquireError::RequestIdReused(
-                call.request_id.unwrap_or_default().to_string(),
-            ))),
-            Some("F") => Err(BackendError::Refused(AcquireError::Full)),
-            _ => Err(protocol("unknown acquire answer")),
-        }
+        Self::decision(spec, &call, reply)
     }
 
     async fn report(

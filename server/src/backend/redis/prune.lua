@@ -1,10 +1,12 @@
 -- Prune: housekeeping between decisions. Drops leases whose span has passed (a bounded batch)
--- and an expired cooldown, then refreshes the TTLs. Returns the leases still held.
+-- and an expired cooldown, forgets a stale service, then refreshes the TTLs if due. Returns the
+-- leases still held.
 
 local _, sliding = parse_limits(ARGV[2])
 local retention = tonumber(ARGV[3])
 local st = read_state()
 local now = math.max(now_micros(), num(st, 'hw'))
-prune(st, now, retention, sliding)
-expire_all(st, now, retention)
+if forget_if_stale(st, now, retention, false) then return 0 end
+prune(st, now, retention, sliding, 0)
+expire_all(st, now, retention, false)
 return redis.call('ZCARD', KEYS[2])

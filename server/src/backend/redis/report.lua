@@ -11,8 +11,9 @@
 local limits, sliding = parse_limits(ARGV[2])
 local retention = tonumber(ARGV[3])
 local st = read_state()
-apply_adopted(st, limits)
 local now = math.max(now_micros(), num(st, 'hw'))
+forget_if_stale(st, now, retention, false)
+apply_adopted(st, limits)
 
 -- Read: the lease, if it is this state's and still held.
 local lease, m
@@ -30,7 +31,7 @@ for v in string.gmatch(ARGV[7], '%S+') do
 end
 
 -- Write.
-prune(st, now, retention, sliding)
+prune(st, now, retention, sliding, fdiv(retention, 8))
 local cooldown_set = 0
 local function lengthen(d, until_, status, source)
   if until_ > num(st, 'cu' .. d) then
@@ -182,6 +183,7 @@ end
 
 -- Usage the provider saw beyond this view: booked as a lease of its own at the latest slot.
 local outside = 0
+local created = false
 local readings = {}
 for v in string.gmatch(ARGV[11], '%S+') do readings[#readings + 1] = tonumber(v) end
 for r = 1, #readings - 2, 3 do
@@ -191,7 +193,9 @@ for r = 1, #readings - 2, 3 do
     local used = limit_usage(st, i, l, now)
     local own = math.max(0, capacity(l) - used)
     local seen = remaining + tolerance
-    if seen < own and redis.call('ZCARD', KEYS[2]) < tonumber(ARGV[14]) then
+    local held = redis.call('ZCARD', KEYS[2])
+    if seen < own and held < tonumber(ARGV[14]) then
+      if held == 0 then created = true end
       local charge = own - seen
       local cost = { 0, 0, 0, 0 }
       cost[l.dim + 1] = charge
@@ -211,7 +215,7 @@ if ARGV[12] ~= '' then
   redis.call('HSET', KEYS[1], 'rs', ARGV[12], 'ra', st.ra, 'rh', ARGV[13])
 end
 redis.call('HSET', KEYS[1], 'hw', s(now))
-expire_all(st, now, retention)
+expire_all(st, now, retention, created)
 local lease_unknown = 0
 if ARGV[5] ~= '' and not lease then lease_unknown = 1 end
 local remaining = 0

@@ -4,9 +4,11 @@
 -- limit, then the token dimensions' cooldowns}.
 
 local limits, sliding = parse_limits(ARGV[2])
+local retention = tonumber(ARGV[3])
 local st = read_state()
-apply_adopted(st, limits)
 local now = math.max(now_micros(), num(st, 'hw'))
+local stale = forget_if_stale(st, now, retention, true)
+apply_adopted(st, limits)
 local out = { s(now), '0', '', '', '0', st.rs or '', st.ra or '', st.rh or '', '0' }
 if num(st, 'cu0') > now then
   out[2], out[3], out[4] = s(num(st, 'cu0') - now), st.cs0 or '0', st.cc0 or ''
@@ -14,7 +16,8 @@ end
 out[5] = s(redis.call('ZCOUNT', KEYS[2], '(' .. s(now), '+inf'))
 out[9] = s(redis.call('ZCARD', KEYS[2]))
 for i, l in ipairs(limits) do
-  local used, reset = limit_usage(st, i - 1, l, now)
+  local used, reset = 0, 0
+  if not stale then used, reset = limit_usage(st, i - 1, l, now) end
   out[#out + 1] = s(used)
   out[#out + 1] = s(reset)
   out[#out + 1] = s(l.amount)

@@ -1,0 +1,133 @@
+//! Acquire batching: concurrent acquires of one service on one replica share script calls. Each
+//! acquire queues itself; whoever holds one of the service's few in-flight permits takes up to
+//! [`MAX_BATCH`] queued acquires, in arrival order, and sends them as one `EVALSHA`, which decides
+//! them one after the other at one `now`. An idle service pays one round trip per acquire as
+//! before; a busy one pays one per batch, and several batches stay in flight (pipelined), so
+//! Redis's fixed cost per script call is shared instead of serialising the replica.
+//!
+//! If the task carrying a batch is cancelled (its caller went away) after the script was sent,
+//! the other acquires of the batch get `Unavailable`; a client that retries with the same
+//! `request_id` then gets the lease that may have been booked, as after any lost answer.
+
+use std::{
+    collections::VecDeque,
+    future::Future,
+    sync::{Mutex, PoisonError},
+};
+
+use tokio::sync::{oneshot, Semaphore};
+
+use super::super::BackendError;
+use crate::core::{Cost, Micros};
+
+/// Most acquires in one script call.
+pub const MAX_BATCH: usize = 64;
+/// Script calls of one service in flight at once, per replica.
+const IN_FLIGHT: usize = 4;
+
+/// One acquire, owned, as queued.
+#[derive(Clone, Debug)]
+pub struct QueuedAcquire {
+    /// Cost.
+    pub cost: Cost,
+    /// Longest acceptable wait.
+    pub max_wait: Micros,
+    /// Request id ('' for none).
+    pub request_id: String,
+}
+
+/// The script's reply for one acquire.
+pub type Reply = Result<Vec<String>, BackendError>;
+
+struct Pending {
+    acquire: QueuedAcquire,
+    answer: oneshot::Sender<Reply>,
+}
+
+/// The queue of one service.
+pub struct Batcher {
+    queue: Mutex<VecDeque<Pending>>,
+    permits: Semaphore,
+}
+
+impl Default for Batcher {
+    fn default() -> Self {
+        Self {
+            queue: Mutex::new(VecDeque::new()),
+            permits: Semaphore::new(IN_FLIGHT),
+        }
+    }
+}
+
+fn lost() -> BackendError {
+    BackendError::Unavailable(
+        "the batch carrying this acquire was cancelled; retry with the same request_id".into(),
+    )
+}
+
+impl Batcher {
+    fn take(&self) -> Vec<Pending> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = queue.len().min(MAX_BATCH);
+        queue.drain(..n).collect()
+    }
+
+    /// Queues `acquire` and returns its reply, sending batches with `run` (which answers one
+    /// reply per acquire, in order, or one error for all) while it waits.
+    pub async fn submit<F, Fut>(&self, acquire: QueuedAcquire, run: F) -> Reply
+    where
+        F: Fn(Vec<QueuedAcquire>) -> Fut,
+        Fut: Future<Output = Result<Vec<Vec<String>>, BackendError>>,
+    {
+        let (answer, mut reply) = oneshot::channel();
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(Pending { acquire, answer });
+        loop {
+            let permit = tokio::select! {
+                biased;
+                r = &mut reply => return r.unwrap_or_else(|_| Err(lost())),
+                p = self.permits.acquire() => p,
+            };
+            let Ok(_permit) = permit else {
+                return Err(BackendError::Unavailable("batcher closed".into()));
+            };
+            if let Ok(r) = reply.try_recv() {
+                return r;
+            }
+            let batch = self.take();
+            if batch.is_empty() {
+                // Another batch in flight carries this acquire.
+                drop(_permit);
+                return (&mut reply).await.unwrap_or_else(|_| Err(lost()));
+            }
+            let (acquires, answers): (Vec<_>, Vec<_>) =
+                batch.into_iter().map(|p| (p.acquire, p.answer)).unzip();
+            let n = acquires.len();
+            match run(acquires).await {
+                Ok(replies) if replies.len() == n => {
+                    for (answer, r) in answers.into_iter().zip(replies) {
+                        let _ = answer.send(Ok(r));
+                    }
+                }
+                Ok(_) => {
+                    for answer in answers {
+                        let _ = answer.send(Err(BackendError::Unavailable(
+                            "redis: acquire batch answered with the wrong length".into(),
+                        )));
+                    }
+                }
+                Err(e) => {
+                    let text = match &e {
+                        BackendError::Unavailable(m) => m.clone(),
+                        other => other.to_string(),
+                    };
+                    for answer in answers {
+                        let _ = answer.send(Err(BackendError::Unavailable(text.clone())));
+                    }
+                }
+            }
+        }
+    }
+}
