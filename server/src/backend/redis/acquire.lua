@@ -18,12 +18,15 @@ forget_if_stale(st, now, retention, false)
 apply_adopted(st, limits)
 
 local held, created, wrote = nil, false, false
+-- Bookings of the batch are written once per key at the end (see defer_writes); until the first
+-- booking nothing is pending.
+defer_writes()
 
 local function acquire_one(cost, max_wait, rid)
   -- A retried acquire returns its lease while the lease is held.
   if rid ~= '' then
-    local m = redis.call('HGET', KEYS[4], rid)
-    local rec = m and redis.call('HGET', KEYS[3], m)
+    local m = pending.rid_of[rid] or redis.call('HGET', KEYS[4], rid)
+    local rec = m and (pending.lease_of[m] or redis.call('HGET', KEYS[3], m))
     if rec then
       local lease = parse_lease(rec)
       if lease.slot + retention > now then
@@ -78,5 +81,8 @@ for r = 1, n do
   if reply.err then return reply end
   replies[r] = reply
 end
-if wrote then expire_all(st, now, retention, created) end
+if wrote then
+  flush_writes(st)
+  expire_all(st, now, retention, created)
+end
 return replies

@@ -187,6 +187,43 @@ local function expire_all(st, now, retention, force)
   redis.call('HSET', KEYS[1], 'rx', st.rx)
 end
 
+-- Writes of a batch of acquires, held back and sent as one command per key (see defer_writes);
+-- nil when writes go out at once.
+local pending = nil
+
+-- From now on, book() collects its writes; flush_writes() sends them. Reads of the log, the
+-- running totals, the leases and the request ids must flush first (or consult `pending`).
+local function defer_writes()
+  pending = { log = {}, cum = { {}, {}, {}, {} }, leases = {}, rids = {}, state = {},
+    rid_of = {}, lease_of = {}, rid_ttl = false }
+end
+
+local function flush_writes(st)
+  if not pending then return end
+  if #pending.log > 0 then
+    redis.call('ZADD', KEYS[2], unpack(pending.log))
+    for d = 0, 3 do
+      if #pending.cum[d + 1] > 0 then redis.call('ZADD', KEYS[5 + d], unpack(pending.cum[d + 1])) end
+    end
+    redis.call('HSET', KEYS[3], unpack(pending.leases))
+  end
+  if #pending.rids > 0 then
+    redis.call('HSET', KEYS[4], unpack(pending.rids))
+    if pending.rid_ttl then
+      -- The request-id hash was (re)created since the TTLs were last set.
+      redis.call('PEXPIREAT', KEYS[4], s(math.ceil(tonumber(st.ex) / 1000)))
+      st.rx = '1'
+      pending.state.rx = true
+    end
+  end
+  local fields = {}
+  for f in pairs(pending.state) do
+    fields[#fields + 1] = f; fields[#fields + 1] = st[f] or '0'
+  end
+  if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
+  defer_writes()
+end
+
 -- Earliest slot of bucket limit l (index i) at or after t0 for cost c.
 local function bucket_earliest(st, i, l, c, t0)
   local k, f = num(st, 'k' .. i), num(st, 'f' .. i)
@@ -204,6 +241,7 @@ local function window_earliest(st, l, c, t0)
   local fill = total - base + c
   if fill <= amount then return t0 end
   local target = base + fill - amount
+  flush_writes(st)
   local first = redis.call('ZRANGEBYSCORE', KEYS[5 + d], s(target), '+inf', 'LIMIT', 0, 1)
   if #first == 0 then return nil end
   local slot = tonumber(redis.call('ZSCORE', KEYS[2], first[1]))
@@ -224,33 +262,55 @@ local function pair_less(k1, f1, k2, f2)
 end
 
 -- Books cost (a table of 4) at slot t with decider, as the next lease; writes every structure
--- and updates st. Returns the lease's sequence number.
+-- (or collects the writes, see defer_writes) and updates st. Returns the lease's sequence number.
 local function book(st, limits, sliding, now, t, cost, decider, rid)
   local seq = num(st, 'q')
   local m = member(seq)
-  local fields = { 'q', s(seq + 1), 'hw', s(now), 'ls', s(t), 'ld', decider }
+  local changed = { 'q', 'hw', 'ls', 'ld' }
   for i, l in ipairs(limits) do
     if l.bucket then
       local k, f = num(st, 'k' .. (i - 1)), num(st, 'f' .. (i - 1))
       if k < t then k, f = t, 0 end
       k, f = pair_add_units(k, f, cost[l.dim + 1] * l.wg, l.a)
       st['k' .. (i - 1)], st['f' .. (i - 1)] = s(k), s(f)
-      fields[#fields + 1] = 'k' .. (i - 1); fields[#fields + 1] = st['k' .. (i - 1)]
-      fields[#fields + 1] = 'f' .. (i - 1); fields[#fields + 1] = st['f' .. (i - 1)]
+      changed[#changed + 1] = 'k' .. (i - 1); changed[#changed + 1] = 'f' .. (i - 1)
     end
   end
   for d = 0, 3 do
     if sliding[d] then
       local total = num(st, 't' .. d) + cost[d + 1]
       if total >= MAX_EXACT then return redis.error_reply('sluice: running total beyond 2^53') end
-      redis.call('ZADD', KEYS[5 + d], s(total), m)
+      if pending then
+        local cum = pending.cum[d + 1]
+        cum[#cum + 1] = s(total); cum[#cum + 1] = m
+      else
+        redis.call('ZADD', KEYS[5 + d], s(total), m)
+      end
       st['t' .. d] = s(total)
-      fields[#fields + 1] = 't' .. d; fields[#fields + 1] = st['t' .. d]
+      changed[#changed + 1] = 't' .. d
     end
   end
+  st.q, st.hw, st.ls, st.ld = s(seq + 1), s(now), s(t), decider
+  local record = format_lease({ slot = t, cost = cost, requested = cost, decider = decider, rid = rid })
+  if pending then
+    for _, f in ipairs(changed) do pending.state[f] = true end
+    local log, leases = pending.log, pending.leases
+    log[#log + 1] = s(t); log[#log + 1] = m
+    leases[#leases + 1] = m; leases[#leases + 1] = record
+    pending.lease_of[m] = record
+    if rid ~= '' then
+      local rids = pending.rids
+      rids[#rids + 1] = rid; rids[#rids + 1] = m
+      pending.rid_of[rid] = m
+      if st.rx ~= '1' and st.ex then pending.rid_ttl = true end
+    end
+    return seq
+  end
+  local fields = {}
+  for _, f in ipairs(changed) do fields[#fields + 1] = f; fields[#fields + 1] = st[f] end
   redis.call('HSET', KEYS[1], unpack(fields))
   redis.call('ZADD', KEYS[2], s(t), m)
-  redis.call('HSET', KEYS[3], m, format_lease({ slot = t, cost = cost, requested = cost, decider = decider, rid = rid }))
+  redis.call('HSET', KEYS[3], m, record)
   if rid ~= '' then
     redis.call('HSET', KEYS[4], rid, m)
     if st.rx ~= '1' and st.ex then
@@ -260,7 +320,6 @@ local function book(st, limits, sliding, now, t, cost, decider, rid)
       redis.call('HSET', KEYS[1], 'rx', '1')
     end
   end
-  st.q, st.hw, st.ls, st.ld = s(seq + 1), s(now), s(t), decider
   return seq
 end
 
