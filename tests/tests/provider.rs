@@ -45,6 +45,12 @@ headers = [
 ]
 "#;
 
+/// The service `llm` with `settings` (lines of TOML) and `limits`, reading the OpenAI-style
+/// headers over one-second windows.
+fn config(settings: &str, limits: &str) -> String {
+    format!("[[services]]\nname = \"llm\"\nprofile = \"custom\"\n{settings}\nlimits = [{limits}]\n{HEADERS}")
+}
+
 async fn provider(headers: HeaderMode) -> anyhow::Result<SimProvider> {
     Ok(SimProvider::start(ProviderConfig {
         style: Style::OpenAi,
@@ -111,14 +117,9 @@ async fn adopted_budgets_stop_429s_once_heard(
     headers: HeaderMode,
 ) -> anyhow::Result<()> {
     // Configured at 100 per second; the key allows 5.
-    let config = format!(
-        r#"
-[[services]]
-name = "llm"
-profile = "custom"
-adopt_provider_limits = true
-limits = [{{ dimension = "requests", amount = 100, window = "1s" }}]
-{HEADERS}"#
+    let config = config(
+        "adopt_provider_limits = true",
+        r#"{ dimension = "requests", amount = 100, window = "1s" }"#,
     );
     let server = store.spawn_server(&config).await?;
     let provider = provider(headers).await?;
@@ -202,13 +203,11 @@ async fn one_workers_429_pauses_the_fleet_when_outside_usage_takes_budget(
 ) -> anyhow::Result<()> {
     // Sluice paces the fleet at the key's budget (a slot every 200 ms); the provider only
     // answers with headers on 429s.
-    let config = format!(
-        r#"
-[[services]]
-name = "llm"
-profile = "custom"
-limits = [{{ dimension = "requests", amount = {BUDGET}, window = "1s", algorithm = "token_bucket", burst = 1 }}]
-{HEADERS}"#
+    let config = config(
+        "",
+        &format!(
+            r#"{{ dimension = "requests", amount = {BUDGET}, window = "1s", algorithm = "token_bucket", burst = 1 }}"#
+        ),
     );
     let server = store.spawn_server(&config).await?;
     let provider = provider(HeaderMode::On429).await?;
