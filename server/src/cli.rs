@@ -33,6 +33,35 @@ pub struct Cli {
     /// Validate the config file and exit.
     #[arg(long)]
     pub check_config: bool,
+    /// Log lines as `text` (default) or `json` (one object per line); `RUST_LOG` sets the level.
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable, with `key=value` fields.
+    Text,
+    /// One JSON object per line, fields under `fields`.
+    Json,
+}
+
+impl LogFormat {
+    /// Installs the global `tracing` subscriber: stderr, level from `RUST_LOG` (default `info`),
+    /// colours only on a terminal.
+    pub fn init(self) {
+        use std::io::IsTerminal;
+        use tracing_subscriber::EnvFilter;
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        match self {
+            LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+            LogFormat::Json => builder.json().init(),
+        }
+    }
 }
 
 fn parse_backend_url(s: &str) -> Result<RedisUrl, String> {

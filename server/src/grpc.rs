@@ -27,8 +27,15 @@ impl From<Error> for Status {
             Error::InvalidArgument(_) => Status::invalid_argument(message),
             Error::UnknownService(_) => Status::not_found(message),
             Error::NeverFits(_) => Status::failed_precondition(message),
-            Error::Unavailable(_) => Status::unavailable(message),
-            Error::Overloaded(_) => Status::resource_exhausted(message),
+            Error::Unavailable(_) => {
+                // One line per backend failure; the caller sees UNAVAILABLE.
+                tracing::warn!(error = %message, "backend failed");
+                Status::unavailable(message)
+            }
+            Error::Overloaded(_) => {
+                tracing::warn!(error = %message, "shedding load");
+                Status::resource_exhausted(message)
+            }
         }
     }
 }

@@ -1,23 +1,16 @@
 //! `sluice-server`: parse arguments and config, start tracing, bind, and serve until SIGTERM or
 //! SIGINT. Everything else lives in the library.
 
-use std::{io::IsTerminal, process::ExitCode};
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use sluice_server::{cli::Cli, run};
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    cli.log_format.init();
     match serve(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

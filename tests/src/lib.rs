@@ -77,12 +77,18 @@ fn config_path() -> PathBuf {
 /// Starts a server with `config` (TOML; `listen` is overridden to port 0) and waits until its
 /// health service answers SERVING.
 pub async fn spawn_server(config: &str) -> anyhow::Result<TestServer> {
+    spawn_server_with(config, &[]).await
+}
+
+/// [`spawn_server`] with extra command-line arguments, e.g. `["--log-format", "json"]`.
+pub async fn spawn_server_with(config: &str, args: &[&str]) -> anyhow::Result<TestServer> {
     let path = config_path();
     std::fs::write(&path, config)?;
     let mut child = Command::new(server_binary()?)
         .arg("--config")
         .arg(&path)
         .args(["--listen", "127.0.0.1:0"])
+        .args(args)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -95,8 +101,12 @@ pub async fn spawn_server(config: &str) -> anyhow::Result<TestServer> {
     // Drains the server's log for the whole run, so the pipe never fills up.
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // `addr=127.0.0.1:1234` in text logs, `"addr":"127.0.0.1:1234"` in JSON logs.
             if let Some(addr) = line.split("addr=").nth(1) {
                 let addr = addr.split_whitespace().next().unwrap_or("").to_string();
+                let _ = addr_tx.send(addr);
+            } else if let Some(addr) = line.split("\"addr\":\"").nth(1) {
+                let addr = addr.split('"').next().unwrap_or("").to_string();
                 let _ = addr_tx.send(addr);
             }
             if let Ok(mut log) = log_writer.lock() {

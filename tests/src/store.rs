@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::{
     redis_server::{RedisCluster, RedisServer},
-    spawn_server, TestServer,
+    spawn_server, spawn_server_with, TestServer,
 };
 
 /// A state backend for test servers.
@@ -62,6 +62,15 @@ impl Store {
     /// Starts a `sluice-server` on this store.
     pub async fn spawn_server(&self, config: &str) -> anyhow::Result<TestServer> {
         spawn_server(&self.config(config)).await
+    }
+
+    /// Starts a `sluice-server` on this store with extra command-line arguments.
+    pub async fn spawn_server_with(
+        &self,
+        config: &str,
+        args: &[&str],
+    ) -> anyhow::Result<TestServer> {
+        spawn_server_with(&self.config(config), args).await
     }
 
     /// The Redis processes behind this store (none for memory).
