@@ -30,6 +30,10 @@ pub struct Cli {
     /// backend, overriding the config's `backend.url`.
     #[arg(long, env = "SLUICE_BACKEND_URL", value_parser = parse_backend_url, hide_env_values = true)]
     pub backend_url: Option<RedisUrl>,
+    /// Serve Prometheus metrics on this address (`GET /metrics`), overriding the config's
+    /// `metrics_listen`; off unless set.
+    #[arg(long, env = "SLUICE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Validate the config file and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -83,6 +87,9 @@ impl Cli {
         }
         if let Some(grace) = self.shutdown_grace {
             config.shutdown_grace = grace;
+        }
+        if let Some(addr) = self.metrics_listen {
+            config.metrics_listen = Some(addr);
         }
         if let Some(url) = &self.backend_url {
             match &mut config.backend {

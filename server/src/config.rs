@@ -132,6 +132,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// How long in-flight calls may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Where the Prometheus endpoint listens (`GET /metrics`); off when `None`.
+    pub metrics_listen: Option<SocketAddr>,
     /// State backend.
     pub backend: BackendConfig,
     /// The configured services, in file order.
@@ -145,6 +147,7 @@ pub struct Config {
 struct RawConfig {
     listen: Option<String>,
     shutdown_grace: Option<String>,
+    metrics_listen: Option<String>,
     #[serde(default)]
     backend: RawBackend,
     #[serde(default)]
@@ -373,6 +376,12 @@ impl RawConfig {
             Some(s) => Duration::from_micros(duration_field("shutdown_grace", s)?),
             None => Duration::from_secs(10),
         };
+        let metrics_listen = match &self.metrics_listen {
+            Some(a) => Some(a.parse().map_err(|_| {
+                format!("metrics_listen: {a:?} is not an address like \"127.0.0.1:9090\"")
+            })?),
+            None => None,
+        };
         let backend = self.backend.validate()?;
         if self.services.is_empty() {
             return Err("no [[services]] configured".into());
@@ -395,6 +404,7 @@ impl RawConfig {
         Ok(Config {
             listen,
             shutdown_grace,
+            metrics_listen,
             backend,
             services,
             profiles,
@@ -570,6 +580,7 @@ mod tests {
             (GOOD.replace("kind = \"memory\"", "kind = \"redis\"\nurl = \"redis://x\"\ntls_ca_file = \"ca.pem\""), "backend.tls_ca_file: needs a rediss://"),
             (GOOD.replace("default_cooldown", "default_cooldwn"), "default_cooldwn"),
             (GOOD.replace("127.0.0.1:6000", "nowhere"), "listen"),
+            (format!("metrics_listen = \"port 9\"\n{GOOD}"), "metrics_listen"),
             (format!("{GOOD}\n[[services]]\nname = \"openai/gpt-4o\"\nlimits = [{{ dimension = \"requests\", amount = 1, window = \"1s\" }}]"), "defined twice"),
             (GOOD.replace("window = \"1m\" },", "window = \"1m\", burst = 3 },"), "limits[0].burst"),
             ("listen = \"127.0.0.1:1\"".to_string(), "no [[services]]"),

@@ -14,6 +14,7 @@ pub mod duration;
 pub mod error;
 pub mod grpc;
 pub mod limiter;
+pub mod metrics;
 pub mod provider;
 pub mod server;
 

@@ -19,6 +19,7 @@ use crate::{
         UsageUpdate, MAX_AMOUNT,
     },
     error::Error,
+    metrics,
     provider::{self, Profile, MAX_BODY},
 };
 
@@ -203,8 +204,15 @@ impl<B: Backend> Limiter<B> {
             max_wait: req.max_wait,
             request_id: (!req.request_id.is_empty()).then_some(req.request_id.as_str()),
         };
-        let decision = self.backend.acquire(spec, call).await?;
-        Ok((spec.clone(), decision))
+        let started = std::time::Instant::now();
+        let decision = self.backend.acquire(spec, call).await;
+        metrics::backend("acquire", started.elapsed(), decision.is_err());
+        match &decision {
+            Ok(Decision::Granted(g)) => metrics::acquire(&spec.name, "granted", Some(g.wait)),
+            Ok(Decision::Denied { .. }) => metrics::acquire(&spec.name, "denied", None),
+            Err(_) => metrics::acquire(&spec.name, "error", None),
+        }
+        Ok((spec.clone(), decision?))
     }
 
     /// Applies a provider's answer: cooldown, usage, remembered headers.
@@ -261,7 +269,16 @@ impl<B: Backend> Limiter<B> {
             adopt: plan.adopt,
             observation: Some((req.status_code, provider::rate_limit_headers(&headers))),
         };
-        let outcome = self.backend.report(spec, call).await?;
+        metrics::report(&spec.name, req.status_code);
+        let started = std::time::Instant::now();
+        let outcome = self.backend.report(spec, call).await;
+        metrics::backend("report", started.elapsed(), outcome.is_err());
+        let outcome = outcome?;
+        if outcome.cooldown_set {
+            for cause in &causes {
+                metrics::cooldown(&spec.name, cause, outcome.cooldown_remaining);
+            }
+        }
         if outcome.usage_applied {
             notes.push("usage applied".into());
         } else if outcome.lease_unknown {
@@ -290,7 +307,10 @@ impl<B: Backend> Limiter<B> {
     }
 
     async fn status_of(&self, spec: &Arc<ServiceSpec>) -> Result<ServiceStatus, Error> {
-        let snapshot = self.backend.status(spec).await?;
+        let started = std::time::Instant::now();
+        let snapshot = self.backend.status(spec).await;
+        metrics::backend("status", started.elapsed(), snapshot.is_err());
+        let snapshot = snapshot?;
         let learned = self.learned(spec, &snapshot)?;
         Ok(ServiceStatus {
             spec: spec.clone(),

@@ -36,6 +36,9 @@ pub enum ServeError {
     /// The serving task panicked or was cancelled.
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The metrics endpoint could not start.
+    #[error("metrics: {0}")]
+    Metrics(String),
 }
 
 /// Serves Sluice on `listener` until `shutdown` resolves, then drains.
@@ -46,13 +49,17 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let specs: Vec<_> = config.services.into_iter().map(Arc::new).collect();
     let profiles = config.profiles;
+    let options = Options {
+        grace: config.shutdown_grace,
+        metrics_listen: config.metrics_listen,
+    };
     match config.backend {
         BackendConfig::Memory => {
             let backend = MemoryBackend::new(&specs, Clock::new());
             serve(
                 listener,
                 Limiter::new(specs, backend).with_profiles(profiles),
-                config.shutdown_grace,
+                options,
                 shutdown,
             )
             .await
@@ -68,12 +75,43 @@ pub async fn run(
             serve(
                 listener,
                 Limiter::new(specs, backend).with_profiles(profiles),
-                config.shutdown_grace,
+                options,
                 shutdown,
             )
             .await
         }
     }
+}
+
+/// What `serve` needs besides the limiter.
+struct Options {
+    grace: Duration,
+    metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// Starts the metrics endpoint if configured; it stops when `stop` resolves.
+async fn start_metrics(
+    addr: Option<std::net::SocketAddr>,
+    stop: oneshot::Receiver<()>,
+) -> Result<Option<JoinHandle<()>>, ServeError> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let handle = crate::metrics::install().map_err(ServeError::Metrics)?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServeError::Metrics(format!("cannot listen on {addr}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| ServeError::Metrics(e.to_string()))?;
+    tracing::info!(metrics_addr = %bound, "serving metrics at /metrics");
+    Ok(Some(tokio::spawn(crate::metrics::serve(
+        listener,
+        handle,
+        async move {
+            let _ = stop.await;
+        },
+    ))))
 }
 
 async fn set_health(reporter: &mut HealthReporter, status: ServingStatus) {
@@ -85,9 +123,12 @@ async fn set_health(reporter: &mut HealthReporter, status: ServingStatus) {
 async fn serve<B: Backend>(
     listener: TcpListener,
     limiter: Limiter<B>,
-    grace: Duration,
+    options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let grace = options.grace;
+    let (metrics_stop, metrics_stopped) = oneshot::channel::<()>();
+    let metrics = start_metrics(options.metrics_listen, metrics_stopped).await?;
     let limiter = Arc::new(limiter);
     let (mut health, health_service) = tonic_health::server::health_reporter();
     set_health(&mut health, ServingStatus::Serving).await;
@@ -141,6 +182,12 @@ async fn serve<B: Backend>(
     if let Err(e) = maintenance.await {
         if e.is_panic() {
             tracing::error!(error = %e, "maintenance task panicked");
+        }
+    }
+    let _ = metrics_stop.send(());
+    if let Some(metrics) = metrics {
+        if let Err(e) = metrics.await {
+            tracing::error!(error = %e, "metrics task failed");
         }
     }
     result??;

@@ -102,7 +102,7 @@ pub async fn spawn_server_with(config: &str, args: &[&str]) -> anyhow::Result<Te
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             // `addr=127.0.0.1:1234` in text logs, `"addr":"127.0.0.1:1234"` in JSON logs.
-            if let Some(addr) = line.split("addr=").nth(1) {
+            if let Some(addr) = line.split(" addr=").nth(1) {
                 let addr = addr.split_whitespace().next().unwrap_or("").to_string();
                 let _ = addr_tx.send(addr);
             } else if let Some(addr) = line.split("\"addr\":\"").nth(1) {

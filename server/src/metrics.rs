@@ -1,0 +1,181 @@
+//! Prometheus metrics, off unless `metrics_listen` is set: [`install`] sets the process's
+//! recorder, [`serve`] answers `GET /metrics` on its own listener, and the record functions below
+//! are called by the limiter (they cost nothing measurable while no recorder is installed).
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `sluice_acquires_total` | counter | `service`, `outcome` (`granted`, `denied`, `error`) |
+//! | `sluice_acquire_wait_seconds` | histogram | `service`: the wait of granted slots |
+//! | `sluice_reports_total` | counter | `service`, `status_class` (`2xx`, `429`, `4xx`, `5xx`, `other`) |
+//! | `sluice_cooldowns_set_total` | counter | `service`, `cause` |
+//! | `sluice_cooldown_ends_at_seconds` | gauge | `service`, `cause`: Unix time the cooldown ends; active while above `time()` |
+//! | `sluice_backend_duration_seconds` | histogram | `operation` (`acquire`, `report`, `status`) |
+//! | `sluice_backend_errors_total` | counter | `operation` |
+//! | `sluice_build_info` | gauge (1) | `version` |
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    sync::OnceLock,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::{net::TcpListener, task::JoinSet};
+
+use crate::core::{Micros, MICROS_PER_SEC};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Histogram buckets of waits and backend latencies, in seconds.
+const WAIT_BUCKETS: [f64; 12] = [
+    0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0,
+];
+const LATENCY_BUCKETS: [f64; 10] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+];
+
+/// Installs the process's Prometheus recorder (once; later calls return the same handle).
+pub fn install() -> Result<PrometheusHandle, String> {
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("sluice_acquire_wait_seconds".into()),
+            &WAIT_BUCKETS,
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("sluice_backend_duration_seconds".into()),
+                &LATENCY_BUCKETS,
+            )
+        })
+        .and_then(PrometheusBuilder::install_recorder)
+        .map_err(|e| e.to_string())?;
+    let handle = HANDLE.get_or_init(|| handle).clone();
+    metrics::gauge!("sluice_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(handle)
+}
+
+fn enabled() -> bool {
+    HANDLE.get().is_some()
+}
+
+fn seconds(us: Micros) -> f64 {
+    us as f64 / MICROS_PER_SEC as f64
+}
+
+/// An acquire's outcome, and the wait of a grant.
+pub fn acquire(service: &str, outcome: &'static str, wait: Option<Micros>) {
+    if !enabled() {
+        return;
+    }
+    metrics::counter!("sluice_acquires_total", "service" => service.to_string(), "outcome" => outcome)
+        .increment(1);
+    if let Some(wait) = wait {
+        metrics::histogram!("sluice_acquire_wait_seconds", "service" => service.to_string())
+            .record(seconds(wait));
+    }
+}
+
+/// A report of a provider answer with HTTP `status`.
+pub fn report(service: &str, status: u32) {
+    if !enabled() {
+        return;
+    }
+    let class = match status {
+        429 => "429",
+        200..=299 => "2xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    };
+    metrics::counter!("sluice_reports_total", "service" => service.to_string(), "status_class" => class)
+        .increment(1);
+}
+
+/// A cooldown set by a report, lasting `remaining` from now.
+pub fn cooldown(service: &str, cause: &str, remaining: Micros) {
+    if !enabled() {
+        return;
+    }
+    let labels = [
+        ("service", service.to_string()),
+        ("cause", cause.to_string()),
+    ];
+    metrics::counter!("sluice_cooldowns_set_total", &labels).increment(1);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    metrics::gauge!("sluice_cooldown_ends_at_seconds", &labels).set(now + seconds(remaining));
+}
+
+/// A backend call and whether it failed.
+pub fn backend(operation: &'static str, elapsed: Duration, failed: bool) {
+    if !enabled() {
+        return;
+    }
+    metrics::histogram!("sluice_backend_duration_seconds", "operation" => operation)
+        .record(elapsed.as_secs_f64());
+    if failed {
+        metrics::counter!("sluice_backend_errors_total", "operation" => operation).increment(1);
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let handle = handle.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let handle = handle.clone();
+                        async move { Ok::<_, Infallible>(answer(&handle, &req)) }
+                    });
+                    if let Err(e) = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                    {
+                        tracing::debug!(error = %e, "metrics connection ended");
+                    }
+                });
+            }
+            Some(_done) = connections.join_next() => {}
+        }
+    }
+    connections.shutdown().await;
+}
+
+fn answer(handle: &PrometheusHandle, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (status, body) = if req.method() == http::Method::GET && req.uri().path() == "/metrics" {
+        handle.run_upkeep();
+        (StatusCode::OK, handle.render())
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            "not found: try GET /metrics\n".to_string(),
+        )
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
