@@ -1,0 +1,258 @@
+"""A small Sluice worker client for Python.
+
+    import sluice
+
+    with sluice.acquire("openai/gpt-4o", tokens=1200) as permit:
+        resp = call_the_api()          # after the slot's wait has been slept
+        permit.report(resp)            # status, headers and usage go back to Sluice
+
+`acquire` books a slot (waiting up to `max_wait`), sleeps until it comes, and asks again with the
+same request id before returning: a cooldown reported meanwhile moves the slot back. A denial
+raises `Denied` with the hint `retry_after`. `permit.report` takes an HTTP response object
+(`requests`, `httpx`: anything with `status_code` and `headers`) or explicit values. The asyncio
+variant is `AsyncClient` (`async with client.acquire(...) as permit`).
+
+The stubs are generated from proto/ by make_stubs.py (see requirements.txt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Optional, Tuple
+
+import grpc
+from google.protobuf import duration_pb2
+
+from ._gen.sluice.v1 import sluice_pb2 as pb
+from ._gen.sluice.v1 import sluice_pb2_grpc as pb_grpc
+
+__all__ = ["Client", "AsyncClient", "Permit", "Denied", "acquire", "usage_from_json"]
+
+_RETRIES = (0.05, 0.25)
+_MAX_RECHECKS = 8
+_RATE_LIMIT_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "ratelimit", "retry-after", "x-ms-retry-after")
+
+
+class Denied(Exception):
+    """No slot within max_wait: `retry_after` (seconds) says when one would be free."""
+
+    def __init__(self, retry_after: float, reason: str, limit: str):
+        super().__init__(f"denied by {limit or reason}; retry after {retry_after:.3f}s")
+        self.retry_after = retry_after
+        self.reason = reason
+        self.limit = limit
+
+
+def _duration(seconds: float):
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(int(seconds * 1e9))
+    return d
+
+
+def _seconds(d) -> float:
+    return d.seconds + d.nanos / 1e9
+
+
+def _headers(headers: Any) -> list:
+    items: Iterable[Tuple[str, str]] = headers.items() if hasattr(headers, "items") else headers or []
+    out = []
+    for name, value in items:
+        if str(name).lower().startswith(_RATE_LIMIT_PREFIXES):
+            out.append(pb.Header(name=str(name), value=str(value)))
+    return out[:100]
+
+
+def usage_from_json(body: Any) -> Optional[Tuple[int, int]]:
+    """(input, output) tokens from an OpenAI, Anthropic or Gemini JSON body, or None."""
+    try:
+        data = json.loads(body) if isinstance(body, (bytes, str)) else body
+    except ValueError:
+        return None
+    if not isinstance(data, Mapping):
+        return None
+    u = data.get("usage") or {}
+    if isinstance(u, Mapping):
+        if "prompt_tokens" in u:
+            return int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0))
+        if "input_tokens" in u:
+            cached = int(u.get("cache_creation_input_tokens", 0) or 0)
+            return int(u["input_tokens"]) + cached, int(u.get("output_tokens", 0))
+    m = data.get("usageMetadata")
+    if isinstance(m, Mapping) and "promptTokenCount" in m:
+        return int(m["promptTokenCount"]), int(m.get("candidatesTokenCount", 0))
+    return None
+
+
+@dataclass
+class Permit:
+    """A booked slot. Use it as a context manager (or call `report` yourself)."""
+
+    service: str
+    lease_id: str
+    wait: float
+    limit: str
+    _client: Any = None
+    reported: bool = False
+
+    def _request(self, status: Any = None, headers: Any = None, usage: Optional[Tuple[int, int]] = None, body: bytes = b""):
+        if status is not None and hasattr(status, "status_code"):
+            response = status
+            status = response.status_code
+            headers = headers if headers is not None else getattr(response, "headers", None)
+            if usage is None:
+                try:
+                    usage = usage_from_json(response.content if hasattr(response, "content") else b"")
+                except Exception:  # noqa: BLE001 - a body we cannot read is not an error
+                    usage = None
+        request = pb.ReportResponseRequest(
+            service=self.service,
+            lease_id=self.lease_id,
+            status_code=int(status),
+            headers=_headers(headers),
+            body=body if len(body) <= 64 * 1024 else b"",
+        )
+        if usage is not None:
+            request.usage.input_tokens, request.usage.output_tokens = usage
+        self.reported = True
+        return request
+
+    def report(self, status: Any, headers: Any = None, usage: Optional[Tuple[int, int]] = None, body: bytes = b""):
+        """Reports the provider's answer: a response object, or status, headers and usage."""
+        return self._client._stub.ReportResponse(self._request(status, headers, usage, body))
+
+    def __enter__(self) -> "Permit":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return False
+
+
+class Client:
+    """A synchronous client: `Client("127.0.0.1:50051").acquire(...)`."""
+
+    def __init__(self, target: Optional[str] = None, client_id: str = ""):
+        self.target = target or os.environ.get("SLUICE_ADDR", "127.0.0.1:50051")
+        self.client_id = client_id
+        self._channel = grpc.insecure_channel(self.target)
+        self._stub = pb_grpc.RateLimiterStub(self._channel)
+
+    def _send(self, request):
+        for pause in (*_RETRIES, None):
+            try:
+                return self._stub.Acquire(request)
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE or pause is None:
+                    raise
+                time.sleep(pause)
+
+    def acquire(self, service: str, tokens: int = 0, input_tokens: int = 0, output_tokens: int = 0,
+                max_wait: float = 60.0, request_id: Optional[str] = None) -> Permit:
+        """Books a slot and sleeps until it comes; raises Denied if none within max_wait."""
+        request = pb.AcquireRequest(
+            service=service, tokens=tokens, input_tokens=input_tokens, output_tokens=output_tokens,
+            max_wait=_duration(max_wait), request_id=request_id or str(uuid.uuid4()),
+            client_id=self.client_id,
+        )
+        answer = self._send(request)
+        waited = 0.0
+        for _ in range(_MAX_RECHECKS):
+            wait = _seconds(answer.wait)
+            if not answer.granted or wait <= 0:
+                break
+            time.sleep(wait)
+            waited += wait
+            answer = self._send(request)  # same request id: same lease, current slot
+        if not answer.granted:
+            raise Denied(_seconds(answer.retry_after), pb.Reason.Name(answer.reason), answer.limit)
+        return Permit(service, answer.lease_id, waited, answer.limit, self)
+
+    def status(self, service: str):
+        """The service's live state (GetStatus)."""
+        return self._stub.GetStatus(pb.GetStatusRequest(service=service)).status
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class AsyncClient:
+    """The asyncio client: `async with client.acquire(...) as permit: ...`."""
+
+    def __init__(self, target: Optional[str] = None, client_id: str = ""):
+        self.target = target or os.environ.get("SLUICE_ADDR", "127.0.0.1:50051")
+        self.client_id = client_id
+        self._channel = grpc.aio.insecure_channel(self.target)
+        self._stub = pb_grpc.RateLimiterStub(self._channel)
+
+    async def _send(self, request):
+        for pause in (*_RETRIES, None):
+            try:
+                return await self._stub.Acquire(request)
+            except grpc.aio.AioRpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE or pause is None:
+                    raise
+                await asyncio.sleep(pause)
+
+    def acquire(self, service: str, **kwargs) -> "_AsyncAcquire":
+        return _AsyncAcquire(self, service, kwargs)
+
+    async def status(self, service: str):
+        return (await self._stub.GetStatus(pb.GetStatusRequest(service=service))).status
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+class AsyncPermit(Permit):
+    async def report(self, status: Any, headers: Any = None, usage: Optional[Tuple[int, int]] = None, body: bytes = b""):
+        return await self._client._stub.ReportResponse(self._request(status, headers, usage, body))
+
+
+class _AsyncAcquire:
+    def __init__(self, client: AsyncClient, service: str, kwargs: dict):
+        self._client, self._service, self._kwargs = client, service, kwargs
+
+    async def _run(self) -> AsyncPermit:
+        k = self._kwargs
+        request = pb.AcquireRequest(
+            service=self._service, tokens=k.get("tokens", 0), input_tokens=k.get("input_tokens", 0),
+            output_tokens=k.get("output_tokens", 0), max_wait=_duration(k.get("max_wait", 60.0)),
+            request_id=k.get("request_id") or str(uuid.uuid4()), client_id=self._client.client_id,
+        )
+        answer = await self._client._send(request)
+        waited = 0.0
+        for _ in range(_MAX_RECHECKS):
+            wait = _seconds(answer.wait)
+            if not answer.granted or wait <= 0:
+                break
+            await asyncio.sleep(wait)
+            waited += wait
+            answer = await self._client._send(request)
+        if not answer.granted:
+            raise Denied(_seconds(answer.retry_after), pb.Reason.Name(answer.reason), answer.limit)
+        return AsyncPermit(self._service, answer.lease_id, waited, answer.limit, self._client)
+
+    def __await__(self):
+        return self._run().__await__()
+
+    async def __aenter__(self) -> AsyncPermit:
+        self._permit = await self._run()
+        return self._permit
+
+    async def __aexit__(self, *exc) -> bool:
+        return False
+
+
+_default: Optional[Client] = None
+
+
+def acquire(service: str, **kwargs) -> Permit:
+    """`Client().acquire` on a process-wide client to $SLUICE_ADDR (default 127.0.0.1:50051)."""
+    global _default
+    if _default is None:
+        _default = Client()
+    return _default.acquire(service, **kwargs)

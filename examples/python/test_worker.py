@@ -1,0 +1,85 @@
+"""Drives a running Sluice server from Python, as a worker would: run by tests/tests/python.rs
+against a real server (SLUICE_ADDR), with the config that test writes (services `llm`, `slow`).
+Exits non-zero on the first failed check."""
+
+import asyncio
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import sluice  # noqa: E402
+
+
+class Response:
+    """What `requests` or `httpx` hand back, as far as Sluice reads it."""
+
+    def __init__(self, status_code, headers, body):
+        self.status_code = status_code
+        self.headers = headers
+        self.content = json.dumps(body).encode()
+
+
+def sync_worker(client: sluice.Client) -> None:
+    # A plain call: acquire, call, report with the usage read from the body.
+    with client.acquire("llm", tokens=1200) as permit:
+        resp = Response(200, {"x-ratelimit-remaining-tokens": "99000", "content-type": "json"},
+                        {"usage": {"prompt_tokens": 700, "completion_tokens": 300}})
+        answer = permit.report(resp)
+    assert permit.reported
+    assert "usage applied" in answer.detail, answer.detail
+
+    # The next slot of `slow` (1 per second) is a second after the last: slept until it comes.
+    client.acquire("slow", max_wait=5)
+    started = time.monotonic()
+    permit = client.acquire("slow", max_wait=5)
+    waited = time.monotonic() - started
+    assert permit.wait > 0 and waited >= permit.wait, (waited, permit.wait)
+    assert permit.limit == "requests/1s", permit
+
+    # One worker's 429 cools the service down for everyone...
+    with client.acquire("llm", tokens=10) as permit:
+        answer = permit.report(429, {"retry-after": "30"})
+    assert answer.cooldown_set, answer
+    status = client.status("llm")
+    assert status.cooldown.cause == "429 retry-after", status
+    assert status.cooldown.remaining.seconds > 20, status
+    # ... so a try-acquire is refused with the reason and a hint.
+    try:
+        client.acquire("llm", tokens=10, max_wait=0)
+        raise AssertionError("granted during a cooldown")
+    except sluice.Denied as denied:
+        assert denied.reason == "COOLDOWN" and denied.retry_after > 20, vars(denied)
+
+
+async def async_worker(target: str) -> None:
+    client = sluice.AsyncClient(target)
+    await client.acquire("slow", max_wait=5)
+    async with client.acquire("slow", max_wait=5) as permit:
+        answer = await permit.report(200, {"x-ratelimit-remaining-requests": "0",
+                                           "x-ratelimit-reset-requests": "1"})
+    assert permit.lease_id and permit.wait > 0, permit
+    assert "remaining" in answer.detail or answer.cooldown_set, answer
+    status = await client.status("slow")
+    assert status.service == "slow" and status.last_report.status_code == 200, status
+    await client.close()
+
+
+def main() -> None:
+    target = os.environ["SLUICE_ADDR"]
+    client = sluice.Client(target, client_id="python-test")
+    sync_worker(client)
+    asyncio.run(async_worker(target))
+    # The module-level helper uses $SLUICE_ADDR.
+    try:
+        sluice.acquire("llm", max_wait=0)
+        raise AssertionError("granted during a cooldown")
+    except sluice.Denied:
+        pass
+    print("python worker: ok")
+
+
+if __name__ == "__main__":
+    main()

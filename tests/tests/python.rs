@@ -1,0 +1,59 @@
+//! A Python worker (grpcio, stubs generated from proto/ by `examples/python/make_stubs.py`) drives
+//! a real server: acquire with usage, a slot that must be waited for, a 429 that cools the service
+//! down, a denial during the cooldown, and the asyncio client. The checks live in
+//! `examples/python/test_worker.py`; this test starts the server and runs it.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{bail, Context};
+use sluice_e2e::spawn_server;
+
+const CONFIG: &str = r#"
+[[services]]
+name = "llm"
+limits = [
+  { dimension = "requests", amount = 100, window = "1m" },
+  { dimension = "tokens", amount = 100000, window = "1m" },
+]
+
+[[services]]
+name = "slow"
+limits = [{ dimension = "requests", amount = 1, window = "1s" }]
+"#;
+
+fn python_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/python")
+}
+
+fn run(args: &[&str], addr: &str) -> anyhow::Result<()> {
+    let out = Command::new("python3")
+        .args(args)
+        .current_dir(python_dir())
+        .env("SLUICE_ADDR", addr)
+        .output()
+        .context("running python3 (is it installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "python3 {args:?} failed ({}); `pip install -r examples/python/requirements.txt` \
+             installs what it needs (.ci/run does)\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_worker_acquires_waits_reports_and_sees_the_cooldown() -> anyhow::Result<()> {
+    let server = spawn_server(CONFIG).await?;
+    run(&["make_stubs.py"], &server.addr)?;
+    let addr = server.addr.clone();
+    tokio::task::spawn_blocking(move || run(&["test_worker.py"], &addr)).await??;
+    let status = server.client().await?.status("llm").await?;
+    assert_eq!(
+        status.cooldown.map(|c| c.cause),
+        Some("429 retry-after".to_string())
+    );
+    Ok(())
+}
