@@ -12,15 +12,28 @@ fn example_config() -> PathBuf {
 }
 
 #[test]
-fn the_example_config_is_valid() -> anyhow::Result<()> {
-    let out = server()
-        .arg("--config")
-        .arg(example_config())
-        .arg("--check-config")
-        .output()?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("config is valid"), "{stderr}");
+fn every_example_config_is_valid() -> anyhow::Result<()> {
+    let dir = example_config()
+        .parent()
+        .map(PathBuf::from)
+        .ok_or_else(|| anyhow::anyhow!("no examples directory"))?;
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let out = server()
+            .arg("--config")
+            .arg(&path)
+            .arg("--check-config")
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {stderr}", path.display());
+        assert!(stderr.contains("config is valid"), "{stderr}");
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} example configs");
     Ok(())
 }
 
