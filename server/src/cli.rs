@@ -34,6 +34,10 @@ pub struct Cli {
     /// `metrics_listen`; off unless set.
     #[arg(long, env = "SLUICE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the `sluice.v1.Admin` service (set or clear cooldowns, reset a service), as the
+    /// config's `admin = true`; off unless set. Expose it only to operators.
+    #[arg(long, env = "SLUICE_ADMIN")]
+    pub admin: bool,
     /// Validate the config file and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -90,6 +94,9 @@ impl Cli {
         }
         if let Some(addr) = self.metrics_listen {
             config.metrics_listen = Some(addr);
+        }
+        if self.admin {
+            config.admin = true;
         }
         if let Some(url) = &self.backend_url {
             match &mut config.backend {

@@ -134,6 +134,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Where the Prometheus endpoint listens (`GET /metrics`); off when `None`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the `sluice.v1.Admin` service (operator actions); off by default.
+    pub admin: bool,
     /// State backend.
     pub backend: BackendConfig,
     /// The configured services, in file order.
@@ -148,6 +150,8 @@ struct RawConfig {
     listen: Option<String>,
     shutdown_grace: Option<String>,
     metrics_listen: Option<String>,
+    #[serde(default)]
+    admin: bool,
     #[serde(default)]
     backend: RawBackend,
     #[serde(default)]
@@ -405,6 +409,7 @@ impl RawConfig {
             listen,
             shutdown_grace,
             metrics_listen,
+            admin: self.admin,
             backend,
             services,
             profiles,

@@ -118,7 +118,7 @@ fn header_pairs(headers: Vec<pb::Header>) -> Vec<(String, String)> {
     headers.into_iter().map(|h| (h.name, h.value)).collect()
 }
 
-fn service_status(status: ServiceStatus) -> pb::ServiceStatus {
+pub(crate) fn service_status(status: ServiceStatus) -> pb::ServiceStatus {
     let ServiceStatus {
         spec,
         snapshot,

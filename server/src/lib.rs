@@ -6,6 +6,7 @@
 //! - [`grpc`]: the `sluice.v1.RateLimiter` service, converting types only;
 //! - [`server`]: [`run`], which serves it all with health and reflection.
 
+pub mod admin;
 pub mod backend;
 pub mod cli;
 pub mod config;

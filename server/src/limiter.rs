@@ -15,8 +15,8 @@ use crate::{
     backend::{AcquireCall, Backend},
     config::validate_service_name,
     core::{
-        Cost, Decision, Dimension, LeaseId, Micros, ReportCall, ServiceSnapshot, ServiceSpec,
-        UsageUpdate, MAX_AMOUNT,
+        AdminOp, CooldownCause, CooldownOrder, Cost, Decision, Dimension, LeaseId, Micros,
+        ReportCall, ServiceSnapshot, ServiceSpec, UsageUpdate, MAX_AMOUNT,
     },
     error::Error,
     metrics,
@@ -347,6 +347,50 @@ impl<B: Backend> Limiter<B> {
             }
         }
         Ok(learned)
+    }
+
+    /// Operator: sets (or lengthens) a service-wide cooldown of `length`, with `reason` as its
+    /// cause; queued slots it covers move back as for a provider's cooldown.
+    pub async fn set_cooldown(
+        &self,
+        name: &str,
+        length: Micros,
+        reason: &str,
+    ) -> Result<ServiceStatus, Error> {
+        let spec = self.service(name)?;
+        if length == 0 || length > spec.max_cooldown {
+            return Err(Error::InvalidArgument(format!(
+                "duration: must be more than 0 and at most max_cooldown ({})",
+                crate::core::format_duration(spec.max_cooldown)
+            )));
+        }
+        let reason: String = reason
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        let call = ReportCall {
+            cooldowns: vec![CooldownOrder {
+                dimension: Dimension::Requests,
+                length,
+                cause: CooldownCause {
+                    status_code: 0,
+                    source: format!("admin: {}", if reason.is_empty() { "set" } else { &reason }),
+                },
+            }],
+            ..ReportCall::default()
+        };
+        self.backend.report(spec, call).await?;
+        tracing::info!(service = %spec.name, cooldown_ms = length / 1_000, reason = %reason, "admin: cooldown set");
+        self.status_of(spec).await
+    }
+
+    /// Operator: an action on a service's state (clear its cooldowns, or reset it).
+    pub async fn admin(&self, name: &str, op: AdminOp) -> Result<ServiceStatus, Error> {
+        let spec = self.service(name)?;
+        self.backend.admin(spec, op).await?;
+        tracing::info!(service = %spec.name, action = ?op, "admin action");
+        self.status_of(spec).await
     }
 
     /// The live state of every service, in config order.

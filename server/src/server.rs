@@ -4,13 +4,14 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use sluice::v1::rate_limiter_server::RateLimiterServer;
+use sluice::v1::{admin_server::AdminServer, rate_limiter_server::RateLimiterServer};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tokio_stream::{wrappers::TcpListenerStream, StreamExt};
 use tonic::transport::Server;
 use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
+    admin::AdminService,
     backend::{Backend, Clock, MemoryBackend, RedisBackend, RedisSetupError},
     config::{BackendConfig, Config},
     grpc::RateLimiterService,
@@ -52,6 +53,7 @@ pub async fn run(
     let options = Options {
         grace: config.shutdown_grace,
         metrics_listen: config.metrics_listen,
+        admin: config.admin,
     };
     match config.backend {
         BackendConfig::Memory => {
@@ -87,6 +89,7 @@ pub async fn run(
 struct Options {
     grace: Duration,
     metrics_listen: Option<std::net::SocketAddr>,
+    admin: bool,
 }
 
 /// Starts the metrics endpoint if configured; it stops when `stop` resolves.
@@ -147,7 +150,13 @@ async fn serve<B: Backend>(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(RateLimiterServer::new(RateLimiterService::new(limiter)));
+        .add_service(RateLimiterServer::new(RateLimiterService::new(
+            limiter.clone(),
+        )))
+        .add_optional_service(options.admin.then(|| {
+            tracing::info!("serving sluice.v1.Admin");
+            AdminServer::new(AdminService::new(limiter.clone()))
+        }));
     let mut serving = tokio::spawn(router.serve_with_incoming_shutdown(
         incoming(listener),
         async {

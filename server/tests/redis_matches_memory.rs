@@ -17,8 +17,9 @@ use sluice_server::{
     backend::{AcquireCall, Backend, BackendError, RedisBackend},
     config::{OnFailure, RedisConfig, RedisUrl},
     core::{
-        AdoptOrder, Algorithm, CooldownCause, CooldownOrder, Cost, Decision, Dimension, LeaseId,
-        Ledger, LimitSpec, Micros, OverloadOrder, RemainingReading, ReportCall, ServiceSpec,
+        AdminOp, AdoptOrder, Algorithm, CooldownCause, CooldownOrder, Cost, Decision, Dimension,
+        LeaseId, Ledger, LimitSpec, Micros, OverloadOrder, RemainingReading, ReportCall,
+        ServiceSpec,
     },
 };
 
@@ -46,6 +47,8 @@ enum Op {
         adopt: Option<(usize, u64)>,
     },
     Status,
+    /// An operator's action: reset (true) or clear the cooldowns (false).
+    Admin(bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -77,6 +80,7 @@ fn op() -> impl Strategy<Value = Op> {
                 adopt,
             }),
         1 => Just(Op::Status),
+        1 => any::<bool>().prop_map(Op::Admin),
     ]
 }
 
@@ -296,6 +300,18 @@ async fn run_case(
                     .await
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(memory, redis, "report at {}", t);
+            }
+            Op::Admin(reset) => {
+                let op = if reset {
+                    AdminOp::Reset
+                } else {
+                    AdminOp::ClearCooldowns
+                };
+                ledger.admin(&spec, t, op);
+                backend
+                    .admin(&spec, op)
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
             }
             Op::Status => {
                 let memory = ledger.snapshot(&spec, t);

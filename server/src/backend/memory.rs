@@ -13,7 +13,7 @@ use std::{
 use tokio::time::Instant;
 
 use super::{AcquireCall, Backend, BackendError, ReportCall};
-use crate::core::{Decision, Ledger, Micros, ReportOutcome, ServiceSnapshot, ServiceSpec};
+use crate::core::{AdminOp, Decision, Ledger, Micros, ReportOutcome, ServiceSnapshot, ServiceSpec};
 
 /// Monotonic time expressed as Unix-epoch microseconds.
 #[derive(Clone, Copy, Debug)]
@@ -116,6 +116,12 @@ impl Backend for MemoryBackend {
     async fn status(&self, spec: &ServiceSpec) -> Result<ServiceSnapshot, BackendError> {
         let now = self.clock.now();
         Ok(self.ledger(spec)?.snapshot(spec, now))
+    }
+
+    async fn admin(&self, spec: &ServiceSpec, op: AdminOp) -> Result<(), BackendError> {
+        let now = self.clock.now();
+        self.ledger(spec)?.admin(spec, now, op);
+        Ok(())
     }
 
     async fn maintain(&self) {

@@ -12,7 +12,7 @@ pub use memory::{Clock, MemoryBackend};
 
 pub use crate::core::ReportCall;
 use crate::core::{
-    AcquireError, Cost, Decision, Micros, ReportOutcome, ServiceSnapshot, ServiceSpec,
+    AcquireError, AdminOp, Cost, Decision, Micros, ReportOutcome, ServiceSnapshot, ServiceSpec,
 };
 
 /// A request for a slot, validated.
@@ -59,6 +59,13 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         spec: &ServiceSpec,
     ) -> impl Future<Output = Result<ServiceSnapshot, BackendError>> + Send;
+
+    /// Applies an operator's action (see [`Ledger::admin`](crate::core::Ledger::admin)).
+    fn admin(
+        &self,
+        spec: &ServiceSpec,
+        op: AdminOp,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// Periodic housekeeping: drop expired leases and idle state. Called about once a second.
     fn maintain(&self) -> impl Future<Output = ()> + Send;

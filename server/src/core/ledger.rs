@@ -147,6 +147,15 @@ pub enum AcquireError {
     Full,
 }
 
+/// An operator's action on a service's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminOp {
+    /// End every active cooldown and the overload count.
+    ClearCooldowns,
+    /// Forget everything: leases, buckets, cooldowns, adopted limits, the last report.
+    Reset,
+}
+
 /// Real usage of a lease, per dimension; `None` keeps the estimate.
 pub type UsageUpdate = [Option<u64>; 4];
 
@@ -460,12 +469,17 @@ impl Ledger {
     /// when the Redis backend's keys expire, so both backends forget the same things.
     fn forget_if_stale(&mut self, spec: &ServiceSpec, now: Micros) {
         if self.is_stale(spec, now) {
-            let fresh = Ledger::new(spec, self.nonce).with_max_leases(self.max_leases);
-            let (front_seq, high_water) = (self.front_seq + self.log.len() as u64, self.high_water);
-            *self = fresh;
-            self.front_seq = front_seq;
-            self.high_water = high_water;
+            self.forget(spec);
         }
+    }
+
+    /// Drops all state; lease numbers go on, so no old lease id names a new lease.
+    fn forget(&mut self, spec: &ServiceSpec) {
+        let fresh = Ledger::new(spec, self.nonce).with_max_leases(self.max_leases);
+        let (front_seq, high_water) = (self.front_seq + self.log.len() as u64, self.high_water);
+        *self = fresh;
+        self.front_seq = front_seq;
+        self.high_water = high_water;
     }
 
     /// Moves the queued slots (after `now`) that an active cooldown covers to its end, all by the
@@ -498,6 +512,19 @@ impl Ledger {
                     bucket.tat_scaled += u128::from(delta) * a;
                 }
             }
+        }
+    }
+
+    /// Applies an operator's action at `now`.
+    pub fn admin(&mut self, spec: &ServiceSpec, now: Micros, op: AdminOp) {
+        let now = self.observe(now);
+        self.forget_if_stale(spec, now);
+        match op {
+            AdminOp::ClearCooldowns => {
+                self.cooldowns = Default::default();
+                self.overload_streak = 0;
+            }
+            AdminOp::Reset => self.forget(spec),
         }
     }
 

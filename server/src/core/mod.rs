@@ -14,8 +14,9 @@ mod window;
 pub use bucket::TokenBucket;
 pub use lease::LeaseId;
 pub use ledger::{
-    AcquireError, Cooldown, CooldownCause, Decider, Decision, Grant, Ledger, LimitSnapshot,
-    Observation, ReportOutcome, ServiceSnapshot, UsageUpdate, MAX_DEFERRED, MAX_LEASES,
+    AcquireError, AdminOp, Cooldown, CooldownCause, Decider, Decision, Grant, Ledger,
+    LimitSnapshot, Observation, ReportOutcome, ServiceSnapshot, UsageUpdate, MAX_DEFERRED,
+    MAX_LEASES,
 };
 pub use report::{AdoptOrder, CooldownOrder, OverloadOrder, RemainingReading, ReportCall};
 pub use spec::{

@@ -17,7 +17,7 @@ use sluice_e2e::redis_server::{RedisCluster, RedisServer};
 use sluice_server::{
     backend::{AcquireCall, Backend, BackendError, Clock, MemoryBackend, RedisBackend, ReportCall},
     config::{OnFailure, RedisConfig, RedisUrl},
-    core::{Decision, ReportOutcome, ServiceSnapshot, ServiceSpec},
+    core::{AdminOp, Decision, ReportOutcome, ServiceSnapshot, ServiceSpec},
 };
 
 /// A backend the suite can create fresh and whose clock it can move.
@@ -103,6 +103,10 @@ impl<D: RedisDeployment> Backend for OnRedis<D> {
 
     async fn status(&self, spec: &ServiceSpec) -> Result<ServiceSnapshot, BackendError> {
         self.backend.status(spec).await
+    }
+
+    async fn admin(&self, spec: &ServiceSpec, op: AdminOp) -> Result<(), BackendError> {
+        self.backend.admin(spec, op).await
     }
 
     async fn maintain(&self) {

@@ -343,6 +343,30 @@ macro_rules! behaviour_suite {
         }
 
         #[tokio::test]
+        async fn operators_clear_cooldowns_and_reset_usage() {
+            use sluice_server::core::AdminOp;
+            let l = limiter::<B>().await;
+            let (lease, _) = granted(&l, &req("rpm", 0, Duration::ZERO)).await;
+            // A queued slot behind the cooldown, then the cooldown.
+            granted(&l, &req("rpm", 0, Duration::ZERO)).await;
+            l.report(report("rpm", &lease, 429, &[("retry-after", "60")])).await.expect("report");
+            assert_eq!(denied(&l, &req("rpm", 0, Duration::ZERO)).await, 60 * US);
+            let status = l.admin("rpm", AdminOp::ClearCooldowns).await.expect("clear");
+            assert!(status.snapshot.cooldown.is_none());
+            granted(&l, &req("rpm", 0, Duration::ZERO)).await;
+            // The limit (3 per 10 s) is spent; a reset forgets it.
+            denied(&l, &req("rpm", 0, Duration::ZERO)).await;
+            let status = l.admin("rpm", AdminOp::Reset).await.expect("reset");
+            assert_eq!(status.snapshot.limits[0].used, 0);
+            granted(&l, &req("rpm", 0, Duration::ZERO)).await;
+            // An operator's cooldown works like a provider's, bounded by max_cooldown.
+            let status = l.set_cooldown("rpm", 30 * US, "maintenance").await.expect("set");
+            let (remaining, cause) = status.snapshot.cooldown.expect("a cooldown");
+            assert_eq!((remaining, cause.source.as_str()), (30 * US, "admin: maintenance"));
+            assert!(is(l.set_cooldown("rpm", 0, "").await, |e| matches!(e, Error::InvalidArgument(_))));
+        }
+
+        #[tokio::test]
         async fn quota_and_spend_caps_cool_down_long_with_the_cause_visible() {
             let l = limiter::<B>().await;
             let mut r = report("claude", "", 429, &[]);

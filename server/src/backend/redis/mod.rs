@@ -30,8 +30,8 @@ use super::{AcquireCall, Backend, BackendError, ReportCall};
 use crate::{
     config::{OnFailure, RedisConfig},
     core::{
-        AcquireError, Algorithm, CooldownCause, Cost, Decider, Decision, Dimension, Grant, LeaseId,
-        LimitSnapshot, Micros, Observation, ReportOutcome, ServiceSnapshot, ServiceSpec,
+        AcquireError, AdminOp, Algorithm, CooldownCause, Cost, Decider, Decision, Dimension, Grant,
+        LeaseId, LimitSnapshot, Micros, Observation, ReportOutcome, ServiceSnapshot, ServiceSpec,
         MAX_LEASES,
     },
 };
@@ -52,12 +52,13 @@ impl LuaScript {
     }
 }
 
-/// The three scripts.
+/// The scripts.
 struct Scripts {
     acquire: LuaScript,
     report: LuaScript,
     status: LuaScript,
     prune: LuaScript,
+    admin: LuaScript,
 }
 
 impl Scripts {
@@ -67,6 +68,7 @@ impl Scripts {
             report: LuaScript::new(include_str!("report.lua")),
             status: LuaScript::new(include_str!("status.lua")),
             prune: LuaScript::new(include_str!("prune.lua")),
+            admin: LuaScript::new(include_str!("admin.lua")),
         }
     }
 }
@@ -658,6 +660,17 @@ impl Backend for RedisBackend {
             queued: number(&reply, 4)?,
             last_report,
         })
+    }
+
+    async fn admin(&self, spec: &ServiceSpec, op: AdminOp) -> Result<(), BackendError> {
+        let service = self.service(spec)?;
+        let action = match op {
+            AdminOp::ClearCooldowns => "clear",
+            AdminOp::Reset => "reset",
+        };
+        self.eval_as::<String>(&self.scripts.admin, service, &[action])
+            .await
+            .map(|_| ())
     }
 
     async fn maintain(&self) {
