@@ -23,6 +23,21 @@ use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
 
+/// The services the worker examples' test scripts (`examples/python`, `examples/node`) expect:
+/// `llm` with request and token limits, and `slow`, one request per second.
+pub const WORKER_EXAMPLES_CONFIG: &str = r#"
+[[services]]
+name = "llm"
+limits = [
+  { dimension = "requests", amount = 100, window = "1m" },
+  { dimension = "tokens", amount = 100000, window = "1m" },
+]
+
+[[services]]
+name = "slow"
+limits = [{ dimension = "requests", amount = 1, window = "1s" }]
+"#;
+
 /// How long a server may take to start before the test fails.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 

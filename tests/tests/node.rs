@@ -6,20 +6,7 @@
 use std::{path::PathBuf, process::Command};
 
 use anyhow::{bail, Context};
-use sluice_e2e::spawn_server;
-
-const CONFIG: &str = r#"
-[[services]]
-name = "llm"
-limits = [
-  { dimension = "requests", amount = 100, window = "1m" },
-  { dimension = "tokens", amount = 100000, window = "1m" },
-]
-
-[[services]]
-name = "slow"
-limits = [{ dimension = "requests", amount = 1, window = "1s" }]
-"#;
+use sluice_e2e::{spawn_server, WORKER_EXAMPLES_CONFIG};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_worker_acquires_waits_reports_and_sees_the_cooldown() -> anyhow::Result<()> {
@@ -27,7 +14,7 @@ async fn a_node_worker_acquires_waits_reports_and_sees_the_cooldown() -> anyhow:
     if !dir.join("node_modules/@grpc/grpc-js").exists() {
         bail!("examples/node has no node_modules: run `npm ci` there (.ci/run does)");
     }
-    let server = spawn_server(CONFIG).await?;
+    let server = spawn_server(WORKER_EXAMPLES_CONFIG).await?;
     let addr = server.addr.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")

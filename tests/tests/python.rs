@@ -6,20 +6,7 @@
 use std::{path::PathBuf, process::Command};
 
 use anyhow::{bail, Context};
-use sluice_e2e::spawn_server;
-
-const CONFIG: &str = r#"
-[[services]]
-name = "llm"
-limits = [
-  { dimension = "requests", amount = 100, window = "1m" },
-  { dimension = "tokens", amount = 100000, window = "1m" },
-]
-
-[[services]]
-name = "slow"
-limits = [{ dimension = "requests", amount = 1, window = "1s" }]
-"#;
+use sluice_e2e::{spawn_server, WORKER_EXAMPLES_CONFIG};
 
 fn python_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/python")
@@ -46,7 +33,7 @@ fn run(args: &[&str], addr: &str) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_worker_acquires_waits_reports_and_sees_the_cooldown() -> anyhow::Result<()> {
-    let server = spawn_server(CONFIG).await?;
+    let server = spawn_server(WORKER_EXAMPLES_CONFIG).await?;
     run(&["make_stubs.py"], &server.addr)?;
     let addr = server.addr.clone();
     tokio::task::spawn_blocking(move || run(&["test_worker.py"], &addr)).await??;
