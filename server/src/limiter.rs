@@ -204,9 +204,9 @@ impl<B: Backend> Limiter<B> {
             max_wait: req.max_wait,
             request_id: (!req.request_id.is_empty()).then_some(req.request_id.as_str()),
         };
-        let started = std::time::Instant::now();
+        let started = metrics::start();
         let decision = self.backend.acquire(spec, call).await;
-        metrics::backend("acquire", started.elapsed(), decision.is_err());
+        metrics::backend("acquire", started, decision.is_err());
         match &decision {
             Ok(Decision::Granted(g)) => metrics::acquire(&spec.name, "granted", Some(g.wait)),
             Ok(Decision::Denied { .. }) => metrics::acquire(&spec.name, "denied", None),
@@ -270,9 +270,9 @@ impl<B: Backend> Limiter<B> {
             observation: Some((req.status_code, provider::rate_limit_headers(&headers))),
         };
         metrics::report(&spec.name, req.status_code);
-        let started = std::time::Instant::now();
+        let started = metrics::start();
         let outcome = self.backend.report(spec, call).await;
-        metrics::backend("report", started.elapsed(), outcome.is_err());
+        metrics::backend("report", started, outcome.is_err());
         let outcome = outcome?;
         if outcome.cooldown_set {
             for cause in &causes {
@@ -307,9 +307,9 @@ impl<B: Backend> Limiter<B> {
     }
 
     async fn status_of(&self, spec: &Arc<ServiceSpec>) -> Result<ServiceStatus, Error> {
-        let started = std::time::Instant::now();
+        let started = metrics::start();
         let snapshot = self.backend.status(spec).await;
-        metrics::backend("status", started.elapsed(), snapshot.is_err());
+        metrics::backend("status", started, snapshot.is_err());
         let snapshot = snapshot?;
         let learned = self.learned(spec, &snapshot)?;
         Ok(ServiceStatus {

@@ -17,7 +17,7 @@ use std::{
     convert::Infallible,
     future::Future,
     sync::OnceLock,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
 use bytes::Bytes;
@@ -116,13 +116,16 @@ pub fn cooldown(service: &str, cause: &str, remaining: Micros) {
     metrics::gauge!("sluice_cooldown_ends_at_seconds", &labels).set(now + seconds(remaining));
 }
 
-/// A backend call and whether it failed.
-pub fn backend(operation: &'static str, elapsed: Duration, failed: bool) {
-    if !enabled() {
-        return;
-    }
+/// The start of a backend call, when metrics are on (no clock read otherwise).
+pub fn start() -> Option<Instant> {
+    enabled().then(Instant::now)
+}
+
+/// A backend call started at `started` (from [`start`]) and whether it failed.
+pub fn backend(operation: &'static str, started: Option<Instant>, failed: bool) {
+    let Some(started) = started else { return };
     metrics::histogram!("sluice_backend_duration_seconds", "operation" => operation)
-        .record(elapsed.as_secs_f64());
+        .record(started.elapsed().as_secs_f64());
     if failed {
         metrics::counter!("sluice_backend_errors_total", "operation" => operation).increment(1);
     }

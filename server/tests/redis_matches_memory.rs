@@ -17,8 +17,8 @@ use sluice_server::{
     backend::{AcquireCall, Backend, BackendError, RedisBackend},
     config::{OnFailure, RedisConfig, RedisUrl},
     core::{
-        AdminOp, AdoptOrder, Algorithm, CooldownCause, CooldownOrder, Cost, Decision, Dimension,
-        LeaseId, Ledger, LimitSpec, Micros, OverloadOrder, RemainingReading, ReportCall,
+        AcquireError, AdminOp, AdoptOrder, Algorithm, CooldownCause, CooldownOrder, Cost, Decision,
+        Dimension, LeaseId, Ledger, LimitSpec, Micros, OverloadOrder, RemainingReading, ReportCall,
         ServiceSpec,
     },
 };
@@ -133,6 +133,33 @@ fn same_decision(memory: &Decision, redis: &Decision) -> bool {
     }
 }
 
+/// Checks that both backends answered one acquire alike; the two lease ids of a grant.
+fn same_answer(
+    memory: Result<Decision, AcquireError>,
+    redis: Result<Decision, BackendError>,
+    t: Micros,
+) -> Result<Option<(LeaseId, LeaseId)>, TestCaseError> {
+    match (memory, redis) {
+        (Ok(m), Ok(r)) => {
+            prop_assert!(
+                same_decision(&m, &r),
+                "acquire at {t}: memory {m:?}, redis {r:?}"
+            );
+            Ok(match (m, r) {
+                (Decision::Granted(m), Decision::Granted(r)) => Some((m.lease_id, r.lease_id)),
+                _ => None,
+            })
+        }
+        (Err(m), Err(BackendError::Refused(r))) => {
+            prop_assert_eq!(m, r);
+            Ok(None)
+        }
+        (m, r) => Err(TestCaseError::fail(format!(
+            "acquire at {t}: memory {m:?}, redis {r:?}"
+        ))),
+    }
+}
+
 async fn run_case(
     redis: &RedisServer,
     case: u64,
@@ -181,18 +208,8 @@ async fn run_case(
                         },
                     )
                     .await;
-                match (memory, redis) {
-                    (Ok(m), Ok(r)) => {
-                        prop_assert!(
-                            same_decision(&m, &r),
-                            "acquire at {t}: memory {m:?}, redis {r:?}"
-                        );
-                        if let (Decision::Granted(m), Decision::Granted(r)) = (m, r) {
-                            grants.push((m.lease_id, r.lease_id, tokens));
-                        }
-                    }
-                    (Err(m), Err(BackendError::Refused(r))) => prop_assert_eq!(m, r),
-                    (m, r) => prop_assert!(false, "acquire at {t}: memory {m:?}, redis {r:?}"),
+                if let Some(leases) = same_answer(memory, redis, t)? {
+                    grants.push((leases.0, leases.1, tokens));
                 }
             }
             Op::Advance(d) => t += d,
@@ -218,18 +235,8 @@ async fn run_case(
                 prop_assert_eq!(redis.len(), calls.len());
                 for (call, r) in calls.iter().zip(redis) {
                     let m = ledger.acquire(&spec, t, call.cost, call.max_wait, call.request_id);
-                    match (m, r) {
-                        (Ok(m), Ok(r)) => {
-                            prop_assert!(
-                                same_decision(&m, &r),
-                                "burst at {t}: memory {m:?}, redis {r:?}"
-                            );
-                            if let (Decision::Granted(m), Decision::Granted(r)) = (m, r) {
-                                grants.push((m.lease_id, r.lease_id, call.cost.0[1]));
-                            }
-                        }
-                        (Err(m), Err(BackendError::Refused(r))) => prop_assert_eq!(m, r),
-                        (m, r) => prop_assert!(false, "burst at {t}: memory {m:?}, redis {r:?}"),
+                    if let Some(leases) = same_answer(m, r, t)? {
+                        grants.push((leases.0, leases.1, call.cost.0[1]));
                     }
                 }
             }
