@@ -7,6 +7,19 @@ fn server() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sluice-server"))
 }
 
+/// `sluice-server --config <path> --check-config`: success and stderr.
+fn check_config(path: &std::path::Path) -> anyhow::Result<(bool, String)> {
+    let out = server()
+        .arg("--config")
+        .arg(path)
+        .arg("--check-config")
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
 fn example_config() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/sluice.toml")
 }
@@ -23,13 +36,8 @@ fn every_example_config_is_valid() -> anyhow::Result<()> {
         if path.extension().is_none_or(|e| e != "toml") {
             continue;
         }
-        let out = server()
-            .arg("--config")
-            .arg(&path)
-            .arg("--check-config")
-            .output()?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{}: {stderr}", path.display());
+        let (ok, stderr) = check_config(&path)?;
+        assert!(ok, "{}: {stderr}", path.display());
         assert!(stderr.contains("config is valid"), "{stderr}");
         checked += 1;
     }
@@ -56,13 +64,8 @@ fn bad_configs_are_refused_naming_service_and_field() -> anyhow::Result<()> {
     for (i, (text, expected)) in cases.iter().enumerate() {
         let path = dir.join(format!("bad{i}.toml"));
         std::fs::write(&path, text)?;
-        let out = server()
-            .arg("--config")
-            .arg(&path)
-            .arg("--check-config")
-            .output()?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "case {i} accepted");
+        let (ok, stderr) = check_config(&path)?;
+        assert!(!ok, "case {i} accepted");
         assert!(
             stderr.contains(expected),
             "case {i}: {stderr:?} lacks {expected:?}"

@@ -61,6 +61,13 @@ async fn provider(headers: HeaderMode) -> anyhow::Result<SimProvider> {
     .await?)
 }
 
+/// A worker's connection to the provider.
+async fn connect(provider: &SimProvider) -> anyhow::Result<SimClient> {
+    SimClient::connect(provider.addr())
+        .await
+        .map_err(|e| anyhow!(e))
+}
+
 /// Sleeps until `phase` into the provider's next window.
 async fn align(provider: &SimProvider, phase: Duration) {
     let started = provider.started();
@@ -131,9 +138,7 @@ async fn adopted_budgets_stop_429s_once_heard(
     let mut workers = Vec::new();
     for _ in 0..WORKERS {
         let client = server.client().await?;
-        let mut sim = SimClient::connect(provider.addr())
-            .await
-            .map_err(|e| anyhow!(e))?;
+        let mut sim = connect(&provider).await?;
         let (heard, successes, start) = (heard.clone(), successes.clone(), start.clone());
         workers.push(tokio::spawn(async move {
             start.wait().await;
@@ -216,9 +221,7 @@ async fn one_workers_429_pauses_the_fleet_when_outside_usage_takes_budget(
     let done = Arc::new(AtomicBool::new(false));
     // Someone else spends 2 of the 5 requests early in every window.
     let outside = {
-        let mut sim = SimClient::connect(provider.addr())
-            .await
-            .map_err(|e| anyhow!(e))?;
+        let mut sim = connect(&provider).await?;
         let (done, started) = (done.clone(), provider.started());
         tokio::spawn(async move {
             while !done.load(Ordering::SeqCst) {
@@ -239,9 +242,7 @@ async fn one_workers_429_pauses_the_fleet_when_outside_usage_takes_budget(
     let mut workers = Vec::new();
     for _ in 0..WORKERS {
         let client = server.client().await?;
-        let mut sim = SimClient::connect(provider.addr())
-            .await
-            .map_err(|e| anyhow!(e))?;
+        let mut sim = connect(&provider).await?;
         let successes = successes.clone();
         workers.push(tokio::spawn(async move {
             while successes.load(Ordering::SeqCst) < SUCCESSES {

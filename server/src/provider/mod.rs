@@ -94,19 +94,21 @@ pub fn rate_limit_headers(headers: &[Header]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Validated headers from literal pairs, for the provider tests.
+#[cfg(test)]
+pub(crate) fn test_headers(pairs: &[(&str, &str)]) -> Vec<Header> {
+    validate_headers(
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn h(pairs: &[(&str, &str)]) -> Vec<Header> {
-        validate_headers(
-            pairs
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-        )
-        .unwrap()
-    }
 
     #[test]
     fn header_validation_bounds_everything() {
@@ -120,7 +122,7 @@ mod tests {
         assert!(bad("n", "line\nbreak"));
         assert!(!bad("X-RateLimit-Remaining-Tokens", "149984"));
         assert_eq!(
-            rate_limit_headers(&h(&[
+            rate_limit_headers(&test_headers(&[
                 ("X-RateLimit-Remaining-Tokens", "5"),
                 ("content-type", "json"),
                 ("anthropic-ratelimit-tokens-remaining", "7"),

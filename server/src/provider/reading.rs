@@ -206,21 +206,11 @@ fn read_body(reader: BodyReader, body: &[u8], reading: &mut Reading) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::validate_headers;
+    use crate::provider::test_headers as headers;
 
     const S: Micros = MICROS_PER_SEC;
     // 2025-02-24T22:25:00Z
     const NOW: Micros = 1_740_435_900 * S;
-
-    fn headers(pairs: &[(&str, &str)]) -> Vec<Header> {
-        validate_headers(
-            pairs
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-        )
-        .unwrap()
-    }
 
     fn read_as(profile: &str, pairs: &[(&str, &str)], body: &str) -> Reading {
         read(

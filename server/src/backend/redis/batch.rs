@@ -90,7 +90,7 @@ impl Batcher {
                 r = &mut reply => return r.unwrap_or_else(|_| Err(lost())),
                 p = self.permits.acquire() => p,
             };
-            let Ok(_permit) = permit else {
+            let Ok(permit) = permit else {
                 return Err(BackendError::Unavailable("batcher closed".into()));
             };
             if let Ok(r) = reply.try_recv() {
@@ -99,13 +99,15 @@ impl Batcher {
             let batch = self.take();
             if batch.is_empty() {
                 // Another batch in flight carries this acquire.
-                drop(_permit);
+                drop(permit);
                 return (&mut reply).await.unwrap_or_else(|_| Err(lost()));
             }
             let (acquires, answers): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|p| (p.acquire, p.answer)).unzip();
             let n = acquires.len();
-            match run(acquires).await {
+            let replies = run(acquires).await;
+            drop(permit);
+            match replies {
                 Ok(replies) if replies.len() == n => {
                     for (answer, r) in answers.into_iter().zip(replies) {
                         let _ = answer.send(Ok(r));
