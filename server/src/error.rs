@@ -24,6 +24,10 @@ pub enum Error {
     /// Load shedding: the request was not considered. → `RESOURCE_EXHAUSTED`
     #[error("{0}")]
     Overloaded(String),
+    /// A reload replaced the service's configuration during the call. The limiter asks again
+    /// once; if that races a reload too → `UNAVAILABLE`
+    #[error("{0}")]
+    Reconfigured(String),
 }
 
 impl From<BackendError> for Error {
@@ -34,6 +38,8 @@ impl From<BackendError> for Error {
             }
             BackendError::Refused(AcquireError::Full) => Error::Overloaded(e.to_string()),
             BackendError::Unavailable(_) => Error::Unavailable(e.to_string()),
+            BackendError::Reconfigured(_) => Error::Reconfigured(e.to_string()),
+            BackendError::Unsupported(_) => Error::InvalidArgument(e.to_string()),
         }
     }
 }

@@ -32,6 +32,7 @@ impl From<Error> for Status {
                 tracing::warn!(error = %message, "backend failed");
                 Status::unavailable(message)
             }
+            Error::Reconfigured(_) => Status::unavailable(message),
             Error::Overloaded(_) => {
                 tracing::warn!(error = %message, "shedding load");
                 Status::resource_exhausted(message)

@@ -7,7 +7,7 @@ use std::{
     hash::{BuildHasher, Hasher},
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, PoisonError, RwLock,
     },
 };
 
@@ -95,13 +95,52 @@ pub struct ServiceStatus {
     pub learned: Vec<Option<u64>>,
 }
 
+/// A configured service: its limits and policy, and how its provider's answers are read.
+#[derive(Debug)]
+pub struct Service {
+    /// Limits and policy.
+    pub spec: Arc<ServiceSpec>,
+    /// The reader of its provider's answers.
+    pub profile: Profile,
+}
+
+/// The services in force, by name and in config order; replaced whole by a reload.
+#[derive(Debug, Default)]
+struct Catalog {
+    by_name: HashMap<String, Arc<Service>>,
+    order: Vec<Arc<Service>>,
+}
+
+impl Catalog {
+    fn new(order: Vec<Arc<Service>>) -> Self {
+        let by_name = order
+            .iter()
+            .map(|s| (s.spec.name.clone(), s.clone()))
+            .collect();
+        Self { by_name, order }
+    }
+}
+
+/// What a reload changed, by service name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// New services.
+    pub added: Vec<String>,
+    /// Services no longer configured: they answer NOT_FOUND.
+    pub removed: Vec<String>,
+    /// Surviving services whose limits, policy or profile changed: their state is carried over.
+    pub changed: Vec<String>,
+    /// Surviving services configured as before: their state is untouched.
+    pub unchanged: Vec<String>,
+}
+
 /// The rate-limit coordinator over one backend.
 #[derive(Debug)]
 pub struct Limiter<B> {
     backend: B,
-    by_name: HashMap<String, Arc<ServiceSpec>>,
-    specs: Vec<Arc<ServiceSpec>>,
-    profiles: Vec<Profile>,
+    catalog: RwLock<Arc<Catalog>>,
+    /// Held while a reload runs: reloads apply one after the other.
+    reloading: tokio::sync::Mutex<()>,
     jitter: Jitter,
 }
 
@@ -130,39 +169,54 @@ fn bounded(field: &str, v: u64) -> Result<u64, Error> {
 }
 
 impl<B: Backend> Limiter<B> {
-    /// A limiter for `specs` (indexed by position) on `backend`.
+    /// A limiter for `specs` on `backend`, which must hold the same specs. Each service reads its
+    /// provider's answers with the built-in profile its spec names.
     pub fn new(specs: Vec<Arc<ServiceSpec>>, backend: B) -> Self {
-        let by_name = specs.iter().map(|s| (s.name.clone(), s.clone())).collect();
-        let profiles = specs
-            .iter()
-            .map(|s| {
-                Profile::builtin(&s.profile).unwrap_or_else(|| {
-                    Profile::builtin("generic").unwrap_or_else(|| Profile::custom(Vec::new()))
-                })
+        let services = specs
+            .into_iter()
+            .map(|spec| {
+                let profile = builtin_profile(&spec.profile);
+                Arc::new(Service { spec, profile })
             })
             .collect();
         Self {
             backend,
-            by_name,
-            specs,
-            profiles,
+            catalog: RwLock::new(Arc::new(Catalog::new(services))),
+            reloading: tokio::sync::Mutex::new(()),
             jitter: Jitter::default(),
         }
     }
 
     /// Reads each service's answers with `profiles` (same order as the services), e.g. the
     /// config's, which include `custom` header tables.
-    pub fn with_profiles(mut self, profiles: Vec<Profile>) -> Self {
-        if profiles.len() == self.specs.len() {
-            self.profiles = profiles;
+    pub fn with_profiles(self, profiles: Vec<Profile>) -> Self {
+        let catalog = self.catalog();
+        if profiles.len() == catalog.order.len() {
+            let services = catalog
+                .order
+                .iter()
+                .zip(profiles)
+                .map(|(s, profile)| {
+                    Arc::new(Service {
+                        spec: s.spec.clone(),
+                        profile,
+                    })
+                })
+                .collect();
+            self.install(Catalog::new(services));
         }
         self
     }
 
-    fn profile(&self, spec: &ServiceSpec) -> Result<&Profile, Error> {
-        self.profiles
-            .get(spec.index)
-            .ok_or_else(|| Error::Unavailable(format!("no profile for {}", spec.name)))
+    fn catalog(&self) -> Arc<Catalog> {
+        self.catalog
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn install(&self, catalog: Catalog) {
+        *self.catalog.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(catalog);
     }
 
     /// The backend.
@@ -171,11 +225,83 @@ impl<B: Backend> Limiter<B> {
     }
 
     /// Looks a service up, refusing malformed names before unknown ones.
-    pub fn service(&self, name: &str) -> Result<&Arc<ServiceSpec>, Error> {
+    pub fn service(&self, name: &str) -> Result<Arc<Service>, Error> {
         validate_service_name(name).map_err(|e| Error::InvalidArgument(format!("service: {e}")))?;
-        self.by_name
+        self.catalog
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_name
             .get(name)
+            .cloned()
             .ok_or_else(|| Error::UnknownService(name.to_string()))
+    }
+
+    /// Runs `f` on the service `name` as configured now. A call that raced a reload (the backend
+    /// answered [`Error::Reconfigured`]) runs once more on the new configuration, so a reload
+    /// never fails a caller's request.
+    async fn on_service<T, F, Fut>(&self, name: &str, f: F) -> Result<T, Error>
+    where
+        F: Fn(Arc<Service>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        match f(self.service(name)?).await {
+            Err(Error::Reconfigured(_)) => f(self.service(name)?).await,
+            other => other,
+        }
+    }
+
+    /// Switches to a reloaded configuration: `specs` with their `profiles` (same order). A service
+    /// configured exactly as before keeps its state untouched, a changed one keeps its state carried
+    /// over to its new limits, a new one starts empty, and a removed one answers NOT_FOUND from
+    /// now on. Refused whole, with nothing changed, if the backend cannot hold it.
+    pub async fn reconfigure(
+        &self,
+        specs: Vec<ServiceSpec>,
+        profiles: Vec<Profile>,
+    ) -> Result<ReloadSummary, Error> {
+        if specs.len() != profiles.len() {
+            return Err(Error::InvalidArgument(
+                "one profile per service is required".into(),
+            ));
+        }
+        let _one_at_a_time = self.reloading.lock().await;
+        let current = self.catalog();
+        let mut summary = ReloadSummary::default();
+        let mut services = Vec::with_capacity(specs.len());
+        for (spec, profile) in specs.into_iter().zip(profiles) {
+            let name = spec.name.clone();
+            let spec = match current.by_name.get(&name) {
+                Some(old) if old.spec.same_as(&spec) && old.profile == profile => {
+                    summary.unchanged.push(name);
+                    old.spec.clone()
+                }
+                Some(old) if old.spec.same_as(&spec) => {
+                    summary.changed.push(name);
+                    old.spec.clone()
+                }
+                Some(_) => {
+                    summary.changed.push(name);
+                    Arc::new(spec)
+                }
+                None => {
+                    summary.added.push(name);
+                    Arc::new(spec)
+                }
+            };
+            services.push(Arc::new(Service { spec, profile }));
+        }
+        let next = Catalog::new(services);
+        summary.removed = current
+            .order
+            .iter()
+            .map(|s| &s.spec.name)
+            .filter(|name| !next.by_name.contains_key(*name))
+            .cloned()
+            .collect();
+        let specs: Vec<_> = next.order.iter().map(|s| s.spec.clone()).collect();
+        self.backend.reconfigure(&specs).await?;
+        self.install(next);
+        Ok(summary)
     }
 
     /// Reserves a slot, or answers with a denial.
@@ -183,7 +309,16 @@ impl<B: Backend> Limiter<B> {
         &self,
         req: &AcquireRequest,
     ) -> Result<(Arc<ServiceSpec>, Decision), Error> {
-        let spec = self.service(&req.service)?;
+        self.on_service(&req.service, |service| self.acquire_on(service, req))
+            .await
+    }
+
+    async fn acquire_on(
+        &self,
+        service: Arc<Service>,
+        req: &AcquireRequest,
+    ) -> Result<(Arc<ServiceSpec>, Decision), Error> {
+        let spec = &service.spec;
         let cost = Cost::of_call(
             bounded("tokens", req.tokens)?,
             bounded("input_tokens", req.input_tokens)?,
@@ -217,7 +352,16 @@ impl<B: Backend> Limiter<B> {
 
     /// Applies a provider's answer: cooldown, usage, remembered headers.
     pub async fn report(&self, req: ReportRequest) -> Result<ReportAnswer, Error> {
-        let spec = self.service(&req.service)?;
+        self.on_service(&req.service, |service| self.report_on(service, &req))
+            .await
+    }
+
+    async fn report_on(
+        &self,
+        service: Arc<Service>,
+        req: &ReportRequest,
+    ) -> Result<ReportAnswer, Error> {
+        let spec = &service.spec;
         if !(100..=999).contains(&req.status_code) {
             return Err(Error::InvalidArgument(format!(
                 "status_code: {} is not an HTTP status (100..=999)",
@@ -241,8 +385,9 @@ impl<B: Backend> Limiter<B> {
             })?)
         };
         let usage = req.usage.map(usage_update).transpose()?;
-        let headers = provider::validate_headers(req.headers).map_err(Error::InvalidArgument)?;
-        let profile = self.profile(spec)?;
+        let headers =
+            provider::validate_headers(req.headers.clone()).map_err(Error::InvalidArgument)?;
+        let profile = &service.profile;
         let reading = provider::read(profile, &headers, &req.body, wall_clock_now());
         let mut notes = reading.notes.clone();
         let plan = provider::plan(
@@ -302,51 +447,22 @@ impl<B: Backend> Limiter<B> {
 
     /// The live state of one service.
     pub async fn status(&self, name: &str) -> Result<ServiceStatus, Error> {
-        let spec = self.service(name)?;
-        self.status_of(spec).await
+        self.on_service(name, |service| self.status_of(service))
+            .await
     }
 
-    async fn status_of(&self, spec: &Arc<ServiceSpec>) -> Result<ServiceStatus, Error> {
+    async fn status_of(&self, service: Arc<Service>) -> Result<ServiceStatus, Error> {
+        let spec = &service.spec;
         let started = metrics::start();
         let snapshot = self.backend.status(spec).await;
         metrics::backend("status", started, snapshot.is_err());
         let snapshot = snapshot?;
-        let learned = self.learned(spec, &snapshot)?;
+        let learned = learned(&service, &snapshot);
         Ok(ServiceStatus {
             spec: spec.clone(),
             snapshot,
             learned,
         })
-    }
-
-    /// The budgets the provider's last answer named, per configured limit.
-    fn learned(
-        &self,
-        spec: &ServiceSpec,
-        snapshot: &ServiceSnapshot,
-    ) -> Result<Vec<Option<u64>>, Error> {
-        let mut learned = vec![None; spec.limits.len()];
-        let Some(report) = &snapshot.last_report else {
-            return Ok(learned);
-        };
-        let headers: Vec<provider::Header> = report
-            .headers
-            .iter()
-            .map(|(name, value)| provider::Header {
-                name: name.clone(),
-                value: value.clone(),
-            })
-            .collect();
-        let reading = provider::read(self.profile(spec)?, &headers, &[], report.at);
-        for dimension in Dimension::ALL {
-            let r = &reading.dimensions[dimension.index()];
-            if let (Some(limit), Some(i)) =
-                (r.limit, provider::matching_limit(spec, dimension, r.window))
-            {
-                learned[i] = Some(limit);
-            }
-        }
-        Ok(learned)
     }
 
     /// Operator: sets (or lengthens) a service-wide cooldown of `length`, with `reason` as its
@@ -357,7 +473,19 @@ impl<B: Backend> Limiter<B> {
         length: Micros,
         reason: &str,
     ) -> Result<ServiceStatus, Error> {
-        let spec = self.service(name)?;
+        self.on_service(name, |service| {
+            self.set_cooldown_on(service, length, reason)
+        })
+        .await
+    }
+
+    async fn set_cooldown_on(
+        &self,
+        service: Arc<Service>,
+        length: Micros,
+        reason: &str,
+    ) -> Result<ServiceStatus, Error> {
+        let spec = &service.spec;
         if length == 0 || length > spec.max_cooldown {
             return Err(Error::InvalidArgument(format!(
                 "duration: must be more than 0 and at most max_cooldown ({})",
@@ -382,25 +510,65 @@ impl<B: Backend> Limiter<B> {
         };
         self.backend.report(spec, call).await?;
         tracing::info!(service = %spec.name, cooldown_ms = length / 1_000, reason = %reason, "admin: cooldown set");
-        self.status_of(spec).await
+        self.status_of(service.clone()).await
     }
 
     /// Operator: an action on a service's state (clear its cooldowns, or reset it).
     pub async fn admin(&self, name: &str, op: AdminOp) -> Result<ServiceStatus, Error> {
-        let spec = self.service(name)?;
-        self.backend.admin(spec, op).await?;
-        tracing::info!(service = %spec.name, action = ?op, "admin action");
-        self.status_of(spec).await
+        self.on_service(name, |service| async move {
+            self.backend.admin(&service.spec, op).await?;
+            tracing::info!(service = %service.spec.name, action = ?op, "admin action");
+            self.status_of(service).await
+        })
+        .await
     }
 
     /// The live state of every service, in config order.
     pub async fn list(&self) -> Result<Vec<ServiceStatus>, Error> {
-        let mut out = Vec::with_capacity(self.specs.len());
-        for spec in &self.specs {
-            out.push(self.status_of(spec).await?);
+        let catalog = self.catalog();
+        let mut out = Vec::with_capacity(catalog.order.len());
+        for service in &catalog.order {
+            out.push(
+                self.on_service(&service.spec.name, |s| self.status_of(s))
+                    .await?,
+            );
         }
         Ok(out)
     }
+}
+
+/// The built-in profile `name`, or `generic` for a name without one.
+fn builtin_profile(name: &str) -> Profile {
+    Profile::builtin(name).unwrap_or_else(|| {
+        Profile::builtin("generic").unwrap_or_else(|| Profile::custom(Vec::new()))
+    })
+}
+
+/// The budgets the provider's last answer named, per configured limit.
+fn learned(service: &Service, snapshot: &ServiceSnapshot) -> Vec<Option<u64>> {
+    let spec = &service.spec;
+    let mut learned = vec![None; spec.limits.len()];
+    let Some(report) = &snapshot.last_report else {
+        return learned;
+    };
+    let headers: Vec<provider::Header> = report
+        .headers
+        .iter()
+        .map(|(name, value)| provider::Header {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect();
+    let reading = provider::read(&service.profile, &headers, &[], report.at);
+    for dimension in Dimension::ALL {
+        let r = &reading.dimensions[dimension.index()];
+        if let (Some(limit), Some(i)) =
+            (r.limit, provider::matching_limit(spec, dimension, r.window))
+        {
+            learned[i] = Some(limit);
+        }
+    }
+    learned
 }
 
 /// Wall-clock time, for provider answers that name an absolute time (HTTP-date).

@@ -1,12 +1,13 @@
 //! The embedded backend: one [`Ledger`] per configured service, each behind its own mutex, so
-//! services never contend with each other and no lock is held across an `.await`. Time comes from
-//! [`Clock`]: wall-clock time at start plus tokio's monotonic clock since, which
+//! services never contend with each other and no lock is held across an `.await`. A reload swaps
+//! the map of services whole; a surviving service keeps its ledger, reshaped for its new limits.
+//! Time comes from [`Clock`]: wall-clock time at start plus tokio's monotonic clock since, which
 //! `tokio::time::pause()` controls in tests.
 
 use std::{
-    collections::hash_map::RandomState,
+    collections::{hash_map::RandomState, HashMap},
     hash::{BuildHasher, Hasher},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, PoisonError, RwLock},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -46,48 +47,89 @@ impl Default for Clock {
     }
 }
 
+/// One service's state with the configuration it was shaped for.
+#[derive(Debug)]
+struct Slot {
+    spec: Arc<ServiceSpec>,
+    ledger: Ledger,
+}
+
 /// The in-process backend.
 #[derive(Debug)]
 pub struct MemoryBackend {
     clock: Clock,
-    specs: Vec<Arc<ServiceSpec>>,
-    ledgers: Vec<Mutex<Ledger>>,
+    /// Keys for lease-id nonces.
+    nonces: RandomState,
+    /// The services, by name; replaced whole by [`Backend::reconfigure`].
+    slots: RwLock<Arc<HashMap<String, Arc<Mutex<Slot>>>>>,
 }
 
 impl MemoryBackend {
-    /// State for `specs`, whose `index` fields must be their positions.
+    /// State for `specs`.
     pub fn new(specs: &[Arc<ServiceSpec>], clock: Clock) -> Self {
-        // One random nonce per service, so a lease id names its service as well as this process:
-        // reporting service A's lease under service B finds nothing instead of B's lease.
-        let random = RandomState::new();
-        let nonce_for = |spec: &ServiceSpec| {
-            let mut hasher = random.build_hasher();
-            hasher.write(spec.name.as_bytes());
-            hasher.finish()
-        };
-        Self {
+        let backend = Self {
             clock,
-            specs: specs.to_vec(),
-            ledgers: specs
-                .iter()
-                .map(|s| Mutex::new(Ledger::new(s, nonce_for(s))))
-                .collect(),
-        }
+            nonces: RandomState::new(),
+            slots: RwLock::default(),
+        };
+        let slots = specs
+            .iter()
+            .map(|spec| (spec.name.clone(), backend.fresh_slot(spec)))
+            .collect();
+        backend.install(slots);
+        backend
     }
 
-    fn ledger(&self, spec: &ServiceSpec) -> Result<MutexGuard<'_, Ledger>, BackendError> {
-        let ledger = self
-            .ledgers
-            .get(spec.index)
-            .ok_or_else(|| BackendError::Unavailable(format!("no state for {}", spec.name)))?;
+    /// An empty state for `spec`. One random nonce per service, so a lease id names its service as
+    /// well as this process: reporting service A's lease under service B finds nothing instead of
+    /// B's lease.
+    fn fresh_slot(&self, spec: &Arc<ServiceSpec>) -> Arc<Mutex<Slot>> {
+        let mut hasher = self.nonces.build_hasher();
+        hasher.write(spec.name.as_bytes());
+        Arc::new(Mutex::new(Slot {
+            spec: spec.clone(),
+            ledger: Ledger::new(spec, hasher.finish()),
+        }))
+    }
+
+    fn slots(&self) -> Arc<HashMap<String, Arc<Mutex<Slot>>>> {
+        self.slots
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn install(&self, slots: HashMap<String, Arc<Mutex<Slot>>>) {
+        *self.slots.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(slots);
+    }
+
+    /// Runs `f` on the ledger of `spec`, which must be the configuration the state is shaped for
+    /// (a call that raced a reload is refused with [`BackendError::Reconfigured`]).
+    fn with_ledger<T>(
+        &self,
+        spec: &ServiceSpec,
+        f: impl FnOnce(&mut Ledger, Micros) -> T,
+    ) -> Result<T, BackendError> {
+        let slot = self
+            .slots
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&spec.name)
+            .cloned()
+            .ok_or_else(|| BackendError::Reconfigured(spec.name.clone()))?;
         // A panic while holding the lock cannot leave a ledger half-updated in a way that breaks
         // its invariants worse than losing it would; keep serving.
-        Ok(ledger.lock().unwrap_or_else(PoisonError::into_inner))
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if !std::ptr::eq(Arc::as_ptr(&slot.spec), spec) {
+            return Err(BackendError::Reconfigured(spec.name.clone()));
+        }
+        let now = self.clock.now();
+        Ok(f(&mut slot.ledger, now))
     }
 
     /// Leases held by a service (for tests of bounded memory).
     pub fn lease_count(&self, spec: &ServiceSpec) -> usize {
-        self.ledger(spec).map_or(0, |l| l.lease_count())
+        self.with_ledger(spec, |l, _| l.lease_count()).unwrap_or(0)
     }
 }
 
@@ -97,10 +139,9 @@ impl Backend for MemoryBackend {
         spec: &ServiceSpec,
         call: AcquireCall<'_>,
     ) -> Result<Decision, BackendError> {
-        let now = self.clock.now();
-        let decision =
-            self.ledger(spec)?
-                .acquire(spec, now, call.cost, call.max_wait, call.request_id)?;
+        let decision = self.with_ledger(spec, |ledger, now| {
+            ledger.acquire(spec, now, call.cost, call.max_wait, call.request_id)
+        })??;
         Ok(decision)
     }
 
@@ -109,27 +150,48 @@ impl Backend for MemoryBackend {
         spec: &ServiceSpec,
         call: ReportCall,
     ) -> Result<ReportOutcome, BackendError> {
-        let now = self.clock.now();
-        Ok(self.ledger(spec)?.report(spec, now, &call))
+        self.with_ledger(spec, |ledger, now| ledger.report(spec, now, &call))
     }
 
     async fn status(&self, spec: &ServiceSpec) -> Result<ServiceSnapshot, BackendError> {
-        let now = self.clock.now();
-        Ok(self.ledger(spec)?.snapshot(spec, now))
+        self.with_ledger(spec, |ledger, now| ledger.snapshot(spec, now))
     }
 
     async fn admin(&self, spec: &ServiceSpec, op: AdminOp) -> Result<(), BackendError> {
-        let now = self.clock.now();
-        self.ledger(spec)?.admin(spec, now, op);
-        Ok(())
+        self.with_ledger(spec, |ledger, now| ledger.admin(spec, now, op))
     }
 
     async fn maintain(&self) {
-        for spec in &self.specs {
+        for slot in self.slots().values() {
+            let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
             let now = self.clock.now();
-            if let Ok(mut ledger) = self.ledger(spec) {
-                ledger.compact(spec, now);
-            }
+            let Slot { spec, ledger } = &mut *slot;
+            ledger.compact(spec, now);
         }
+    }
+
+    async fn reconfigure(&self, specs: &[Arc<ServiceSpec>]) -> Result<(), BackendError> {
+        let old = self.slots();
+        let mut slots = HashMap::with_capacity(specs.len());
+        for spec in specs {
+            let slot = match old.get(&spec.name) {
+                Some(slot) => {
+                    let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+                    if !Arc::ptr_eq(&guard.spec, spec) {
+                        let Slot {
+                            spec: before,
+                            ledger,
+                        } = &mut *guard;
+                        ledger.reshape(before, spec);
+                        guard.spec = spec.clone();
+                    }
+                    slot.clone()
+                }
+                None => self.fresh_slot(spec),
+            };
+            slots.insert(spec.name.clone(), slot);
+        }
+        self.install(slots);
+        Ok(())
     }
 }

@@ -5,7 +5,7 @@
 mod memory;
 mod redis;
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 pub use self::redis::{RedisBackend, RedisSetupError, ServiceKeys};
 pub use memory::{Clock, MemoryBackend};
@@ -35,6 +35,13 @@ pub enum BackendError {
     /// The backend is unreachable or failed.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// The call carried a configuration of the service that a reload replaced (or removed) while
+    /// it was on its way; asking again uses the new one.
+    #[error("service {0:?} was reconfigured during the call; retry")]
+    Reconfigured(String),
+    /// The backend cannot hold a configuration (e.g. limits too fine for exact arithmetic).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Shared rate-limit state. Implementations must be cheap to call concurrently for different
@@ -69,4 +76,14 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Periodic housekeeping: drop expired leases and idle state. Called about once a second.
     fn maintain(&self) -> impl Future<Output = ()> + Send;
+
+    /// Switches to `specs`, a reloaded configuration, or refuses it whole (nothing changes). A
+    /// service whose spec is the same `Arc` as before keeps its state untouched; one whose spec
+    /// changed keeps its state carried over (see
+    /// [`Ledger::reshape`](crate::core::Ledger::reshape)); a new one starts empty; one left out
+    /// is dropped. Calls made with a replaced spec fail with [`BackendError::Reconfigured`].
+    fn reconfigure(
+        &self,
+        specs: &[Arc<ServiceSpec>],
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
 }

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::{
-    bucket::BucketShape, lease::Lease, Algorithm, Cost, Dimension, LeaseId, Micros,
+    bucket::BucketShape, lease::Lease, Algorithm, Cost, Dimension, LeaseId, LimitSpec, Micros,
     RemainingReading, ReportCall, ServiceSpec, SlidingWindow, TokenBucket, MAX_AMOUNT,
     MICROS_PER_SEC,
 };
@@ -184,6 +184,11 @@ pub struct Ledger {
     max_leases: usize,
 }
 
+/// Two limits that are the same token bucket (their names aside).
+fn same_bucket(a: &LimitSpec, b: &LimitSpec) -> bool {
+    (a.dimension, a.window, a.amount, a.algorithm) == (b.dimension, b.window, b.amount, b.algorithm)
+}
+
 fn shape(spec: &ServiceSpec, i: usize) -> Option<BucketShape> {
     let l = &spec.limits[i];
     match l.algorithm {
@@ -224,11 +229,42 @@ impl Ledger {
 
     /// The amount of limit `i` in force: the adopted provider budget, else the configured one.
     fn amount(&self, spec: &ServiceSpec, i: usize) -> u64 {
-        self.adopted
-            .get(i)
-            .copied()
-            .flatten()
-            .unwrap_or(spec.limits[i].amount)
+        let adopted = self.adopted.get(i).copied().flatten();
+        match adopted {
+            Some(amount) if spec.adopt_provider_limits => amount,
+            _ => spec.limits[i].amount,
+        }
+    }
+
+    /// Carries this state from `old` to `new`, a reloaded configuration of the same service.
+    /// Leases, cooldowns, request ids and the last report are kept, so every sliding-window limit
+    /// counts the usage already booked (as far back as `old` retained it). A token bucket keeps its
+    /// level only if `new` has the same bucket (dimension, window, amount and burst); a bucket that
+    /// is new or reshaped starts full. An adopted provider budget stays with the sliding limit of
+    /// the same dimension and window. The Redis scripts keep per-limit state under the same
+    /// identities, so every backend carries state over alike.
+    pub fn reshape(&mut self, old: &ServiceSpec, new: &ServiceSpec) {
+        let mut buckets = vec![TokenBucket::default(); new.limits.len()];
+        let mut adopted = vec![None; new.limits.len()];
+        for (i, limit) in new.limits.iter().enumerate() {
+            let same_window =
+                |l: &LimitSpec| l.dimension == limit.dimension && l.window == limit.window;
+            let Some(j) = old.limits.iter().position(same_window) else {
+                continue;
+            };
+            let before = &old.limits[j];
+            match limit.algorithm {
+                Algorithm::TokenBucket { .. } if same_bucket(before, limit) => {
+                    buckets[i] = self.buckets.get(j).copied().unwrap_or_default();
+                }
+                Algorithm::SlidingWindow if before.algorithm == Algorithm::SlidingWindow => {
+                    adopted[i] = self.adopted.get(j).copied().flatten();
+                }
+                _ => {}
+            }
+        }
+        self.buckets = buckets;
+        self.adopted = adopted;
     }
 
     /// The sliding-window arithmetic of limit `i`, with the amount in force.

@@ -184,6 +184,37 @@ pub struct ServiceSpec {
 }
 
 impl ServiceSpec {
+    /// Whether `other` configures this service the same way (its position in the config aside).
+    pub fn same_as(&self, other: &ServiceSpec) -> bool {
+        let ServiceSpec {
+            index: _,
+            name,
+            profile,
+            limits,
+            default_cooldown,
+            max_cooldown,
+            quota_cooldown,
+            adopt_provider_limits,
+        } = other;
+        (
+            &self.name,
+            &self.profile,
+            &self.limits,
+            self.default_cooldown,
+            self.max_cooldown,
+            self.quota_cooldown,
+            self.adopt_provider_limits,
+        ) == (
+            name,
+            profile,
+            limits,
+            *default_cooldown,
+            *max_cooldown,
+            *quota_cooldown,
+            *adopt_provider_limits,
+        )
+    }
+
     /// How long leases are kept: the longest [`LimitSpec::span`] of the service, so a report can
     /// correct a lease for as long as its cost weighs on any limit.
     pub fn retention(&self) -> Micros {

@@ -112,6 +112,10 @@ impl<D: RedisDeployment> Backend for OnRedis<D> {
     async fn maintain(&self) {
         self.backend.maintain().await;
     }
+
+    async fn reconfigure(&self, specs: &[Arc<ServiceSpec>]) -> Result<(), BackendError> {
+        self.backend.reconfigure(specs).await
+    }
 }
 
 impl<D: RedisDeployment> TestBackend for OnRedis<D> {

@@ -466,7 +466,7 @@ macro_rules! behaviour_suite {
         #[tokio::test]
         async fn expired_leases_are_dropped_and_idle_services_shrink() {
             let l = limiter::<B>().await;
-            let spec = l.service("rpm").expect("rpm is configured").clone();
+            let spec = l.service("rpm").expect("rpm is configured").spec.clone();
             for _ in 0..3 {
                 granted(&l, &req("rpm", 0, Duration::ZERO)).await;
             }

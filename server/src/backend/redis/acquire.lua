@@ -47,7 +47,7 @@ local function acquire_one(cost, max_wait, rid)
   for i, l in ipairs(limits) do
     local c = cost[l.dim + 1]
     local ti
-    if l.bucket then ti = bucket_earliest(st, i - 1, l, c, t) else ti = window_earliest(st, l, c, t) end
+    if l.bucket then ti = bucket_earliest(st, l, c, t) else ti = window_earliest(st, l, c, t) end
     if ti == nil then return redis.error_reply('sluice: inconsistent window state') end
     if ti > t then t, decider = ti, s(i - 1) end
   end

@@ -6,15 +6,19 @@
 --   1 state     hash: n nonce, q next seq, hw high-water time, ls/ld last slot and its decider,
 --               cu<d>/cs<d>/cc<d> cooldown of dimension d (0: the whole service) until/status/
 --               source, ov overloads in a row, b<d>/t<d> base and running total of dimension d,
---               k<i>/f<i> bucket i's TAT (µs and fraction), am<i> provider budget adopted for
---               sliding limit i, rs/ra/rh last report, ex the time every key's TTL runs to,
---               rx '1' when the request-id hash has that TTL
+--               k<id>/f<id> a bucket's TAT (µs and fraction), am<d>_<window> provider budget
+--               adopted for the sliding limit of dimension d and that window, rs/ra/rh last
+--               report, ex the time every key's TTL runs to, rx '1' when the request-id hash has
+--               that TTL. A bucket's id is <d>_<window>_<amount>_<burst>: per-limit state is
+--               named by what the limit is, not by its position, so replicas whose configs
+--               differ (during a reload) never read each other's buckets as their own.
 --   2 log       zset: lease member -> slot
 --   3 leases    hash: lease member -> "slot c0 c1 c2 c3 r0 r1 r2 r3 decider|request_id"
 --   4 requests  hash: request_id -> lease member
 --   5..8 cum    zsets, one per dimension with a sliding limit: lease member -> running total
--- ARGV (common): 1 manual time ('' reads TIME), 2 limits (7 numbers each: dim bucket amount
---   window burst A Wg), 3 retention µs, 4 nonce for a new state
+-- ARGV (common): 1 manual time ('' reads TIME), 2 limits (7 numbers each: dim kind amount
+--   window burst A Wg; kind 0 sliding, 1 bucket, 2 sliding adopting provider budgets),
+--   3 retention µs, 4 nonce for a new state
 
 local PRUNE_BATCH = 128
 local SHIFT_BOUND = 1024
@@ -38,15 +42,19 @@ local function fdiv(x, y)
 end
 
 local function parse_limits(text)
-  local nums = {}
-  for v in string.gmatch(text, '%S+') do nums[#nums + 1] = tonumber(v) end
+  local words = {}
+  for v in string.gmatch(text, '%S+') do words[#words + 1] = v end
   local limits, sliding = {}, {}
-  for i = 1, #nums, 7 do
-    local l = { dim = nums[i], bucket = nums[i + 1] == 1, amount = nums[i + 2], window = nums[i + 3],
-      burst = nums[i + 4], a = nums[i + 5], wg = nums[i + 6] }
+  for i = 1, #words, 7 do
+    local n = function(j) return tonumber(words[i + j]) end
+    local l = { dim = n(0), bucket = n(1) == 1, adopt = n(1) == 2, amount = n(2), window = n(3),
+      burst = n(4), a = n(5), wg = n(6) }
     if l.bucket then
+      local id = words[i] .. '_' .. words[i + 3] .. '_' .. words[i + 2] .. '_' .. words[i + 4]
+      l.kf, l.ff = 'k' .. id, 'f' .. id
       l.span = math.max(l.window, math.ceil(l.burst * l.window / l.amount))
     else
+      l.af = 'am' .. words[i] .. '_' .. words[i + 3]
       l.span = l.window
       sliding[l.dim] = true
     end
@@ -66,9 +74,9 @@ local function num(st, field) return tonumber(st[field] or '0') end
 
 -- Puts adopted provider budgets in place of the configured amounts of sliding limits.
 local function apply_adopted(st, limits)
-  for i, l in ipairs(limits) do
-    local am = st['am' .. (i - 1)]
-    if am and not l.bucket then l.amount = tonumber(am) end
+  for _, l in ipairs(limits) do
+    local am = l.adopt and st[l.af]
+    if am then l.amount = tonumber(am) end
   end
 end
 
@@ -122,8 +130,10 @@ local function prune(st, now, retention, sliding, slack)
       end
     end
     local last = old[#old]
+    -- Every dimension, not only those with a sliding limit now: a reload may have dropped a
+    -- dimension's limit, and its running totals must not keep members of pruned leases.
     for d = 0, 3 do
-      if sliding[d] then
+      if sliding[d] or st['t' .. d] then
         local score = redis.call('ZSCORE', KEYS[5 + d], last)
         if score then st['b' .. d] = score end
         redis.call('ZREM', KEYS[5 + d], unpack(old))
@@ -134,11 +144,13 @@ local function prune(st, now, retention, sliding, slack)
     if redis.call('ZCARD', KEYS[2]) == 0 then
       -- An empty log restarts the running totals at zero, so they never grow without bound.
       for d = 0, 3 do
-        if sliding[d] then st['b' .. d] = '0'; st['t' .. d] = '0' end
+        if st['t' .. d] then st['b' .. d] = '0'; st['t' .. d] = '0' end
       end
     end
     for d = 0, 3 do
-      if sliding[d] then redis.call('HSET', KEYS[1], 'b' .. d, st['b' .. d] or '0', 't' .. d, st['t' .. d] or '0') end
+      if sliding[d] or st['t' .. d] then
+        redis.call('HSET', KEYS[1], 'b' .. d, st['b' .. d] or '0', 't' .. d, st['t' .. d] or '0')
+      end
     end
   end
   for d = 0, 3 do
@@ -224,9 +236,9 @@ local function flush_writes(st)
   defer_writes()
 end
 
--- Earliest slot of bucket limit l (index i) at or after t0 for cost c.
-local function bucket_earliest(st, i, l, c, t0)
-  local k, f = num(st, 'k' .. i), num(st, 'f' .. i)
+-- Earliest slot of bucket limit l at or after t0 for cost c.
+local function bucket_earliest(st, l, c, t0)
+  local k, f = num(st, l.kf), num(st, l.ff)
   if k == 0 and f == 0 then return t0 end
   local t = k - fdiv((l.burst - c) * l.wg - f, l.a)
   return math.max(t0, t)
@@ -267,13 +279,13 @@ local function book(st, limits, sliding, now, t, cost, decider, rid)
   local seq = num(st, 'q')
   local m = member(seq)
   local changed = { 'q', 'hw', 'ls', 'ld' }
-  for i, l in ipairs(limits) do
+  for _, l in ipairs(limits) do
     if l.bucket then
-      local k, f = num(st, 'k' .. (i - 1)), num(st, 'f' .. (i - 1))
+      local k, f = num(st, l.kf), num(st, l.ff)
       if k < t then k, f = t, 0 end
       k, f = pair_add_units(k, f, cost[l.dim + 1] * l.wg, l.a)
-      st['k' .. (i - 1)], st['f' .. (i - 1)] = s(k), s(f)
-      changed[#changed + 1] = 'k' .. (i - 1); changed[#changed + 1] = 'f' .. (i - 1)
+      st[l.kf], st[l.ff] = s(k), s(f)
+      changed[#changed + 1] = l.kf; changed[#changed + 1] = l.ff
     end
   end
   for d = 0, 3 do
@@ -323,11 +335,11 @@ local function book(st, limits, sliding, now, t, cost, decider, rid)
   return seq
 end
 
--- Cost booked in limit l (index i) as of now, and the time until it is wholly free (no writes).
-local function limit_usage(st, i, l, now)
+-- Cost booked in limit l as of now, and the time until it is wholly free (no writes).
+local function limit_usage(st, l, now)
   local used, reset = 0, 0
   if l.bucket then
-    local k, f = num(st, 'k' .. i), num(st, 'f' .. i)
+    local k, f = num(st, l.kf), num(st, l.ff)
     if k >= now and (k > now or f > 0) then
       local ahead = (k - now) * l.a + f
       used = -fdiv(-ahead, l.wg)

@@ -49,14 +49,18 @@ fn gcd(mut a: u128, mut b: u128) -> u128 {
     a
 }
 
-/// One limit as the scripts read it: `dim bucket amount window burst A Wg`, where a bucket's TAT
-/// advances `Wg / A` µs per token.
-fn encode_limit(limit: &LimitSpec) -> Result<String, String> {
+/// One limit as the scripts read it: `dim kind amount window burst A Wg`, where kind is 0 for a
+/// sliding window, 2 for one that adopts provider budgets, 1 for a bucket, whose TAT advances
+/// `Wg / A` µs per token.
+fn encode_limit(limit: &LimitSpec, adopt: bool) -> Result<String, String> {
     let dim = limit.dimension.index();
     match limit.algorithm {
         Algorithm::SlidingWindow => Ok(format!(
-            "{dim} 0 {} {} {} 1 1",
-            limit.amount, limit.window, limit.amount
+            "{dim} {} {} {} {} 1 1",
+            if adopt { 2 } else { 0 },
+            limit.amount,
+            limit.window,
+            limit.amount
         )),
         Algorithm::TokenBucket { burst } => {
             let (amount, window) = (u128::from(limit.amount), u128::from(limit.window));
@@ -85,7 +89,10 @@ fn encode_limit(limit: &LimitSpec) -> Result<String, String> {
 pub fn encode_limits(spec: &ServiceSpec) -> Result<String, String> {
     let mut out = Vec::with_capacity(spec.limits.len());
     for limit in &spec.limits {
-        out.push(encode_limit(limit).map_err(|e| format!("service {:?}: {e}", spec.name))?);
+        out.push(
+            encode_limit(limit, spec.adopt_provider_limits)
+                .map_err(|e| format!("service {:?}: {e}", spec.name))?,
+        );
     }
     Ok(out.join(" "))
 }
@@ -121,13 +128,13 @@ mod tests {
         };
         // 30,000 tokens a minute: one token every 2,000 µs.
         assert_eq!(
-            encode_limit(&bucket(30_000, minute, 30_000)).unwrap(),
+            encode_limit(&bucket(30_000, minute, 30_000), false).unwrap(),
             format!("1 1 30000 {minute} 30000 1 2000")
         );
         // 90 million tokens a day still fits.
-        assert!(encode_limit(&bucket(90_000_000, 86_400_000_000, 90_000_000)).is_ok());
+        assert!(encode_limit(&bucket(90_000_000, 86_400_000_000, 90_000_000), false).is_ok());
         // A large prime amount per day does not.
-        let err = encode_limit(&bucket(1_000_003, 86_400_000_000, 1_000_003)).unwrap_err();
+        let err = encode_limit(&bucket(1_000_003, 86_400_000_000, 1_000_003), false).unwrap_err();
         assert!(err.contains("tokens/1d"), "{err}");
     }
 }

@@ -10,11 +10,11 @@ mod batch;
 mod layout;
 
 use std::{
-    collections::hash_map::RandomState,
+    collections::{hash_map::RandomState, HashMap},
     hash::{BuildHasher, Hasher},
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, PoisonError, RwLock,
     },
     time::Duration,
 };
@@ -89,12 +89,30 @@ impl Connection {
     }
 }
 
-/// Per-service constants handed to every script call.
+/// Per-service constants handed to every script call, and the service's acquire queue.
 struct ServiceArgs {
+    /// The configuration these were made for.
+    spec: Arc<ServiceSpec>,
     keys: ServiceKeys,
     limits: String,
     retention: String,
+    batcher: batch::Batcher,
 }
+
+impl ServiceArgs {
+    fn new(spec: &Arc<ServiceSpec>, key_prefix: &str) -> Result<Self, String> {
+        Ok(Self {
+            spec: spec.clone(),
+            keys: ServiceKeys::new(key_prefix, &spec.name),
+            limits: layout::encode_limits(spec)?,
+            retention: layout::retention(spec).to_string(),
+            batcher: batch::Batcher::default(),
+        })
+    }
+}
+
+/// The services, by name.
+type Services = HashMap<String, Arc<ServiceArgs>>;
 
 /// Where decisions take their time from.
 #[derive(Clone, Debug, Default)]
@@ -110,7 +128,9 @@ enum TimeSource {
 pub struct RedisBackend {
     connection: Connection,
     scripts: Scripts,
-    services: Vec<ServiceArgs>,
+    /// Replaced whole by [`Backend::reconfigure`].
+    services: RwLock<Arc<Services>>,
+    key_prefix: String,
     timeout: Duration,
     on_failure: OnFailure,
     time: TimeSource,
@@ -118,14 +138,12 @@ pub struct RedisBackend {
     /// lease ids of a service's earlier (expired) state never name a lease of its new one.
     nonces: RandomState,
     calls: AtomicU64,
-    /// One acquire queue per service, by index.
-    batchers: Vec<batch::Batcher>,
 }
 
 impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBackend")
-            .field("services", &self.services.len())
+            .field("services", &self.services().len())
             .field("timeout", &self.timeout)
             .field("on_failure", &self.on_failure)
             .finish_non_exhaustive()
@@ -180,14 +198,8 @@ impl RedisBackend {
     ) -> Result<Self, RedisSetupError> {
         // rediss:// URLs use rustls with the ring provider; a provider installed before wins.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut services = Vec::with_capacity(specs.len());
-        for spec in specs {
-            services.push(ServiceArgs {
-                keys: ServiceKeys::new(&config.key_prefix, &spec.name),
-                limits: layout::encode_limits(spec).map_err(RedisSetupError::Unsupported)?,
-                retention: layout::retention(spec).to_string(),
-            });
-        }
+        let services = Self::prepare(specs, &config.key_prefix, &Services::new())
+            .map_err(RedisSetupError::Unsupported)?;
         let connect_error = |source| RedisSetupError::Connect {
             url: config.url.to_string(),
             source,
@@ -234,13 +246,13 @@ impl RedisBackend {
         Ok(Self {
             connection,
             scripts: Scripts::new(),
-            services,
+            services: RwLock::new(Arc::new(services)),
+            key_prefix: config.key_prefix.clone(),
             timeout: config.timeout,
             on_failure: config.on_failure,
             time: TimeSource::Server,
             nonces: RandomState::new(),
             calls: AtomicU64::new(0),
-            batchers: specs.iter().map(|_| batch::Batcher::default()).collect(),
         })
     }
 
@@ -251,10 +263,41 @@ impl RedisBackend {
         self
     }
 
-    fn service(&self, spec: &ServiceSpec) -> Result<&ServiceArgs, BackendError> {
+    /// The script arguments of `specs`, keeping those of `current` whose spec is unchanged (the
+    /// same `Arc`), or why a service cannot be held.
+    fn prepare(
+        specs: &[Arc<ServiceSpec>],
+        key_prefix: &str,
+        current: &Services,
+    ) -> Result<Services, String> {
+        let mut services = Services::with_capacity(specs.len());
+        for spec in specs {
+            let args = match current.get(&spec.name) {
+                Some(args) if Arc::ptr_eq(&args.spec, spec) => args.clone(),
+                _ => Arc::new(ServiceArgs::new(spec, key_prefix)?),
+            };
+            services.insert(spec.name.clone(), args);
+        }
+        Ok(services)
+    }
+
+    fn services(&self) -> Arc<Services> {
         self.services
-            .get(spec.index)
-            .ok_or_else(|| BackendError::Unavailable(format!("no state for {}", spec.name)))
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The arguments of `spec`, which must be the configuration in force (a call that raced a
+    /// reload is refused with [`BackendError::Reconfigured`]).
+    fn service(&self, spec: &ServiceSpec) -> Result<Arc<ServiceArgs>, BackendError> {
+        self.services
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&spec.name)
+            .filter(|args| std::ptr::eq(Arc::as_ptr(&args.spec), spec))
+            .cloned()
+            .ok_or_else(|| BackendError::Reconfigured(spec.name.clone()))
     }
 
     fn fresh_nonce(&self) -> String {
@@ -312,7 +355,7 @@ impl RedisBackend {
         Ok(self.command(
             "EVALSHA",
             &self.scripts.acquire.sha,
-            service,
+            &service,
             &[
                 &MAX_LEASES.to_string(),
                 "1",
@@ -359,7 +402,7 @@ impl RedisBackend {
                 request_id: c.request_id.unwrap_or_default().to_string(),
             })
             .collect();
-        let replies = self.run_acquires(service, acquires).await?;
+        let replies = self.run_acquires(&service, acquires).await?;
         Ok(replies
             .into_iter()
             .zip(calls)
@@ -466,17 +509,14 @@ impl Backend for RedisBackend {
         call: AcquireCall<'_>,
     ) -> Result<Decision, BackendError> {
         let service = self.service(spec)?;
-        let batcher = self
-            .batchers
-            .get(spec.index)
-            .ok_or_else(|| BackendError::Unavailable(format!("no state for {}", spec.name)))?;
         let queued = batch::QueuedAcquire {
             cost: call.cost,
             max_wait: call.max_wait,
             request_id: call.request_id.unwrap_or_default().to_string(),
         };
-        let reply = batcher
-            .submit(queued, |acquires| self.run_acquires(service, acquires))
+        let reply = service
+            .batcher
+            .submit(queued, |acquires| self.run_acquires(&service, acquires))
             .await;
         let reply = match (reply, self.on_failure) {
             (Ok(reply), _) => reply,
@@ -565,7 +605,7 @@ impl Backend for RedisBackend {
         let reply = self
             .eval(
                 &self.scripts.report,
-                service,
+                &service,
                 &[
                     &lease_nonce,
                     &lease_seq,
@@ -592,7 +632,7 @@ impl Backend for RedisBackend {
 
     async fn status(&self, spec: &ServiceSpec) -> Result<ServiceSnapshot, BackendError> {
         let service = self.service(spec)?;
-        let reply = self.eval(&self.scripts.status, service, &[]).await?;
+        let reply = self.eval(&self.scripts.status, &service, &[]).await?;
         if reply.len() != 18 + 3 * spec.limits.len() {
             return Err(protocol("status length"));
         }
@@ -668,7 +708,7 @@ impl Backend for RedisBackend {
             AdminOp::ClearCooldowns => "clear",
             AdminOp::Reset => "reset",
         };
-        self.eval_as::<String>(&self.scripts.admin, service, &[action])
+        self.eval_as::<String>(&self.scripts.admin, &service, &[action])
             .await
             .map(|_| ())
     }
@@ -676,11 +716,21 @@ impl Backend for RedisBackend {
     async fn maintain(&self) {
         // Every key carries a TTL and every grant prunes; this catches services that only see
         // denials or reports for a while, so their expired leases do not linger until the TTL.
-        for service in &self.services {
+        for service in self.services().values() {
             if let Err(e) = self.eval_as::<i64>(&self.scripts.prune, service, &[]).await {
                 tracing::debug!(error = %e, "prune failed; retrying next round");
                 return;
             }
         }
+    }
+
+    async fn reconfigure(&self, specs: &[Arc<ServiceSpec>]) -> Result<(), BackendError> {
+        let services = Self::prepare(specs, &self.key_prefix, &self.services())
+            .map_err(BackendError::Unsupported)?;
+        *self
+            .services
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(services);
+        Ok(())
     }
 }

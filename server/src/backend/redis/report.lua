@@ -82,13 +82,12 @@ if #first > 0 and tonumber(first[2]) < cooldown_end
   if lease and lease.slot > now then lease.slot = lease.slot + delta end
   st.ls = s(num(st, 'ls') + delta)
   redis.call('HSET', KEYS[1], 'ls', st.ls)
-  for i, l in ipairs(limits) do
+  for _, l in ipairs(limits) do
     if l.bucket then
-      local ki = 'k' .. (i - 1)
-      local k, f = num(st, ki), num(st, 'f' .. (i - 1))
+      local k, f = num(st, l.kf), num(st, l.ff)
       if k > now or (k == now and f > 0) then
-        st[ki] = s(k + delta)
-        redis.call('HSET', KEYS[1], ki, st[ki])
+        st[l.kf] = s(k + delta)
+        redis.call('HSET', KEYS[1], l.kf, st[l.kf])
       end
     end
   end
@@ -134,9 +133,9 @@ if lease and #usage == 3 then
         end
         redis.call('HSET', KEYS[1], 'b' .. d, st['b' .. d] or '0', 't' .. d, st['t' .. d] or '0')
       end
-      for i, l in ipairs(limits) do
+      for _, l in ipairs(limits) do
         if l.bucket and l.dim == d and lease.slot + l.span > now then
-          local ki, fi = 'k' .. (i - 1), 'f' .. (i - 1)
+          local ki, fi = l.kf, l.ff
           local k, f = num(st, ki), num(st, fi)
           if delta > 0 then
             -- A charge beyond one burst counts as one burst: the bucket is overdrawn at most once.
@@ -175,9 +174,9 @@ for r = 1, #adopt - 1, 2 do
   local l = limits[adopt[r] + 1]
   local amount = adopt[r + 1]
   if l and not l.bucket and amount >= 1 and amount <= MAX_EXACT then
-    l.amount = amount
-    st['am' .. adopt[r]] = s(amount)
-    redis.call('HSET', KEYS[1], 'am' .. adopt[r], st['am' .. adopt[r]])
+    if l.adopt then l.amount = amount end
+    st[l.af] = s(amount)
+    redis.call('HSET', KEYS[1], l.af, st[l.af])
   end
 end
 
@@ -190,7 +189,7 @@ for r = 1, #readings - 2, 3 do
   local i, remaining, tolerance = readings[r], readings[r + 1], readings[r + 2]
   local l = limits[i + 1]
   if l then
-    local used = limit_usage(st, i, l, now)
+    local used = limit_usage(st, l, now)
     local own = math.max(0, capacity(l) - used)
     local seen = remaining + tolerance
     local held = redis.call('ZCARD', KEYS[2])

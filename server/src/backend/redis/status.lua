@@ -17,7 +17,7 @@ out[5] = s(redis.call('ZCOUNT', KEYS[2], '(' .. s(now), '+inf'))
 out[9] = s(redis.call('ZCARD', KEYS[2]))
 for i, l in ipairs(limits) do
   local used, reset = 0, 0
-  if not stale then used, reset = limit_usage(st, i - 1, l, now) end
+  if not stale then used, reset = limit_usage(st, l, now) end
   out[#out + 1] = s(used)
   out[#out + 1] = s(reset)
   out[#out + 1] = s(l.amount)
