@@ -1,10 +1,13 @@
-//! The `sluice.v1.Admin` gRPC service, for operators: set or clear a service's cooldown and reset
-//! its state. Served only when enabled (`--admin` / `admin = true`); otherwise callers get
+//! The `sluice.v1.Admin` gRPC service, for operators: set or clear a service's cooldown, reset
+//! its state, reload the config. Served only when enabled (`--admin` / `admin = true`); otherwise callers get
 //! UNIMPLEMENTED. Like [`crate::grpc`], it only converts types.
 
 use std::sync::Arc;
 
-use sluice::v1::{admin_server::Admin, AdminResponse, ServiceRequest, SetCooldownRequest};
+use sluice::v1::{
+    admin_server::Admin, AdminResponse, ReloadConfigRequest, ReloadConfigResponse, ServiceRequest,
+    SetCooldownRequest,
+};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -12,18 +15,20 @@ use crate::{
     core::AdminOp,
     grpc::{from_duration, service_status},
     limiter::{Limiter, MAX_WAIT_LIMIT},
+    reload::Reloader,
 };
 
 /// The gRPC face of the limiter's operator actions.
 #[derive(Debug)]
 pub struct AdminService<B> {
     limiter: Arc<Limiter<B>>,
+    reloader: Arc<Reloader<B>>,
 }
 
 impl<B> AdminService<B> {
-    /// Serves `limiter`'s operator actions.
-    pub fn new(limiter: Arc<Limiter<B>>) -> Self {
-        Self { limiter }
+    /// Serves `limiter`'s operator actions, reloading its config with `reloader`.
+    pub fn new(limiter: Arc<Limiter<B>>, reloader: Arc<Reloader<B>>) -> Self {
+        Self { limiter, reloader }
     }
 }
 
@@ -67,5 +72,23 @@ impl<B: Backend> Admin for AdminService<B> {
         let service = request.into_inner().service;
         let status = self.limiter.admin(&service, AdminOp::Reset).await?;
         Ok(answer(status))
+    }
+
+    async fn reload_config(
+        &self,
+        _request: Request<ReloadConfigRequest>,
+    ) -> Result<Response<ReloadConfigResponse>, Status> {
+        let done = self
+            .reloader
+            .reload("admin")
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(ReloadConfigResponse {
+            added: done.summary.added,
+            removed: done.summary.removed,
+            changed: done.summary.changed,
+            unchanged: done.summary.unchanged,
+            needs_restart: done.needs_restart.into_iter().map(str::to_string).collect(),
+        }))
     }
 }

@@ -4,7 +4,8 @@
 //! - [`backend`]: where state lives, behind one trait;
 //! - [`limiter`]: validation and orchestration, free of protobuf;
 //! - [`grpc`]: the `sluice.v1.RateLimiter` service, converting types only;
-//! - [`server`]: [`run`], which serves it all with health and reflection.
+//! - [`server`]: [`run`], which serves it all with health and reflection;
+//! - [`reload`]: live configuration (SIGHUP and the Admin service's `ReloadConfig`).
 
 pub mod admin;
 pub mod backend;
@@ -17,6 +18,7 @@ pub mod grpc;
 pub mod limiter;
 pub mod metrics;
 pub mod provider;
+pub mod reload;
 pub mod server;
 
-pub use server::run;
+pub use server::{run, run_with};

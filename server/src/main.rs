@@ -1,11 +1,11 @@
 //! `sluice-server`: parse arguments and config, start tracing, bind, and serve until SIGTERM or
-//! SIGINT. Everything else lives in the library.
+//! SIGINT, reloading the config on SIGHUP. Everything else lives in the library.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use sluice_server::{cli::Cli, run};
+use sluice_server::{cli::Cli, run_with};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -31,7 +31,14 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, services = config.services.len(), "listening");
-    run(listener, config, shutdown_signal()).await?;
+    // SIGHUP (or the Admin service's ReloadConfig) re-reads the file with the same overrides.
+    run_with(
+        listener,
+        config,
+        Some(std::sync::Arc::new(cli)),
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 

@@ -16,6 +16,7 @@ use crate::{
     config::{BackendConfig, Config},
     grpc::RateLimiterService,
     limiter::Limiter,
+    reload::{reload_on_hangup, ConfigSource, Reloader},
 };
 
 /// The service name under which health is reported, besides `""`.
@@ -42,18 +43,33 @@ pub enum ServeError {
     Metrics(String),
 }
 
-/// Serves Sluice on `listener` until `shutdown` resolves, then drains.
+/// Serves Sluice on `listener` until `shutdown` resolves, then drains. The services are fixed:
+/// see [`run_with`] for a server that reloads its config.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    run_with(listener, config, None, shutdown).await
+}
+
+/// [`run`], reloading the services from `source` on SIGHUP and on the Admin service's
+/// `ReloadConfig` (see [`crate::reload`]).
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    source: Option<Arc<dyn ConfigSource>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let startup = config.clone();
     let specs: Vec<_> = config.services.into_iter().map(Arc::new).collect();
     let profiles = config.profiles;
     let options = Options {
         grace: config.shutdown_grace,
         metrics_listen: config.metrics_listen,
         admin: config.admin,
+        startup,
+        source,
     };
     match config.backend {
         BackendConfig::Memory => {
@@ -90,6 +106,10 @@ struct Options {
     grace: Duration,
     metrics_listen: Option<std::net::SocketAddr>,
     admin: bool,
+    /// The config the server started with.
+    startup: Config,
+    /// Where reloads read the config.
+    source: Option<Arc<dyn ConfigSource>>,
 }
 
 /// Starts the metrics endpoint if configured; it stops when `stop` resolves.
@@ -145,6 +165,15 @@ async fn serve<B: Backend>(
     let reflection = reflection().build_v1()?;
 
     let maintenance = spawn_maintenance(limiter.clone());
+    let reloader = Arc::new(Reloader::new(
+        limiter.clone(),
+        options.source.clone(),
+        &options.startup,
+    ));
+    let hangups = options
+        .source
+        .is_some()
+        .then(|| tokio::spawn(reload_on_hangup(reloader.clone())));
     let (drain_tx, drain_rx) = oneshot::channel::<()>();
     let router = Server::builder()
         .add_service(health_service)
@@ -155,7 +184,7 @@ async fn serve<B: Backend>(
         )))
         .add_optional_service(options.admin.then(|| {
             tracing::info!("serving sluice.v1.Admin");
-            AdminServer::new(AdminService::new(limiter.clone()))
+            AdminServer::new(AdminService::new(limiter.clone(), reloader.clone()))
         }));
     let mut serving = tokio::spawn(router.serve_with_incoming_shutdown(
         incoming(listener),
@@ -187,10 +216,16 @@ async fn serve<B: Backend>(
             }
         }
     };
-    maintenance.abort();
-    if let Err(e) = maintenance.await {
-        if e.is_panic() {
-            tracing::error!(error = %e, "maintenance task panicked");
+    for (task, name) in [
+        (Some(maintenance), "maintenance"),
+        (hangups, "SIGHUP listener"),
+    ] {
+        let Some(task) = task else { continue };
+        task.abort();
+        if let Err(e) = task.await {
+            if e.is_panic() {
+                tracing::error!(error = %e, task = name, "task panicked");
+            }
         }
     }
     let _ = metrics_stop.send(());

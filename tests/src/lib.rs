@@ -159,6 +159,41 @@ impl TestServer {
         self.child.id()
     }
 
+    /// Replaces the server's config file (it is read again on SIGHUP or `Admin/ReloadConfig`).
+    pub fn write_config(&self, config: &str) -> anyhow::Result<()> {
+        // Written aside and renamed, so a reload never reads half a file.
+        let staged = self.config.with_extension("toml.new");
+        std::fs::write(&staged, config)?;
+        std::fs::rename(&staged, &self.config)?;
+        Ok(())
+    }
+
+    /// Sends `signal` (e.g. `"HUP"`) to the server.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -{signal} failed");
+        }
+        Ok(())
+    }
+
+    /// Waits until the log contains `text` `times` times (the server logs it asynchronously).
+    pub async fn wait_for_log(&self, text: &str, times: usize) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        while self.log().matches(text).count() < times {
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "{text:?} never appeared {times} times in the log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
     /// A health client on a fresh connection.
     pub async fn health(&self) -> anyhow::Result<HealthClient<tonic::transport::Channel>> {
         let channel = tonic::transport::Endpoint::from_shared(self.url.clone())?
@@ -207,12 +242,7 @@ impl TestServer {
 
     /// Sends SIGTERM and waits for the process to exit, returning its exit code.
     pub async fn terminate(mut self) -> anyhow::Result<Option<i32>> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
-        if !status.success() {
-            bail!("kill -TERM failed");
-        }
+        self.signal("TERM")?;
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait()? {

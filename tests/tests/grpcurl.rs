@@ -109,3 +109,51 @@ async fn grpcurl_lists_and_calls_the_api_through_reflection(store: &Store) -> an
     assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
     Ok(())
 }
+
+/// The README's Admin examples, as written there, against a server with `--admin`.
+#[tokio::test]
+async fn the_readme_admin_examples_work_with_grpcurl() -> anyhow::Result<()> {
+    let server = sluice_e2e::spawn_server_with(CONFIG, &["--admin"]).await?;
+    let addr = server.addr.as_str();
+    let service = r#"{"service": "openai/gpt-4o"}"#;
+
+    let set: Value = serde_json::from_str(&grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"service": "openai/gpt-4o", "duration": "300s", "reason": "provider incident"}"#,
+        addr,
+        "sluice.v1.Admin/SetCooldown",
+    ])?)?;
+    assert_eq!(
+        set["status"]["cooldown"]["cause"],
+        "admin: provider incident"
+    );
+    let cleared: Value = serde_json::from_str(&grpcurl(&[
+        "-plaintext",
+        "-d",
+        service,
+        addr,
+        "sluice.v1.Admin/ClearCooldown",
+    ])?)?;
+    assert!(cleared["status"].get("cooldown").is_none(), "{cleared}");
+    let reset: Value = serde_json::from_str(&grpcurl(&[
+        "-plaintext",
+        "-d",
+        service,
+        addr,
+        "sluice.v1.Admin/ResetService",
+    ])?)?;
+    assert_eq!(reset["status"]["service"], "openai/gpt-4o");
+
+    server.write_config(&format!(
+        "{CONFIG}\n[[services]]\nname = \"added\"\nlimits = [{{ dimension = \"requests\", amount = 1, window = \"1s\" }}]\n"
+    ))?;
+    let reloaded: Value = serde_json::from_str(&grpcurl(&[
+        "-plaintext",
+        addr,
+        "sluice.v1.Admin/ReloadConfig",
+    ])?)?;
+    assert_eq!(reloaded["added"], serde_json::json!(["added"]));
+    assert_eq!(reloaded["unchanged"], serde_json::json!(["openai/gpt-4o"]));
+    Ok(())
+}

@@ -6,7 +6,7 @@ use sluice_server::{
     config::Config,
     core::ServiceSpec,
     error::Error,
-    limiter::{AcquireRequest, Limiter, ReportRequest},
+    limiter::{AcquireRequest, Limiter, ReloadSummary, ReportRequest},
 };
 
 use crate::TestBackend;
@@ -83,6 +83,34 @@ pub async fn limiter<B: TestBackend>() -> Limiter<B> {
     let specs = specs();
     let backend = B::create(&specs).await;
     Limiter::new(specs, backend)
+}
+
+/// Reloads `l` with `config`, as a SIGHUP would.
+pub async fn reload<B: TestBackend>(l: &Limiter<B>, config: &str) -> Result<ReloadSummary, Error> {
+    let config = Config::parse(config).expect("reloaded config is valid");
+    l.reconfigure(config.services, config.profiles).await
+}
+
+/// [`CONFIG`] with the service `name`'s block replaced by `block` (empty: removed).
+pub fn config_with(name: &str, block: &str) -> String {
+    replace_block(CONFIG, name, block)
+}
+
+/// `config` with the service `name`'s block replaced by `block` (empty: removed).
+pub fn replace_block(config: &str, name: &str, block: &str) -> String {
+    let mut out = String::new();
+    for part in config
+        .split("[[services]]")
+        .filter(|p| !p.trim().is_empty())
+    {
+        if part.trim_start().starts_with(&format!("name = {name:?}")) {
+            out.push_str(block);
+        } else {
+            out.push_str("[[services]]");
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 pub fn req(service: &str, tokens: u64, max_wait: Duration) -> AcquireRequest {
@@ -487,6 +515,99 @@ macro_rules! behaviour_suite {
             let l = limiter::<B>().await;
             l.report(report("tpm", "", 429, &[("retry-after", "60")])).await.expect("report");
             assert_eq!(granted(&l, &req("rpm", 0, Duration::ZERO)).await.1, 0);
+        }
+
+        #[tokio::test]
+        async fn a_reload_keeps_the_state_of_surviving_services_and_adds_and_removes_services() {
+            let l = limiter::<B>().await;
+            granted(&l, &req("rpm", 0, Duration::ZERO)).await;
+            granted(&l, &req("rpm", 0, Duration::ZERO)).await;
+            l.report(report("tpm", "", 429, &[("retry-after", "25")])).await.expect("report");
+            let fresh = "[[services]]\nname = \"fresh\"\nlimits = [{ dimension = \"requests\", amount = 1, window = \"1m\" }]\n";
+            let summary = reload(&l, &config_with("split", fresh)).await.expect("reload");
+            assert_eq!(summary.added, ["fresh"]);
+            assert_eq!(summary.removed, ["split"]);
+            assert!(summary.changed.is_empty(), "{summary:?}");
+            assert_eq!(summary.unchanged.len(), 7);
+            // rpm still counts its two grants; tpm is still cooling down.
+            granted(&l, &req("rpm", 0, Duration::ZERO)).await;
+            denied(&l, &req("rpm", 0, Duration::ZERO)).await;
+            assert_eq!(denied(&l, &req("tpm", 1, Duration::ZERO)).await, 25 * US);
+            assert!(is(l.acquire(&req("split", 1, Duration::ZERO)).await, |e| matches!(e, Error::UnknownService(_))));
+            assert!(is(l.status("split").await, |e| matches!(e, Error::UnknownService(_))));
+            granted(&l, &req("fresh", 0, Duration::ZERO)).await;
+            let listed: Vec<String> = l.list().await.expect("list").into_iter().map(|s| s.spec.name.clone()).collect();
+            assert_eq!(listed, ["rpm", "tpm", "bucket", "oai", "claude", "gemini", "fresh", "adopt"]);
+        }
+
+        #[tokio::test]
+        async fn a_reload_carries_usage_over_to_changed_limits() {
+            let l = limiter::<B>().await;
+            for _ in 0..3 {
+                granted(&l, &req("tpm", 300, Duration::ZERO)).await;
+            }
+            // split: input_tokens 100/1m sliding, output_tokens 50/1m bucket; empty the bucket.
+            let mut split = req("split", 0, Duration::ZERO);
+            (split.input_tokens, split.output_tokens) = (60, 50);
+            granted(&l, &split).await;
+            granted(&l, &req("bucket", 100, Duration::ZERO)).await;
+            let tpm = "[[services]]\nname = \"tpm\"\ndefault_cooldown = \"2s\"\nmax_cooldown = \"30s\"\nlimits = [\n  { dimension = \"requests\", amount = 4, window = \"1m\" },\n  { dimension = \"tokens\", amount = 1000, window = \"1m\" },\n]\n";
+            // The same bucket, now listed first, and a lower input budget.
+            let split_block = "[[services]]\nname = \"split\"\nlimits = [\n  { dimension = \"output_tokens\", amount = 50, window = \"1m\", algorithm = \"token_bucket\" },\n  { dimension = \"input_tokens\", amount = 80, window = \"1m\" },\n]\n";
+            let bucket = "[[services]]\nname = \"bucket\"\nlimits = [{ dimension = \"tokens\", amount = 600, window = \"1m\", algorithm = \"token_bucket\", burst = 200 }]\n";
+            let text = config_with("tpm", tpm);
+            let text = replace_block(&text, "split", split_block);
+            let text = replace_block(&text, "bucket", bucket);
+            let summary = reload(&l, &text).await.expect("reload");
+            assert_eq!(summary.changed, ["tpm", "bucket", "split"]);
+            // tpm: 3 of 4 requests and 900 of 1000 tokens already used.
+            granted(&l, &req("tpm", 100, Duration::ZERO)).await;
+            let status = l.status("tpm").await.expect("status");
+            assert_eq!((status.snapshot.limits[0].amount, status.snapshot.limits[0].used), (4, 4));
+            assert_eq!(status.snapshot.limits[1].used, 1000);
+            denied(&l, &req("tpm", 1, Duration::ZERO)).await;
+            // split: the unchanged bucket is still empty (refills 50 a minute), 60 of 80 input used.
+            let mut output = req("split", 0, Duration::ZERO);
+            output.output_tokens = 10;
+            assert_eq!(denied(&l, &output).await, 12 * US);
+            let mut input = req("split", 0, Duration::ZERO);
+            input.input_tokens = 21;
+            denied(&l, &input).await;
+            input.input_tokens = 20;
+            granted(&l, &input).await;
+            // bucket: a reshaped bucket is a new limit and starts full.
+            granted(&l, &req("bucket", 200, Duration::ZERO)).await;
+        }
+
+        #[tokio::test]
+        async fn a_reload_that_turns_adoption_off_restores_the_configured_amount() {
+            let l = limiter::<B>().await;
+            l.report(report("adopt", "", 200, &[("x-ratelimit-limit-requests", "5")])).await.expect("report");
+            assert_eq!(l.status("adopt").await.expect("status").snapshot.limits[0].amount, 5);
+            let text = CONFIG.replace("adopt_provider_limits = true\n", "");
+            let summary = reload(&l, &text).await.expect("reload");
+            assert_eq!(summary.changed, ["adopt"]);
+            assert_eq!(l.status("adopt").await.expect("status").snapshot.limits[0].amount, 100);
+        }
+
+        #[tokio::test]
+        async fn calls_carrying_a_replaced_configuration_are_refused_by_the_backend() {
+            let l = limiter::<B>().await;
+            let old = l.service("rpm").expect("rpm").spec.clone();
+            let rpm = "[[services]]\nname = \"rpm\"\nlimits = [{ dimension = \"requests\", amount = 5, window = \"10s\" }]\n";
+            reload(&l, &config_with("rpm", rpm)).await.expect("reload");
+            let call = sluice_server::backend::AcquireCall {
+                cost: sluice_server::core::Cost::of_call(0, 0, 0),
+                max_wait: 0,
+                request_id: None,
+            };
+            let stale = l.backend().acquire(&old, call).await;
+            assert!(matches!(stale, Err(sluice_server::backend::BackendError::Reconfigured(_))), "{stale:?}");
+            // Through the limiter, the new configuration answers: five grants.
+            for _ in 0..5 {
+                granted(&l, &req("rpm", 0, Duration::ZERO)).await;
+            }
+            denied(&l, &req("rpm", 0, Duration::ZERO)).await;
         }
     };
 }
