@@ -22,6 +22,8 @@ use crate::{
 /// The service name under which health is reported, besides `""`.
 pub const HEALTH_SERVICE: &str = "sluice.v1.RateLimiter";
 const MAINTENANCE_PERIOD: Duration = Duration::from_secs(1);
+/// How often the backend's readiness is checked for the health service.
+const READINESS_PERIOD: Duration = Duration::from_millis(250);
 
 /// The server could not start or failed while serving.
 #[derive(Debug, thiserror::Error)]
@@ -83,13 +85,7 @@ pub async fn run_with(
             .await
         }
         BackendConfig::Redis(redis) => {
-            let backend = RedisBackend::connect(&specs, &redis).await?;
-            tracing::info!(
-                url = %redis.url,
-                cluster = redis.cluster,
-                key_prefix = %redis.key_prefix,
-                "connected to redis"
-            );
+            let backend = RedisBackend::start(&specs, &redis).await?;
             serve(
                 listener,
                 Limiter::new(specs, backend).with_profiles(profiles),
@@ -154,7 +150,11 @@ async fn serve<B: Backend>(
     let metrics = start_metrics(options.metrics_listen, metrics_stopped).await?;
     let limiter = Arc::new(limiter);
     let (mut health, health_service) = tonic_health::server::health_reporter();
-    set_health(&mut health, ServingStatus::Serving).await;
+    // The first status is known before anyone can watch: watchers see changes only.
+    let ready = limiter.backend().ready().await;
+    log_readiness(&ready);
+    set_health(&mut health, status_of(&ready)).await;
+    let readiness = spawn_readiness(limiter.clone(), health.clone(), ready.is_ok());
     // Reflection describes the API and the health service; v1alpha is kept for older clients.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -197,6 +197,12 @@ async fn serve<B: Backend>(
         result = &mut serving => Some(result),
         () = shutdown => None,
     };
+    readiness.abort();
+    if let Err(e) = readiness.await {
+        if e.is_panic() {
+            tracing::error!(error = %e, task = "readiness", "task panicked");
+        }
+    }
     let result = match result {
         Some(early) => early,
         None => {
@@ -252,6 +258,42 @@ pub fn incoming(
         }
         accepted
     })
+}
+
+/// Reports SERVING while the backend is ready and NOT_SERVING while it is not, logging each change
+/// with its reason. Starts NOT_SERVING: a server is ready once its backend is.
+fn spawn_readiness<B: Backend>(
+    limiter: Arc<Limiter<B>>,
+    mut health: HealthReporter,
+    mut serving: bool,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(READINESS_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let ready = limiter.backend().ready().await;
+            if serving != ready.is_ok() {
+                log_readiness(&ready);
+                set_health(&mut health, status_of(&ready)).await;
+                serving = ready.is_ok();
+            }
+        }
+    })
+}
+
+fn status_of(ready: &Result<(), String>) -> ServingStatus {
+    match ready {
+        Ok(()) => ServingStatus::Serving,
+        Err(_) => ServingStatus::NotServing,
+    }
+}
+
+fn log_readiness(ready: &Result<(), String>) {
+    match ready {
+        Ok(()) => tracing::info!("backend ready: serving"),
+        Err(reason) => tracing::warn!(%reason, "backend not ready: health reports NOT_SERVING"),
+    }
 }
 
 fn spawn_maintenance<B: Backend>(limiter: Arc<Limiter<B>>) -> JoinHandle<()> {

@@ -97,6 +97,13 @@ pub async fn spawn_server(config: &str) -> anyhow::Result<TestServer> {
 
 /// [`spawn_server`] with extra command-line arguments, e.g. `["--log-format", "json"]`.
 pub async fn spawn_server_with(config: &str, args: &[&str]) -> anyhow::Result<TestServer> {
+    let mut server = spawn_server_unready(config, args).await?;
+    server.wait_until_serving().await?;
+    Ok(server)
+}
+
+/// Starts a server and waits until it listens, not until it is ready (e.g. its Redis is away).
+pub async fn spawn_server_unready(config: &str, args: &[&str]) -> anyhow::Result<TestServer> {
     let path = config_path();
     std::fs::write(&path, config)?;
     let mut child = Command::new(server_binary()?)
@@ -104,7 +111,10 @@ pub async fn spawn_server_with(config: &str, args: &[&str]) -> anyhow::Result<Te
         .arg(&path)
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -144,7 +154,6 @@ pub async fn spawn_server_with(config: &str, args: &[&str]) -> anyhow::Result<Te
     };
     server.url = format!("http://{addr}");
     server.addr = addr;
-    server.wait_until_serving().await?;
     Ok(server)
 }
 
@@ -215,7 +224,23 @@ impl TestServer {
         Ok(sluice_client::Client::connect(self.url.clone()).await?)
     }
 
-    async fn wait_until_serving(&mut self) -> anyhow::Result<()> {
+    /// The health status the server reports for the API now.
+    pub async fn serving_status(&self) -> anyhow::Result<ServingStatus> {
+        let request = HealthCheckRequest {
+            service: "sluice.v1.RateLimiter".into(),
+        };
+        let status = self
+            .health()
+            .await?
+            .check(request)
+            .await?
+            .into_inner()
+            .status;
+        ServingStatus::try_from(status).map_err(|e| anyhow::anyhow!("health status: {e}"))
+    }
+
+    /// Waits until health reports SERVING.
+    pub async fn wait_until_serving(&mut self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         let mut backoff = Duration::from_millis(5);
         loop {

@@ -82,7 +82,8 @@ impl RedisServer {
         Self::start_with(&["--tls"])
     }
 
-    fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
+    /// Starts a standalone server with extra `redis-server` arguments (e.g. `--requirepass`).
+    pub fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
         let mut last_error = None;
         // A port found free may be taken before redis binds it: try a few.
         for _ in 0..5 {
@@ -227,6 +228,8 @@ impl RedisServer {
             let error = match redis_text(&self.url(), self.ca.as_deref(), &["PING"]) {
                 Ok(reply) if reply == "PONG" => return Ok(()),
                 Ok(reply) => anyhow::anyhow!("PING answered {reply:?}"),
+                // A server with a password answers, just not to strangers.
+                Err(e) if e.to_string().contains("NOAUTH") => return Ok(()),
                 Err(e) => e,
             };
             if Instant::now() > deadline {
@@ -245,6 +248,27 @@ impl RedisServer {
     pub fn stop(&mut self) -> anyhow::Result<()> {
         let _ = self.child.kill();
         self.child.wait()?;
+        Ok(())
+    }
+
+    /// Freezes the process (SIGSTOP): connections stay open and nothing answers, as when Redis
+    /// is black-holed by the network.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.send("-STOP")
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.send("-CONT")
+    }
+
+    fn send(&self, signal: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill {signal} redis-server failed");
+        }
         Ok(())
     }
 

@@ -77,6 +77,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Periodic housekeeping: drop expired leases and idle state. Called about once a second.
     fn maintain(&self) -> impl Future<Output = ()> + Send;
 
+    /// Whether the backend can decide now, or why not. Health reports NOT_SERVING while it
+    /// cannot. Checked about every quarter second; must answer within the backend's timeout.
+    fn ready(&self) -> impl Future<Output = Result<(), String>> + Send {
+        std::future::ready(Ok(()))
+    }
+
     /// Switches to `specs`, a reloaded configuration, or refuses it whole (nothing changes). A
     /// service whose spec is the same `Arc` as before keeps its state untouched; one whose spec
     /// changed keeps its state carried over (see

@@ -66,10 +66,19 @@ fn lost() -> BackendError {
 }
 
 impl Batcher {
+    /// The next batch: up to [`MAX_BATCH`] queued acquires whose callers still wait (one that
+    /// gave up, e.g. at its deadline, is dropped unbooked).
     fn take(&self) -> Vec<Pending> {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = queue.len().min(MAX_BATCH);
-        queue.drain(..n).collect()
+        let mut batch = Vec::with_capacity(queue.len().min(MAX_BATCH));
+        while batch.len() < MAX_BATCH {
+            match queue.pop_front() {
+                Some(p) if p.answer.is_closed() => {}
+                Some(p) => batch.push(p),
+                None => break,
+            }
+        }
+        batch
     }
 
     /// Queues `acquire` and returns its reply, sending batches with `run` (which answers one

@@ -8,6 +8,7 @@
 
 mod batch;
 mod layout;
+mod link;
 
 use std::{
     collections::{hash_map::RandomState, HashMap},
@@ -19,10 +20,7 @@ use std::{
     time::Duration,
 };
 
-use redis::{
-    aio::ConnectionManager, aio::ConnectionManagerConfig, cluster::ClusterClient,
-    cluster_async::ClusterConnection, Cmd, ErrorKind, FromRedisValue, RedisError, ServerErrorKind,
-};
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
 
 pub use layout::ServiceKeys;
 
@@ -73,22 +71,6 @@ impl Scripts {
     }
 }
 
-/// A multiplexed connection that reconnects by itself: to one Redis, or to a cluster.
-#[derive(Clone)]
-enum Connection {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl Connection {
-    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisError> {
-        match self.clone() {
-            Connection::Single(mut c) => cmd.query_async(&mut c).await,
-            Connection::Cluster(mut c) => cmd.query_async(&mut c).await,
-        }
-    }
-}
-
 /// Per-service constants handed to every script call, and the service's acquire queue.
 struct ServiceArgs {
     /// The configuration these were made for.
@@ -126,7 +108,7 @@ enum TimeSource {
 
 /// State shared through Redis.
 pub struct RedisBackend {
-    connection: Connection,
+    link: link::Link,
     scripts: Scripts,
     /// Replaced whole by [`Backend::reconfigure`].
     services: RwLock<Arc<Services>>,
@@ -196,55 +178,35 @@ impl RedisBackend {
         specs: &[Arc<ServiceSpec>],
         config: &RedisConfig,
     ) -> Result<Self, RedisSetupError> {
-        // rediss:// URLs use rustls with the ring provider; a provider installed before wins.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let services = Self::prepare(specs, &config.key_prefix, &Services::new())
             .map_err(RedisSetupError::Unsupported)?;
-        let connect_error = |source| RedisSetupError::Connect {
-            url: config.url.to_string(),
-            source,
-        };
-        let certificates = match &config.tls_ca_file {
-            Some(path) => Some(redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(
-                    std::fs::read(path).map_err(|source| RedisSetupError::TlsCa {
-                        path: path.display().to_string(),
-                        source,
-                    })?,
-                ),
-            }),
-            None => None,
-        };
-        let connection = if config.cluster {
-            let mut builder = ClusterClient::builder([config.url.expose()])
-                .connection_timeout(config.timeout)
-                .response_timeout(config.timeout);
-            if let Some(certificates) = certificates {
-                builder = builder.certs(certificates);
-            }
-            let client = builder.build().map_err(connect_error)?;
-            Connection::Cluster(client.get_async_connection().await.map_err(connect_error)?)
-        } else {
-            let client = match certificates {
-                Some(certificates) => {
-                    redis::Client::build_with_tls(config.url.expose(), certificates)
-                }
-                None => redis::Client::open(config.url.expose()),
-            }
-            .map_err(connect_error)?;
-            let manager = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(config.timeout))
-                .set_response_timeout(Some(config.timeout))
-                .set_number_of_retries(2);
-            Connection::Single(
-                ConnectionManager::new_with_config(client, manager)
-                    .await
-                    .map_err(connect_error)?,
-            )
-        };
-        Ok(Self {
-            connection,
+        Ok(Self::with_link(
+            services,
+            config,
+            link::Link::connect(config).await?,
+        ))
+    }
+
+    /// Prepares the state layout of `specs` and connects if Redis answers; if it does not, keeps
+    /// trying in the background while every call fails as in an outage (see
+    /// [`Backend::ready`]). Fails only on what no retry can fix: limits the scripts cannot hold,
+    /// an unreadable CA file.
+    pub async fn start(
+        specs: &[Arc<ServiceSpec>],
+        config: &RedisConfig,
+    ) -> Result<Self, RedisSetupError> {
+        let services = Self::prepare(specs, &config.key_prefix, &Services::new())
+            .map_err(RedisSetupError::Unsupported)?;
+        Ok(Self::with_link(
+            services,
+            config,
+            link::Link::start(config).await?,
+        ))
+    }
+
+    fn with_link(services: Services, config: &RedisConfig, link: link::Link) -> Self {
+        Self {
+            link,
             scripts: Scripts::new(),
             services: RwLock::new(Arc::new(services)),
             key_prefix: config.key_prefix.clone(),
@@ -253,7 +215,7 @@ impl RedisBackend {
             time: TimeSource::Server,
             nonces: RandomState::new(),
             calls: AtomicU64::new(0),
-        })
+        }
     }
 
     /// Decides with `now` (µs since the Unix epoch, read at every call) instead of the Redis
@@ -416,18 +378,16 @@ impl RedisBackend {
         service: &ServiceArgs,
         args: &[&str],
     ) -> Result<T, BackendError> {
+        let connection = self
+            .link
+            .get()
+            .map_err(|e| BackendError::Unavailable(format!("redis: {e}")))?;
         let command = |verb: &str, body: &str| self.command(verb, body, service, args);
         let call = async {
-            match self
-                .connection
-                .query(&command("EVALSHA", &script.sha))
-                .await
-            {
+            match connection.query(&command("EVALSHA", &script.sha)).await {
                 Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                     tracing::debug!("script not cached on the server; sending it");
-                    self.connection
-                        .query(&command("EVAL", &script.source))
-                        .await
+                    connection.query(&command("EVAL", &script.source)).await
                 }
                 other => other,
             }
@@ -481,7 +441,11 @@ impl RedisBackend {
         let service = self.service(spec)?;
         let mut cmd = redis::cmd("ZCARD");
         cmd.arg(service.keys.log());
-        tokio::time::timeout(self.timeout, self.connection.query(&cmd))
+        let connection = self
+            .link
+            .get()
+            .map_err(|e| BackendError::Unavailable(format!("redis: {e}")))?;
+        tokio::time::timeout(self.timeout, connection.query(&cmd))
             .await
             .map_err(|_| BackendError::Unavailable("redis: timeout".into()))?
             .map_err(|e| unavailable(&e))
@@ -514,10 +478,17 @@ impl Backend for RedisBackend {
             max_wait: call.max_wait,
             request_id: call.request_id.unwrap_or_default().to_string(),
         };
-        let reply = service
+        // The whole call, queueing included, answers within the timeout.
+        let submitted = service
             .batcher
-            .submit(queued, |acquires| self.run_acquires(&service, acquires))
-            .await;
+            .submit(queued, |acquires| self.run_acquires(&service, acquires));
+        let reply = match tokio::time::timeout(self.timeout, submitted).await {
+            Ok(reply) => reply,
+            Err(_) => Err(BackendError::Unavailable(format!(
+                "redis: no decision within {:?}",
+                self.timeout
+            ))),
+        };
         let reply = match (reply, self.on_failure) {
             (Ok(reply), _) => reply,
             (Err(BackendError::Unavailable(e)), OnFailure::FailOpen) => {
@@ -721,6 +692,26 @@ impl Backend for RedisBackend {
                 tracing::debug!(error = %e, "prune failed; retrying next round");
                 return;
             }
+        }
+    }
+
+    /// Not ready until connected. Afterwards, under `fail_closed` (where an outage fails every
+    /// call) ready only while Redis answers a `PING` in time; under `fail_open` the server keeps
+    /// answering through an outage and stays ready.
+    async fn ready(&self) -> Result<(), String> {
+        let connection = self.link.get()?;
+        if self.on_failure != OnFailure::FailClosed {
+            return Ok(());
+        }
+        let command = redis::cmd("PING");
+        let ping = connection.query::<String>(&command);
+        match tokio::time::timeout(self.timeout, ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("redis: {e}")),
+            Err(_) => Err(format!(
+                "redis: no answer to PING within {:?}",
+                self.timeout
+            )),
         }
     }
 
