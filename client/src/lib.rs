@@ -38,13 +38,54 @@ pub use sluice::v1 as proto;
 use sluice::v1::{
     rate_limiter_client::RateLimiterClient, GetStatusRequest, ListServicesRequest, ServiceStatus,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    service::{interceptor::InterceptedService, Interceptor},
+    transport::{Channel, Endpoint},
+};
 
 /// A connection to a Sluice server. Cheap to clone; clones share the connection.
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: RateLimiterClient<Channel>,
+    channel: Channel,
+    credentials: Credentials,
     client_id: String,
+}
+
+/// A bearer token that cannot travel in a header (it must be printable ASCII).
+#[derive(Debug, thiserror::Error)]
+#[error("bearer token: not printable ASCII")]
+pub struct InvalidToken;
+
+/// What every call carries to authenticate: a bearer token, if set. `Debug` hides it.
+#[derive(Clone, Default)]
+struct Credentials {
+    authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = if self.authorization.is_some() {
+            "Some(***)"
+        } else {
+            "None"
+        };
+        write!(f, "Credentials {{ bearer_token: {token} }}")
+    }
+}
+
+impl Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }
 
 impl Client {
@@ -61,9 +102,20 @@ impl Client {
     /// Wraps an existing channel (custom TLS, timeouts, load balancing).
     pub fn from_channel(channel: Channel) -> Self {
         Self {
-            inner: RateLimiterClient::new(channel),
+            channel,
+            credentials: Credentials::default(),
             client_id: String::new(),
         }
+    }
+
+    /// Sends `token` as `authorization: Bearer <token>` on every call, for servers configured
+    /// with `[auth]` tokens.
+    pub fn with_bearer_token(mut self, token: &str) -> Result<Self, InvalidToken> {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| InvalidToken)?;
+        self.credentials.authorization = Some(value);
+        Ok(self)
     }
 
     /// Names this worker in the server's logs.
@@ -80,8 +132,7 @@ impl Client {
     /// The live state of one service.
     pub async fn status(&self, service: impl Into<String>) -> Result<ServiceStatus, Error> {
         let response = self
-            .inner
-            .clone()
+            .rpc()
             .get_status(GetStatusRequest {
                 service: service.into(),
             })
@@ -94,15 +145,11 @@ impl Client {
 
     /// The live state of every configured service.
     pub async fn list_services(&self) -> Result<Vec<ServiceStatus>, Error> {
-        let response = self
-            .inner
-            .clone()
-            .list_services(ListServicesRequest {})
-            .await?;
+        let response = self.rpc().list_services(ListServicesRequest {}).await?;
         Ok(response.into_inner().services)
     }
 
-    fn rpc(&self) -> RateLimiterClient<Channel> {
-        self.inner.clone()
+    fn rpc(&self) -> RateLimiterClient<InterceptedService<Channel, Credentials>> {
+        RateLimiterClient::with_interceptor(self.channel.clone(), self.credentials.clone())
     }
 }

@@ -7,9 +7,11 @@ use std::{collections::HashSet, net::SocketAddr, path::Path, time::Duration};
 use serde::Deserialize;
 
 use crate::{
+    auth::{validate_token, AuthConfig, Secret},
     core::{Algorithm, Dimension, LimitSpec, Micros, ServiceSpec, MAX_AMOUNT},
     duration::parse_duration,
     provider::{is_header_name, profile::BUILTIN, HeaderRule, Meaning, Profile, TimeFormat},
+    tls::TlsConfig,
 };
 
 /// Default listen address.
@@ -142,7 +144,17 @@ pub struct Config {
     pub services: Vec<ServiceSpec>,
     /// How to read each service's provider answers, in the same order.
     pub profiles: Vec<Profile>,
+    /// Bearer tokens every call but health must carry; off when `None`.
+    pub auth: Option<AuthConfig>,
+    /// TLS (and mutual TLS) for the gRPC port; plaintext when `None`.
+    pub tls: Option<TlsConfig>,
+    /// Most API calls being decided at once; beyond it calls are refused at once with
+    /// `RESOURCE_EXHAUSTED` instead of queueing.
+    pub max_in_flight: usize,
 }
+
+/// Default for [`Config::max_in_flight`].
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,6 +168,41 @@ struct RawConfig {
     backend: RawBackend,
     #[serde(default)]
     services: Vec<RawService>,
+    auth: Option<RawAuth>,
+    tls: Option<RawTls>,
+    max_in_flight: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    // Secrets: never logged.
+    #[serde(default)]
+    tokens: Vec<String>,
+    tokens_file: Option<String>,
+}
+
+impl RawAuth {
+    fn validate(self) -> Result<AuthConfig, String> {
+        for token in &self.tokens {
+            validate_token(token).map_err(|e| format!("auth.tokens: {e}"))?;
+        }
+        if self.tokens.is_empty() && self.tokens_file.is_none() {
+            return Err("auth: set tokens or tokens_file".into());
+        }
+        Ok(AuthConfig {
+            tokens: self.tokens.into_iter().map(Secret::new).collect(),
+            tokens_file: self.tokens_file.map(Into::into),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: String,
+    key_file: String,
+    client_ca_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -387,6 +434,16 @@ impl RawConfig {
             None => None,
         };
         let backend = self.backend.validate()?;
+        let auth = self.auth.map(RawAuth::validate).transpose()?;
+        let tls = self.tls.map(|t| TlsConfig {
+            cert_file: t.cert_file.into(),
+            key_file: t.key_file.into(),
+            client_ca_file: t.client_ca_file.map(Into::into),
+        });
+        let max_in_flight = self.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+        if max_in_flight == 0 {
+            return Err("max_in_flight: must be at least 1".into());
+        }
         if self.services.is_empty() {
             return Err("no [[services]] configured".into());
         }
@@ -413,6 +470,9 @@ impl RawConfig {
             backend,
             services,
             profiles,
+            auth,
+            tls,
+            max_in_flight,
         })
     }
 }

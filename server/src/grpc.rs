@@ -9,15 +9,18 @@ use sluice::v1::{
     GetStatusRequest, GetStatusResponse, ListServicesRequest, ListServicesResponse,
     ReportResponseRequest, ReportResponseResponse,
 };
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
 
 use crate::{
     backend::Backend,
+    config::DEFAULT_MAX_IN_FLIGHT,
     core::{
         Algorithm, CooldownCause, Decider, Decision, Dimension, Micros, ServiceSpec, MICROS_PER_SEC,
     },
     error::Error,
     limiter::{self, Limiter, ServiceStatus, UsageReport},
+    metrics,
 };
 
 impl From<Error> for Status {
@@ -45,13 +48,37 @@ impl From<Error> for Status {
 #[derive(Debug)]
 pub struct RateLimiterService<B> {
     limiter: Arc<Limiter<B>>,
+    /// Calls being decided: beyond its permits, calls are shed at once.
+    in_flight: Arc<Semaphore>,
 }
 
 impl<B> RateLimiterService<B> {
-    /// Serves `limiter`.
+    /// Serves `limiter`, deciding at most [`DEFAULT_MAX_IN_FLIGHT`] calls at once.
     pub fn new(limiter: Arc<Limiter<B>>) -> Self {
-        Self { limiter }
+        Self {
+            limiter,
+            in_flight: Arc::new(Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
+        }
     }
+
+    /// Decides at most `max` calls at once; beyond it a call is refused with
+    /// `RESOURCE_EXHAUSTED` instead of queueing (load shedding).
+    pub fn with_max_in_flight(mut self, max: usize) -> Self {
+        self.in_flight = Arc::new(Semaphore::new(max.max(1)));
+        self
+    }
+
+    /// A permit to decide one call, or none when `max_in_flight` calls are under way.
+    fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.in_flight.clone().try_acquire_owned().ok()
+    }
+}
+
+/// The answer to a call shed at `max_in_flight` (counted, not logged: shedding is what overload
+/// looks like, and a line per call would add to it).
+fn shed() -> Status {
+    metrics::shed();
+    Status::resource_exhausted("server busy: too many calls in flight; retry shortly")
 }
 
 /// Longest Duration protobuf allows, in seconds (10,000 years).
@@ -185,6 +212,7 @@ impl<B: Backend> RateLimiter for RateLimiterService<B> {
         &self,
         request: Request<AcquireRequest>,
     ) -> Result<Response<AcquireResponse>, Status> {
+        let _admitted = self.admit().ok_or_else(shed)?;
         let r = request.into_inner();
         let req = limiter::AcquireRequest {
             max_wait: from_duration("max_wait", r.max_wait, limiter::MAX_WAIT_LIMIT)?,
@@ -236,6 +264,7 @@ impl<B: Backend> RateLimiter for RateLimiterService<B> {
         &self,
         request: Request<ReportResponseRequest>,
     ) -> Result<Response<ReportResponseResponse>, Status> {
+        let _admitted = self.admit().ok_or_else(shed)?;
         let r = request.into_inner();
         let req = limiter::ReportRequest {
             service: r.service,
@@ -272,6 +301,7 @@ impl<B: Backend> RateLimiter for RateLimiterService<B> {
         &self,
         request: Request<GetStatusRequest>,
     ) -> Result<Response<GetStatusResponse>, Status> {
+        let _admitted = self.admit().ok_or_else(shed)?;
         let status = self.limiter.status(&request.into_inner().service).await?;
         Ok(Response::new(GetStatusResponse {
             status: Some(service_status(status)),
@@ -282,6 +312,7 @@ impl<B: Backend> RateLimiter for RateLimiterService<B> {
         &self,
         _request: Request<ListServicesRequest>,
     ) -> Result<Response<ListServicesResponse>, Status> {
+        let _admitted = self.admit().ok_or_else(shed)?;
         let services = self.limiter.list().await?;
         Ok(Response::new(ListServicesResponse {
             services: services.into_iter().map(service_status).collect(),

@@ -8,6 +8,7 @@
 //! - [`reload`]: live configuration (SIGHUP and the Admin service's `ReloadConfig`).
 
 pub mod admin;
+pub mod auth;
 pub mod backend;
 pub mod cli;
 pub mod config;
@@ -20,5 +21,6 @@ pub mod metrics;
 pub mod provider;
 pub mod reload;
 pub mod server;
+pub mod tls;
 
 pub use server::{run, run_with};

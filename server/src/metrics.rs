@@ -116,6 +116,13 @@ pub fn cooldown(service: &str, cause: &str, remaining: Micros) {
     metrics::gauge!("sluice_cooldown_ends_at_seconds", &labels).set(now + seconds(remaining));
 }
 
+/// A call refused because the server was at `max_in_flight`.
+pub fn shed() {
+    if enabled() {
+        metrics::counter!("sluice_shed_total").increment(1);
+    }
+}
+
 /// The start of a backend call, when metrics are on (no clock read otherwise).
 pub fn start() -> Option<Instant> {
     enabled().then(Instant::now)

@@ -2,12 +2,14 @@
 //! read again and validated. A file that does not validate (or that the backend cannot hold) is
 //! refused with a logged reason and the running config stays in force; a good one replaces the
 //! services at once (see [`Limiter::reconfigure`] for what happens to their state). Settings bound
-//! at start (listen address, backend, metrics address, admin switch, shutdown grace) are not
-//! changed by a reload: a change to them is logged as needing a restart.
+//! at start (listen address, backend, metrics address, admin switch, shutdown grace, TLS,
+//! `max_in_flight`) are not changed by a reload: a change to them is logged as needing a restart.
+//! Bearer tokens are reloaded (the tokens file is read again), so they can be rotated live.
 
 use std::{path::PathBuf, sync::Arc};
 
 use crate::{
+    auth::{BearerAuth, Tokens},
     backend::Backend,
     cli::Cli,
     config::{Config, ConfigError},
@@ -61,6 +63,9 @@ pub enum ReloadError {
     /// The backend cannot hold the new services.
     #[error("config refused: {0}")]
     Refused(#[from] Error),
+    /// The tokens file could not be read or holds a bad token.
+    #[error("config refused: {0}")]
+    Tokens(String),
 }
 
 /// What a reload did.
@@ -95,6 +100,12 @@ impl StartupSettings {
         if now.shutdown_grace != next.shutdown_grace {
             out.push("shutdown_grace");
         }
+        if now.tls != next.tls {
+            out.push("tls");
+        }
+        if now.max_in_flight != next.max_in_flight {
+            out.push("max_in_flight");
+        }
         out
     }
 }
@@ -104,6 +115,7 @@ pub struct Reloader<B> {
     limiter: Arc<Limiter<B>>,
     source: Option<Arc<dyn ConfigSource>>,
     startup: StartupSettings,
+    auth: BearerAuth,
 }
 
 impl<B> std::fmt::Debug for Reloader<B> {
@@ -121,6 +133,7 @@ impl<B: Backend> Reloader<B> {
         limiter: Arc<Limiter<B>>,
         source: Option<Arc<dyn ConfigSource>>,
         startup: &Config,
+        auth: BearerAuth,
     ) -> Self {
         let mut settings = startup.clone();
         settings.services.clear();
@@ -129,6 +142,7 @@ impl<B: Backend> Reloader<B> {
             limiter,
             source,
             startup: StartupSettings(settings),
+            auth,
         }
     }
 
@@ -168,14 +182,20 @@ impl<B: Backend> Reloader<B> {
         let source = self.source.as_ref().ok_or(ReloadError::NoSource)?;
         // Reading and parsing touch the file system: keep them off the async workers.
         let loader = source.clone();
-        let config = tokio::task::spawn_blocking(move || loader.load())
-            .await
-            .map_err(|e| Error::Unavailable(format!("config reader failed: {e}")))??;
+        let (config, tokens) = tokio::task::spawn_blocking(move || {
+            let config = loader.load()?;
+            let tokens = config.auth.as_ref().map(Tokens::load).transpose();
+            Ok::<_, ReloadError>((config, tokens.map_err(ReloadError::Tokens)?))
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("config reader failed: {e}")))??;
         let needs_restart = self.startup.differences(&config);
         let summary = self
             .limiter
             .reconfigure(config.services, config.profiles)
             .await?;
+        // Last: a reload refused above leaves the tokens as they were.
+        self.auth.replace(tokens);
         Ok(Reloaded {
             summary,
             needs_restart,

@@ -7,16 +7,21 @@ use std::{future::Future, sync::Arc, time::Duration};
 use sluice::v1::{admin_server::AdminServer, rate_limiter_server::RateLimiterServer};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tokio_stream::{wrappers::TcpListenerStream, StreamExt};
-use tonic::transport::Server;
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Server, ServerTlsConfig},
+};
 use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
     admin::AdminService,
+    auth::{BearerAuth, Tokens},
     backend::{Backend, Clock, MemoryBackend, RedisBackend, RedisSetupError},
     config::{BackendConfig, Config},
     grpc::RateLimiterService,
     limiter::Limiter,
     reload::{reload_on_hangup, ConfigSource, Reloader},
+    tls::TlsConfig,
 };
 
 /// The service name under which health is reported, besides `""`.
@@ -43,7 +48,14 @@ pub enum ServeError {
     /// The metrics endpoint could not start.
     #[error("metrics: {0}")]
     Metrics(String),
+    /// A file named by the config (tokens, certificates) could not be used.
+    #[error("{0}")]
+    Setup(String),
 }
+
+/// Largest request accepted, in bytes: a report's headers and body at their limits fit with room
+/// to spare. Larger messages are refused with `OUT_OF_RANGE` before they are decoded.
+pub const MAX_MESSAGE: usize = 1024 * 1024;
 
 /// Serves Sluice on `listener` until `shutdown` resolves, then drains. The services are fixed:
 /// see [`run_with`] for a server that reloads its config.
@@ -66,10 +78,19 @@ pub async fn run_with(
     let startup = config.clone();
     let specs: Vec<_> = config.services.into_iter().map(Arc::new).collect();
     let profiles = config.profiles;
+    let tokens = config.auth.as_ref().map(Tokens::load).transpose();
     let options = Options {
         grace: config.shutdown_grace,
         metrics_listen: config.metrics_listen,
         admin: config.admin,
+        auth: BearerAuth::new(tokens.map_err(ServeError::Setup)?),
+        tls: config
+            .tls
+            .as_ref()
+            .map(TlsConfig::server_config)
+            .transpose()
+            .map_err(ServeError::Setup)?,
+        max_in_flight: config.max_in_flight,
         startup,
         source,
     };
@@ -102,6 +123,10 @@ struct Options {
     grace: Duration,
     metrics_listen: Option<std::net::SocketAddr>,
     admin: bool,
+    /// Checks bearer tokens on every service but health.
+    auth: BearerAuth,
+    tls: Option<ServerTlsConfig>,
+    max_in_flight: usize,
     /// The config the server started with.
     startup: Config,
     /// Where reloads read the config.
@@ -169,23 +194,36 @@ async fn serve<B: Backend>(
         limiter.clone(),
         options.source.clone(),
         &options.startup,
+        options.auth.clone(),
     ));
     let hangups = options
         .source
         .is_some()
         .then(|| tokio::spawn(reload_on_hangup(reloader.clone())));
     let (drain_tx, drain_rx) = oneshot::channel::<()>();
-    let router = Server::builder()
+    let mut server = Server::builder();
+    if let Some(tls) = options.tls {
+        server = server.tls_config(tls)?;
+        tracing::info!("serving TLS");
+    }
+    let auth = options.auth;
+    let api = RateLimiterServer::new(
+        RateLimiterService::new(limiter.clone()).with_max_in_flight(options.max_in_flight),
+    )
+    .max_decoding_message_size(MAX_MESSAGE);
+    let admin = options.admin.then(|| {
+        tracing::info!("serving sluice.v1.Admin");
+        let service = AdminServer::new(AdminService::new(limiter.clone(), reloader.clone()))
+            .max_decoding_message_size(MAX_MESSAGE);
+        InterceptedService::new(service, auth.clone())
+    });
+    // Health stays open to probes; everything else needs a token when tokens are configured.
+    let router = server
         .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_alpha)
-        .add_service(RateLimiterServer::new(RateLimiterService::new(
-            limiter.clone(),
-        )))
-        .add_optional_service(options.admin.then(|| {
-            tracing::info!("serving sluice.v1.Admin");
-            AdminServer::new(AdminService::new(limiter.clone(), reloader.clone()))
-        }));
+        .add_service(InterceptedService::new(reflection, auth.clone()))
+        .add_service(InterceptedService::new(reflection_alpha, auth.clone()))
+        .add_service(InterceptedService::new(api, auth))
+        .add_optional_service(admin);
     let mut serving = tokio::spawn(router.serve_with_incoming_shutdown(
         incoming(listener),
         async {

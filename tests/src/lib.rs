@@ -2,6 +2,7 @@
 //! process listening on port 0, learns its address from its log, and polls gRPC health until it
 //! serves. The process is killed when the [`TestServer`] is dropped.
 
+pub mod pki;
 pub mod redis_server;
 mod store;
 

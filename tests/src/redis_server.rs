@@ -11,6 +11,8 @@ use std::{
 
 use anyhow::{bail, Context};
 
+use crate::pki::TestCa;
+
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One `redis-server` process.
@@ -125,81 +127,20 @@ impl RedisServer {
         Ok(server)
     }
 
-    /// A test CA and a server certificate for 127.0.0.1 signed by it, made with `openssl`.
+    /// A test CA and a server certificate for 127.0.0.1 signed by it (see [`TestCa`]).
     fn tls_args(port: u16, dir: &tempfile::TempDir) -> anyhow::Result<Vec<String>> {
-        let file = |name: &str| dir.path().join(name).display().to_string();
-        std::fs::write(
-            dir.path().join("server.ext"),
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-        )?;
-        let steps: [Vec<String>; 3] = [
-            vec![
-                "req".into(),
-                "-x509".into(),
-                "-newkey".into(),
-                "rsa:2048".into(),
-                "-nodes".into(),
-                "-days".into(),
-                "1".into(),
-                "-subj".into(),
-                "/CN=sluice test CA".into(),
-                "-keyout".into(),
-                file("ca.key"),
-                "-out".into(),
-                file("ca.pem"),
-            ],
-            vec![
-                "req".into(),
-                "-newkey".into(),
-                "rsa:2048".into(),
-                "-nodes".into(),
-                "-subj".into(),
-                "/CN=127.0.0.1".into(),
-                "-keyout".into(),
-                file("key.pem"),
-                "-out".into(),
-                file("server.csr"),
-            ],
-            vec![
-                "x509".into(),
-                "-req".into(),
-                "-in".into(),
-                file("server.csr"),
-                "-CA".into(),
-                file("ca.pem"),
-                "-CAkey".into(),
-                file("ca.key"),
-                "-CAcreateserial".into(),
-                "-days".into(),
-                "1".into(),
-                "-extfile".into(),
-                file("server.ext"),
-                "-out".into(),
-                file("cert.pem"),
-            ],
-        ];
-        for args in steps {
-            let out = Command::new("openssl")
-                .args(&args)
-                .output()
-                .context("running openssl to make test certificates")?;
-            if !out.status.success() {
-                bail!(
-                    "openssl {args:?} failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
+        let ca = TestCa::new(dir.path(), "ca")?;
+        let server = ca.issue("redis", true)?;
+        let file = |p: &std::path::Path| p.display().to_string();
         Ok(vec![
             "--tls-port".into(),
             port.to_string(),
             "--tls-cert-file".into(),
-            file("cert.pem"),
+            file(&server.cert),
             "--tls-key-file".into(),
-            file("key.pem"),
+            file(&server.key),
             "--tls-ca-cert-file".into(),
-            file("ca.pem"),
+            file(&ca.cert()),
             "--tls-auth-clients".into(),
             "no".into(),
         ])
