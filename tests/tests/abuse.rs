@@ -88,7 +88,13 @@ async fn odd_and_oversized_inputs_get_their_documented_status() -> anyhow::Resul
     let status = client.report_response(huge).await.expect_err("too large");
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     // The connection still serves (a token-free call: the token budget is spent).
-    assert!(client.acquire(acquire("svc", 0)).await?.into_inner().granted);
+    assert!(
+        client
+            .acquire(acquire("svc", 0))
+            .await?
+            .into_inner()
+            .granted
+    );
     Ok(())
 }
 
@@ -117,7 +123,13 @@ async fn a_flood_of_unknown_services_leaves_memory_flat() -> anyhow::Result<()> 
         after <= before + 4 * 1024,
         "RSS grew from {before} KiB to {after} KiB over 10,000 unknown services"
     );
-    assert!(client.acquire(acquire("svc", 1)).await?.into_inner().granted);
+    assert!(
+        client
+            .acquire(acquire("svc", 1))
+            .await?
+            .into_inner()
+            .granted
+    );
     Ok(())
 }
 
@@ -130,12 +142,14 @@ async fn overload_is_shed_at_once_instead_of_queueing() -> anyhow::Result<()> {
     );
     let server = spawn_server(&config).await?;
     let client = server.raw_client().await?;
-    assert!(client
-        .clone()
-        .acquire(acquire("svc", 1))
-        .await?
-        .into_inner()
-        .granted);
+    assert!(
+        client
+            .clone()
+            .acquire(acquire("svc", 1))
+            .await?
+            .into_inner()
+            .granted
+    );
 
     // Redis frozen: every admitted call holds its place for the timeout.
     redis.pause()?;
@@ -159,7 +173,10 @@ async fn overload_is_shed_at_once_instead_of_queueing() -> anyhow::Result<()> {
         }
     }
     redis.resume()?;
-    assert!(held.len() <= 4, "more than max_in_flight admitted: {held:?}");
+    assert!(
+        held.len() <= 4,
+        "more than max_in_flight admitted: {held:?}"
+    );
     assert!(shed.len() >= 36, "shed {}", shed.len());
     // Shed calls are answered at once, long before an admitted call's timeout ends.
     let first_held = held

@@ -1,7 +1,8 @@
 //! The backend behaviour suite: every test is written once against [`Limiter`] and runs on every
-//! backend through [`TestBackend`]: memory, a single Redis and a three-master Redis Cluster (real
-//! `redis-server` processes started per test on free ports). Time is controlled: tokio's paused
-//! clock for memory, a hand-moved time passed to the Redis scripts for Redis.
+//! backend through [`TestBackend`]: memory, a single Redis, a three-master Redis Cluster, and a
+//! Redis over TLS reached as a least-privilege ACL user (real `redis-server` processes started
+//! per test on free ports). Time is controlled: tokio's paused clock for memory, a hand-moved
+//! time passed to the Redis scripts for Redis.
 
 mod suite;
 
@@ -55,6 +56,71 @@ pub trait RedisDeployment: Send + Sync + 'static {
     fn url(&self) -> String;
     /// Whether it is a cluster.
     const CLUSTER: bool;
+    /// The CA to verify a TLS server with.
+    fn ca_file(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+}
+
+/// The commands Sluice sends (and its scripts call), for a least-privilege ACL user.
+pub const SLUICE_COMMANDS: &[&str] = &[
+    "evalsha",
+    "eval",
+    "ping",
+    "time",
+    "del",
+    "exists",
+    "hdel",
+    "hget",
+    "hgetall",
+    "hmget",
+    "hset",
+    "pexpireat",
+    "zadd",
+    "zcard",
+    "zcount",
+    "zincrby",
+    "zrange",
+    "zrangebyscore",
+    "zrank",
+    "zrem",
+    "zrevrangebyscore",
+    "zscore",
+];
+
+/// A Redis that speaks only TLS (certificate from a test CA), reached as an ACL user that may
+/// touch only the suite's keys (`{suite:*`) with only the commands Sluice needs.
+pub struct SecuredRedis(RedisServer);
+
+impl RedisDeployment for SecuredRedis {
+    fn start() -> anyhow::Result<Self> {
+        let redis = RedisServer::start_tls()?;
+        let mut rule = vec![
+            "ACL",
+            "SETUSER",
+            "sluice",
+            "on",
+            ">suite-acl-password",
+            "resetkeys",
+            "~{suite:*",
+            "resetchannels",
+            "-@all",
+        ];
+        let allowed: Vec<String> = SLUICE_COMMANDS.iter().map(|c| format!("+{c}")).collect();
+        rule.extend(allowed.iter().map(String::as_str));
+        anyhow::ensure!(redis.text(&rule)? == "OK", "ACL SETUSER failed");
+        Ok(Self(redis))
+    }
+    fn url(&self) -> String {
+        format!(
+            "rediss://sluice:suite-acl-password@127.0.0.1:{}",
+            self.0.port
+        )
+    }
+    const CLUSTER: bool = false;
+    fn ca_file(&self) -> Option<std::path::PathBuf> {
+        self.0.ca_file()
+    }
 }
 
 impl RedisDeployment for RedisServer {
@@ -130,7 +196,7 @@ impl<D: RedisDeployment> TestBackend for OnRedis<D> {
             key_prefix: "suite".into(),
             timeout: Duration::from_secs(5),
             on_failure: OnFailure::FailClosed,
-            tls_ca_file: None,
+            tls_ca_file: deployment.ca_file(),
         };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -167,4 +233,8 @@ mod redis {
 
 mod redis_cluster {
     crate::behaviour_suite!(crate::OnRedis<sluice_e2e::redis_server::RedisCluster>);
+}
+
+mod redis_tls_acl {
+    crate::behaviour_suite!(crate::OnRedis<crate::SecuredRedis>);
 }
