@@ -54,6 +54,12 @@ pub enum OnFailure {
     FailClosed,
     /// Grant without waiting and log a warning: the operator prefers over-admission to an outage.
     FailOpen,
+    /// Decide in this replica's memory with its share of every limit (amount and burst divided by
+    /// `replicas`, at least 1), until Redis answers again.
+    Local {
+        /// How many replicas share the limits.
+        replicas: u32,
+    },
 }
 
 /// Settings of the Redis backend.
@@ -215,6 +221,8 @@ struct RawBackend {
     key_prefix: Option<String>,
     timeout: Option<String>,
     on_failure: Option<String>,
+    /// With `on_failure = "local"`: how many replicas share the limits.
+    replicas: Option<u32>,
     tls_ca_file: Option<String>,
 }
 
@@ -298,12 +306,27 @@ struct RawLimit {
 
 impl RawBackend {
     fn validate(self) -> Result<BackendConfig, String> {
-        let on_failure = match self.on_failure.as_deref() {
-            None | Some("fail_closed") => OnFailure::FailClosed,
-            Some("fail_open") => OnFailure::FailOpen,
-            Some(f) => {
+        let on_failure = match (self.on_failure.as_deref(), self.replicas) {
+            (None | Some("fail_closed"), None) => OnFailure::FailClosed,
+            (Some("fail_open"), None) => OnFailure::FailOpen,
+            (Some("local"), Some(replicas)) if (1..=10_000).contains(&replicas) => {
+                OnFailure::Local { replicas }
+            }
+            (Some("local"), Some(_)) => {
+                return Err("backend.replicas: must be from 1 to 10000".into())
+            }
+            (Some("local"), None) => {
+                return Err(
+                    "backend.replicas: required with on_failure = \"local\" (how many replicas share the limits)"
+                        .into(),
+                )
+            }
+            (None | Some("fail_closed" | "fail_open"), Some(_)) => {
+                return Err("backend.replicas: only applies to on_failure = \"local\"".into())
+            }
+            (Some(f), _) => {
                 return Err(format!(
-                    "backend.on_failure: {f:?} (expected \"fail_closed\" or \"fail_open\")"
+                    "backend.on_failure: {f:?} (expected \"fail_closed\", \"fail_open\" or \"local\")"
                 ))
             }
         };

@@ -318,3 +318,61 @@ async fn a_wrong_redis_password_is_not_serving_with_a_clear_log_line() -> anyhow
     assert!(!log.contains("right-horse"), "{log}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_mode_enforces_each_replicas_share_then_returns_to_shared_state() -> anyhow::Result<()>
+{
+    let mut redis = RedisServer::start()?;
+    let config = format!(
+        r#"
+[[services]]
+name = "svc"
+limits = [{{ dimension = "requests", amount = 10, window = "1h" }}]
+
+[backend]
+kind = "redis"
+url = "{}"
+timeout = "500ms"
+on_failure = "local"
+replicas = 2
+"#,
+        redis.url()
+    );
+    let replicas = [
+        sluice_e2e::spawn_server(&config).await?,
+        sluice_e2e::spawn_server(&config).await?,
+    ];
+    let clients = [replicas[0].client().await?, replicas[1].client().await?];
+    // Shared: what one replica grants, the other sees.
+    for _ in 0..3 {
+        clients[0].acquire("svc").without_sleep().await?;
+    }
+    assert_eq!(clients[1].status("svc").await?.limits[0].used, 3);
+
+    // Redis gone: each replica grants exactly its share (10 / 2), and says so in its log.
+    redis.stop()?;
+    for (client, server) in clients.iter().zip(&replicas) {
+        let mut granted = 0;
+        for _ in 0..8 {
+            match client.acquire("svc").without_sleep().await {
+                Ok(_) => granted += 1,
+                Err(sluice_client::Error::Denied { .. }) => {}
+                Err(e) => anyhow::bail!("neither a grant nor a denial: {e}"),
+            }
+        }
+        assert_eq!(granted, 5, "{}", server.log());
+        assert_eq!(server.serving_status().await?, ServingStatus::Serving);
+        server.wait_for_log("deciding locally", 1).await?;
+    }
+
+    // Redis back (empty): the readiness probe finds it and decisions are shared again.
+    redis.restart()?;
+    for server in &replicas {
+        server
+            .wait_for_log("deciding in the shared state", 1)
+            .await?;
+    }
+    clients[0].acquire("svc").without_sleep().await?;
+    assert_eq!(clients[1].status("svc").await?.limits[0].used, 1);
+    Ok(())
+}

@@ -7,6 +7,7 @@
 //! [`batch`]).
 
 mod batch;
+mod fallback;
 mod layout;
 mod link;
 
@@ -24,7 +25,7 @@ use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
 
 pub use layout::ServiceKeys;
 
-use super::{AcquireCall, Backend, BackendError, ReportCall};
+use super::{AcquireCall, Backend, BackendError, MemoryBackend, ReportCall};
 use crate::{
     config::{OnFailure, RedisConfig},
     core::{
@@ -120,6 +121,8 @@ pub struct RedisBackend {
     /// lease ids of a service's earlier (expired) state never name a lease of its new one.
     nonces: RandomState,
     calls: AtomicU64,
+    /// This replica's share of the limits, with `on_failure = "local"`.
+    local: Option<fallback::LocalShare>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -181,6 +184,7 @@ impl RedisBackend {
         let services = Self::prepare(specs, &config.key_prefix, &Services::new())
             .map_err(RedisSetupError::Unsupported)?;
         Ok(Self::with_link(
+            specs,
             services,
             config,
             link::Link::connect(config).await?,
@@ -198,13 +202,23 @@ impl RedisBackend {
         let services = Self::prepare(specs, &config.key_prefix, &Services::new())
             .map_err(RedisSetupError::Unsupported)?;
         Ok(Self::with_link(
+            specs,
             services,
             config,
             link::Link::start(config).await?,
         ))
     }
 
-    fn with_link(services: Services, config: &RedisConfig, link: link::Link) -> Self {
+    fn with_link(
+        specs: &[Arc<ServiceSpec>],
+        services: Services,
+        config: &RedisConfig,
+        link: link::Link,
+    ) -> Self {
+        let local = match config.on_failure {
+            OnFailure::Local { replicas } => Some(fallback::LocalShare::new(specs, replicas)),
+            _ => None,
+        };
         Self {
             link,
             scripts: Scripts::new(),
@@ -215,6 +229,7 @@ impl RedisBackend {
             time: TimeSource::Server,
             nonces: RandomState::new(),
             calls: AtomicU64::new(0),
+            local,
         }
     }
 
@@ -466,50 +481,42 @@ impl RedisBackend {
     }
 }
 
-impl Backend for RedisBackend {
-    async fn acquire(
-        &self,
-        spec: &ServiceSpec,
-        call: AcquireCall<'_>,
-    ) -> Result<Decision, BackendError> {
-        let service = self.service(spec)?;
-        let queued = batch::QueuedAcquire {
-            cost: call.cost,
-            max_wait: call.max_wait,
-            request_id: call.request_id.unwrap_or_default().to_string(),
-        };
-        // The whole call, queueing included, answers within the timeout.
-        let submitted = service
-            .batcher
-            .submit(queued, |acquires| self.run_acquires(&service, acquires));
-        let reply = match tokio::time::timeout(self.timeout, submitted).await {
-            Ok(reply) => reply,
-            Err(_) => Err(BackendError::Unavailable(format!(
-                "redis: no decision within {:?}",
-                self.timeout
-            ))),
-        };
-        let reply = match (reply, self.on_failure) {
-            (Ok(reply), _) => reply,
-            (Err(BackendError::Unavailable(e)), OnFailure::FailOpen) => {
-                tracing::warn!(service = %spec.name, error = %e, "redis failed; granting (fail_open)");
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_micros() as Micros);
-                // Lease 0 of nonce 0 names no state: a report for it only applies its cooldown.
-                return Ok(Decision::Granted(Grant {
-                    lease_id: LeaseId { nonce: 0, seq: 0 },
-                    slot: now,
-                    wait: 0,
-                    decider: Decider::Now,
-                }));
-            }
-            (Err(e), _) => return Err(e),
-        };
-        Self::decision(spec, &call, reply)
+/// Decisions in the shared state, and the local fallback.
+impl RedisBackend {
+    /// The local share, if `on_failure = "local"` and Redis is considered down.
+    fn open_local(&self) -> Option<&fallback::LocalShare> {
+        self.local.as_ref().filter(|l| l.is_open())
     }
 
-    async fn report(
+    /// Redis failed with `error`: opens the circuit and names `spec`'s local share.
+    fn fall_back(
+        &self,
+        spec: &ServiceSpec,
+        error: &str,
+    ) -> Result<(&MemoryBackend, Arc<ServiceSpec>), BackendError> {
+        let local = self
+            .local
+            .as_ref()
+            .ok_or_else(|| BackendError::Unavailable(error.to_string()))?;
+        local.trip(error);
+        local.share(spec)
+    }
+
+    /// Decides `call` in the local share of `spec`.
+    async fn acquire_locally(
+        memory: &MemoryBackend,
+        share: &ServiceSpec,
+        call: AcquireCall<'_>,
+    ) -> Result<Decision, BackendError> {
+        share.check_fits(&call.cost).map_err(|e| {
+            BackendError::Unavailable(format!(
+                "redis is down and {e} in this replica's local share"
+            ))
+        })?;
+        memory.acquire(share, call).await
+    }
+
+    async fn report_shared(
         &self,
         spec: &ServiceSpec,
         call: ReportCall,
@@ -601,7 +608,7 @@ impl Backend for RedisBackend {
         })
     }
 
-    async fn status(&self, spec: &ServiceSpec) -> Result<ServiceSnapshot, BackendError> {
+    async fn status_shared(&self, spec: &ServiceSpec) -> Result<ServiceSnapshot, BackendError> {
         let service = self.service(spec)?;
         let reply = self.eval(&self.scripts.status, &service, &[]).await?;
         if reply.len() != 18 + 3 * spec.limits.len() {
@@ -673,7 +680,7 @@ impl Backend for RedisBackend {
         })
     }
 
-    async fn admin(&self, spec: &ServiceSpec, op: AdminOp) -> Result<(), BackendError> {
+    async fn admin_shared(&self, spec: &ServiceSpec, op: AdminOp) -> Result<(), BackendError> {
         let service = self.service(spec)?;
         let action = match op {
             AdminOp::ClearCooldowns => "clear",
@@ -683,8 +690,109 @@ impl Backend for RedisBackend {
             .await
             .map(|_| ())
     }
+}
+
+impl Backend for RedisBackend {
+    async fn acquire(
+        &self,
+        spec: &ServiceSpec,
+        call: AcquireCall<'_>,
+    ) -> Result<Decision, BackendError> {
+        let service = self.service(spec)?;
+        if let Some(local) = self.open_local() {
+            let (memory, share) = local.share(spec)?;
+            return Self::acquire_locally(memory, &share, call).await;
+        }
+        let queued = batch::QueuedAcquire {
+            cost: call.cost,
+            max_wait: call.max_wait,
+            request_id: call.request_id.unwrap_or_default().to_string(),
+        };
+        // The whole call, queueing included, answers within the timeout.
+        let submitted = service
+            .batcher
+            .submit(queued, |acquires| self.run_acquires(&service, acquires));
+        let reply = match tokio::time::timeout(self.timeout, submitted).await {
+            Ok(reply) => reply,
+            Err(_) => Err(BackendError::Unavailable(format!(
+                "redis: no decision within {:?}",
+                self.timeout
+            ))),
+        };
+        let reply = match (reply, self.on_failure) {
+            (Ok(reply), _) => reply,
+            (Err(BackendError::Unavailable(e)), OnFailure::FailOpen) => {
+                tracing::warn!(service = %spec.name, error = %e, "redis failed; granting (fail_open)");
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as Micros);
+                // Lease 0 of nonce 0 names no state: a report for it only applies its cooldown.
+                return Ok(Decision::Granted(Grant {
+                    lease_id: LeaseId { nonce: 0, seq: 0 },
+                    slot: now,
+                    wait: 0,
+                    decider: Decider::Now,
+                }));
+            }
+            (Err(BackendError::Unavailable(e)), OnFailure::Local { .. }) => {
+                let (memory, share) = self.fall_back(spec, &e)?;
+                return Self::acquire_locally(memory, &share, call).await;
+            }
+            (Err(e), _) => return Err(e),
+        };
+        Self::decision(spec, &call, reply)
+    }
+
+    async fn report(
+        &self,
+        spec: &ServiceSpec,
+        call: ReportCall,
+    ) -> Result<ReportOutcome, BackendError> {
+        if let Some(local) = self.open_local() {
+            let (memory, share) = local.share(spec)?;
+            return memory.report(&share, call).await;
+        }
+        match self.report_shared(spec, call.clone()).await {
+            Err(BackendError::Unavailable(e)) if self.local.is_some() => {
+                let (memory, share) = self.fall_back(spec, &e)?;
+                memory.report(&share, call).await
+            }
+            other => other,
+        }
+    }
+
+    async fn status(&self, spec: &ServiceSpec) -> Result<ServiceSnapshot, BackendError> {
+        if let Some(local) = self.open_local() {
+            let (memory, share) = local.share(spec)?;
+            return memory.status(&share).await;
+        }
+        match self.status_shared(spec).await {
+            Err(BackendError::Unavailable(e)) if self.local.is_some() => {
+                let (memory, share) = self.fall_back(spec, &e)?;
+                memory.status(&share).await
+            }
+            other => other,
+        }
+    }
+
+    async fn admin(&self, spec: &ServiceSpec, op: AdminOp) -> Result<(), BackendError> {
+        if let Some(local) = self.open_local() {
+            let (memory, share) = local.share(spec)?;
+            return memory.admin(&share, op).await;
+        }
+        match self.admin_shared(spec, op).await {
+            Err(BackendError::Unavailable(e)) if self.local.is_some() => {
+                let (memory, share) = self.fall_back(spec, &e)?;
+                memory.admin(&share, op).await
+            }
+            other => other,
+        }
+    }
 
     async fn maintain(&self) {
+        if let Some(local) = &self.local {
+            local.maintain().await;
+        }
         // Every key carries a TTL and every grant prunes; this catches services that only see
         // denials or reports for a while, so their expired leases do not linger until the TTL.
         for service in self.services().values() {
@@ -700,24 +808,40 @@ impl Backend for RedisBackend {
     /// answering through an outage and stays ready.
     async fn ready(&self) -> Result<(), String> {
         let connection = self.link.get()?;
-        if self.on_failure != OnFailure::FailClosed {
+        if self.on_failure == OnFailure::FailOpen {
             return Ok(());
         }
         let command = redis::cmd("PING");
         let ping = connection.query::<String>(&command);
-        match tokio::time::timeout(self.timeout, ping).await {
+        let answer = match tokio::time::timeout(self.timeout, ping).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("redis: {e}")),
             Err(_) => Err(format!(
                 "redis: no answer to PING within {:?}",
                 self.timeout
             )),
+        };
+        match (&self.local, answer) {
+            // The probe also closes and opens the local fallback's circuit; a replica deciding
+            // locally is still serving.
+            (Some(local), Ok(())) => {
+                local.close();
+                Ok(())
+            }
+            (Some(local), Err(e)) => {
+                local.trip(&e);
+                Ok(())
+            }
+            (None, answer) => answer,
         }
     }
 
     async fn reconfigure(&self, specs: &[Arc<ServiceSpec>]) -> Result<(), BackendError> {
         let services = Self::prepare(specs, &self.key_prefix, &self.services())
             .map_err(BackendError::Unsupported)?;
+        if let Some(local) = &self.local {
+            local.reconfigure(specs).await?;
+        }
         *self
             .services
             .write()

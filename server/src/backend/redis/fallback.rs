@@ -1,0 +1,170 @@
+//! `on_failure = "local"`: while Redis cannot answer, each replica decides in its own memory with
+//! its share of every limit (amount and burst divided by the configured number of replicas, at
+//! least 1), so the fleet as a whole stays within the limits without talking to each other. A
+//! failed call opens the circuit: calls go straight to the local share, without waiting for
+//! Redis, until a probe (the server's readiness check, every quarter second) finds Redis
+//! answering again; then decisions return to the shared state. Local decisions are forgotten on
+//! return: the shared state never saw them, which over-admits by at most one local share.
+
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc, PoisonError, RwLock,
+};
+
+use std::collections::HashMap;
+
+use crate::{
+    backend::{Backend, BackendError, Clock, MemoryBackend},
+    core::{Algorithm, ServiceSpec},
+};
+
+/// `spec` with every limit divided by `replicas` (at least 1 each).
+pub(super) fn share_of(spec: &ServiceSpec, replicas: u32) -> ServiceSpec {
+    let part = |v: u64| (v / u64::from(replicas.max(1))).max(1);
+    let mut share = spec.clone();
+    for limit in &mut share.limits {
+        limit.amount = part(limit.amount);
+        if let Algorithm::TokenBucket { burst } = limit.algorithm {
+            limit.algorithm = Algorithm::TokenBucket { burst: part(burst) };
+        }
+    }
+    share
+}
+
+/// This replica's share of the limits, and whether it is in use.
+pub(super) struct LocalShare {
+    replicas: u32,
+    memory: MemoryBackend,
+    /// The shares, by service name, as the memory backend holds them.
+    shares: RwLock<HashMap<String, Arc<ServiceSpec>>>,
+    /// Set while Redis is considered down.
+    open: AtomicBool,
+}
+
+impl LocalShare {
+    pub(super) fn new(specs: &[Arc<ServiceSpec>], replicas: u32) -> Self {
+        let shares: Vec<_> = specs
+            .iter()
+            .map(|s| Arc::new(share_of(s, replicas)))
+            .collect();
+        Self {
+            replicas,
+            memory: MemoryBackend::new(&shares, Clock::new()),
+            shares: RwLock::new(shares.into_iter().map(|s| (s.name.clone(), s)).collect()),
+            open: AtomicBool::new(false),
+        }
+    }
+
+    /// The local backend and `spec`'s share in it.
+    pub(super) fn share(
+        &self,
+        spec: &ServiceSpec,
+    ) -> Result<(&MemoryBackend, Arc<ServiceSpec>), BackendError> {
+        let share = self
+            .shares
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&spec.name)
+            .cloned()
+            .ok_or_else(|| BackendError::Reconfigured(spec.name.clone()))?;
+        Ok((&self.memory, share))
+    }
+
+    /// Whether calls should skip Redis.
+    pub(super) fn is_open(&self) -> bool {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Redis failed with `error`: decide locally from now on.
+    pub(super) fn trip(&self, error: &str) {
+        if !self.open.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                %error,
+                replicas = self.replicas,
+                "redis failed; deciding locally with this replica's share of each limit"
+            );
+        }
+    }
+
+    /// Redis answered a probe: decide in the shared state again.
+    pub(super) fn close(&self) {
+        if self.open.swap(false, Ordering::Relaxed) {
+            tracing::info!("redis answers again; deciding in the shared state");
+        }
+    }
+
+    pub(super) async fn maintain(&self) {
+        self.memory.maintain().await;
+    }
+
+    pub(super) async fn reconfigure(&self, specs: &[Arc<ServiceSpec>]) -> Result<(), BackendError> {
+        let current = self
+            .shares
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        // Keep the share of an unchanged spec (the memory backend keeps its state by identity).
+        let shares: Vec<_> = specs
+            .iter()
+            .map(|s| {
+                let share = share_of(s, self.replicas);
+                match current.get(&s.name) {
+                    Some(old) if old.same_as(&share) => old.clone(),
+                    _ => Arc::new(share),
+                }
+            })
+            .collect();
+        self.memory.reconfigure(&shares).await?;
+        *self.shares.write().unwrap_or_else(PoisonError::into_inner) =
+            shares.into_iter().map(|s| (s.name.clone(), s)).collect();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Dimension, LimitSpec};
+
+    #[test]
+    fn a_share_divides_amounts_and_bursts_and_never_reaches_zero() {
+        let spec = ServiceSpec {
+            index: 0,
+            name: "s".into(),
+            profile: "generic".into(),
+            limits: vec![
+                LimitSpec::new(
+                    Dimension::Requests,
+                    10,
+                    60_000_000,
+                    Algorithm::SlidingWindow,
+                ),
+                LimitSpec::new(
+                    Dimension::Tokens,
+                    1000,
+                    60_000_000,
+                    Algorithm::TokenBucket { burst: 300 },
+                ),
+                LimitSpec::new(
+                    Dimension::InputTokens,
+                    2,
+                    1_000_000,
+                    Algorithm::SlidingWindow,
+                ),
+            ],
+            default_cooldown: 1,
+            max_cooldown: 1,
+            quota_cooldown: 1,
+            adopt_provider_limits: false,
+        };
+        let share = share_of(&spec, 3);
+        assert_eq!(share.limits[0].amount, 3);
+        assert_eq!(share.limits[1].amount, 333);
+        assert_eq!(
+            share.limits[1].algorithm,
+            Algorithm::TokenBucket { burst: 100 }
+        );
+        assert_eq!(share.limits[2].amount, 1);
+        assert_eq!(share_of(&spec, 1).limits, spec.limits);
+    }
+}
