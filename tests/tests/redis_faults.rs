@@ -376,3 +376,48 @@ replicas = 2
     assert_eq!(clients[1].status("svc").await?.limits[0].used, 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_retried_after_a_lost_reply_is_counted_once() -> anyhow::Result<()> {
+    let redis = RedisServer::start()?;
+    let proxy = sluice_e2e::proxy::LossyProxy::start(redis.port).await?;
+    let server = sluice_e2e::spawn_server(&config(
+        &format!("redis://127.0.0.1:{}", proxy.port),
+        "fail_closed",
+    ))
+    .await?;
+    let mut raw = server.raw_client().await?;
+    let request = || AcquireRequest {
+        service: "svc".into(),
+        request_id: "worker-7-call-42".into(),
+        ..AcquireRequest::default()
+    };
+
+    // Redis books the lease, the reply is lost: the caller sees UNAVAILABLE.
+    proxy.arm();
+    let lost = raw.acquire(request()).await.expect_err("the reply was lost");
+    assert_eq!(lost.code(), Code::Unavailable, "{lost:?}");
+    assert!(proxy.has_cut());
+    let log_key = "{sluice:svc}:log";
+    assert_eq!(redis.text(&["ZCARD", log_key])?, "1", "the lost call was booked");
+
+    // The retry with the same request id gets that lease: counted once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let granted = loop {
+        match raw.acquire(request()).await {
+            Ok(r) => break r.into_inner(),
+            Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(s) => anyhow::bail!("retry failed: {s:?}"),
+        }
+    };
+    assert!(granted.granted);
+    assert_eq!(redis.text(&["ZCARD", log_key])?, "1");
+    let again = raw.acquire(request()).await?.into_inner();
+    assert_eq!(again.lease_id, granted.lease_id);
+    let status = server.client().await?.status("svc").await?;
+    assert_eq!(status.limits[0].used, 1);
+    Ok(())
+}
+
