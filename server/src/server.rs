@@ -249,6 +249,11 @@ async fn serve<B: Backend>(
                 "shutting down: not serving, draining"
             );
             set_health(&mut health, ServingStatus::NotServing).await;
+            // Watchers have been sent NOT_SERVING; ending their streams lets the drain finish
+            // as soon as the calls in flight do, instead of waiting out the grace period.
+            for name in ["", HEALTH_SERVICE] {
+                health.clear_service_status(name).await;
+            }
             let _ = drain_tx.send(());
             match tokio::time::timeout(grace, &mut serving).await {
                 Ok(result) => result,

@@ -31,7 +31,10 @@ limits = [
 
 const MINUTE: u64 = 60_000_000;
 
-async fn limiter(url: String, cluster: bool) -> anyhow::Result<(Limiter<RedisBackend>, Arc<AtomicU64>)> {
+async fn limiter(
+    url: String,
+    cluster: bool,
+) -> anyhow::Result<(Limiter<RedisBackend>, Arc<AtomicU64>)> {
     let specs: Vec<_> = Config::parse(CONFIG)?
         .services
         .into_iter()
@@ -83,7 +86,10 @@ async fn scenario(l: Limiter<RedisBackend>, now: Arc<AtomicU64>) -> anyhow::Resu
     assert_eq!(denied(l.acquire(&acquire(0)).await?.1)?, before);
     let bucket = l.status("svc").await?;
     assert_eq!(bucket.snapshot.limits[0].used, 5);
-    assert_eq!(bucket.snapshot.limits[1].used, 100, "the bucket did not refill");
+    assert_eq!(
+        bucket.snapshot.limits[1].used, 100,
+        "the bucket did not refill"
+    );
     // A wait granted now is measured from the high-water mark, not from the early clock.
     let mut waiting = acquire(0);
     waiting.max_wait = 3_600_000_000;
@@ -95,7 +101,10 @@ async fn scenario(l: Limiter<RedisBackend>, now: Arc<AtomicU64>) -> anyhow::Resu
     // Once the clock passes the high-water mark again, time runs as before: at the hour after
     // the first lease, the next slot (the second lease's) frees.
     now.store(start + 61 * MINUTE, Ordering::SeqCst);
-    assert!(matches!(l.acquire(&acquire(0)).await?.1, Decision::Granted(_)));
+    assert!(matches!(
+        l.acquire(&acquire(0)).await?.1,
+        Decision::Granted(_)
+    ));
     Ok(())
 }
 

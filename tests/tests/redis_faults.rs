@@ -395,11 +395,18 @@ async fn an_acquire_retried_after_a_lost_reply_is_counted_once() -> anyhow::Resu
 
     // Redis books the lease, the reply is lost: the caller sees UNAVAILABLE.
     proxy.arm();
-    let lost = raw.acquire(request()).await.expect_err("the reply was lost");
+    let lost = raw
+        .acquire(request())
+        .await
+        .expect_err("the reply was lost");
     assert_eq!(lost.code(), Code::Unavailable, "{lost:?}");
     assert!(proxy.has_cut());
     let log_key = "{sluice:svc}:log";
-    assert_eq!(redis.text(&["ZCARD", log_key])?, "1", "the lost call was booked");
+    assert_eq!(
+        redis.text(&["ZCARD", log_key])?,
+        "1",
+        "the lost call was booked"
+    );
 
     // The retry with the same request id gets that lease: counted once.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -420,4 +427,3 @@ async fn an_acquire_retried_after_a_lost_reply_is_counted_once() -> anyhow::Resu
     assert_eq!(status.limits[0].used, 1);
     Ok(())
 }
-
