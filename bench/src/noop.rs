@@ -28,6 +28,7 @@ impl RateLimiter for Noop {
             reason: Reason::Granted as i32,
             limit: String::new(),
             slot_time: Some(prost_types::Timestamp::from(SystemTime::now())),
+            scope: 0,
         }))
     }
 

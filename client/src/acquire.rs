@@ -142,6 +142,7 @@ impl<'a> Acquire<'a> {
         if self.sleep && !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+        let scope = response.scope();
         Ok(Permit::new(
             self.client.clone(),
             self.request.service,
@@ -149,6 +150,7 @@ impl<'a> Acquire<'a> {
             waited + wait,
             slot_time,
             response.limit,
+            scope,
         ))
     }
 }

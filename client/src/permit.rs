@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use sluice::v1::{Header, ReportResponseRequest};
+use sluice::v1::{Header, ReportResponseRequest, Scope};
 
 use crate::{acquire::from_proto, Client, Error};
 
@@ -96,6 +96,7 @@ pub struct Permit {
     wait: Duration,
     slot_time: SystemTime,
     limit: String,
+    scope: Scope,
 }
 
 /// True for headers that carry rate-limit or retry information; only those are sent.
@@ -114,6 +115,7 @@ impl Permit {
         wait: Duration,
         slot_time: SystemTime,
         limit: String,
+        scope: Scope,
     ) -> Self {
         Self {
             client,
@@ -122,7 +124,14 @@ impl Permit {
             wait,
             slot_time,
             limit,
+            scope,
         }
+    }
+
+    /// Which state granted the slot: `Shared` normally; `Local` or `FailOpen` when the server's
+    /// Redis was failing, so the grant does not count against the other replicas.
+    pub fn scope(&self) -> Scope {
+        self.scope
     }
 
     /// The service the slot is for.

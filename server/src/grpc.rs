@@ -16,7 +16,8 @@ use crate::{
     backend::Backend,
     config::DEFAULT_MAX_IN_FLIGHT,
     core::{
-        Algorithm, CooldownCause, Decider, Decision, Dimension, Micros, ServiceSpec, MICROS_PER_SEC,
+        Algorithm, CooldownCause, Decider, Decision, Dimension, Micros, Scope, ServiceSpec,
+        MICROS_PER_SEC,
     },
     error::Error,
     limiter::{self, Limiter, ServiceStatus, UsageReport},
@@ -131,6 +132,14 @@ pub fn from_duration(
     Ok(micros as Micros)
 }
 
+fn scope(scope: Scope) -> pb::Scope {
+    match scope {
+        Scope::Shared => pb::Scope::Shared,
+        Scope::Local => pb::Scope::Local,
+        Scope::FailOpen => pb::Scope::FailOpen,
+    }
+}
+
 fn decider_name(spec: &ServiceSpec, decider: Decider) -> String {
     match decider {
         Decider::Now => String::new(),
@@ -194,6 +203,7 @@ pub(crate) fn service_status(status: ServiceStatus) -> pb::ServiceStatus {
             .map(|(d, remaining, cause)| cooldown(d, remaining, cause))
             .collect(),
         queued: snapshot.queued,
+        scope: scope(snapshot.scope) as i32,
         last_report: snapshot.last_report.map(|o| pb::ProviderReport {
             status_code: o.status_code,
             age: Some(to_duration(snapshot.now.saturating_sub(o.at))),
@@ -232,10 +242,12 @@ impl<B: Backend> RateLimiter for RateLimiterService<B> {
                 reason: pb::Reason::Granted as i32,
                 limit: decider_name(&spec, g.decider),
                 slot_time: Some(to_timestamp(g.slot)),
+                scope: scope(g.scope) as i32,
             },
             Decision::Denied {
                 retry_after,
                 decider,
+                scope: decided_in,
             } => AcquireResponse {
                 granted: false,
                 lease_id: String::new(),
@@ -248,6 +260,7 @@ impl<B: Backend> RateLimiter for RateLimiterService<B> {
                 } as i32,
                 limit: decider_name(&spec, decider),
                 slot_time: None,
+                scope: scope(decided_in) as i32,
             },
         };
         tracing::debug!(
@@ -294,6 +307,7 @@ impl<B: Backend> RateLimiter for RateLimiterService<B> {
             cooldown: Some(to_duration(answer.cooldown)),
             cooldown_set: answer.cooldown_set,
             detail: answer.detail,
+            scope: scope(answer.scope) as i32,
         }))
     }
 

@@ -16,7 +16,7 @@ use crate::{
     config::validate_service_name,
     core::{
         AdminOp, CooldownCause, CooldownOrder, Cost, Decision, Dimension, LeaseId, Micros,
-        ReportCall, ServiceSnapshot, ServiceSpec, UsageUpdate, MAX_AMOUNT,
+        ReportCall, Scope, ServiceSnapshot, ServiceSpec, UsageUpdate, MAX_AMOUNT,
     },
     error::Error,
     metrics,
@@ -82,6 +82,8 @@ pub struct ReportAnswer {
     pub cooldown_set: bool,
     /// Notes on what was applied or ignored.
     pub detail: String,
+    /// Which state took the report.
+    pub scope: Scope,
 }
 
 /// A service's configuration with its live state.
@@ -343,8 +345,14 @@ impl<B: Backend> Limiter<B> {
         let decision = self.backend.acquire(spec, call).await;
         metrics::backend("acquire", started, decision.is_err());
         match &decision {
-            Ok(Decision::Granted(g)) => metrics::acquire(&spec.name, "granted", Some(g.wait)),
-            Ok(Decision::Denied { .. }) => metrics::acquire(&spec.name, "denied", None),
+            Ok(Decision::Granted(g)) => {
+                metrics::acquire(&spec.name, "granted", Some(g.wait));
+                metrics::scoped(&spec.name, "acquire", g.scope);
+            }
+            Ok(Decision::Denied { scope, .. }) => {
+                metrics::acquire(&spec.name, "denied", None);
+                metrics::scoped(&spec.name, "acquire", *scope);
+            }
             Err(_) => metrics::acquire(&spec.name, "error", None),
         }
         Ok((spec.clone(), decision?))
@@ -438,10 +446,12 @@ impl<B: Backend> Limiter<B> {
         if outcome.cooldown_set {
             notes.insert(0, format!("cooldown set ({})", causes.join(", ")));
         }
+        metrics::scoped(&spec.name, "report", outcome.scope);
         Ok(ReportAnswer {
             cooldown: outcome.cooldown_remaining,
             cooldown_set: outcome.cooldown_set,
             detail: notes.join("; "),
+            scope: outcome.scope,
         })
     }
 

@@ -116,6 +116,20 @@ pub fn cooldown(service: &str, cause: &str, remaining: Micros) {
     metrics::gauge!("sluice_cooldown_ends_at_seconds", &labels).set(now + seconds(remaining));
 }
 
+/// An answer given outside the shared state (`scope` is `local` or `fail_open`).
+pub fn scoped(service: &str, operation: &'static str, scope: crate::core::Scope) {
+    if scope == crate::core::Scope::Shared || !enabled() {
+        return;
+    }
+    metrics::counter!(
+        "sluice_unshared_answers_total",
+        "service" => service.to_string(),
+        "operation" => operation,
+        "scope" => scope.as_str()
+    )
+    .increment(1);
+}
+
 /// A call refused because the server was at `max_in_flight`.
 pub fn shed() {
     if enabled() {

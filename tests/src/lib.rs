@@ -170,6 +170,23 @@ impl TestServer {
         self.child.id()
     }
 
+    /// The address of the metrics endpoint, as the server logged it (`--metrics-listen`).
+    pub fn metrics_addr(&self) -> anyhow::Result<String> {
+        let log = self.log();
+        log.split("metrics_addr=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_string)
+            .ok_or_else(|| anyhow::anyhow!("no metrics address in the log:\n{log}"))
+    }
+
+    /// The body of `GET /metrics`.
+    pub async fn scrape(&self) -> anyhow::Result<String> {
+        let (status, body) = http_get(&self.metrics_addr()?, "/metrics").await?;
+        anyhow::ensure!(status.contains("200"), "GET /metrics: {status}");
+        Ok(body)
+    }
+
     /// Replaces the server's config file (it is read again on SIGHUP or `Admin/ReloadConfig`).
     pub fn write_config(&self, config: &str) -> anyhow::Result<()> {
         // Written aside and renamed, so a reload never reads half a file.
@@ -289,6 +306,33 @@ impl Drop for TestServer {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
     }
+}
+
+/// `GET path` over plain HTTP/1.0: the status line and the body.
+pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<(String, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no header end in {response:?}"))?;
+    Ok((
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    ))
+}
+
+/// The value of the Prometheus sample whose line starts with `series` (name and labels as
+/// rendered).
+pub fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// The server's slot time of a permit, in microseconds since the Unix epoch.

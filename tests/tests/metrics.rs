@@ -3,39 +3,13 @@
 //! cooldowns.
 
 use http::{HeaderMap, HeaderValue, StatusCode};
-use sluice_e2e::Store;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use sluice_e2e::{http_get as get, sample, Store};
 
 const CONFIG: &str = r#"
 [[services]]
 name = "llm"
 limits = [{ dimension = "requests", amount = 3, window = "1m" }]
 "#;
-
-/// `GET path` over plain HTTP/1.0; the status line and the body.
-async fn get(addr: &str, path: &str) -> anyhow::Result<(String, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("no header end in {response:?}"))?;
-    Ok((
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    ))
-}
-
-/// The value of the sample whose line starts with `series` (name and labels as rendered).
-fn sample(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
 
 sluice_e2e::on_every_backend!(metrics_count_acquires_reports_and_cooldowns);
 
@@ -46,13 +20,7 @@ async fn metrics_count_acquires_reports_and_cooldowns(store: &Store) -> anyhow::
     let server = store
         .spawn_server_with(CONFIG, &["--metrics-listen", "127.0.0.1:0"])
         .await?;
-    let addr = server
-        .log()
-        .split("metrics_addr=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("no metrics address in the log:\n{}", server.log()))?;
+    let addr = server.metrics_addr()?;
     let (status, body) = get(&addr, "/metrics").await?;
     assert!(status.contains("200"), "{status}");
     assert!(body.contains("sluice_build_info{version=\""), "{body}");

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sluice::v1::{rate_limiter_client::RateLimiterClient, AcquireRequest};
+use sluice::v1::{rate_limiter_client::RateLimiterClient, AcquireRequest, Scope};
 use sluice_e2e::{redis_server::RedisServer, spawn_server_unready, TestServer};
 use tonic::{transport::Channel, Code};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -55,6 +55,8 @@ struct Decision {
     started: Instant,
     latency: Duration,
     outcome: Result<bool, Code>,
+    /// Which state decided (for answers).
+    scope: Option<Scope>,
     /// Whether it also ended in that phase (one under way at a change belongs to neither).
     within: bool,
 }
@@ -87,11 +89,9 @@ impl Load {
                         });
                         // A stuck connection shows as a deadline, never as a hung worker.
                         request.set_timeout(Duration::from_secs(10));
-                        let outcome = client
-                            .acquire(request)
-                            .await
-                            .map(|r| r.into_inner().granted)
-                            .map_err(|s| s.code());
+                        let answer = client.acquire(request).await.map(|r| r.into_inner());
+                        let scope = answer.as_ref().ok().map(|a| a.scope());
+                        let outcome = answer.map(|a| a.granted).map_err(|s| s.code());
                         let latency = started.elapsed();
                         let within = *phase.lock().expect("phase") == now;
                         record.lock().expect("record").push(Decision {
@@ -100,6 +100,7 @@ impl Load {
                             started,
                             latency,
                             outcome,
+                            scope,
                             within,
                         });
                         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -240,6 +241,17 @@ async fn decisions_keep_their_promises_through_redis_faults() -> anyhow::Result<
         count(Phase::Absent, &|d| d.replica == 1 && d.outcome != Ok(true)),
         0
     );
+    // Every fail_open grant without Redis says so.
+    assert_eq!(
+        count(Phase::Absent, &|d| d.replica == 1
+            && d.scope != Some(Scope::FailOpen)),
+        0
+    );
+    assert_eq!(
+        count(Phase::Killed, &|d| d.replica == 1
+            && d.scope != Some(Scope::FailOpen)),
+        0
+    );
     // Up and flushed: every decision is a grant.
     for phase in [Phase::Up, Phase::Flushed] {
         let failed: Vec<_> = record
@@ -248,6 +260,12 @@ async fn decisions_keep_their_promises_through_redis_faults() -> anyhow::Result<
             .filter(|d| d.outcome != Ok(true))
             .collect();
         assert!(failed.is_empty(), "{phase:?}: {failed:?}\n{}", closed.log());
+        let settled = appeared + Duration::from_secs(2);
+        assert_eq!(
+            count(phase, &|d| d.started > settled
+                && d.scope != Some(Scope::Shared)),
+            0
+        );
     }
     // Up to one decision per worker was under way at each end of the phase.
     assert!(count(Phase::Flushed, &|_| true) >= 400 - 2 * WORKERS);
@@ -338,14 +356,16 @@ replicas = 2
 "#,
         redis.url()
     );
+    let metrics = ["--metrics-listen", "127.0.0.1:0"];
     let replicas = [
-        sluice_e2e::spawn_server(&config).await?,
-        sluice_e2e::spawn_server(&config).await?,
+        sluice_e2e::spawn_server_with(&config, &metrics).await?,
+        sluice_e2e::spawn_server_with(&config, &metrics).await?,
     ];
     let clients = [replicas[0].client().await?, replicas[1].client().await?];
     // Shared: what one replica grants, the other sees.
     for _ in 0..3 {
-        clients[0].acquire("svc").without_sleep().await?;
+        let permit = clients[0].acquire("svc").without_sleep().await?;
+        assert_eq!(permit.scope(), Scope::Shared);
     }
     assert_eq!(clients[1].status("svc").await?.limits[0].used, 3);
 
@@ -355,12 +375,23 @@ replicas = 2
         let mut granted = 0;
         for _ in 0..8 {
             match client.acquire("svc").without_sleep().await {
-                Ok(_) => granted += 1,
+                Ok(permit) => {
+                    // Marked: this grant does not count against the other replica.
+                    assert_eq!(permit.scope(), Scope::Local);
+                    granted += 1;
+                }
                 Err(sluice_client::Error::Denied { .. }) => {}
                 Err(e) => anyhow::bail!("neither a grant nor a denial: {e}"),
             }
         }
         assert_eq!(granted, 5, "{}", server.log());
+        let status = client.status("svc").await?;
+        assert_eq!(status.scope(), Scope::Local);
+        let counted = sluice_e2e::sample(
+            &server.scrape().await?,
+            r#"sluice_unshared_answers_total{service="svc",operation="acquire",scope="local"}"#,
+        );
+        assert_eq!(counted, Some(8.0));
         assert_eq!(server.serving_status().await?, ServingStatus::Serving);
         server.wait_for_log("deciding locally", 1).await?;
     }
@@ -372,7 +403,8 @@ replicas = 2
             .wait_for_log("deciding in the shared state", 1)
             .await?;
     }
-    clients[0].acquire("svc").without_sleep().await?;
+    let permit = clients[0].acquire("svc").without_sleep().await?;
+    assert_eq!(permit.scope(), Scope::Shared);
     assert_eq!(clients[1].status("svc").await?.limits[0].used, 1);
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 
 use super::{
     bucket::BucketShape, lease::Lease, Algorithm, Cost, Dimension, LeaseId, LimitSpec, Micros,
-    RemainingReading, ReportCall, ServiceSpec, SlidingWindow, TokenBucket, MAX_AMOUNT,
+    RemainingReading, ReportCall, Scope, ServiceSpec, SlidingWindow, TokenBucket, MAX_AMOUNT,
     MICROS_PER_SEC,
 };
 
@@ -36,6 +36,8 @@ pub struct Grant {
     pub wait: Micros,
     /// What decided the slot time.
     pub decider: Decider,
+    /// Which state booked it.
+    pub scope: Scope,
 }
 
 /// The answer to an acquire.
@@ -49,6 +51,8 @@ pub enum Decision {
         retry_after: Micros,
         /// What decided that slot.
         decider: Decider,
+        /// Which state decided it.
+        scope: Scope,
     },
 }
 
@@ -95,6 +99,8 @@ pub struct ReportOutcome {
     /// Cost charged as usage from outside Sluice, because the provider's remaining budget was
     /// below the ledger's view.
     pub outside_usage: u64,
+    /// Which state took the report.
+    pub scope: Scope,
 }
 
 /// The live state of one limit.
@@ -125,6 +131,8 @@ pub struct ServiceSnapshot {
     pub queued: u64,
     /// Last reported provider answer.
     pub last_report: Option<Observation>,
+    /// Which state this is.
+    pub scope: Scope,
 }
 
 /// Most leases one service holds. Each lease is kept until its longest window has passed; this
@@ -311,6 +319,7 @@ impl Ledger {
             return Ok(Decision::Denied {
                 retry_after: wait,
                 decider,
+                scope: Scope::Shared,
             });
         }
         let lease_id = self.book(spec, slot, cost, decider, request_id);
@@ -319,6 +328,7 @@ impl Ledger {
             slot,
             wait,
             decider,
+            scope: Scope::Shared,
         }))
     }
 
@@ -340,6 +350,7 @@ impl Ledger {
             slot: lease.slot,
             wait: lease.slot.saturating_sub(now),
             decider: lease.decider,
+            scope: Scope::Shared,
         }))
     }
 
@@ -494,6 +505,7 @@ impl Ledger {
             usage_applied,
             lease_unknown: call.lease.is_some() && !found,
             outside_usage,
+            scope: Scope::Shared,
         };
         self.forget_if_stale(spec, now);
         outcome
@@ -810,6 +822,7 @@ impl Ledger {
                 .collect(),
             queued,
             last_report: self.last_report.clone(),
+            scope: Scope::Shared,
         }
     }
 }

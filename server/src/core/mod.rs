@@ -19,6 +19,8 @@ pub use ledger::{
     MAX_LEASES,
 };
 pub use report::{AdoptOrder, CooldownOrder, OverloadOrder, RemainingReading, ReportCall};
+mod scope;
+pub use scope::Scope;
 pub use spec::{
     format_duration, Algorithm, Cost, Dimension, LimitSpec, NeverFits, ServiceSpec, MAX_AMOUNT,
 };

@@ -97,7 +97,8 @@ fn sliding_window_grants_up_to_amount_then_queues_at_window_end() {
         d,
         Decision::Denied {
             retry_after: 7 * S,
-            decider: Decider::Limit(0)
+            decider: Decider::Limit(0),
+            scope: Scope::Shared,
         }
     );
     let g = grant(
@@ -213,7 +214,8 @@ fn token_bucket_refills_continuously() {
         d,
         Decision::Denied {
             retry_after: 2_500_000,
-            decider: Decider::Limit(0)
+            decider: Decider::Limit(0),
+            scope: Scope::Shared,
         }
     );
     let g = grant(
@@ -269,7 +271,8 @@ fn cooldowns_block_and_only_lengthen() {
         d,
         Decision::Denied {
             retry_after: 29 * S,
-            decider: Decider::Cooldown
+            decider: Decider::Cooldown,
+            scope: Scope::Shared,
         }
     );
     let g = grant(
@@ -536,7 +539,8 @@ fn a_clock_stepping_back_frees_nothing() {
         d,
         Decision::Denied {
             retry_after: 10 * S,
-            decider: Decider::Limit(0)
+            decider: Decider::Limit(0),
+            scope: Scope::Shared,
         }
     );
 }

@@ -30,8 +30,8 @@ use crate::{
     config::{OnFailure, RedisConfig},
     core::{
         AcquireError, AdminOp, Algorithm, CooldownCause, Cost, Decider, Decision, Dimension, Grant,
-        LeaseId, LimitSnapshot, Micros, Observation, ReportOutcome, ServiceSnapshot, ServiceSpec,
-        MAX_LEASES,
+        LeaseId, LimitSnapshot, Micros, Observation, ReportOutcome, Scope, ServiceSnapshot,
+        ServiceSpec, MAX_LEASES,
     },
 };
 
@@ -437,11 +437,13 @@ impl RedisBackend {
                     slot: number(&reply, 2)?,
                     wait: number(&reply, 3)?,
                     decider: Self::decider(spec, reply.get(4))?,
+                    scope: Scope::Shared,
                 }))
             }
             Some("D") => Ok(Decision::Denied {
                 retry_after: number(&reply, 1)?,
                 decider: Self::decider(spec, reply.get(2))?,
+                scope: Scope::Shared,
             }),
             Some("R") => Err(BackendError::Refused(AcquireError::RequestIdReused(
                 call.request_id.unwrap_or_default().to_string(),
@@ -481,6 +483,23 @@ impl RedisBackend {
     }
 }
 
+/// An answer that says which state it comes from.
+trait Scoped {
+    fn set_scope(&mut self, scope: Scope);
+}
+
+impl Scoped for ReportOutcome {
+    fn set_scope(&mut self, scope: Scope) {
+        self.scope = scope;
+    }
+}
+
+impl Scoped for ServiceSnapshot {
+    fn set_scope(&mut self, scope: Scope) {
+        self.scope = scope;
+    }
+}
+
 /// Decisions in the shared state, and the local fallback.
 impl RedisBackend {
     /// The local share, if `on_failure = "local"` and Redis is considered down.
@@ -502,6 +521,14 @@ impl RedisBackend {
         local.share(spec)
     }
 
+    /// Marks an answer of the local share as such.
+    fn mark_local<T: Scoped>(answer: Result<T, BackendError>) -> Result<T, BackendError> {
+        answer.map(|mut a| {
+            a.set_scope(Scope::Local);
+            a
+        })
+    }
+
     /// Decides `call` in the local share of `spec`.
     async fn acquire_locally(
         memory: &MemoryBackend,
@@ -513,7 +540,21 @@ impl RedisBackend {
                 "redis is down and {e} in this replica's local share"
             ))
         })?;
-        memory.acquire(share, call).await
+        Ok(match memory.acquire(share, call).await? {
+            Decision::Granted(grant) => Decision::Granted(Grant {
+                scope: Scope::Local,
+                ..grant
+            }),
+            Decision::Denied {
+                retry_after,
+                decider,
+                ..
+            } => Decision::Denied {
+                retry_after,
+                decider,
+                scope: Scope::Local,
+            },
+        })
     }
 
     async fn report_shared(
@@ -605,6 +646,7 @@ impl RedisBackend {
             usage_applied: number::<u8>(&reply, 2)? == 1,
             lease_unknown: number::<u8>(&reply, 3)? == 1,
             outside_usage: number(&reply, 4)?,
+            scope: Scope::Shared,
         })
     }
 
@@ -677,6 +719,7 @@ impl RedisBackend {
             dimension_cooldowns,
             queued: number(&reply, 4)?,
             last_report,
+            scope: Scope::Shared,
         })
     }
 
@@ -732,6 +775,7 @@ impl Backend for RedisBackend {
                     slot: now,
                     wait: 0,
                     decider: Decider::Now,
+                    scope: Scope::FailOpen,
                 }));
             }
             (Err(BackendError::Unavailable(e)), OnFailure::Local { .. }) => {
@@ -750,12 +794,12 @@ impl Backend for RedisBackend {
     ) -> Result<ReportOutcome, BackendError> {
         if let Some(local) = self.open_local() {
             let (memory, share) = local.share(spec)?;
-            return memory.report(&share, call).await;
+            return Self::mark_local(memory.report(&share, call).await);
         }
         match self.report_shared(spec, call.clone()).await {
             Err(BackendError::Unavailable(e)) if self.local.is_some() => {
                 let (memory, share) = self.fall_back(spec, &e)?;
-                memory.report(&share, call).await
+                Self::mark_local(memory.report(&share, call).await)
             }
             other => other,
         }
@@ -764,12 +808,12 @@ impl Backend for RedisBackend {
     async fn status(&self, spec: &ServiceSpec) -> Result<ServiceSnapshot, BackendError> {
         if let Some(local) = self.open_local() {
             let (memory, share) = local.share(spec)?;
-            return memory.status(&share).await;
+            return Self::mark_local(memory.status(&share).await);
         }
         match self.status_shared(spec).await {
             Err(BackendError::Unavailable(e)) if self.local.is_some() => {
                 let (memory, share) = self.fall_back(spec, &e)?;
-                memory.status(&share).await
+                Self::mark_local(memory.status(&share).await)
             }
             other => other,
         }
