@@ -1,4 +1,5 @@
-//! Compiles `proto/sluice/v1/sluice.proto` with the vendored `protoc`, so building never needs a
+//! Compiles `proto/sluice/v1/sluice.proto` (and the Envoy rate limit API Sluice also serves,
+//! `proto/envoy/service/ratelimit/v3/rls.proto`) with the vendored `protoc`, so building never needs a
 //! system protobuf compiler. The descriptor set is written too, for gRPC server reflection.
 
 use std::{env, path::PathBuf};
@@ -13,7 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_build::configure()
         .file_descriptor_set_path(out_dir.join("sluice_descriptor.bin"))
         .compile_protos(
-            &["proto/sluice/v1/sluice.proto"],
+            &[
+                "proto/sluice/v1/sluice.proto",
+                "proto/envoy/service/ratelimit/v3/rls.proto",
+            ],
             &[PathBuf::from("proto"), include],
         )?;
     Ok(())

@@ -9,5 +9,11 @@ pub mod v1 {
     tonic::include_proto!("sluice.v1");
 }
 
+/// Package `envoy.service.ratelimit.v3`: the part of Envoy's rate limit service Sluice serves.
+#[allow(missing_docs, clippy::all)]
+pub mod envoy_rls {
+    tonic::include_proto!("envoy.service.ratelimit.v3");
+}
+
 /// The encoded `FileDescriptorSet` of the API, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sluice_descriptor");

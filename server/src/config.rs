@@ -10,6 +10,7 @@ use crate::{
     auth::{validate_token, AuthConfig, Secret},
     core::{Algorithm, Dimension, LimitSpec, Micros, ServiceSpec, MAX_AMOUNT},
     duration::parse_duration,
+    envoy::{DescriptorRoute, EnvoyConfig, DEFAULT_SERVICE_KEY},
     provider::{is_header_name, profile::BUILTIN, HeaderRule, Meaning, Profile, TimeFormat},
     tls::TlsConfig,
 };
@@ -154,6 +155,8 @@ pub struct Config {
     pub auth: Option<AuthConfig>,
     /// TLS (and mutual TLS) for the gRPC port; plaintext when `None`.
     pub tls: Option<TlsConfig>,
+    /// Serve Envoy's rate limit API, mapping descriptors to services; off when `None`.
+    pub envoy: Option<EnvoyConfig>,
     /// Most API calls being decided at once; beyond it calls are refused at once with
     /// `RESOURCE_EXHAUSTED` instead of queueing.
     pub max_in_flight: usize,
@@ -177,6 +180,57 @@ struct RawConfig {
     auth: Option<RawAuth>,
     tls: Option<RawTls>,
     max_in_flight: Option<usize>,
+    envoy: Option<RawEnvoy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvoy {
+    domain: Option<String>,
+    service_key: Option<String>,
+    #[serde(default)]
+    descriptors: Vec<RawRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    entries: std::collections::BTreeMap<String, String>,
+    service: String,
+}
+
+impl RawEnvoy {
+    fn validate(self, services: &[ServiceSpec]) -> Result<EnvoyConfig, String> {
+        let mut routes = Vec::with_capacity(self.descriptors.len());
+        for (i, route) in self.descriptors.into_iter().enumerate() {
+            if route.entries.is_empty() {
+                return Err(format!(
+                    "envoy.descriptors[{i}].entries: at least one entry"
+                ));
+            }
+            if !services.iter().any(|s| s.name == route.service) {
+                return Err(format!(
+                    "envoy.descriptors[{i}].service: {:?} is not a configured service",
+                    route.service
+                ));
+            }
+            routes.push(DescriptorRoute {
+                entries: route.entries.into_iter().collect(),
+                service: route.service,
+            });
+        }
+        let service_key = self
+            .service_key
+            .unwrap_or_else(|| DEFAULT_SERVICE_KEY.to_string());
+        if service_key.is_empty() {
+            return Err("envoy.service_key: must not be empty".into());
+        }
+        Ok(EnvoyConfig {
+            domain: self.domain,
+            service_key,
+            routes,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -485,7 +539,9 @@ impl RawConfig {
             services.push(spec);
             profiles.push(profile);
         }
+        let envoy = self.envoy.map(|e| e.validate(&services)).transpose()?;
         Ok(Config {
+            envoy,
             listen,
             shutdown_grace,
             metrics_listen,

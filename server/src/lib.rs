@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod duration;
+pub mod envoy;
 pub mod error;
 pub mod grpc;
 pub mod limiter;

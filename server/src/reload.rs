@@ -106,6 +106,9 @@ impl StartupSettings {
         if now.max_in_flight != next.max_in_flight {
             out.push("max_in_flight");
         }
+        if now.envoy != next.envoy {
+            out.push("envoy");
+        }
         out
     }
 }

@@ -4,7 +4,10 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use sluice::v1::{admin_server::AdminServer, rate_limiter_server::RateLimiterServer};
+use sluice::{
+    envoy_rls::rate_limit_service_server::RateLimitServiceServer,
+    v1::{admin_server::AdminServer, rate_limiter_server::RateLimiterServer},
+};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tokio_stream::{wrappers::TcpListenerStream, StreamExt};
 use tonic::{
@@ -18,6 +21,7 @@ use crate::{
     auth::{BearerAuth, Tokens},
     backend::{Backend, Clock, MemoryBackend, RedisBackend, RedisSetupError},
     config::{BackendConfig, Config},
+    envoy::{EnvoyConfig, EnvoyService},
     grpc::RateLimiterService,
     limiter::Limiter,
     reload::{reload_on_hangup, ConfigSource, Reloader},
@@ -91,6 +95,7 @@ pub async fn run_with(
             .transpose()
             .map_err(ServeError::Setup)?,
         max_in_flight: config.max_in_flight,
+        envoy: config.envoy.clone(),
         startup,
         source,
     };
@@ -127,6 +132,7 @@ struct Options {
     auth: BearerAuth,
     tls: Option<ServerTlsConfig>,
     max_in_flight: usize,
+    envoy: Option<EnvoyConfig>,
     /// The config the server started with.
     startup: Config,
     /// Where reloads read the config.
@@ -217,13 +223,20 @@ async fn serve<B: Backend>(
             .max_decoding_message_size(MAX_MESSAGE);
         InterceptedService::new(service, auth.clone())
     });
+    let envoy = options.envoy.map(|config| {
+        tracing::info!("serving envoy.service.ratelimit.v3.RateLimitService");
+        let service = RateLimitServiceServer::new(EnvoyService::new(limiter.clone(), config))
+            .max_decoding_message_size(MAX_MESSAGE);
+        InterceptedService::new(service, auth.clone())
+    });
     // Health stays open to probes; everything else needs a token when tokens are configured.
     let router = server
         .add_service(health_service)
         .add_service(InterceptedService::new(reflection, auth.clone()))
         .add_service(InterceptedService::new(reflection_alpha, auth.clone()))
         .add_service(InterceptedService::new(api, auth))
-        .add_optional_service(admin);
+        .add_optional_service(admin)
+        .add_optional_service(envoy);
     let mut serving = tokio::spawn(router.serve_with_incoming_shutdown(
         incoming(listener),
         async {

@@ -1,0 +1,105 @@
+//! The Envoy front door, spoken to by a client generated from Envoy's published protos (Python,
+//! `xds-protos`), on every backend: descriptors map to services by an explicit route or by the
+//! `sluice_service` entry, a free slot is OK, a full limit is OVER_LIMIT with `retry-after` and
+//! `x-ratelimit-*` headers, an unmapped descriptor is not limited, another domain is refused, and
+//! Envoy's calls count against the same budget as the workers'.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use sluice_e2e::Store;
+
+const CONFIG: &str = r#"
+[[services]]
+name = "openai/gpt-4o"
+limits = [{ dimension = "requests", amount = 3, window = "1h" }]
+
+[[services]]
+name = "tokens"
+limits = [{ dimension = "tokens", amount = 10, window = "1h" }]
+
+[envoy]
+domain = "egress"
+
+[[envoy.descriptors]]
+entries = { provider = "openai", model = "gpt-4o" }
+service = "openai/gpt-4o"
+"#;
+
+/// Runs the Python client with `calls`; one answer per call.
+fn should_rate_limit(addr: &str, calls: &Value) -> anyhow::Result<Vec<Value>> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("envoy/should_rate_limit.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(addr)
+        .arg(calls.to_string())
+        .output()
+        .context("running python3")?;
+    if !out.status.success() {
+        bail!(
+            "the Envoy client failed ({}); `pip install -r tests/envoy/requirements.txt` \
+             installs what it needs (.ci/run does)\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8(out.stdout)?
+        .lines()
+        .map(|l| Ok(serde_json::from_str(l)?))
+        .collect()
+}
+
+sluice_e2e::on_every_backend!(envoy_asks_and_gets_the_same_limits_as_the_workers);
+
+async fn envoy_asks_and_gets_the_same_limits_as_the_workers(store: &Store) -> anyhow::Result<()> {
+    let server = store.spawn_server(CONFIG).await?;
+    // A worker takes one of the three requests first.
+    server
+        .client()
+        .await?
+        .acquire("openai/gpt-4o")
+        .without_sleep()
+        .await?;
+
+    let routed = json!([["provider", "openai"], ["model", "gpt-4o"], ["user", "u1"]]);
+    let calls = json!([
+        { "domain": "egress", "descriptors": [routed] },
+        { "domain": "egress", "descriptors": [[["sluice_service", "openai/gpt-4o"]]] },
+        { "domain": "egress", "descriptors": [routed] },
+        { "domain": "egress", "descriptors": [[["path", "/health"]]] },
+        { "domain": "other", "descriptors": [routed] },
+        { "domain": "egress", "descriptors": [[["sluice_service", "tokens"]]], "hits": 7 },
+        { "domain": "egress", "descriptors": [[["sluice_service", "tokens"]]], "hits": 7 },
+        { "domain": "egress", "descriptors": [[["sluice_service", "nope"]]] },
+    ]);
+    let answers = should_rate_limit(&server.addr, &calls)?;
+    assert_eq!(answers.len(), 8, "{answers:?}");
+    assert_eq!(answers[0]["overall"], "OK", "{answers:?}");
+    assert_eq!(answers[1]["overall"], "OK", "{answers:?}");
+    // The fourth request of the hour: over the limit, with headers for Envoy to return.
+    let over = &answers[2];
+    assert_eq!(over["overall"], "OVER_LIMIT", "{over}");
+    assert_eq!(over["statuses"][0]["code"], "OVER_LIMIT");
+    let reset = over["statuses"][0]["reset_seconds"].as_i64().unwrap_or(0);
+    assert!((3_500..=3_600).contains(&reset), "{over}");
+    let headers = &over["headers"];
+    assert_eq!(headers["x-ratelimit-limit"], "3", "{over}");
+    assert_eq!(headers["x-ratelimit-remaining"], "0", "{over}");
+    let retry: i64 = headers["retry-after"].as_str().unwrap_or("").parse()?;
+    assert!((3_500..=3_600).contains(&retry), "{over}");
+    // Not mapped: not limited. Another domain: refused.
+    assert_eq!(answers[3]["overall"], "OK");
+    assert_eq!(answers[3]["statuses"][0]["code"], "OK");
+    assert_eq!(answers[4]["error"], "INVALID_ARGUMENT", "{answers:?}");
+    // hits_addend is the call's token cost: 7 fits a budget of 10, 7 more does not.
+    assert_eq!(answers[5]["overall"], "OK");
+    assert_eq!(answers[6]["overall"], "OVER_LIMIT");
+    // A descriptor naming an unknown service is an error, as for a worker.
+    assert_eq!(answers[7]["error"], "NOT_FOUND", "{answers:?}");
+
+    // Envoy's grants count against the workers' budget.
+    let status = server.client().await?.status("openai/gpt-4o").await?;
+    assert_eq!(status.limits[0].used, 3);
+    Ok(())
+}
