@@ -84,32 +84,19 @@ struct StartupSettings(Config);
 impl StartupSettings {
     fn differences(&self, next: &Config) -> Vec<&'static str> {
         let now = &self.0;
-        let mut out = Vec::new();
-        if now.listen != next.listen {
-            out.push("listen");
-        }
-        if now.backend != next.backend {
-            out.push("backend");
-        }
-        if now.metrics_listen != next.metrics_listen {
-            out.push("metrics_listen");
-        }
-        if now.admin != next.admin {
-            out.push("admin");
-        }
-        if now.shutdown_grace != next.shutdown_grace {
-            out.push("shutdown_grace");
-        }
-        if now.tls != next.tls {
-            out.push("tls");
-        }
-        if now.max_in_flight != next.max_in_flight {
-            out.push("max_in_flight");
-        }
-        if now.envoy != next.envoy {
-            out.push("envoy");
-        }
-        out
+        [
+            ("listen", now.listen != next.listen),
+            ("backend", now.backend != next.backend),
+            ("metrics_listen", now.metrics_listen != next.metrics_listen),
+            ("admin", now.admin != next.admin),
+            ("shutdown_grace", now.shutdown_grace != next.shutdown_grace),
+            ("tls", now.tls != next.tls),
+            ("max_in_flight", now.max_in_flight != next.max_in_flight),
+            ("envoy", now.envoy != next.envoy),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
     }
 }
 

@@ -80,16 +80,20 @@ fn window_of(at: Duration) -> u128 {
     at.as_nanos() / WINDOW.as_nanos()
 }
 
-/// One call through Sluice: acquire (waiting as long as it takes), call, report. Returns the
-/// provider's status and whether its answer carried rate-limit headers.
+/// One call through Sluice: acquire (waiting as long as it takes), wait at `gate` if given,
+/// call, report. Returns the provider's status and whether its answer carried rate-limit headers.
 async fn call_through_sluice(
     client: &sluice_client::Client,
     sim: &mut SimClient,
+    gate: Option<&Barrier>,
 ) -> anyhow::Result<(u16, bool)> {
     let permit = client
         .acquire("llm")
         .max_wait(Duration::from_secs(30))
         .await?;
+    if let Some(gate) = gate {
+        gate.wait().await;
+    }
     let answer = sim.call(WORKER_INPUT, 5).await.map_err(|e| anyhow!(e))?;
     let informative = answer
         .headers
@@ -133,20 +137,25 @@ async fn adopted_budgets_stop_429s_once_heard(
     const SUCCESSES: usize = 20;
     let heard = Arc::new(AtomicBool::new(false));
     let successes = Arc::new(AtomicUsize::new(0));
-    // Every worker starts at once: the opening burst goes out before any answer is back.
+    // Every worker starts at once, and the opening burst goes out only when every worker holds
+    // its first grant: all of it is granted before any answer is back.
     let start = Arc::new(Barrier::new(WORKERS + 1));
+    let opening = Arc::new(Barrier::new(WORKERS));
     let mut workers = Vec::new();
     for _ in 0..WORKERS {
         let client = server.client().await?;
         let mut sim = connect(&provider).await?;
         let (heard, successes, start) = (heard.clone(), successes.clone(), start.clone());
+        let opening = opening.clone();
         workers.push(tokio::spawn(async move {
             start.wait().await;
             // (Sluice had heard from the provider before this acquire, status)
             let mut calls = Vec::new();
+            let mut gate = Some(opening.as_ref());
             while successes.load(Ordering::SeqCst) < SUCCESSES {
                 let knew = heard.load(Ordering::SeqCst);
-                let (status, informative) = call_through_sluice(&client, &mut sim).await?;
+                let (status, informative) =
+                    call_through_sluice(&client, &mut sim, gate.take()).await?;
                 if informative {
                     heard.store(true, Ordering::SeqCst);
                 }
@@ -246,7 +255,7 @@ async fn one_workers_429_pauses_the_fleet_when_outside_usage_takes_budget(
         let successes = successes.clone();
         workers.push(tokio::spawn(async move {
             while successes.load(Ordering::SeqCst) < SUCCESSES {
-                let (status, _) = call_through_sluice(&client, &mut sim).await?;
+                let (status, _) = call_through_sluice(&client, &mut sim, None).await?;
                 if status == 200 {
                     successes.fetch_add(1, Ordering::SeqCst);
                 }
