@@ -111,9 +111,10 @@ impl Client {
     /// Sends `token` as `authorization: Bearer <token>` on every call, for servers configured
     /// with `[auth]` tokens.
     pub fn with_bearer_token(mut self, token: &str) -> Result<Self, InvalidToken> {
-        let value = format!("Bearer {token}")
+        let mut value: MetadataValue<Ascii> = format!("Bearer {token}")
             .parse()
             .map_err(|_| InvalidToken)?;
+        value.set_sensitive(true);
         self.credentials.authorization = Some(value);
         Ok(self)
     }

@@ -485,8 +485,44 @@ impl Config {
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(parse_error(text, &e)))?;
         raw.validate().map_err(ConfigError::Invalid)
+    }
+}
+
+/// A TOML error as it may be logged: where it is and what is wrong, without the offending line
+/// or any quoted value (they may hold a token or a password: a reload's refusal is logged and
+/// returned over the Admin API).
+fn parse_error(text: &str, e: &toml::de::Error) -> String {
+    let mut message = String::new();
+    for (i, part) in e.message().split('"').enumerate() {
+        message.push_str(if i % 2 == 0 { part } else { "…" });
+        message.push('"');
+    }
+    message.pop();
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before.len() - line_start + 1;
+            // The key whose value is wrong: the word before the last `=` ahead of the error.
+            let key = before[line_start..]
+                .rsplit_once('=')
+                .map(|(head, _)| {
+                    head.trim_end()
+                        .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .next()
+                        .unwrap_or("")
+                })
+                .filter(|k| !k.is_empty());
+            match key {
+                Some(key) => format!("line {line}, column {column} ({key}): {message}"),
+                None => format!("line {line}, column {column}: {message}"),
+            }
+        }
+        None => message,
     }
 }
 
@@ -850,5 +886,20 @@ mod tests {
         assert!(validate_service_name(&"a".repeat(128)).is_ok());
         assert!(validate_service_name("a b").is_err());
         assert!(validate_service_name("é").is_err());
+    }
+
+    #[test]
+    fn parse_errors_name_the_place_but_never_quote_a_value() {
+        let text = "[auth]\ntokens = \"super-secret-token-value\"\n\n[[services]]\nname = \"a\"\nlimits = [{ dimension = \"requests\", amount = 1, window = \"1s\" }]\n";
+        let err = Config::parse(text).unwrap_err().to_string();
+        assert!(!err.contains("super-secret"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        let err = Config::parse("listen = \"x\"\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bogus"),
+            "unknown fields are still named: {err}"
+        );
     }
 }

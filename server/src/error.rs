@@ -37,7 +37,9 @@ impl From<BackendError> for Error {
                 Error::InvalidArgument(e.to_string())
             }
             BackendError::Refused(AcquireError::Full) => Error::Overloaded(e.to_string()),
-            BackendError::Unavailable(_) => Error::Unavailable(e.to_string()),
+            BackendError::Unavailable(_) | BackendError::Failed(_) => {
+                Error::Unavailable(e.to_string())
+            }
             BackendError::Reconfigured(_) => Error::Reconfigured(e.to_string()),
             BackendError::Unsupported(_) => Error::InvalidArgument(e.to_string()),
         }

@@ -247,7 +247,11 @@ impl<B: Backend> Limiter<B> {
         Fut: std::future::Future<Output = Result<T, Error>>,
     {
         match f(self.service(name)?).await {
-            Err(Error::Reconfigured(_)) => f(self.service(name)?).await,
+            Err(Error::Reconfigured(_)) => {
+                // A reload is switching the backend and the catalog: wait until it is done.
+                drop(self.reloading.lock().await);
+                f(self.service(name)?).await
+            }
             other => other,
         }
     }
@@ -538,10 +542,15 @@ impl<B: Backend> Limiter<B> {
         let catalog = self.catalog();
         let mut out = Vec::with_capacity(catalog.order.len());
         for service in &catalog.order {
-            out.push(
-                self.on_service(&service.spec.name, |s| self.status_of(s))
-                    .await?,
-            );
+            match self
+                .on_service(&service.spec.name, |s| self.status_of(s))
+                .await
+            {
+                Ok(status) => out.push(status),
+                // Removed by a reload while listing.
+                Err(Error::UnknownService(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
     }

@@ -102,6 +102,8 @@ impl StartupSettings {
 
 /// Reloads a running limiter's services from its config source.
 pub struct Reloader<B> {
+    /// Held for a whole reload: reloads apply one after the other, in the order they read.
+    running: tokio::sync::Mutex<()>,
     limiter: Arc<Limiter<B>>,
     source: Option<Arc<dyn ConfigSource>>,
     startup: StartupSettings,
@@ -129,6 +131,7 @@ impl<B: Backend> Reloader<B> {
         settings.services.clear();
         settings.profiles.clear();
         Self {
+            running: tokio::sync::Mutex::new(()),
             limiter,
             source,
             startup: StartupSettings(settings),
@@ -169,6 +172,7 @@ impl<B: Backend> Reloader<B> {
     }
 
     async fn apply(&self) -> Result<Reloaded, ReloadError> {
+        let _one_at_a_time = self.running.lock().await;
         let source = self.source.as_ref().ok_or(ReloadError::NoSource)?;
         // Reading and parsing touch the file system: keep them off the async workers.
         let loader = source.clone();
@@ -179,13 +183,24 @@ impl<B: Backend> Reloader<B> {
         })
         .await
         .map_err(|e| Error::Unavailable(format!("config reader failed: {e}")))??;
-        let needs_restart = self.startup.differences(&config);
+        let mut needs_restart = self.startup.differences(&config);
+        // Removing [auth] would open the port to anyone: that takes a restart, not a reload (a
+        // file edited by mistake must not do it). Tokens still rotate while [auth] stays.
+        let tokens = match tokens {
+            None if self.startup.0.auth.is_some() => {
+                needs_restart.push("auth");
+                None
+            }
+            tokens => Some(tokens),
+        };
         let summary = self
             .limiter
             .reconfigure(config.services, config.profiles)
             .await?;
         // Last: a reload refused above leaves the tokens as they were.
-        self.auth.replace(tokens);
+        if let Some(tokens) = tokens {
+            self.auth.replace(tokens);
+        }
         Ok(Reloaded {
             summary,
             needs_restart,

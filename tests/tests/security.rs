@@ -104,6 +104,17 @@ async fn bearer_tokens_guard_every_service_but_health_and_rotate_on_reload() -> 
     assert_eq!(call(Some(FILE_TOKEN)).await, unauthenticated, "rotated out");
     assert_eq!(call(Some(ROTATED)).await, Ok(true));
 
+    // Removing [auth] takes a restart: the reload reports it and the tokens stay in force.
+    server.write_config(SERVICES)?;
+    let mut request = Request::new(ReloadConfigRequest {});
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse()?);
+    let done = admin.reload_config(request).await?.into_inner();
+    assert_eq!(done.needs_restart, ["auth"]);
+    assert_eq!(call(None).await, unauthenticated);
+    assert_eq!(call(Some(ROTATED)).await, Ok(true));
+
     let log = server.log();
     for secret in [TOKEN, FILE_TOKEN, ROTATED] {
         assert!(!log.contains(secret), "a token reached the log:\n{log}");

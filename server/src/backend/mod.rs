@@ -35,6 +35,11 @@ pub enum BackendError {
     /// The backend is unreachable or failed.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// The call failed, but not because the backend is out of reach: a script refused it (e.g.
+    /// an ACL denial), or the batch carrying it was cancelled with its caller. Never answered
+    /// by `on_failure`; the caller may retry (with its request id).
+    #[error("backend call failed: {0}")]
+    Failed(String),
     /// The call carried a configuration of the service that a reload replaced (or removed) while
     /// it was on its way; asking again uses the new one.
     #[error("service {0:?} was reconfigured during the call; retry")]

@@ -609,5 +609,30 @@ macro_rules! behaviour_suite {
             }
             denied(&l, &req("rpm", 0, Duration::ZERO)).await;
         }
+
+        #[tokio::test]
+        async fn a_limit_dropped_and_added_back_by_reloads_leaves_a_working_service() {
+            let l = limiter::<B>().await;
+            for _ in 0..3 {
+                granted(&l, &req("tpm", 300, Duration::ZERO)).await;
+            }
+            let requests_only = "[[services]]\nname = \"tpm\"\nlimits = [{ dimension = \"requests\", amount = 100, window = \"1m\" }]\n";
+            reload(&l, &config_with("tpm", requests_only)).await.expect("reload");
+            for _ in 0..2 {
+                granted(&l, &req("tpm", 100, Duration::ZERO)).await;
+            }
+            l.backend().advance(30 * S).await;
+            reload(&l, CONFIG).await.expect("reload back");
+            // Whatever the tokens limit counts from its return (memory: every lease it still
+            // holds; Redis: the calls from the reload on), decisions keep coming, never errors.
+            for _ in 0..5 {
+                l.acquire(&req("tpm", 50, Duration::ZERO)).await.expect("a decision");
+            }
+            l.backend().advance(31 * S).await;
+            l.backend().maintain().await;
+            let status = l.status("tpm").await.expect("status");
+            assert!(status.snapshot.limits[1].used <= 1000, "{status:?}");
+            granted(&l, &req("tpm", 100, Duration::ZERO)).await;
+        }
     };
 }

@@ -15,6 +15,7 @@ local n = tonumber(ARGV[6])
 local st = read_state()
 local now = math.max(now_micros(), num(st, 'hw'))
 forget_if_stale(st, now, retention, false)
+drop_unused_totals(st, sliding)
 apply_adopted(st, limits)
 
 local held, created, wrote = nil, false, false

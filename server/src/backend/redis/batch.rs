@@ -60,7 +60,7 @@ impl Default for Batcher {
 }
 
 fn lost() -> BackendError {
-    BackendError::Unavailable(
+    BackendError::Failed(
         "the batch carrying this acquire was cancelled; retry with the same request_id".into(),
     )
 }
@@ -130,12 +130,15 @@ impl Batcher {
                     }
                 }
                 Err(e) => {
-                    let text = match &e {
-                        BackendError::Unavailable(m) => m.clone(),
-                        other => other.to_string(),
+                    // Every acquire of the batch gets the batch's error, of the same kind: an
+                    // outage stays an outage (for on_failure), a refusal a refusal.
+                    let copy = |e: &BackendError| match e {
+                        BackendError::Unavailable(m) => BackendError::Unavailable(m.clone()),
+                        BackendError::Failed(m) => BackendError::Failed(m.clone()),
+                        other => BackendError::Failed(other.to_string()),
                     };
                     for answer in answers {
-                        let _ = answer.send(Err(BackendError::Unavailable(text.clone())));
+                        let _ = answer.send(Err(copy(&e)));
                     }
                 }
             }

@@ -162,6 +162,19 @@ local function prune(st, now, retention, sliding, slack)
   end
 end
 
+-- Running totals of a dimension without a sliding limit (a reload took it away) are dropped: they
+-- stopped following the leases, so a sliding limit added back later starts from empty totals
+-- instead of from stale ones.
+local function drop_unused_totals(st, sliding)
+  for d = 0, 3 do
+    if not sliding[d] and st['t' .. d] then
+      redis.call('DEL', KEYS[5 + d])
+      redis.call('HDEL', KEYS[1], 'b' .. d, 't' .. d)
+      st['b' .. d], st['t' .. d] = nil, nil
+    end
+  end
+end
+
 -- The latest of the last booked slot, the cooldowns' ends and the last report.
 local function horizon_of(st)
   return math.max(num(st, 'ls'), num(st, 'ra'), num(st, 'cu0'), num(st, 'cu1'), num(st, 'cu2'),

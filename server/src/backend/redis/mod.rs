@@ -159,8 +159,16 @@ pub enum RedisSetupError {
     },
 }
 
+/// A Redis error as the backend reports it: refusals by Redis or a script (an error reply, e.g.
+/// an ACL denial or a script's own check) are failures of the call; anything else (I/O, timeouts,
+/// a server loading or failing over) means Redis is out of reach.
 fn unavailable(e: &RedisError) -> BackendError {
-    BackendError::Unavailable(format!("redis: {e}"))
+    match e.kind() {
+        ErrorKind::Server(ServerErrorKind::ResponseError) | ErrorKind::Extension => {
+            BackendError::Failed(format!("redis: {e}"))
+        }
+        _ => BackendError::Unavailable(format!("redis: {e}")),
+    }
 }
 
 fn protocol(what: &str) -> BackendError {
@@ -472,12 +480,13 @@ impl RedisBackend {
         match code.map(String::as_str) {
             Some("n") => Ok(Decider::Now),
             Some("c") => Ok(Decider::Cooldown),
-            Some(i) => i
-                .parse::<usize>()
-                .ok()
-                .filter(|i| *i < spec.limits.len())
-                .map(Decider::Limit)
-                .ok_or_else(|| protocol("unknown decider")),
+            Some(i) => match i.parse::<usize>() {
+                Ok(i) if i < spec.limits.len() => Ok(Decider::Limit(i)),
+                // A slot booked under a config a reload replaced (or another replica's) may name
+                // a limit this config does not have: the slot stands, its label is unknown.
+                Ok(_) => Ok(Decider::Now),
+                Err(_) => Err(protocol("unknown decider")),
+            },
             None => Err(protocol("missing decider")),
         }
     }

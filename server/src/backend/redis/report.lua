@@ -13,6 +13,7 @@ local retention = tonumber(ARGV[3])
 local st = read_state()
 local now = math.max(now_micros(), num(st, 'hw'))
 forget_if_stale(st, now, retention, false)
+drop_unused_totals(st, sliding)
 apply_adopted(st, limits)
 
 -- Read: the lease, if it is this state's and still held.
