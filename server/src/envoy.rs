@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     backend::Backend,
     core::{Decider, Decision, MICROS_PER_SEC},
-    grpc::to_duration,
+    grpc::{shed, to_duration, InFlight},
     limiter::{AcquireRequest, Limiter},
 };
 
@@ -78,12 +78,18 @@ impl EnvoyConfig {
 pub struct EnvoyService<B> {
     limiter: Arc<Limiter<B>>,
     config: EnvoyConfig,
+    in_flight: InFlight,
 }
 
 impl<B> EnvoyService<B> {
-    /// Answers Envoy with `limiter`'s decisions, mapping descriptors by `config`.
-    pub fn new(limiter: Arc<Limiter<B>>, config: EnvoyConfig) -> Self {
-        Self { limiter, config }
+    /// Answers Envoy with `limiter`'s decisions, mapping descriptors by `config`, within the
+    /// server's `in_flight` bound.
+    pub fn new(limiter: Arc<Limiter<B>>, config: EnvoyConfig, in_flight: InFlight) -> Self {
+        Self {
+            limiter,
+            config,
+            in_flight,
+        }
     }
 }
 
@@ -100,6 +106,7 @@ impl<B: Backend> RateLimitService for EnvoyService<B> {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
+        let _admitted = self.in_flight.admit().ok_or_else(shed)?;
         let r = request.into_inner();
         if let Some(domain) = &self.config.domain {
             if &r.domain != domain {

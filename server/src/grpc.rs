@@ -45,12 +45,29 @@ impl From<Error> for Status {
     }
 }
 
+/// The calls being decided, shared by every service that decides: beyond `max_in_flight` of
+/// them, calls are refused at once with `RESOURCE_EXHAUSTED` instead of queueing (load shedding).
+#[derive(Clone, Debug)]
+pub struct InFlight(Arc<Semaphore>);
+
+impl InFlight {
+    /// Room for `max` calls at once.
+    pub fn new(max: usize) -> Self {
+        Self(Arc::new(Semaphore::new(max.max(1))))
+    }
+
+    /// A permit to decide one call, or none when `max_in_flight` calls are under way (answer
+    /// [`shed`]).
+    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.clone().try_acquire_owned().ok()
+    }
+}
+
 /// The gRPC face of a [`Limiter`].
 #[derive(Debug)]
 pub struct RateLimiterService<B> {
     limiter: Arc<Limiter<B>>,
-    /// Calls being decided: beyond its permits, calls are shed at once.
-    in_flight: Arc<Semaphore>,
+    in_flight: InFlight,
 }
 
 impl<B> RateLimiterService<B> {
@@ -58,26 +75,24 @@ impl<B> RateLimiterService<B> {
     pub fn new(limiter: Arc<Limiter<B>>) -> Self {
         Self {
             limiter,
-            in_flight: Arc::new(Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
+            in_flight: InFlight::new(DEFAULT_MAX_IN_FLIGHT),
         }
     }
 
-    /// Decides at most `max` calls at once; beyond it a call is refused with
-    /// `RESOURCE_EXHAUSTED` instead of queueing (load shedding).
-    pub fn with_max_in_flight(mut self, max: usize) -> Self {
-        self.in_flight = Arc::new(Semaphore::new(max.max(1)));
+    /// Shares `in_flight` (its bound and its calls) with other services.
+    pub fn with_in_flight(mut self, in_flight: InFlight) -> Self {
+        self.in_flight = in_flight;
         self
     }
 
-    /// A permit to decide one call, or none when `max_in_flight` calls are under way.
     fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        self.in_flight.clone().try_acquire_owned().ok()
+        self.in_flight.admit()
     }
 }
 
 /// The answer to a call shed at `max_in_flight` (counted, not logged: shedding is what overload
 /// looks like, and a line per call would add to it).
-fn shed() -> Status {
+pub fn shed() -> Status {
     metrics::shed();
     Status::resource_exhausted("server busy: too many calls in flight; retry shortly")
 }

@@ -22,7 +22,7 @@ use crate::{
     backend::{Backend, Clock, MemoryBackend, RedisBackend, RedisSetupError},
     config::{BackendConfig, Config},
     envoy::{EnvoyConfig, EnvoyService},
-    grpc::RateLimiterService,
+    grpc::{InFlight, RateLimiterService},
     limiter::Limiter,
     reload::{reload_on_hangup, ConfigSource, Reloader},
     tls::TlsConfig,
@@ -213,8 +213,9 @@ async fn serve<B: Backend>(
         tracing::info!("serving TLS");
     }
     let auth = options.auth;
+    let in_flight = InFlight::new(options.max_in_flight);
     let api = RateLimiterServer::new(
-        RateLimiterService::new(limiter.clone()).with_max_in_flight(options.max_in_flight),
+        RateLimiterService::new(limiter.clone()).with_in_flight(in_flight.clone()),
     )
     .max_decoding_message_size(MAX_MESSAGE);
     let admin = options.admin.then(|| {
@@ -225,8 +226,12 @@ async fn serve<B: Backend>(
     });
     let envoy = options.envoy.map(|config| {
         tracing::info!("serving envoy.service.ratelimit.v3.RateLimitService");
-        let service = RateLimitServiceServer::new(EnvoyService::new(limiter.clone(), config))
-            .max_decoding_message_size(MAX_MESSAGE);
+        let service = RateLimitServiceServer::new(EnvoyService::new(
+            limiter.clone(),
+            config,
+            in_flight.clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE);
         InterceptedService::new(service, auth.clone())
     });
     // Health stays open to probes; everything else needs a token when tokens are configured.

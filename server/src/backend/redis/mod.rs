@@ -37,6 +37,9 @@ use crate::{
 
 const COMMON: &str = include_str!("common.lua");
 
+/// How much longer than its own deadline a call waits for the batch it carries to answer.
+const CARRY_SLACK: Duration = Duration::from_millis(10);
+
 /// One script: the common prelude followed by its body, and the SHA1 `EVALSHA` names it by.
 struct LuaScript {
     source: String,
@@ -358,6 +361,16 @@ impl RedisBackend {
         service: &ServiceArgs,
         acquires: Vec<batch::QueuedAcquire>,
     ) -> Result<Vec<Vec<String>>, BackendError> {
+        self.run_acquires_until(service, acquires, None).await
+    }
+
+    /// [`Self::run_acquires`], answering by `deadline` at the latest (and within the timeout).
+    async fn run_acquires_until(
+        &self,
+        service: &ServiceArgs,
+        acquires: Vec<batch::QueuedAcquire>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Vec<Vec<String>>, BackendError> {
         let mut args: Vec<String> = Vec::with_capacity(2 + 3 * acquires.len());
         args.push(MAX_LEASES.to_string());
         args.push(acquires.len().to_string());
@@ -368,7 +381,12 @@ impl RedisBackend {
             args.push(a.request_id.clone());
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.eval_as(&self.scripts.acquire, service, &args).await
+        let timeout = deadline.map_or(self.timeout, |d| {
+            d.saturating_duration_since(tokio::time::Instant::now())
+                .min(self.timeout)
+        });
+        self.eval_within(&self.scripts.acquire, service, &args, timeout)
+            .await
     }
 
     /// Decides `calls` of `spec` in order as one batch (what concurrent acquires share), without
@@ -401,6 +419,17 @@ impl RedisBackend {
         service: &ServiceArgs,
         args: &[&str],
     ) -> Result<T, BackendError> {
+        self.eval_within(script, service, args, self.timeout).await
+    }
+
+    /// [`Self::eval_as`] bounded by `timeout`.
+    async fn eval_within<T: FromRedisValue>(
+        &self,
+        script: &LuaScript,
+        service: &ServiceArgs,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<T, BackendError> {
         let connection = self
             .link
             .get()
@@ -415,12 +444,11 @@ impl RedisBackend {
                 other => other,
             }
         };
-        match tokio::time::timeout(self.timeout, call).await {
+        match tokio::time::timeout(timeout, call).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err(unavailable(&e)),
             Err(_) => Err(BackendError::Unavailable(format!(
-                "redis: no answer within {:?}",
-                self.timeout
+                "redis: no answer within {timeout:?}"
             ))),
         }
     }
@@ -760,11 +788,15 @@ impl Backend for RedisBackend {
             max_wait: call.max_wait,
             request_id: call.request_id.unwrap_or_default().to_string(),
         };
-        // The whole call, queueing included, answers within the timeout.
-        let submitted = service
-            .batcher
-            .submit(queued, |acquires| self.run_acquires(&service, acquires));
-        let reply = match tokio::time::timeout(self.timeout, submitted).await {
+        // The whole call, queueing included, answers within the timeout. A batch this call
+        // carries ends by its deadline, so the acquires it carries for others get its answer (an
+        // outage, for on_failure) rather than being cut off with it; the outer bound, a little
+        // later, only guards the queueing.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let submitted = service.batcher.submit(queued, |acquires| {
+            self.run_acquires_until(&service, acquires, Some(deadline))
+        });
+        let reply = match tokio::time::timeout_at(deadline + CARRY_SLACK, submitted).await {
             Ok(reply) => reply,
             Err(_) => Err(BackendError::Unavailable(format!(
                 "redis: no decision within {:?}",
