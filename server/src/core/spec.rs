@@ -164,7 +164,7 @@ pub struct NeverFits {
 /// A configured service: its name, provider profile, limits and cooldown policy.
 #[derive(Clone, Debug)]
 pub struct ServiceSpec {
-    /// Position in the configuration, used by backends to index their state.
+    /// Position in the configuration (backends find state by name; this only orders it).
     pub index: usize,
     /// Service name, e.g. `openai/gpt-4o`.
     pub name: String,

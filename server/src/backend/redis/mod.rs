@@ -186,20 +186,13 @@ fn number<T: std::str::FromStr>(reply: &[String], i: usize) -> Result<T, Backend
 }
 
 impl RedisBackend {
-    /// Connects to Redis (or a cluster) and prepares the state layout of `specs`, whose `index`
-    /// fields must be their positions.
+    /// Connects to Redis (or a cluster) and prepares the state layout of `specs`; fails if Redis
+    /// does not answer.
     pub async fn connect(
         specs: &[Arc<ServiceSpec>],
         config: &RedisConfig,
     ) -> Result<Self, RedisSetupError> {
-        let services = Self::prepare(specs, &config.key_prefix, &Services::new())
-            .map_err(RedisSetupError::Unsupported)?;
-        Ok(Self::with_link(
-            specs,
-            services,
-            config,
-            link::Link::connect(config).await?,
-        ))
+        Self::build(specs, config, link::Link::connect(config)).await
     }
 
     /// Prepares the state layout of `specs` and connects if Redis answers; if it does not, keeps
@@ -210,14 +203,19 @@ impl RedisBackend {
         specs: &[Arc<ServiceSpec>],
         config: &RedisConfig,
     ) -> Result<Self, RedisSetupError> {
+        Self::build(specs, config, link::Link::start(config)).await
+    }
+
+    /// Lays out `specs` (refusing what the scripts cannot hold before any connection is tried),
+    /// then awaits `link`.
+    async fn build(
+        specs: &[Arc<ServiceSpec>],
+        config: &RedisConfig,
+        link: impl std::future::Future<Output = Result<link::Link, RedisSetupError>>,
+    ) -> Result<Self, RedisSetupError> {
         let services = Self::prepare(specs, &config.key_prefix, &Services::new())
             .map_err(RedisSetupError::Unsupported)?;
-        Ok(Self::with_link(
-            specs,
-            services,
-            config,
-            link::Link::start(config).await?,
-        ))
+        Ok(Self::with_link(specs, services, config, link.await?))
     }
 
     fn with_link(
