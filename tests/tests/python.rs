@@ -12,11 +12,25 @@ fn python_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/python")
 }
 
+/// Generates the stubs, one test at a time (they write the same files).
+fn make_stubs(addr: &str) -> anyhow::Result<()> {
+    static STUBS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = STUBS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    run(&["make_stubs.py"], addr)
+}
+
 fn run(args: &[&str], addr: &str) -> anyhow::Result<()> {
+    run_with(args, addr, &[])
+}
+
+fn run_with(args: &[&str], addr: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
     let out = Command::new("python3")
         .args(args)
         .current_dir(python_dir())
         .env("SLUICE_ADDR", addr)
+        .envs(env.iter().copied())
         .output()
         .context("running python3 (is it installed?)")?;
     if !out.status.success() {
@@ -34,7 +48,7 @@ fn run(args: &[&str], addr: &str) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_worker_acquires_waits_reports_and_sees_the_cooldown() -> anyhow::Result<()> {
     let server = spawn_server(WORKER_EXAMPLES_CONFIG).await?;
-    run(&["make_stubs.py"], &server.addr)?;
+    make_stubs(&server.addr)?;
     let addr = server.addr.clone();
     tokio::task::spawn_blocking(move || run(&["test_worker.py"], &addr)).await??;
     let status = server.client().await?.status("llm").await?;
@@ -42,5 +56,20 @@ async fn a_python_worker_acquires_waits_reports_and_sees_the_cooldown() -> anyho
         status.cooldown.map(|c| c.cause),
         Some("429 retry-after".to_string())
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_worker_sends_its_bearer_token() -> anyhow::Result<()> {
+    const TOKEN: &str = "python-worker-token-0123";
+    let config = format!("[auth]\ntokens = [\"{TOKEN}\"]\n{WORKER_EXAMPLES_CONFIG}");
+    let server = spawn_server(&config).await?;
+    make_stubs(&server.addr)?;
+    let addr = server.addr.clone();
+    tokio::task::spawn_blocking(move || {
+        run_with(&["test_auth.py"], &addr, &[("SLUICE_TOKEN", TOKEN)])
+    })
+    .await??;
+    assert!(!server.log().contains(TOKEN));
     Ok(())
 }

@@ -12,6 +12,9 @@ raises `Denied` with the hint `retry_after`. `permit.report` takes an HTTP respo
 (`requests`, `httpx`: anything with `status_code` and `headers`) or explicit values. The asyncio
 variant is `AsyncClient` (`async with client.acquire(...) as permit`).
 
+A server configured with `[auth]` tokens needs one: `Client(token=...)` or `SLUICE_TOKEN`; it goes
+with every call as `authorization: Bearer <token>`.
+
 The stubs are generated from proto/ by make_stubs.py (see requirements.txt).
 """
 
@@ -123,7 +126,8 @@ class Permit:
 
     def report(self, status: Any, headers: Any = None, usage: Optional[Tuple[int, int]] = None, body: bytes = b""):
         """Reports the provider's answer: a response object, or status, headers and usage."""
-        return self._client._stub.ReportResponse(self._request(status, headers, usage, body))
+        return self._client._stub.ReportResponse(self._request(status, headers, usage, body),
+                                                metadata=self._client._metadata)
 
     def __enter__(self) -> "Permit":
         return self
@@ -132,19 +136,27 @@ class Permit:
         return False
 
 
+def _credentials(token: Optional[str]) -> Tuple[Tuple[str, str], ...]:
+    """The metadata every call carries: the bearer token, if any (argument, else SLUICE_TOKEN)."""
+    token = token or os.environ.get("SLUICE_TOKEN")
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
 class Client:
     """A synchronous client: `Client("127.0.0.1:50051").acquire(...)`."""
 
-    def __init__(self, target: Optional[str] = None, client_id: str = ""):
+    def __init__(self, target: Optional[str] = None, client_id: str = "",
+                 token: Optional[str] = None):
         self.target = target or os.environ.get("SLUICE_ADDR", "127.0.0.1:50051")
         self.client_id = client_id
+        self._metadata = _credentials(token)
         self._channel = grpc.insecure_channel(self.target)
         self._stub = pb_grpc.RateLimiterStub(self._channel)
 
     def _send(self, request):
         for pause in (*_RETRIES, None):
             try:
-                return self._stub.Acquire(request)
+                return self._stub.Acquire(request, metadata=self._metadata)
             except grpc.RpcError as e:
                 if e.code() != grpc.StatusCode.UNAVAILABLE or pause is None:
                     raise
@@ -173,7 +185,8 @@ class Client:
 
     def status(self, service: str):
         """The service's live state (GetStatus)."""
-        return self._stub.GetStatus(pb.GetStatusRequest(service=service)).status
+        request = pb.GetStatusRequest(service=service)
+        return self._stub.GetStatus(request, metadata=self._metadata).status
 
     def close(self) -> None:
         self._channel.close()
@@ -182,16 +195,18 @@ class Client:
 class AsyncClient:
     """The asyncio client: `async with client.acquire(...) as permit: ...`."""
 
-    def __init__(self, target: Optional[str] = None, client_id: str = ""):
+    def __init__(self, target: Optional[str] = None, client_id: str = "",
+                 token: Optional[str] = None):
         self.target = target or os.environ.get("SLUICE_ADDR", "127.0.0.1:50051")
         self.client_id = client_id
+        self._metadata = _credentials(token)
         self._channel = grpc.aio.insecure_channel(self.target)
         self._stub = pb_grpc.RateLimiterStub(self._channel)
 
     async def _send(self, request):
         for pause in (*_RETRIES, None):
             try:
-                return await self._stub.Acquire(request)
+                return await self._stub.Acquire(request, metadata=self._metadata)
             except grpc.aio.AioRpcError as e:
                 if e.code() != grpc.StatusCode.UNAVAILABLE or pause is None:
                     raise
@@ -201,7 +216,8 @@ class AsyncClient:
         return _AsyncAcquire(self, service, kwargs)
 
     async def status(self, service: str):
-        return (await self._stub.GetStatus(pb.GetStatusRequest(service=service))).status
+        request = pb.GetStatusRequest(service=service)
+        return (await self._stub.GetStatus(request, metadata=self._metadata)).status
 
     async def close(self) -> None:
         await self._channel.close()
@@ -209,7 +225,8 @@ class AsyncClient:
 
 class AsyncPermit(Permit):
     async def report(self, status: Any, headers: Any = None, usage: Optional[Tuple[int, int]] = None, body: bytes = b""):
-        return await self._client._stub.ReportResponse(self._request(status, headers, usage, body))
+        return await self._client._stub.ReportResponse(self._request(status, headers, usage, body),
+                                                metadata=self._client._metadata)
 
 
 class _AsyncAcquire:
