@@ -20,19 +20,31 @@ use tonic_health::pb::health_check_response::ServingStatus;
 const TIMEOUT: Duration = Duration::from_millis(500);
 const WORKERS: usize = 32;
 
-fn config(url: &str, on_failure: &str) -> String {
+/// One service `svc` with a requests limit of `amount` per `window`, on the Redis at `url`
+/// (timeout 500 ms), with `failure` as its failure settings (`on_failure = ...`, ...).
+fn redis_config(url: &str, amount: u64, window: &str, failure: &str) -> String {
     format!(
         r#"
 [[services]]
 name = "svc"
-limits = [{{ dimension = "requests", amount = 1000000000, window = "1m" }}]
+limits = [{{ dimension = "requests", amount = {amount}, window = "{window}" }}]
 
 [backend]
 kind = "redis"
 url = "{url}"
 timeout = "500ms"
-on_failure = "{on_failure}"
+{failure}
 "#
+    )
+}
+
+/// A limit far above the load, with `on_failure`.
+fn config(url: &str, on_failure: &str) -> String {
+    redis_config(
+        url,
+        1_000_000_000,
+        "1m",
+        &format!("on_failure = \"{on_failure}\""),
     )
 }
 
@@ -345,20 +357,11 @@ async fn a_wrong_redis_password_is_not_serving_with_a_clear_log_line() -> anyhow
 async fn local_mode_enforces_each_replicas_share_then_returns_to_shared_state() -> anyhow::Result<()>
 {
     let mut redis = RedisServer::start()?;
-    let config = format!(
-        r#"
-[[services]]
-name = "svc"
-limits = [{{ dimension = "requests", amount = 10, window = "1h" }}]
-
-[backend]
-kind = "redis"
-url = "{}"
-timeout = "500ms"
-on_failure = "local"
-replicas = 2
-"#,
-        redis.url()
+    let config = redis_config(
+        &redis.url(),
+        10,
+        "1h",
+        "on_failure = \"local\"\nreplicas = 2",
     );
     let metrics = ["--metrics-listen", "127.0.0.1:0"];
     let replicas = [

@@ -124,40 +124,23 @@ impl LocalShare {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Dimension, LimitSpec};
 
     #[test]
     fn a_share_divides_amounts_and_bursts_and_never_reaches_zero() {
-        let spec = ServiceSpec {
-            index: 0,
-            name: "s".into(),
-            profile: "generic".into(),
-            limits: vec![
-                LimitSpec::new(
-                    Dimension::Requests,
-                    10,
-                    60_000_000,
-                    Algorithm::SlidingWindow,
-                ),
-                LimitSpec::new(
-                    Dimension::Tokens,
-                    1000,
-                    60_000_000,
-                    Algorithm::TokenBucket { burst: 300 },
-                ),
-                LimitSpec::new(
-                    Dimension::InputTokens,
-                    2,
-                    1_000_000,
-                    Algorithm::SlidingWindow,
-                ),
-            ],
-            default_cooldown: 1,
-            max_cooldown: 1,
-            quota_cooldown: 1,
-            adopt_provider_limits: false,
-        };
-        let share = share_of(&spec, 3);
+        let config = crate::config::Config::parse(
+            r#"
+[[services]]
+name = "s"
+limits = [
+  { dimension = "requests", amount = 10, window = "1m" },
+  { dimension = "tokens", amount = 1000, window = "1m", algorithm = "token_bucket", burst = 300 },
+  { dimension = "input_tokens", amount = 2, window = "1s" },
+]
+"#,
+        )
+        .expect("valid");
+        let spec = &config.services[0];
+        let share = share_of(spec, 3);
         assert_eq!(share.limits[0].amount, 3);
         assert_eq!(share.limits[1].amount, 333);
         assert_eq!(
@@ -165,6 +148,6 @@ mod tests {
             Algorithm::TokenBucket { burst: 100 }
         );
         assert_eq!(share.limits[2].amount, 1);
-        assert_eq!(share_of(&spec, 1).limits, spec.limits);
+        assert_eq!(share_of(spec, 1).limits, spec.limits);
     }
 }
