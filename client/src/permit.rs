@@ -1,7 +1,15 @@
 //! [`Permit`]: a granted slot. After the API call, [`Permit::report`] tells Sluice what the
-//! provider answered, so a 429 pauses every worker and real usage replaces the estimate.
+//! provider answered, so a 429 pauses every worker and real usage replaces the estimate. A permit
+//! dropped without a report (an error, a panic, a cancelled task) reports itself as abandoned, so
+//! the call's in-flight slot is free at once instead of at its lease timeout.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, SystemTime},
+};
 
 use sluice::v1::{Header, ReportResponseRequest, Scope};
 
@@ -87,12 +95,15 @@ pub struct ReportOutcome {
     pub detail: String,
 }
 
-/// A granted slot for one API call.
+/// A granted slot for one API call. Clones share one lease: the last one dropped without a report
+/// reports the call abandoned (when a tokio runtime is there to send it).
 #[derive(Clone, Debug)]
 pub struct Permit {
     client: Client,
     service: String,
     lease_id: String,
+    /// Shared by clones; reports the lease abandoned when the last clone goes unreported.
+    guard: Arc<ReleaseOnDrop>,
     wait: Duration,
     slot_time: SystemTime,
     limit: String,
@@ -107,6 +118,48 @@ fn is_rate_limit_header(name: &str) -> bool {
         || name.starts_with("anthropic-")
 }
 
+/// The status code of a report for a call that got no answer.
+const ABANDONED: u32 = 0;
+
+/// Sends an "abandoned" report for a lease nobody reported.
+#[derive(Debug)]
+struct ReleaseOnDrop {
+    client: Client,
+    service: String,
+    lease_id: String,
+    reported: AtomicBool,
+}
+
+impl ReleaseOnDrop {
+    fn request(&self, status_code: u32) -> ReportResponseRequest {
+        ReportResponseRequest {
+            service: self.service.clone(),
+            lease_id: self.lease_id.clone(),
+            status_code,
+            ..ReportResponseRequest::default()
+        }
+    }
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        if self.reported.load(Ordering::Acquire) || self.lease_id.is_empty() {
+            return;
+        }
+        // Outside a runtime nothing can be sent: the slot frees itself at its lease timeout.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let client = self.client.clone();
+        let request = self.request(ABANDONED);
+        // Fire and forget: the drop cannot wait, and a lost report only delays the slot's release
+        // until its lease timeout.
+        drop(runtime.spawn(async move {
+            let _ = client.rpc().report_response(request).await;
+        }));
+    }
+}
+
 impl Permit {
     pub(crate) fn new(
         client: Client,
@@ -117,10 +170,17 @@ impl Permit {
         limit: String,
         scope: Scope,
     ) -> Self {
+        let guard = Arc::new(ReleaseOnDrop {
+            client: client.clone(),
+            service: service.clone(),
+            lease_id: lease_id.clone(),
+            reported: AtomicBool::new(false),
+        });
         Self {
             client,
             service,
             lease_id,
+            guard,
             wait,
             slot_time,
             limit,
@@ -158,6 +218,35 @@ impl Permit {
     /// The limit or cooldown that decided the wait; empty when there was none.
     pub fn limit(&self) -> &str {
         &self.limit
+    }
+
+    /// Reports that the call got no answer (it was not made, or its answer was lost): the lease's
+    /// in-flight slot is released and nothing else changes. Dropping an unreported permit does
+    /// the same in the background.
+    pub async fn abandon(&self) -> Result<ReportOutcome, Error> {
+        self.send(self.guard.request(ABANDONED)).await
+    }
+
+    /// Gives up the permit without reporting it, e.g. to hand its lease id to another process that
+    /// will report the call; the drop sends nothing.
+    pub fn detach(self) -> String {
+        self.guard.reported.store(true, Ordering::Release);
+        self.lease_id.clone()
+    }
+
+    async fn send(&self, request: ReportResponseRequest) -> Result<ReportOutcome, Error> {
+        let answer = self
+            .client
+            .rpc()
+            .report_response(request)
+            .await?
+            .into_inner();
+        self.guard.reported.store(true, Ordering::Release);
+        Ok(ReportOutcome {
+            cooldown: from_proto(answer.cooldown),
+            cooldown_set: answer.cooldown_set,
+            detail: answer.detail,
+        })
     }
 
     /// Reports the provider's answer: its HTTP status (`u16` or `http::StatusCode`), its response
@@ -206,17 +295,7 @@ impl Permit {
                 Vec::new()
             },
         };
-        let answer = self
-            .client
-            .rpc()
-            .report_response(request)
-            .await?
-            .into_inner();
-        Ok(ReportOutcome {
-            cooldown: from_proto(answer.cooldown),
-            cooldown_set: answer.cooldown_set,
-            detail: answer.detail,
-        })
+        self.send(request).await
     }
 }
 

@@ -1,5 +1,6 @@
 """Drives a running Sluice server from Python, as a worker would: run by tests/tests/python.rs
-against a real server (SLUICE_ADDR), with the config that test writes (services `llm`, `slow`).
+against a real server (SLUICE_ADDR), with the config that test writes (services `llm`, `slow`,
+`pool`).
 Exits non-zero on the first failed check."""
 
 import asyncio
@@ -39,6 +40,17 @@ def sync_worker(client: sluice.Client) -> None:
     assert permit.wait > 0 and waited >= permit.wait, (waited, permit.wait)
     assert permit.limit == "requests/1s", permit
 
+    # A call that fails inside the block gives its in-flight slot (one in `pool`) back at once;
+    # without that, the next call would wait for the ten-minute lease timeout.
+    try:
+        with client.acquire("pool", max_wait=0):
+            raise ConnectionResetError("upstream connection reset")
+    except ConnectionResetError:
+        pass
+    with client.acquire("pool", max_wait=0) as permit:
+        answer = permit.report(200)
+    assert "slot released" in answer.detail, answer.detail
+
     # One worker's 429 cools the service down for everyone...
     with client.acquire("llm", tokens=10) as permit:
         answer = permit.report(429, {"retry-after": "30"})
@@ -64,6 +76,14 @@ async def async_worker(target: str) -> None:
     assert "remaining" in answer.detail or answer.cooldown_set, answer
     status = await client.status("slow")
     assert status.service == "slow" and status.last_report.status_code == 200, status
+    # Leaving the block unreported frees the in-flight slot, under asyncio too.
+    try:
+        async with client.acquire("pool", max_wait=0):
+            raise ConnectionResetError("upstream connection reset")
+    except ConnectionResetError:
+        pass
+    async with client.acquire("pool", max_wait=0) as permit:
+        await permit.abandon()
     await client.close()
 
 

@@ -353,10 +353,14 @@ impl RawHeaderRule {
 struct RawLimit {
     dimension: String,
     amount: u64,
-    window: String,
+    window: Option<String>,
     algorithm: Option<String>,
     burst: Option<u64>,
+    timeout: Option<String>,
 }
+
+/// How long a lease holds its in-flight slot when no `timeout` is configured.
+const DEFAULT_LEASE_TIMEOUT: &str = "10m";
 
 impl RawBackend {
     fn validate(self) -> Result<BackendConfig, String> {
@@ -622,10 +626,16 @@ impl RawService {
         let mut limits: Vec<LimitSpec> = Vec::with_capacity(self.limits.len());
         for (i, raw) in self.limits.into_iter().enumerate() {
             let limit = raw.validate().map_err(|e| format!("limits[{i}].{e}"))?;
-            if limits
-                .iter()
-                .any(|l| l.dimension == limit.dimension && l.window == limit.window)
-            {
+            let concurrent = |l: &LimitSpec| l.algorithm == Algorithm::Concurrent;
+            if concurrent(&limit) && limits.iter().any(concurrent) {
+                return Err(format!("limits[{i}]: a second concurrent limit"));
+            }
+            if limits.iter().any(|l| {
+                l.dimension == limit.dimension
+                    && l.window == limit.window
+                    && !concurrent(l)
+                    && !concurrent(&limit)
+            }) {
                 return Err(format!(
                     "limits[{i}]: a second limit on {} with the same window",
                     limit.name
@@ -670,16 +680,26 @@ impl RawService {
 
 impl RawLimit {
     fn validate(self) -> Result<LimitSpec, String> {
-        let dimension = Dimension::parse(&self.dimension).ok_or_else(|| {
-            format!(
-                "dimension: unknown dimension {:?} (expected requests, tokens, input_tokens or output_tokens)",
-                self.dimension
-            )
-        })?;
         if self.amount == 0 || self.amount > MAX_AMOUNT {
             return Err(format!("amount: {} is not in 1..=2^53", self.amount));
         }
-        let window = duration_field("window", &self.window)?;
+        if self.dimension == "concurrent" {
+            return self.validate_concurrent();
+        }
+        let dimension = Dimension::parse(&self.dimension).ok_or_else(|| {
+            format!(
+                "dimension: unknown dimension {:?} (expected requests, tokens, input_tokens, \
+                 output_tokens or concurrent)",
+                self.dimension
+            )
+        })?;
+        if self.timeout.is_some() {
+            return Err("timeout: only a concurrent limit has a lease timeout".into());
+        }
+        let Some(window) = &self.window else {
+            return Err("window: missing (e.g. window = \"1m\")".into());
+        };
+        let window = duration_field("window", window)?;
         if window == 0 || window > MAX_WINDOW {
             return Err(format!("window: {:?} is not in (0, 31d]", self.window));
         }
@@ -704,6 +724,27 @@ impl RawLimit {
             }
         };
         Ok(LimitSpec::new(dimension, self.amount, window, algorithm))
+    }
+
+    /// `{ dimension = "concurrent", amount, timeout }`: calls in flight, each holding its slot
+    /// until its report or its lease timeout.
+    fn validate_concurrent(self) -> Result<LimitSpec, String> {
+        if self.window.is_some() {
+            return Err(
+                "window: a concurrent limit has no window (its leases end at their \
+                        report or their timeout)"
+                    .into(),
+            );
+        }
+        if self.algorithm.is_some() || self.burst.is_some() {
+            return Err("algorithm: a concurrent limit takes no algorithm or burst".into());
+        }
+        let timeout = self.timeout.as_deref().unwrap_or(DEFAULT_LEASE_TIMEOUT);
+        let timeout = duration_field("timeout", timeout)?;
+        if timeout == 0 || timeout > MAX_WINDOW {
+            return Err(format!("timeout: {:?} is not in (0, 31d]", self.timeout));
+        }
+        Ok(LimitSpec::concurrent(self.amount, timeout))
     }
 }
 

@@ -183,13 +183,13 @@ pub(crate) fn service_status(status: ServiceStatus) -> pb::ServiceStatus {
         .zip(learned)
         .map(|((limit, live), learned)| pb::LimitStatus {
             name: limit.name.clone(),
-            dimension: limit.dimension.as_str().into(),
+            dimension: limit.dimension_name().into(),
             amount: limit.amount,
             window: Some(to_duration(limit.window)),
             algorithm: limit.algorithm.as_str().into(),
             burst: match limit.algorithm {
                 Algorithm::TokenBucket { burst } => burst,
-                Algorithm::SlidingWindow => limit.amount,
+                Algorithm::SlidingWindow | Algorithm::Concurrent => limit.amount,
             },
             used: live.used,
             remaining: live.remaining,

@@ -27,6 +27,8 @@ use crate::{
 pub const MAX_WAIT_LIMIT: Micros = 86_400 * 1_000_000;
 /// Longest `request_id` accepted, in bytes.
 pub const MAX_REQUEST_ID: usize = 256;
+/// The `status_code` of a report for a call that got no answer (abandoned, or its answer lost).
+pub const ABANDONED: u32 = 0;
 
 /// A request for a slot, as received.
 #[derive(Clone, Debug, Default)]
@@ -374,9 +376,9 @@ impl<B: Backend> Limiter<B> {
         req: &ReportRequest,
     ) -> Result<ReportAnswer, Error> {
         let spec = &service.spec;
-        if !(100..=999).contains(&req.status_code) {
+        if req.status_code != ABANDONED && !(100..=999).contains(&req.status_code) {
             return Err(Error::InvalidArgument(format!(
-                "status_code: {} is not an HTTP status (100..=999)",
+                "status_code: {} is not an HTTP status (100..=999), nor 0 for no answer",
                 req.status_code
             )));
         }
@@ -399,6 +401,9 @@ impl<B: Backend> Limiter<B> {
         let usage = req.usage.map(usage_update).transpose()?;
         let headers =
             provider::validate_headers(req.headers.clone()).map_err(Error::InvalidArgument)?;
+        if req.status_code == ABANDONED {
+            return self.abandon(spec, lease, usage).await;
+        }
         let profile = &service.profile;
         let reading = provider::read(profile, &headers, &req.body, wall_clock_now());
         let mut notes = reading.notes.clone();
@@ -441,6 +446,9 @@ impl<B: Backend> Limiter<B> {
         } else if outcome.lease_unknown {
             notes.push("lease unknown or expired: usage ignored".into());
         }
+        if outcome.released {
+            notes.push("in-flight slot released".into());
+        }
         if outcome.outside_usage > 0 {
             notes.push(format!(
                 "charged {} as usage from outside Sluice",
@@ -455,6 +463,38 @@ impl<B: Backend> Limiter<B> {
             cooldown: outcome.cooldown_remaining,
             cooldown_set: outcome.cooldown_set,
             detail: notes.join("; "),
+            scope: outcome.scope,
+        })
+    }
+
+    /// A call that got no answer: its lease gives back its in-flight slot (and takes its real
+    /// usage, if given); no cooldown, no observation.
+    async fn abandon(
+        &self,
+        spec: &ServiceSpec,
+        lease: Option<LeaseId>,
+        usage: Option<UsageUpdate>,
+    ) -> Result<ReportAnswer, Error> {
+        let call = ReportCall {
+            lease,
+            usage,
+            ..ReportCall::default()
+        };
+        metrics::report(&spec.name, ABANDONED);
+        let started = metrics::start();
+        let outcome = self.backend.report(spec, call).await;
+        metrics::backend("report", started, outcome.is_err());
+        let outcome = outcome?;
+        let detail = match (outcome.released, outcome.lease_unknown) {
+            (true, _) => "abandoned: in-flight slot released",
+            (false, true) => "abandoned: lease unknown or expired",
+            (false, false) => "abandoned",
+        };
+        metrics::scoped(&spec.name, "report", outcome.scope);
+        Ok(ReportAnswer {
+            cooldown: outcome.cooldown_remaining,
+            cooldown_set: false,
+            detail: detail.into(),
             scope: outcome.scope,
         })
     }

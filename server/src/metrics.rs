@@ -90,6 +90,7 @@ pub fn report(service: &str, status: u32) {
         return;
     }
     let class = match status {
+        0 => "none",
         429 => "429",
         200..=299 => "2xx",
         400..=499 => "4xx",

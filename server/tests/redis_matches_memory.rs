@@ -1,5 +1,6 @@
-//! Differential property test: for random limits and random sequences of acquires, waits,
-//! reports (refunds, charges, cooldowns) and status reads, the Redis backend's Lua scripts answer
+//! Differential property test: for random limits (sliding windows, token buckets, calls in
+//! flight) and random sequences of acquires, waits, reports (refunds, charges, cooldowns, released
+//! in-flight slots, repeated reports) and status reads, the Redis backend's Lua scripts answer
 //! exactly what the memory backend's `Ledger` answers at the same times. The Redis side runs on a
 //! real `redis-server` started for this test, with the decision time set by hand.
 
@@ -85,6 +86,13 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn limit() -> impl Strategy<Value = LimitSpec> {
+    prop_oneof![
+        4 => budget(),
+        1 => (1u64..=4, 2u64..=20).prop_map(|(amount, secs)| LimitSpec::concurrent(amount, secs * S)),
+    ]
+}
+
+fn budget() -> impl Strategy<Value = LimitSpec> {
     (any::<bool>(), 60u64..=200, 1u64..=20, 0u8..3, 30u64..=300).prop_map(
         |(bucket, amount, secs, dim, burst)| {
             let dimension = [
@@ -109,7 +117,16 @@ fn limit() -> impl Strategy<Value = LimitSpec> {
     )
 }
 
-fn spec(limits: Vec<LimitSpec>) -> ServiceSpec {
+/// A service with `limits`, keeping only the first in-flight limit (a service has at most one).
+fn spec(mut limits: Vec<LimitSpec>) -> ServiceSpec {
+    let concurrent = |l: &LimitSpec| l.algorithm == Algorithm::Concurrent;
+    if let Some(first) = limits.iter().position(concurrent) {
+        let mut i = 0;
+        limits.retain(|l| {
+            i += 1;
+            i - 1 == first || !concurrent(l)
+        });
+    }
     ServiceSpec {
         index: 0,
         name: "diff/svc".into(),

@@ -38,6 +38,10 @@ limits = [
 [[services]]
 name = "slow"
 limits = [{ dimension = "requests", amount = 1, window = "1s" }]
+
+[[services]]
+name = "pool"
+limits = [{ dimension = "concurrent", amount = 1, timeout = "10m" }]
 "#;
 
 /// How long a server may take to start before the test fails.

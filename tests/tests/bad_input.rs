@@ -207,9 +207,9 @@ async fn bad_input_gets_the_documented_status_codes(store: &Store) -> anyhow::Re
             "body",
         ),
         (
-            "status code 0",
+            "status code 99",
             ReportResponseRequest {
-                status_code: 0,
+                status_code: 99,
                 ..report(vec![])
             },
             Code::InvalidArgument,

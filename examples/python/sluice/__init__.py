@@ -129,10 +129,17 @@ class Permit:
         return self._client._stub.ReportResponse(self._request(status, headers, usage, body),
                                                 metadata=self._client._metadata)
 
+    def abandon(self):
+        """Reports that the call got no answer: its in-flight slot is released, nothing else."""
+        return self._client._stub.ReportResponse(self._request(0), metadata=self._client._metadata)
+
     def __enter__(self) -> "Permit":
         return self
 
     def __exit__(self, *exc) -> bool:
+        # A block left without a report (an exception, an early return) frees the slot at once.
+        if not self.reported:
+            self.abandon()
         return False
 
 
@@ -228,6 +235,9 @@ class AsyncPermit(Permit):
         return await self._client._stub.ReportResponse(self._request(status, headers, usage, body),
                                                 metadata=self._client._metadata)
 
+    async def abandon(self):
+        return await self._client._stub.ReportResponse(self._request(0), metadata=self._client._metadata)
+
 
 class _AsyncAcquire:
     def __init__(self, client: AsyncClient, service: str, kwargs: dict):
@@ -261,6 +271,8 @@ class _AsyncAcquire:
         return self._permit
 
     async def __aexit__(self, *exc) -> bool:
+        if not self._permit.reported:
+            await self._permit.abandon()
         return False
 
 

@@ -58,6 +58,9 @@ pub(crate) struct Lease {
     pub decider: Decider,
     /// Idempotency key, if the caller sent one.
     pub request_id: Option<Box<str>>,
+    /// End of the in-flight slot this lease holds (services with a `concurrent` limit), until
+    /// its report releases it.
+    pub hold: Option<Micros>,
 }
 
 #[cfg(test)]

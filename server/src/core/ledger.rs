@@ -6,7 +6,7 @@
 //! one, so a large request is not starved by small ones. Denials change nothing. The ledger keeps
 //! a high-water mark of the time it was given, so a clock that steps back frees nothing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use super::{
     bucket::BucketShape, lease::Lease, Algorithm, Cost, Dimension, LeaseId, LimitSpec, Micros,
@@ -99,6 +99,9 @@ pub struct ReportOutcome {
     /// Cost charged as usage from outside Sluice, because the provider's remaining budget was
     /// below the ledger's view.
     pub outside_usage: u64,
+    /// The report ended the lease's in-flight slot (false when it had none, or it had already
+    /// been released by an earlier report or by its timeout).
+    pub released: bool,
     /// Which state took the report.
     pub scope: Scope,
 }
@@ -187,6 +190,8 @@ pub struct Ledger {
     /// The latest slot ever booked (kept when its lease is pruned).
     last_slot: Micros,
     by_request: HashMap<Box<str>, u64>,
+    /// In-flight slots held: (end, lease seq), for a `concurrent` limit.
+    holds: BTreeSet<(Micros, u64)>,
     last_report: Option<Observation>,
     high_water: Micros,
     max_leases: usize,
@@ -205,7 +210,7 @@ fn shape(spec: &ServiceSpec, i: usize) -> Option<BucketShape> {
             window: l.window,
             burst,
         }),
-        Algorithm::SlidingWindow => None,
+        Algorithm::SlidingWindow | Algorithm::Concurrent => None,
     }
 }
 
@@ -223,6 +228,7 @@ impl Ledger {
             overload_streak: 0,
             last_slot: 0,
             by_request: HashMap::new(),
+            holds: BTreeSet::new(),
             last_report: None,
             high_water: 0,
             max_leases: MAX_LEASES,
@@ -255,8 +261,12 @@ impl Ledger {
         let mut buckets = vec![TokenBucket::default(); new.limits.len()];
         let mut adopted = vec![None; new.limits.len()];
         for (i, limit) in new.limits.iter().enumerate() {
-            let same_window =
-                |l: &LimitSpec| l.dimension == limit.dimension && l.window == limit.window;
+            let same_window = |l: &LimitSpec| {
+                l.dimension == limit.dimension
+                    && l.window == limit.window
+                    && (l.algorithm == Algorithm::Concurrent)
+                        == (limit.algorithm == Algorithm::Concurrent)
+            };
             let Some(j) = old.limits.iter().position(same_window) else {
                 continue;
             };
@@ -322,7 +332,7 @@ impl Ledger {
                 scope: Scope::Shared,
             });
         }
-        let lease_id = self.book(spec, slot, cost, decider, request_id);
+        let lease_id = self.book(spec, slot, cost, decider, request_id, true);
         Ok(Decision::Granted(Grant {
             lease_id,
             slot,
@@ -382,6 +392,9 @@ impl Ledger {
             let c = cost.get(limit.dimension);
             let ti = match shape(spec, i) {
                 Some(shape) => self.buckets[i].earliest(shape, c, t),
+                None if limit.algorithm == Algorithm::Concurrent => {
+                    self.hold_earliest(limit.amount, t)
+                }
                 None => {
                     // An adopted budget below this call's cost lets the call go alone.
                     let mut w = self.window(spec, i);
@@ -397,6 +410,21 @@ impl Ledger {
         (t, decider)
     }
 
+    /// Earliest `t ≥ t0` at which fewer than `amount` in-flight slots are held. Every held slot
+    /// began at or before `t0` (slots are booked in order), so a slot starting at `t` overlaps
+    /// exactly the held ones ending after `t`.
+    fn hold_earliest(&self, amount: u64, t0: Micros) -> Micros {
+        let held = self.holds.len() as u64;
+        if held < amount {
+            return t0;
+        }
+        let skip = usize::try_from(held - amount).unwrap_or(usize::MAX);
+        self.holds
+            .iter()
+            .nth(skip)
+            .map_or(Micros::MAX, |&(end, _)| t0.max(end))
+    }
+
     fn book(
         &mut self,
         spec: &ServiceSpec,
@@ -404,6 +432,7 @@ impl Ledger {
         cost: Cost,
         decider: Decider,
         request_id: Option<&str>,
+        holds_slot: bool,
     ) -> LeaseId {
         for (i, bucket) in self.buckets.iter_mut().enumerate() {
             if let Some(shape) = shape(spec, i) {
@@ -416,6 +445,14 @@ impl Ledger {
             *c += u128::from(add);
         }
         let seq = self.front_seq + self.log.len() as u64;
+        let hold = match spec.concurrent() {
+            Some((_, limit)) if holds_slot => {
+                let end = slot.saturating_add(limit.window);
+                self.holds.insert((end, seq));
+                Some(end)
+            }
+            _ => None,
+        };
         self.last_slot = self.last_slot.max(slot);
         let request_id: Option<Box<str>> = request_id.map(Into::into);
         if let Some(id) = &request_id {
@@ -428,6 +465,7 @@ impl Ledger {
             cum,
             decider,
             request_id,
+            hold,
         });
         LeaseId {
             nonce: self.nonce,
@@ -472,6 +510,7 @@ impl Ledger {
             .filter(|id| id.nonce == self.nonce)
             .map(|id| id.seq);
         let found = seq.is_some_and(|s| self.lease(s).is_some());
+        let released = seq.filter(|_| found).is_some_and(|s| self.release(s));
         let usage_applied = match (seq, call.usage) {
             (Some(seq), Some(usage)) if found => {
                 self.reconcile(spec, now, seq, usage);
@@ -505,6 +544,7 @@ impl Ledger {
             usage_applied,
             lease_unknown: call.lease.is_some() && !found,
             outside_usage,
+            released,
             scope: Scope::Shared,
         };
         self.forget_if_stale(spec, now);
@@ -549,8 +589,17 @@ impl Ledger {
             return;
         }
         let delta = until - first_slot;
-        for lease in self.log.range_mut(first..) {
+        for (i, lease) in self.log.range_mut(first..).enumerate() {
             lease.slot += delta;
+            if let Some(end) = &mut lease.hold {
+                let seq = self.front_seq + (first + i) as u64;
+                if self.holds.remove(&(*end, seq)) {
+                    *end += delta;
+                    self.holds.insert((*end, seq));
+                } else {
+                    lease.hold = None;
+                }
+            }
         }
         self.last_slot += delta;
         for (i, bucket) in self.buckets.iter_mut().enumerate() {
@@ -560,6 +609,20 @@ impl Ledger {
                     bucket.tat_scaled += u128::from(delta) * a;
                 }
             }
+        }
+    }
+
+    /// Ends the in-flight slot of lease `seq`, if it still holds one.
+    fn release(&mut self, seq: u64) -> bool {
+        let Some(i) = seq
+            .checked_sub(self.front_seq)
+            .and_then(|i| usize::try_from(i).ok())
+        else {
+            return false;
+        };
+        match self.log.get_mut(i).and_then(|l| l.hold.take()) {
+            Some(end) => self.holds.remove(&(end, seq)),
+            None => false,
         }
     }
 
@@ -635,7 +698,11 @@ impl Ledger {
         now: Micros,
         reading: &RemainingReading,
     ) -> u64 {
-        let Some(limit) = spec.limits.get(reading.limit) else {
+        let Some(limit) = spec
+            .limits
+            .get(reading.limit)
+            .filter(|l| l.algorithm != Algorithm::Concurrent)
+        else {
             return 0;
         };
         let own = self.remaining(spec, reading.limit, now);
@@ -647,7 +714,7 @@ impl Ledger {
         let mut cost = Cost::default();
         cost.0[limit.dimension.index()] = charge;
         let slot = self.log.back().map_or(now, |l| l.slot.max(now));
-        self.book(spec, slot, cost, Decider::Limit(reading.limit), None);
+        self.book(spec, slot, cost, Decider::Limit(reading.limit), None, false);
         charge
     }
 
@@ -737,6 +804,9 @@ impl Ledger {
             self.log.pop_front();
             self.front_seq += 1;
         }
+        while self.holds.first().is_some_and(|&(end, _)| end <= now) {
+            self.holds.pop_first();
+        }
         for c in &mut self.cooldowns {
             if c.as_ref().is_some_and(|c| c.until <= now) {
                 *c = None;
@@ -755,7 +825,10 @@ impl Ledger {
             .iter()
             .enumerate()
             .all(|(i, b)| shape(spec, i).is_none_or(|s| b.is_drained(s, now)));
-        let idle = self.log.is_empty() && self.cooldowns.iter().all(Option::is_none) && drained;
+        let idle = self.log.is_empty()
+            && self.holds.is_empty()
+            && self.cooldowns.iter().all(Option::is_none)
+            && drained;
         if self.log.capacity() > 2 * self.log.len() + 16 {
             self.log.shrink_to_fit();
         }
@@ -781,6 +854,16 @@ impl Ledger {
             .iter()
             .enumerate()
             .map(|(i, limit)| match shape(spec, i) {
+                None if limit.algorithm == Algorithm::Concurrent => {
+                    let used = self.holds.range((now.saturating_add(1), 0)..).count() as u64;
+                    let last_end = self.holds.last().map_or(now, |&(end, _)| end);
+                    LimitSnapshot {
+                        amount: limit.amount,
+                        used,
+                        remaining: limit.amount.saturating_sub(used),
+                        reset_after: last_end.saturating_sub(now),
+                    }
+                }
                 Some(shape) => {
                     let (level, reset_after) = self.buckets[i].level(shape, now);
                     LimitSnapshot {

@@ -62,6 +62,10 @@ pub enum Algorithm {
         /// Bucket capacity.
         burst: u64,
     },
+    /// Calls in flight: each granted call holds one of `amount` slots from its slot time until
+    /// its report, or until `window` (the lease timeout) has passed, so a crashed worker frees its
+    /// slot by itself. Configured as `dimension = "concurrent"`; it counts calls (`requests`).
+    Concurrent,
 }
 
 impl Algorithm {
@@ -70,6 +74,7 @@ impl Algorithm {
         match self {
             Algorithm::SlidingWindow => "sliding_window",
             Algorithm::TokenBucket { .. } => "token_bucket",
+            Algorithm::Concurrent => "concurrent",
         }
     }
 }
@@ -92,7 +97,10 @@ pub struct LimitSpec {
 impl LimitSpec {
     /// Builds a limit and its display name.
     pub fn new(dimension: Dimension, amount: u64, window: Micros, algorithm: Algorithm) -> Self {
-        let name = format!("{}/{}", dimension.as_str(), format_duration(window));
+        let name = match algorithm {
+            Algorithm::Concurrent => "concurrent".to_string(),
+            _ => format!("{}/{}", dimension.as_str(), format_duration(window)),
+        };
         Self {
             dimension,
             amount,
@@ -102,20 +110,38 @@ impl LimitSpec {
         }
     }
 
+    /// At most `amount` calls in flight; a lease holds its slot for at most `lease_timeout`.
+    pub fn concurrent(amount: u64, lease_timeout: Micros) -> Self {
+        Self::new(
+            Dimension::Requests,
+            amount,
+            lease_timeout,
+            Algorithm::Concurrent,
+        )
+    }
+
+    /// The config and API spelling of what the limit counts: its dimension, or `concurrent`.
+    pub fn dimension_name(&self) -> &'static str {
+        match self.algorithm {
+            Algorithm::Concurrent => "concurrent",
+            _ => self.dimension.as_str(),
+        }
+    }
+
     /// Largest cost a single call may have: the amount, or the bucket's burst.
     pub fn capacity(&self) -> u64 {
         match self.algorithm {
-            Algorithm::SlidingWindow => self.amount,
+            Algorithm::SlidingWindow | Algorithm::Concurrent => self.amount,
             Algorithm::TokenBucket { burst } => burst,
         }
     }
 
     /// How long a booked cost can still weigh on this limit: the window of a sliding window; for a
     /// bucket, the time a full bucket takes to drain (`burst × window / amount`), which exceeds the
-    /// window when `burst > amount`.
+    /// window when `burst > amount`; the lease timeout of an in-flight limit.
     pub fn span(&self) -> Micros {
         match self.algorithm {
-            Algorithm::SlidingWindow => self.window,
+            Algorithm::SlidingWindow | Algorithm::Concurrent => self.window,
             Algorithm::TokenBucket { burst } => {
                 let drain = (u128::from(burst) * u128::from(self.window))
                     .div_ceil(u128::from(self.amount.max(1)));
@@ -219,6 +245,14 @@ impl ServiceSpec {
     /// correct a lease for as long as its cost weighs on any limit.
     pub fn retention(&self) -> Micros {
         self.limits.iter().map(LimitSpec::span).max().unwrap_or(0)
+    }
+
+    /// The in-flight limit, if the service has one: its index and amount.
+    pub fn concurrent(&self) -> Option<(usize, &LimitSpec)> {
+        self.limits
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.algorithm == Algorithm::Concurrent)
     }
 
     /// Refuses a cost above some limit's capacity, naming the limit.

@@ -602,6 +602,13 @@ enum Op {
     Cooldown(Micros),
 }
 
+#[derive(Clone, Debug)]
+enum InFlight {
+    Acquire(Micros),
+    Advance(Micros),
+    Report(usize),
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (1u64..=60, prop_oneof![Just(0), 0..30 * S]).prop_map(|(tokens, max_wait)| Op::Acquire { tokens, max_wait }),
@@ -669,6 +676,8 @@ fn check_invariants(spec: &ServiceSpec, grants: &[(Micros, Cost)]) -> Result<(),
                         );
                     }
                 }
+                // Checked by `calls_in_flight_never_exceed_the_concurrent_limit`.
+                Algorithm::Concurrent => {}
             }
         }
     }
@@ -750,6 +759,61 @@ proptest! {
         }
         let grants: Vec<(Micros, Cost)> = grants.into_iter().map(|(s, c, _)| (s, c)).collect();
         check_invariants(&spec, &grants)?;
+    }
+
+    #[test]
+    fn calls_in_flight_never_exceed_the_concurrent_limit(
+        amount in 1u64..=4,
+        timeout in (2u64..=20).prop_map(|s| s * S),
+        ops in prop::collection::vec(prop_oneof![
+            3 => prop_oneof![Just(0), 0..30 * S].prop_map(InFlight::Acquire),
+            2 => (0..4 * S).prop_map(InFlight::Advance),
+            2 => (0usize..6).prop_map(InFlight::Report),
+        ], 1..200),
+    ) {
+        let spec = spec(vec![LimitSpec::concurrent(amount, timeout), requests(20, 10 * S)]);
+        let mut ledger = Ledger::new(&spec, 1);
+        let mut now = T0;
+        // (start, end, lease) of every granted call: end is the timeout until a report ends it.
+        let mut holds: Vec<(Micros, Micros, LeaseId)> = Vec::new();
+        for op in ops {
+            match op {
+                InFlight::Acquire(max_wait) => {
+                    let cost = Cost::of_call(0, 0, 0);
+                    let before = ledger.clone();
+                    match ledger.acquire(&spec, now, cost, max_wait, None).unwrap() {
+                        Decision::Granted(g) => {
+                            if g.wait > 0 {
+                                let mut probe = before;
+                                let later = matches!(
+                                    probe.acquire(&spec, now, cost, g.wait - 1, None).unwrap(),
+                                    Decision::Denied { retry_after, .. } if retry_after == g.wait
+                                );
+                                prop_assert!(later, "a slot before {} µs was free", g.wait);
+                            }
+                            holds.push((g.slot, g.slot + timeout, g.lease_id));
+                        }
+                        Decision::Denied { retry_after, .. } => prop_assert!(retry_after > max_wait),
+                    }
+                }
+                InFlight::Advance(d) => now += d,
+                InFlight::Report(back) => {
+                    if let Some(i) = holds.len().checked_sub(back + 1) {
+                        let (start, end, lease) = holds[i];
+                        let out = report(&mut ledger, &spec, now, Some(lease), None, None, None);
+                        // Only a slot still held is released: not twice, not after its timeout.
+                        prop_assert_eq!(out.released, end > now && end > start, "report of {:?}", lease);
+                        if out.released {
+                            holds[i].1 = now.max(start);
+                        }
+                    }
+                }
+            }
+        }
+        for &(t, _, _) in &holds {
+            let covering = holds.iter().filter(|&&(s, e, _)| s <= t && t < e).count() as u64;
+            prop_assert!(covering <= amount, "{covering} calls in flight at {t}");
+        }
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub fn matching_limit(
         .limits
         .iter()
         .enumerate()
-        .filter(|(_, l)| l.dimension == dimension);
+        .filter(|(_, l)| l.dimension == dimension && l.algorithm != Algorithm::Concurrent);
     match window {
         Some(w) => candidates
             .filter(|(_, l)| l.window == w)

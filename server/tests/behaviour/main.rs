@@ -82,6 +82,7 @@ pub const SLUICE_COMMANDS: &[&str] = &[
     "zincrby",
     "zrange",
     "zrangebyscore",
+    "zremrangebyscore",
     "zrank",
     "zrem",
     "zrevrangebyscore",

@@ -58,6 +58,13 @@ limits = [
 ]
 
 [[services]]
+name = "inflight"
+limits = [
+  { dimension = "concurrent", amount = 2, timeout = "30s" },
+  { dimension = "requests", amount = 100, window = "1m" },
+]
+
+[[services]]
 name = "adopt"
 profile = "openai"
 adopt_provider_limits = true
@@ -163,6 +170,20 @@ pub fn is<T: std::fmt::Debug>(r: Result<T, Error>, f: fn(&Error) -> bool) -> boo
     }
 }
 
+/// Reports `lease` of `service` with `status` and returns whether it released an in-flight slot.
+pub async fn released<B: TestBackend>(
+    l: &Limiter<B>,
+    service: &str,
+    lease: &str,
+    status: u32,
+) -> bool {
+    let answer = l
+        .report(report(service, lease, status, &[]))
+        .await
+        .expect("report");
+    answer.detail.contains("slot released")
+}
+
 /// Instantiates the suite for one backend type.
 #[macro_export]
 macro_rules! behaviour_suite {
@@ -186,6 +207,65 @@ macro_rules! behaviour_suite {
             assert_eq!(denied(&l, &req("rpm", 0, Duration::ZERO)).await, 7_000_000);
             let (_, wait) = granted(&l, &req("rpm", 0, 10 * S)).await;
             assert_eq!(wait, 7_000_000);
+        }
+
+        #[tokio::test]
+        async fn in_flight_slots_are_held_until_reported() {
+            let l = limiter::<B>().await;
+            let (a, _) = granted(&l, &req("inflight", 0, Duration::ZERO)).await;
+            let (b, _) = granted(&l, &req("inflight", 0, Duration::ZERO)).await;
+            // Both slots held: the earliest frees itself at its lease timeout.
+            assert_eq!(denied(&l, &req("inflight", 0, Duration::ZERO)).await, 30_000_000);
+            let status = l.status("inflight").await.expect("status");
+            assert_eq!(status.snapshot.limits[0].used, 2);
+            assert_eq!(status.snapshot.limits[0].remaining, 0);
+            assert!(released(&l, "inflight", &a, 200).await);
+            assert_eq!(granted(&l, &req("inflight", 0, Duration::ZERO)).await.1, 0);
+            denied(&l, &req("inflight", 0, Duration::ZERO)).await;
+            // A call abandoned without an answer (status 0) gives its slot back too.
+            assert!(released(&l, "inflight", &b, 0).await);
+            assert_eq!(granted(&l, &req("inflight", 0, Duration::ZERO)).await.1, 0);
+            // The requests limit saw every grant; the concurrent limit only holds.
+            let status = l.status("inflight").await.expect("status");
+            assert_eq!(status.snapshot.limits[1].used, 4);
+            assert_eq!(status.snapshot.limits[0].used, 2);
+        }
+
+        #[tokio::test]
+        async fn a_crashed_workers_slot_frees_itself_at_the_lease_timeout() {
+            let l = limiter::<B>().await;
+            granted(&l, &req("inflight", 0, Duration::ZERO)).await;
+            granted(&l, &req("inflight", 0, Duration::ZERO)).await;
+            // Neither worker ever reports. 10 s later, a waiting worker is booked for 30 s.
+            l.backend().advance(10 * S).await;
+            let (_, wait) = granted(&l, &req("inflight", 0, 60 * S)).await;
+            assert_eq!(wait, 20_000_000);
+            // Queued in arrival order: the second timeout frees the next slot at the same time,
+            // then the third waiter needs the first waiter's slot, held for its own timeout.
+            assert_eq!(granted(&l, &req("inflight", 0, 60 * S)).await.1, 20_000_000);
+            assert_eq!(granted(&l, &req("inflight", 0, 60 * S)).await.1, 50_000_000);
+            l.backend().advance(20 * S).await;
+            let status = l.status("inflight").await.expect("status");
+            assert_eq!(status.snapshot.limits[0].used, 3);
+        }
+
+        #[tokio::test]
+        async fn double_and_late_reports_free_nothing_more() {
+            let l = limiter::<B>().await;
+            let (a, _) = granted(&l, &req("inflight", 0, Duration::ZERO)).await;
+            let (b, _) = granted(&l, &req("inflight", 0, Duration::ZERO)).await;
+            assert!(released(&l, "inflight", &a, 200).await);
+            assert!(!released(&l, "inflight", &a, 200).await, "a second report released");
+            granted(&l, &req("inflight", 0, Duration::ZERO)).await;
+            // b and the new lease hold both slots.
+            denied(&l, &req("inflight", 0, Duration::ZERO)).await;
+            // Past the timeout: b's slot was freed by itself and taken by someone else; b's late
+            // report must not free that one.
+            l.backend().advance(31 * S).await;
+            granted(&l, &req("inflight", 0, Duration::ZERO)).await;
+            granted(&l, &req("inflight", 0, Duration::ZERO)).await;
+            assert!(!released(&l, "inflight", &b, 200).await, "a late report released");
+            denied(&l, &req("inflight", 0, Duration::ZERO)).await;
         }
 
         #[tokio::test]

@@ -48,7 +48,13 @@ local function acquire_one(cost, max_wait, rid)
   for i, l in ipairs(limits) do
     local c = cost[l.dim + 1]
     local ti
-    if l.bucket then ti = bucket_earliest(st, l, c, t) else ti = window_earliest(st, l, c, t) end
+    if l.bucket then
+      ti = bucket_earliest(st, l, c, t)
+    elseif l.conc then
+      ti = hold_earliest(l, now, t)
+    else
+      ti = window_earliest(st, l, c, t)
+    end
     if ti == nil then return redis.error_reply('sluice: inconsistent window state') end
     if ti > t then t, decider = ti, s(i - 1) end
   end
@@ -66,7 +72,7 @@ local function acquire_one(cost, max_wait, rid)
     st.n = ARGV[4]
     redis.call('HSET', KEYS[1], 'n', st.n)
   end
-  local seq = book(st, limits, sliding, now, t, cost, decider, rid)
+  local seq = book(st, limits, sliding, now, t, cost, decider, rid, true)
   if type(seq) == 'table' then return seq end
   held = held + 1
   wrote = true

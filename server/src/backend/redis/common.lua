@@ -16,8 +16,10 @@
 --   3 leases    hash: lease member -> "slot c0 c1 c2 c3 r0 r1 r2 r3 decider|request_id"
 --   4 requests  hash: request_id -> lease member
 --   5..8 cum    zsets, one per dimension with a sliding limit: lease member -> running total
+--   9 holds     zset: lease member -> end of the in-flight slot it holds (a concurrent limit)
 -- ARGV (common): 1 manual time ('' reads TIME), 2 limits (7 numbers each: dim kind amount
---   window burst A Wg; kind 0 sliding, 1 bucket, 2 sliding adopting provider budgets),
+--   window burst A Wg; kind 0 sliding, 1 bucket, 2 sliding adopting provider budgets,
+--   3 calls in flight, whose window is the lease timeout),
 --   3 retention µs, 4 nonce for a new state
 
 local PRUNE_BATCH = 128
@@ -53,6 +55,9 @@ local function parse_limits(text)
       local id = words[i] .. '_' .. words[i + 3] .. '_' .. words[i + 2] .. '_' .. words[i + 4]
       l.kf, l.ff = 'k' .. id, 'f' .. id
       l.span = math.max(l.window, math.ceil(l.burst * l.window / l.amount))
+    elseif n(1) == 3 then
+      l.conc = true
+      l.span = l.window
     else
       l.af = 'am' .. words[i] .. '_' .. words[i + 3]
       l.span = l.window
@@ -153,6 +158,7 @@ local function prune(st, now, retention, sliding, slack)
       end
     end
   end
+  redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', s(now))
   for d = 0, 3 do
     local cu = st['cu' .. d]
     if cu and tonumber(cu) <= now then
@@ -257,6 +263,16 @@ local function bucket_earliest(st, l, c, t0)
   return math.max(t0, t)
 end
 
+-- Earliest slot at or after t0 at which fewer than l.amount in-flight slots are held (no
+-- writes). Every held slot began at or before t0, so a slot at t overlaps those ending after t.
+local function hold_earliest(l, now, t0)
+  local held = redis.call('ZCOUNT', KEYS[9], '(' .. s(now), '+inf')
+  if held < l.amount then return t0 end
+  local e = redis.call('ZRANGEBYSCORE', KEYS[9], '(' .. s(now), '+inf', 'WITHSCORES', 'LIMIT',
+    held - l.amount, 1)
+  return math.max(t0, tonumber(e[2]))
+end
+
 -- Earliest slot of sliding limit l at or after t0 for cost c (no writes).
 local function window_earliest(st, l, c, t0)
   local d = l.dim
@@ -287,13 +303,17 @@ local function pair_less(k1, f1, k2, f2)
 end
 
 -- Books cost (a table of 4) at slot t with decider, as the next lease; writes every structure
--- (or collects the writes, see defer_writes) and updates st. Returns the lease's sequence number.
-local function book(st, limits, sliding, now, t, cost, decider, rid)
+-- (or collects the writes, see defer_writes) and updates st. A lease that `holds` a call takes an
+-- in-flight slot (written at once, so the next acquire of a batch sees it). Returns the lease's
+-- sequence number.
+local function book(st, limits, sliding, now, t, cost, decider, rid, holds)
   local seq = num(st, 'q')
   local m = member(seq)
   local changed = { 'q', 'hw', 'ls', 'ld' }
   for _, l in ipairs(limits) do
-    if l.bucket then
+    if l.conc and holds then
+      redis.call('ZADD', KEYS[9], s(t + l.window), m)
+    elseif l.bucket then
       local k, f = num(st, l.kf), num(st, l.ff)
       if k < t then k, f = t, 0 end
       k, f = pair_add_units(k, f, cost[l.dim + 1] * l.wg, l.a)
@@ -351,7 +371,11 @@ end
 -- Cost booked in limit l as of now, and the time until it is wholly free (no writes).
 local function limit_usage(st, l, now)
   local used, reset = 0, 0
-  if l.bucket then
+  if l.conc then
+    used = redis.call('ZCOUNT', KEYS[9], '(' .. s(now), '+inf')
+    local last = redis.call('ZRANGE', KEYS[9], -1, -1, 'WITHSCORES')
+    if #last > 0 then reset = math.max(0, tonumber(last[2]) - now) end
+  elseif l.bucket then
     local k, f = num(st, l.kf), num(st, l.ff)
     if k >= now and (k > now or f > 0) then
       local ahead = (k - now) * l.a + f

@@ -14,12 +14,14 @@ const MAX_EXACT: u128 = 1 << 53;
 /// The keys of one service, in the order the scripts expect them.
 #[derive(Clone, Debug)]
 pub struct ServiceKeys {
-    /// state, log, leases, requests, then the running totals of dimensions 0..=3.
-    pub keys: [String; 8],
+    /// state, log, leases, requests, the running totals of dimensions 0..=3, then the in-flight
+    /// slots held.
+    pub keys: [String; 9],
 }
 
 impl ServiceKeys {
-    /// Keys of `service` under `prefix`: `{prefix:service}:s`, `…:log`, `…:l`, `…:r`, `…:c0`–`…:c3`.
+    /// Keys of `service` under `prefix`: `{prefix:service}:s`, `…:log`, `…:l`, `…:r`, `…:c0`–`…:c3`,
+    /// `…:h`.
     pub fn new(prefix: &str, service: &str) -> Self {
         let tag = format!("{{{prefix}:{service}}}");
         Self {
@@ -32,6 +34,7 @@ impl ServiceKeys {
                 format!("{tag}:c1"),
                 format!("{tag}:c2"),
                 format!("{tag}:c3"),
+                format!("{tag}:h"),
             ],
         }
     }
@@ -51,7 +54,7 @@ fn gcd(mut a: u128, mut b: u128) -> u128 {
 
 /// One limit as the scripts read it: `dim kind amount window burst A Wg`, where kind is 0 for a
 /// sliding window, 2 for one that adopts provider budgets, 1 for a bucket, whose TAT advances
-/// `Wg / A` µs per token.
+/// `Wg / A` µs per token, 3 for calls in flight (window: the lease timeout).
 fn encode_limit(limit: &LimitSpec, adopt: bool) -> Result<String, String> {
     let dim = limit.dimension.index();
     match limit.algorithm {
@@ -61,6 +64,10 @@ fn encode_limit(limit: &LimitSpec, adopt: bool) -> Result<String, String> {
             limit.amount,
             limit.window,
             limit.amount
+        )),
+        Algorithm::Concurrent => Ok(format!(
+            "{dim} 3 {} {} {} 1 1",
+            limit.amount, limit.window, limit.amount
         )),
         Algorithm::TokenBucket { burst } => {
             let (amount, window) = (u128::from(limit.amount), u128::from(limit.window));

@@ -681,6 +681,7 @@ impl RedisBackend {
             usage_applied: number::<u8>(&reply, 2)? == 1,
             lease_unknown: number::<u8>(&reply, 3)? == 1,
             outside_usage: number(&reply, 4)?,
+            released: number::<u8>(&reply, 5)? == 1,
             scope: Scope::Shared,
         })
     }
@@ -721,7 +722,7 @@ impl RedisBackend {
                 let used: u64 = number(&reply, 9 + 3 * i)?;
                 let amount: u64 = number(&reply, 11 + 3 * i)?;
                 let capacity = match limit.algorithm {
-                    Algorithm::SlidingWindow => amount,
+                    Algorithm::SlidingWindow | Algorithm::Concurrent => amount,
                     Algorithm::TokenBucket { burst } => burst,
                 };
                 Ok(LimitSnapshot {

@@ -6,7 +6,8 @@
 -- "base cap jitter_permille at_least status source" ('' for none), 10 success ('1'/'0'),
 -- 11 remaining readings: "limit remaining tolerance" triples, 12 observed status ('' for none),
 -- 13 observed headers (opaque), 14 most leases held, 15 adopted budgets: "limit amount" pairs.
--- Returns {cooldown_remaining, cooldown_set, usage_applied, lease_unknown, outside_usage}.
+-- Returns {cooldown_remaining, cooldown_set, usage_applied, lease_unknown, outside_usage,
+-- released}.
 
 local limits, sliding = parse_limits(ARGV[2])
 local retention = tonumber(ARGV[3])
@@ -79,6 +80,8 @@ if #first > 0 and tonumber(first[2]) < cooldown_end
     rec.slot = rec.slot + delta
     redis.call('HSET', KEYS[3], q, format_lease(rec))
     redis.call('ZADD', KEYS[2], 'XX', s(rec.slot), q)
+    local hold_end = redis.call('ZSCORE', KEYS[9], q)
+    if hold_end then redis.call('ZADD', KEYS[9], s(tonumber(hold_end) + delta), q) end
   end
   if lease and lease.slot > now then lease.slot = lease.slot + delta end
   st.ls = s(num(st, 'ls') + delta)
@@ -93,6 +96,10 @@ if #first > 0 and tonumber(first[2]) < cooldown_end
     end
   end
 end
+
+-- The reported call is over: its in-flight slot (if it still holds one) is free.
+local released = 0
+if lease then released = redis.call('ZREM', KEYS[9], m) end
 
 local usage_applied = 0
 if lease and #usage == 3 then
@@ -174,7 +181,7 @@ for v in string.gmatch(ARGV[15], '%S+') do adopt[#adopt + 1] = tonumber(v) end
 for r = 1, #adopt - 1, 2 do
   local l = limits[adopt[r] + 1]
   local amount = adopt[r + 1]
-  if l and not l.bucket and amount >= 1 and amount <= MAX_EXACT then
+  if l and l.af and amount >= 1 and amount <= MAX_EXACT then
     if l.adopt then l.amount = amount end
     st[l.af] = s(amount)
     redis.call('HSET', KEYS[1], l.af, st[l.af])
@@ -189,7 +196,7 @@ for v in string.gmatch(ARGV[11], '%S+') do readings[#readings + 1] = tonumber(v)
 for r = 1, #readings - 2, 3 do
   local i, remaining, tolerance = readings[r], readings[r + 1], readings[r + 2]
   local l = limits[i + 1]
-  if l then
+  if l and not l.conc then
     local used = limit_usage(st, l, now)
     local own = math.max(0, capacity(l) - used)
     local seen = remaining + tolerance
@@ -203,7 +210,7 @@ for r = 1, #readings - 2, 3 do
         st.n = ARGV[4]
         redis.call('HSET', KEYS[1], 'n', st.n)
       end
-      local seq = book(st, limits, sliding, now, math.max(now, num(st, 'ls')), cost, s(i), '')
+      local seq = book(st, limits, sliding, now, math.max(now, num(st, 'ls')), cost, s(i), '', false)
       if type(seq) == 'table' then return seq end
       outside = outside + charge
     end
@@ -220,4 +227,4 @@ local lease_unknown = 0
 if ARGV[5] ~= '' and not lease then lease_unknown = 1 end
 local remaining = 0
 for d = 0, 3 do remaining = math.max(remaining, num(st, 'cu' .. d) - now) end
-return { s(remaining), cooldown_set, usage_applied, lease_unknown, s(outside) }
+return { s(remaining), cooldown_set, usage_applied, lease_unknown, s(outside), released }
