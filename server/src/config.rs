@@ -805,6 +805,11 @@ mod tests {
             (format!("{GOOD}\n[[services]]\nname = \"openai/gpt-4o\"\nlimits = [{{ dimension = \"requests\", amount = 1, window = \"1s\" }}]"), "defined twice"),
             (GOOD.replace("window = \"1m\" },", "window = \"1m\", burst = 3 },"), "limits[0].burst"),
             ("listen = \"127.0.0.1:1\"".to_string(), "no [[services]]"),
+            (GOOD.replace("{ dimension = \"requests\", amount = 500, window = \"1m\" }", "{ dimension = \"concurrent\", amount = 5, window = \"1m\" }"), "limits[0].window: a concurrent limit has no window"),
+            (GOOD.replace("{ dimension = \"requests\", amount = 500, window = \"1m\" }", "{ dimension = \"concurrent\", amount = 5, timeout = \"0s\" }"), "limits[0].timeout"),
+            (GOOD.replace("window = \"1m\" },", "window = \"1m\", timeout = \"1m\" },"), "limits[0].timeout: only a concurrent limit"),
+            (GOOD.replace("{ dimension = \"requests\", amount = 500, window = \"1m\" }", "{ dimension = \"requests\", amount = 500 }"), "limits[0].window: missing"),
+            (GOOD.replace("{ dimension = \"requests\", amount = 500, window = \"1m\" }", "{ dimension = \"concurrent\", amount = 5 }, { dimension = \"concurrent\", amount = 9 }"), "limits[1]: a second concurrent limit"),
         ];
         for (text, expected) in cases {
             let err = Config::parse(&text).unwrap_err().to_string();
@@ -813,6 +818,21 @@ mod tests {
                 "{err:?} should mention {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_concurrent_limit_counts_calls_with_a_lease_timeout() {
+        let text = GOOD.replace(
+            "{ dimension = \"requests\", amount = 500, window = \"1m\" }",
+            "{ dimension = \"concurrent\", amount = 8 }, { dimension = \"requests\", amount = 5, window = \"10m\" }",
+        );
+        let c = Config::parse(&text).unwrap();
+        let limits = &c.services[0].limits;
+        assert_eq!(limits[0], LimitSpec::concurrent(8, 600_000_000));
+        assert_eq!(limits[0].dimension_name(), "concurrent");
+        // A requests limit whose window equals the lease timeout is another limit.
+        assert_eq!(limits[1].algorithm, Algorithm::SlidingWindow);
+        assert_eq!(c.services[0].concurrent().map(|(i, _)| i), Some(0));
     }
 
     #[test]
