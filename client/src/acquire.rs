@@ -2,7 +2,9 @@
 //! RPC (retried on UNAVAILABLE with the same request id, so a retry is never counted twice), then
 //! sleeps the granted wait. A worker that waited asks again with the same request id before it
 //! returns: if a cooldown was reported meanwhile, the server has moved its slot back (queued
-//! workers keep their order), and it sleeps on until the new slot.
+//! workers keep their order), and it sleeps on until the new slot. A denial because every
+//! in-flight slot is held (`IN_FLIGHT`) is asked again, backing off from 20 ms to 250 ms, until a
+//! report frees a slot or `max_wait` has passed.
 
 use std::{
     future::{Future, IntoFuture},
@@ -18,6 +20,9 @@ use crate::{Client, Error, Permit};
 const RETRIES: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(250)];
 /// Most times a waiting worker asks again whether its slot moved.
 const MAX_RECHECKS: usize = 8;
+/// First and longest pause between asks while every in-flight slot is held.
+const IN_FLIGHT_POLL: (Duration, Duration) =
+    (Duration::from_millis(20), Duration::from_millis(250));
 
 /// A pending acquire. Set its costs, then `.await` it for a [`Permit`].
 #[derive(Debug)]
@@ -113,8 +118,31 @@ impl<'a> Acquire<'a> {
         if self.request.request_id.is_empty() {
             self.request.request_id = uuid::Uuid::new_v4().to_string();
         }
+        let started = tokio::time::Instant::now();
         let mut response = self.send().await?;
-        let mut waited = Duration::ZERO;
+        let max_wait = from_proto(self.request.max_wait);
+        let mut pause = IN_FLIGHT_POLL.0;
+        let mut polled = false;
+        while !response.granted && response.reason() == Reason::InFlight {
+            let Some(left) = max_wait
+                .checked_sub(started.elapsed())
+                .filter(|l| !l.is_zero())
+            else {
+                break;
+            };
+            tokio::time::sleep(pause.min(left).min(from_proto(response.retry_after))).await;
+            pause = (pause * 2).min(IN_FLIGHT_POLL.1);
+            let left = max_wait.saturating_sub(started.elapsed());
+            self.request.max_wait = Some(to_proto(left));
+            response = self.send().await?;
+            polled = true;
+        }
+        // Time spent asking for a free in-flight slot counts as waited.
+        let mut waited = if polled {
+            started.elapsed()
+        } else {
+            Duration::ZERO
+        };
         if self.sleep {
             // The same request id returns the same lease, at its current slot.
             for _ in 0..MAX_RECHECKS {

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -50,6 +51,17 @@ def sync_worker(client: sluice.Client) -> None:
     with client.acquire("pool", max_wait=0) as permit:
         answer = permit.report(200)
     assert "slot released" in answer.detail, answer.detail
+    # While the slot is held, a worker that may wait asks again until a report frees it.
+    holder = client.acquire("pool", max_wait=0)
+    try:
+        client.acquire("pool", max_wait=0)
+        raise AssertionError("two calls in flight in a pool of one")
+    except sluice.Denied as denied:
+        assert denied.reason == "IN_FLIGHT", vars(denied)
+    threading.Timer(0.2, holder.report, args=(200,)).start()
+    with client.acquire("pool", max_wait=30) as permit:
+        assert permit.wait > 0, permit.wait
+        permit.report(200)
 
     # One worker's 429 cools the service down for everyone...
     with client.acquire("llm", tokens=10) as permit:

@@ -208,9 +208,16 @@ impl RawEnvoy {
                     "envoy.descriptors[{i}].entries: at least one entry"
                 ));
             }
-            if !services.iter().any(|s| s.name == route.service) {
+            let Some(service) = services.iter().find(|s| s.name == route.service) else {
                 return Err(format!(
                     "envoy.descriptors[{i}].service: {:?} is not a configured service",
+                    route.service
+                ));
+            };
+            if service.concurrent().is_some() {
+                return Err(format!(
+                    "envoy.descriptors[{i}].service: {:?} has a concurrent limit, and Envoy \
+                     never reports a call's end",
                     route.service
                 ));
             }

@@ -270,6 +270,14 @@ impl<B: Backend> RateLimiter for RateLimiterService<B> {
                 retry_after: Some(to_duration(retry_after)),
                 reason: match decider {
                     Decider::Cooldown => pb::Reason::Cooldown,
+                    Decider::Limit(i)
+                        if spec
+                            .limits
+                            .get(i)
+                            .is_some_and(|l| l.algorithm == Algorithm::Concurrent) =>
+                    {
+                        pb::Reason::InFlight
+                    }
                     Decider::Limit(_) => pb::Reason::Limit,
                     Decider::Now => pb::Reason::Unspecified,
                 } as i32,

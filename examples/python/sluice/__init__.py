@@ -38,6 +38,18 @@ __all__ = ["Client", "AsyncClient", "Permit", "Denied", "acquire", "usage_from_j
 
 _RETRIES = (0.05, 0.25)
 _MAX_RECHECKS = 8
+# First and longest pause between asks while every in-flight slot of a service is held.
+_IN_FLIGHT_POLL = (0.02, 0.25)
+
+
+def _in_flight_pause(answer, started: float, max_wait: float, pause: float) -> Optional[float]:
+    """How long to pause before asking again for an in-flight slot; None to stop asking."""
+    if answer.granted or answer.reason != pb.Reason.Value("IN_FLIGHT"):
+        return None
+    left = max_wait - (time.monotonic() - started)
+    if left <= 0:
+        return None
+    return min(pause, left, _seconds(answer.retry_after))
 _RATE_LIMIT_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "ratelimit", "retry-after", "x-ms-retry-after")
 
 
@@ -177,8 +189,15 @@ class Client:
             max_wait=_duration(max_wait), request_id=request_id or str(uuid.uuid4()),
             client_id=self.client_id,
         )
+        started, pause = time.monotonic(), _IN_FLIGHT_POLL[0]
         answer = self._send(request)
-        waited = 0.0
+        # Every in-flight slot held: ask again (backing off) until a report frees one.
+        while (step := _in_flight_pause(answer, started, max_wait, pause)) is not None:
+            time.sleep(step)
+            pause = min(pause * 2, _IN_FLIGHT_POLL[1])
+            request.max_wait.CopyFrom(_duration(max(0.0, max_wait - (time.monotonic() - started))))
+            answer = self._send(request)
+        waited = time.monotonic() - started if pause > _IN_FLIGHT_POLL[0] else 0.0
         for _ in range(_MAX_RECHECKS):
             wait = _seconds(answer.wait)
             if not answer.granted or wait <= 0:
@@ -250,8 +269,15 @@ class _AsyncAcquire:
             output_tokens=k.get("output_tokens", 0), max_wait=_duration(k.get("max_wait", 60.0)),
             request_id=k.get("request_id") or str(uuid.uuid4()), client_id=self._client.client_id,
         )
+        started, pause = time.monotonic(), _IN_FLIGHT_POLL[0]
         answer = await self._client._send(request)
-        waited = 0.0
+        while (step := _in_flight_pause(answer, started, k.get("max_wait", 60.0), pause)) is not None:
+            await asyncio.sleep(step)
+            pause = min(pause * 2, _IN_FLIGHT_POLL[1])
+            left = k.get("max_wait", 60.0) - (time.monotonic() - started)
+            request.max_wait.CopyFrom(_duration(max(0.0, left)))
+            answer = await self._client._send(request)
+        waited = time.monotonic() - started if pause > _IN_FLIGHT_POLL[0] else 0.0
         for _ in range(_MAX_RECHECKS):
             wait = _seconds(answer.wait)
             if not answer.granted or wait <= 0:

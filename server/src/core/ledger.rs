@@ -325,7 +325,10 @@ impl Ledger {
         }
         let (slot, decider) = self.earliest(spec, now, &cost);
         let wait = slot.saturating_sub(now);
-        if wait > max_wait {
+        // A slot only a lease timeout would free is not booked: a report may free one much
+        // sooner, so the caller asks again (its `retry_after` is the timeout, an upper bound).
+        let in_flight_full = matches!(decider, Decider::Limit(i) if spec.limits[i].algorithm == Algorithm::Concurrent);
+        if wait > max_wait || in_flight_full {
             return Ok(Decision::Denied {
                 retry_after: wait,
                 decider,

@@ -793,7 +793,12 @@ proptest! {
                             }
                             holds.push((g.slot, g.slot + timeout, g.lease_id));
                         }
-                        Decision::Denied { retry_after, .. } => prop_assert!(retry_after > max_wait),
+                        // A full in-flight limit denies whatever the wait: only a timeout would free
+                        // a slot, and a report may come sooner.
+                        Decision::Denied { retry_after, decider, .. } => prop_assert!(
+                            retry_after > max_wait || decider == Decider::Limit(0),
+                            "denied within max_wait by {:?}", decider
+                        ),
                     }
                 }
                 InFlight::Advance(d) => now += d,

@@ -19,6 +19,11 @@ drop_unused_totals(st, sliding)
 apply_adopted(st, limits)
 
 local held, created, wrote = nil, false, false
+-- The decider of the in-flight limit, if the service has one.
+local conc_decider = nil
+for i, l in ipairs(limits) do
+  if l.conc then conc_decider = s(i - 1) end
+end
 -- Bookings of the batch are written once per key at the end (see defer_writes); until the first
 -- booking nothing is pending.
 defer_writes()
@@ -59,7 +64,8 @@ local function acquire_one(cost, max_wait, rid)
     if ti > t then t, decider = ti, s(i - 1) end
   end
   local wait = t - now
-  if wait > max_wait then return { 'D', s(wait), decider } end
+  -- A slot only a lease timeout would free is not booked (a report may free one sooner).
+  if wait > max_wait or decider == conc_decider then return { 'D', s(wait), decider } end
 
   -- Book: from here on, writes. Housekeeping once per batch.
   if held == nil then
