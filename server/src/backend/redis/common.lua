@@ -43,6 +43,9 @@ local function fdiv(x, y)
   return q
 end
 
+-- Whether the service has an in-flight limit (set by parse_limits): only then are holds pruned.
+local keeps_holds = false
+
 local function parse_limits(text)
   local words = {}
   for v in string.gmatch(text, '%S+') do words[#words + 1] = v end
@@ -58,6 +61,7 @@ local function parse_limits(text)
     elseif n(1) == 3 then
       l.conc = true
       l.span = l.window
+      keeps_holds = true
     else
       l.af = 'am' .. words[i] .. '_' .. words[i + 3]
       l.span = l.window
@@ -158,7 +162,7 @@ local function prune(st, now, retention, sliding, slack)
       end
     end
   end
-  redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', s(now))
+  if keeps_holds then redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', s(now)) end
   for d = 0, 3 do
     local cu = st['cu' .. d]
     if cu and tonumber(cu) <= now then
