@@ -2,7 +2,12 @@
 //! result. Validation happens once at start; every error names the service and the field, e.g.
 //! `service "openai/gpt-4o": limits[1].window: invalid duration "1x"`.
 
-use std::{collections::HashSet, net::SocketAddr, path::Path, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    path::Path,
+    time::Duration,
+};
 
 use serde::Deserialize;
 
@@ -299,6 +304,8 @@ struct RawService {
     quota_cooldown: Option<String>,
     #[serde(default)]
     adopt_provider_limits: bool,
+    /// The service whose budget this one also spends.
+    parent: Option<String>,
     /// The header table of a `custom` profile.
     headers: Option<Vec<RawHeaderRule>>,
 }
@@ -586,6 +593,7 @@ impl RawConfig {
             services.push(spec);
             profiles.push(profile);
         }
+        resolve_families(&mut services)?;
         let envoy = self.envoy.map(|e| e.validate(&services)).transpose()?;
         Ok(Config {
             envoy,
@@ -680,9 +688,61 @@ impl RawService {
             max_cooldown,
             quota_cooldown,
             adopt_provider_limits: self.adopt_provider_limits,
+            parent: self.parent,
+            family: None,
         };
         Ok((spec, reader))
     }
+}
+
+/// Most ancestors a service may have (`a` → `b` → `c` → `d` → `e`).
+pub const MAX_ANCESTORS: usize = 4;
+
+/// Checks every `parent` (a configured service, no cycle, at most [`MAX_ANCESTORS`] levels) and
+/// names each family member's root in `family`.
+fn resolve_families(services: &mut [ServiceSpec]) -> Result<(), String> {
+    let index: HashMap<&str, usize> = services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let mut roots = Vec::with_capacity(services.len());
+    for s in services.iter() {
+        let mut at = s;
+        let mut levels = 0;
+        while let Some(parent) = &at.parent {
+            let Some(&p) = index.get(parent.as_str()) else {
+                return Err(format!(
+                    "service {:?}: parent: {parent:?} is not a configured service",
+                    s.name
+                ));
+            };
+            levels += 1;
+            if parent == &s.name || levels > MAX_ANCESTORS {
+                return Err(format!(
+                    "service {:?}: parent: a cycle or more than {MAX_ANCESTORS} levels of parents",
+                    s.name
+                ));
+            }
+            at = &services[p];
+        }
+        roots.push(at.name.clone());
+    }
+    let has_children: HashSet<&str> = services
+        .iter()
+        .filter_map(|s| s.parent.as_deref())
+        .collect();
+    let families: Vec<Option<String>> = services
+        .iter()
+        .zip(roots)
+        .map(|(s, root)| {
+            (s.parent.is_some() || has_children.contains(s.name.as_str())).then_some(root)
+        })
+        .collect();
+    for (s, family) in services.iter_mut().zip(families) {
+        s.family = family;
+    }
+    Ok(())
 }
 
 impl RawLimit {

@@ -15,10 +15,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     backend::Backend,
     config::DEFAULT_MAX_IN_FLIGHT,
-    core::{
-        Algorithm, CooldownCause, Decider, Decision, Dimension, Micros, Scope, ServiceSpec,
-        MICROS_PER_SEC,
-    },
+    core::{Algorithm, CooldownCause, Decider, Decision, Dimension, Micros, Scope, MICROS_PER_SEC},
     error::Error,
     limiter::{self, Limiter, ServiceStatus, UsageReport},
     metrics,
@@ -155,17 +152,6 @@ fn scope(scope: Scope) -> pb::Scope {
     }
 }
 
-fn decider_name(spec: &ServiceSpec, decider: Decider) -> String {
-    match decider {
-        Decider::Now => String::new(),
-        Decider::Cooldown => "cooldown".into(),
-        Decider::Limit(i) => spec
-            .limits
-            .get(i)
-            .map_or_else(String::new, |l| l.name.clone()),
-    }
-}
-
 fn header_pairs(headers: Vec<pb::Header>) -> Vec<(String, String)> {
     headers.into_iter().map(|h| (h.name, h.value)).collect()
 }
@@ -255,7 +241,7 @@ impl<B: Backend> RateLimiter for RateLimiterService<B> {
                 wait: Some(to_duration(g.wait)),
                 retry_after: None,
                 reason: pb::Reason::Granted as i32,
-                limit: decider_name(&spec, g.decider),
+                limit: self.limiter.decider_name(&spec, g.decider),
                 slot_time: Some(to_timestamp(g.slot)),
                 scope: scope(g.scope) as i32,
             },
@@ -269,19 +255,23 @@ impl<B: Backend> RateLimiter for RateLimiterService<B> {
                 wait: None,
                 retry_after: Some(to_duration(retry_after)),
                 reason: match decider {
-                    Decider::Cooldown => pb::Reason::Cooldown,
-                    Decider::Limit(i)
-                        if spec
-                            .limits
-                            .get(i)
-                            .is_some_and(|l| l.algorithm == Algorithm::Concurrent) =>
-                    {
-                        pb::Reason::InFlight
+                    Decider::Cooldown | Decider::Ancestor { limit: None, .. } => {
+                        pb::Reason::Cooldown
                     }
-                    Decider::Limit(_) => pb::Reason::Limit,
                     Decider::Now => pb::Reason::Unspecified,
+                    _ => match self.limiter.decider_limit(&spec, decider) {
+                        Some((owner, i))
+                            if owner
+                                .limits
+                                .get(i)
+                                .is_some_and(|l| l.algorithm == Algorithm::Concurrent) =>
+                        {
+                            pb::Reason::InFlight
+                        }
+                        _ => pb::Reason::Limit,
+                    },
                 } as i32,
-                limit: decider_name(&spec, decider),
+                limit: self.limiter.decider_name(&spec, decider),
                 slot_time: None,
                 scope: scope(decided_in) as i32,
             },

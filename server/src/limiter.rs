@@ -15,8 +15,8 @@ use crate::{
     backend::{AcquireCall, Backend},
     config::validate_service_name,
     core::{
-        AdminOp, CooldownCause, CooldownOrder, Cost, Decision, Dimension, LeaseId, Micros,
-        ReportCall, Scope, ServiceSnapshot, ServiceSpec, UsageUpdate, MAX_AMOUNT,
+        AdminOp, Algorithm, CooldownCause, CooldownOrder, Cost, Decider, Decision, Dimension,
+        LeaseId, Micros, ReportCall, Scope, ServiceSnapshot, ServiceSpec, UsageUpdate, MAX_AMOUNT,
     },
     error::Error,
     metrics,
@@ -240,6 +240,70 @@ impl<B: Backend> Limiter<B> {
             .ok_or_else(|| Error::UnknownService(name.to_string()))
     }
 
+    /// The ancestors of `spec` as configured now, parent first.
+    pub fn ancestors(&self, spec: &ServiceSpec) -> Vec<Arc<ServiceSpec>> {
+        let catalog = self.catalog.read().unwrap_or_else(PoisonError::into_inner);
+        let mut chain: Vec<Arc<ServiceSpec>> = Vec::new();
+        let mut parent = spec.parent.as_deref();
+        while let Some(name) = parent {
+            let Some(service) = catalog.by_name.get(name) else {
+                break;
+            };
+            if chain.len() >= crate::config::MAX_ANCESTORS {
+                break;
+            }
+            chain.push(service.spec.clone());
+            parent = service.spec.parent.as_deref();
+        }
+        chain
+    }
+
+    /// The limit `decider` points at, as `(service, limit)`: one of `spec`'s or an ancestor's.
+    pub fn decider_limit(
+        &self,
+        spec: &Arc<ServiceSpec>,
+        decider: Decider,
+    ) -> Option<(Arc<ServiceSpec>, usize)> {
+        match decider {
+            Decider::Limit(i) => Some((spec.clone(), i)),
+            Decider::Ancestor {
+                level,
+                limit: Some(i),
+            } => {
+                let ancestor = self
+                    .ancestors(spec)
+                    .into_iter()
+                    .nth(usize::from(level).checked_sub(1)?)?;
+                Some((ancestor, usize::from(i)))
+            }
+            _ => None,
+        }
+    }
+
+    /// What decided a slot, for the API: a limit's name (an ancestor's prefixed by its service,
+    /// e.g. `openai: tokens/1m`), `cooldown` (`openai: cooldown`), or empty.
+    pub fn decider_name(&self, spec: &Arc<ServiceSpec>, decider: Decider) -> String {
+        match decider {
+            Decider::Now => String::new(),
+            Decider::Cooldown => "cooldown".into(),
+            Decider::Ancestor { level, limit: None } => self
+                .ancestors(spec)
+                .get(usize::from(level).saturating_sub(1))
+                .map_or_else(|| "cooldown".into(), |a| format!("{}: cooldown", a.name)),
+            _ => match self.decider_limit(spec, decider) {
+                Some((owner, i)) => {
+                    let name = owner.limits.get(i).map_or("", |l| l.name.as_str());
+                    if Arc::ptr_eq(&owner, spec) {
+                        name.to_string()
+                    } else {
+                        format!("{}: {name}", owner.name)
+                    }
+                }
+                None => String::new(),
+            },
+        }
+    }
+
     /// Runs `f` on the service `name` as configured now. A call that raced a reload (the backend
     /// answered [`Error::Reconfigured`]) runs once more on the new configuration, so a reload
     /// never fails a caller's request.
@@ -342,6 +406,12 @@ impl<B: Backend> Limiter<B> {
             )));
         }
         spec.check_fits(&cost)?;
+        for ancestor in self.ancestors(spec) {
+            ancestor.check_fits(&cost).map_err(|mut e| {
+                e.limit = format!("{}: {}", ancestor.name, e.limit);
+                e
+            })?;
+        }
         let call = AcquireCall {
             cost,
             max_wait: req.max_wait,
@@ -432,10 +502,19 @@ impl<B: Backend> Limiter<B> {
             observation: Some((req.status_code, provider::rate_limit_headers(&headers))),
         };
         metrics::report(&spec.name, req.status_code);
+        let family = spec.family.is_some().then(|| call.clone());
         let started = metrics::start();
         let outcome = self.backend.report(spec, call).await;
         metrics::backend("report", started, outcome.is_err());
-        let outcome = outcome?;
+        let mut outcome = outcome?;
+        if let Some(call) = family {
+            let cooled = self.report_ancestors(spec, call, &outcome.uplinks).await?;
+            for (ancestor, remaining) in cooled {
+                notes.push(format!("family cooldown set on {ancestor}"));
+                outcome.cooldown_set = true;
+                outcome.cooldown_remaining = outcome.cooldown_remaining.max(remaining);
+            }
+        }
         if outcome.cooldown_set {
             for cause in &causes {
                 metrics::cooldown(&spec.name, cause, outcome.cooldown_remaining);
@@ -467,6 +546,56 @@ impl<B: Backend> Limiter<B> {
         })
     }
 
+    /// Carries a report of `spec` (a member of a family) to its ancestors: the leases the call
+    /// booked there (`uplinks`, parent first) take its usage and give back their in-flight slots,
+    /// and a cooldown of a dimension an ancestor limits (a 429 on the shared budget) cools the
+    /// ancestor down, and with it the whole family. Returns the ancestors whose cooldown was set,
+    /// with its remaining time.
+    async fn report_ancestors(
+        &self,
+        spec: &ServiceSpec,
+        call: ReportCall,
+        uplinks: &[LeaseId],
+    ) -> Result<Vec<(String, Micros)>, Error> {
+        let mut cooled = Vec::new();
+        for (level, ancestor) in self.ancestors(spec).iter().enumerate() {
+            let limits = |d: Dimension| {
+                ancestor
+                    .limits
+                    .iter()
+                    .any(|l| l.dimension == d && l.algorithm != Algorithm::Concurrent)
+            };
+            let lease = uplinks.get(level).copied();
+            let up = ReportCall {
+                lease,
+                usage: call.usage.filter(|_| lease.is_some()),
+                cooldowns: call
+                    .cooldowns
+                    .iter()
+                    .filter(|o| limits(o.dimension))
+                    .cloned()
+                    .collect(),
+                overload: call
+                    .overload
+                    .clone()
+                    .filter(|_| limits(Dimension::Requests)),
+                success: call.success,
+                ..ReportCall::default()
+            };
+            if up.lease.is_none() && up.cooldowns.is_empty() && up.overload.is_none() {
+                continue;
+            }
+            let started = metrics::start();
+            let outcome = self.backend.report(ancestor, up).await;
+            metrics::backend("report", started, outcome.is_err());
+            let outcome = outcome?;
+            if outcome.cooldown_set {
+                cooled.push((ancestor.name.clone(), outcome.cooldown_remaining));
+            }
+        }
+        Ok(cooled)
+    }
+
     /// A call that got no answer: its lease gives back its in-flight slot (and takes its real
     /// usage, if given); no cooldown, no observation.
     async fn abandon(
@@ -481,10 +610,14 @@ impl<B: Backend> Limiter<B> {
             ..ReportCall::default()
         };
         metrics::report(&spec.name, ABANDONED);
+        let family = spec.family.is_some().then(|| call.clone());
         let started = metrics::start();
         let outcome = self.backend.report(spec, call).await;
         metrics::backend("report", started, outcome.is_err());
         let outcome = outcome?;
+        if let Some(call) = family {
+            self.report_ancestors(spec, call, &outcome.uplinks).await?;
+        }
         let detail = match (outcome.released, outcome.lease_unknown) {
             (true, _) => "abandoned: in-flight slot released",
             (false, true) => "abandoned: lease unknown or expired",

@@ -136,6 +136,8 @@ fn spec(mut limits: Vec<LimitSpec>) -> ServiceSpec {
         max_cooldown: 3600 * S,
         quota_cooldown: 3600 * S,
         adopt_provider_limits: false,
+        parent: None,
+        family: None,
     }
 }
 

@@ -14,7 +14,10 @@ use std::{
 use tokio::time::Instant;
 
 use super::{AcquireCall, Backend, BackendError, ReportCall};
-use crate::core::{AdminOp, Decision, Ledger, Micros, ReportOutcome, ServiceSnapshot, ServiceSpec};
+use crate::core::{
+    acquire_in_family, AdminOp, Decision, Ledger, Member, Micros, ReportOutcome, ServiceSnapshot,
+    ServiceSpec,
+};
 
 /// Monotonic time expressed as Unix-epoch microseconds.
 #[derive(Clone, Copy, Debug)]
@@ -127,6 +130,68 @@ impl MemoryBackend {
         Ok(f(&mut slot.ledger, now))
     }
 
+    /// Decides an acquire of `spec`, a member of a family, on its ledger and its ancestors'
+    /// together. Locks go from the root down, so two acquires in one family never deadlock
+    /// (siblings are never locked together).
+    fn acquire_in_family(
+        &self,
+        spec: &ServiceSpec,
+        call: &AcquireCall<'_>,
+    ) -> Result<Decision, BackendError> {
+        let slots = self.slots();
+        let mut chain = Vec::new();
+        let mut name = Some(spec.name.as_str());
+        while let Some(n) = name {
+            let slot = slots
+                .get(n)
+                .ok_or_else(|| BackendError::Reconfigured(spec.name.clone()))?;
+            chain.push(slot.clone());
+            let parent = slot
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .spec
+                .parent
+                .clone();
+            name = None;
+            if let Some(p) = parent {
+                if chain.len() > crate::config::MAX_ANCESTORS {
+                    break;
+                }
+                name = slots.get_key_value(&p).map(|(k, _)| k.as_str());
+                if name.is_none() {
+                    return Err(BackendError::Reconfigured(spec.name.clone()));
+                }
+            }
+        }
+        let mut guards: Vec<_> = chain
+            .iter()
+            .rev()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner))
+            .collect();
+        guards.reverse();
+        if !guards
+            .first()
+            .is_some_and(|g| std::ptr::eq(Arc::as_ptr(&g.spec), spec))
+        {
+            return Err(BackendError::Reconfigured(spec.name.clone()));
+        }
+        let mut members: Vec<Member<'_>> = guards
+            .iter_mut()
+            .map(|g| {
+                let Slot { spec, ledger } = &mut **g;
+                Member { spec, ledger }
+            })
+            .collect();
+        let now = self.clock.now();
+        Ok(acquire_in_family(
+            &mut members,
+            now,
+            call.cost,
+            call.max_wait,
+            call.request_id,
+        )?)
+    }
+
     /// Leases held by a service (for tests of bounded memory).
     pub fn lease_count(&self, spec: &ServiceSpec) -> usize {
         self.with_ledger(spec, |l, _| l.lease_count()).unwrap_or(0)
@@ -139,6 +204,9 @@ impl Backend for MemoryBackend {
         spec: &ServiceSpec,
         call: AcquireCall<'_>,
     ) -> Result<Decision, BackendError> {
+        if spec.family.is_some() {
+            return self.acquire_in_family(spec, &call);
+        }
         let decision = self.with_ledger(spec, |ledger, now| {
             ledger.acquire(spec, now, call.cost, call.max_wait, call.request_id)
         })??;

@@ -61,6 +61,8 @@ pub(crate) struct Lease {
     /// End of the in-flight slot this lease holds (services with a `concurrent` limit), until
     /// its report releases it.
     pub hold: Option<Micros>,
+    /// The leases booked with this one in its ancestors (parent first), for a service in a family.
+    pub uplinks: Option<Box<[LeaseId]>>,
 }
 
 #[cfg(test)]

@@ -23,6 +23,60 @@ pub enum Decider {
     Cooldown,
     /// The limit at this index of the service's limits.
     Limit(usize),
+    /// An ancestor's state, `level` parents up (1: the parent): its limit at index `limit`, or
+    /// its cooldown when `None`.
+    Ancestor {
+        /// 1 for the parent, 2 for its parent, …
+        level: u8,
+        /// The ancestor's limit index; `None` for its cooldown.
+        limit: Option<u16>,
+    },
+}
+
+impl Decider {
+    /// This decider as seen from `levels` below: a descendant that many levels down.
+    pub fn lift(self, levels: usize) -> Decider {
+        let levels = u8::try_from(levels).unwrap_or(u8::MAX);
+        if levels == 0 {
+            return self;
+        }
+        match self {
+            Decider::Now => Decider::Now,
+            Decider::Cooldown => Decider::Ancestor {
+                level: levels,
+                limit: None,
+            },
+            Decider::Limit(i) => Decider::Ancestor {
+                level: levels,
+                limit: Some(u16::try_from(i).unwrap_or(u16::MAX)),
+            },
+            Decider::Ancestor { level, limit } => Decider::Ancestor {
+                level: level.saturating_add(levels),
+                limit,
+            },
+        }
+    }
+
+    /// This decider (as seen from a service) as seen from its ancestor `levels` up: what the
+    /// ancestor's own lease records. A descendant's decision is `Now` to the ancestor.
+    pub fn lower(self, levels: usize) -> Decider {
+        if levels == 0 {
+            return self;
+        }
+        match self {
+            Decider::Ancestor { level, limit } if usize::from(level) == levels => match limit {
+                None => Decider::Cooldown,
+                Some(i) => Decider::Limit(usize::from(i)),
+            },
+            Decider::Ancestor { level, limit } if usize::from(level) > levels => {
+                Decider::Ancestor {
+                    level: level - levels as u8,
+                    limit,
+                }
+            }
+            _ => Decider::Now,
+        }
+    }
 }
 
 /// A booked slot.
@@ -102,6 +156,9 @@ pub struct ReportOutcome {
     /// The report ended the lease's in-flight slot (false when it had none, or it had already
     /// been released by an earlier report or by its timeout).
     pub released: bool,
+    /// The leases the reported lease booked in its ancestors (parent first), which the same
+    /// report must reach.
+    pub uplinks: Vec<LeaseId>,
     /// Which state took the report.
     pub scope: Scope,
 }
@@ -295,7 +352,7 @@ impl Ledger {
         }
     }
 
-    fn observe(&mut self, now: Micros) -> Micros {
+    pub(super) fn observe(&mut self, now: Micros) -> Micros {
         self.high_water = self.high_water.max(now);
         self.high_water
     }
@@ -345,7 +402,12 @@ impl Ledger {
         }))
     }
 
-    fn replay(&self, id: &str, cost: &Cost, now: Micros) -> Result<Option<Grant>, AcquireError> {
+    pub(super) fn replay(
+        &self,
+        id: &str,
+        cost: &Cost,
+        now: Micros,
+    ) -> Result<Option<Grant>, AcquireError> {
         let Some(&seq) = self.by_request.get(id) else {
             return Ok(None);
         };
@@ -374,8 +436,13 @@ impl Ledger {
 
     /// Earliest slot ≥ now, after the cooldown and the last booked slot, where `cost` fits every
     /// limit; and what decided it.
-    fn earliest(&self, spec: &ServiceSpec, now: Micros, cost: &Cost) -> (Micros, Decider) {
-        let mut t = now;
+    pub(super) fn earliest(
+        &self,
+        spec: &ServiceSpec,
+        t0: Micros,
+        cost: &Cost,
+    ) -> (Micros, Decider) {
+        let mut t = t0;
         let mut decider = Decider::Now;
         for (d, c) in self.cooldowns.iter().enumerate() {
             if let Some(c) = c {
@@ -428,7 +495,7 @@ impl Ledger {
             .map_or(Micros::MAX, |&(end, _)| t0.max(end))
     }
 
-    fn book(
+    pub(super) fn book(
         &mut self,
         spec: &ServiceSpec,
         slot: Micros,
@@ -469,6 +536,7 @@ impl Ledger {
             decider,
             request_id,
             hold,
+            uplinks: None,
         });
         LeaseId {
             nonce: self.nonce,
@@ -507,13 +575,23 @@ impl Ledger {
         if call.success {
             self.overload_streak = 0;
         }
-        self.defer_queued(spec, now);
+        // A family's leases are booked in several ledgers at once; moving one copy would leave
+        // the others behind, so a family's queued slots keep their times.
+        if spec.family.is_none() {
+            self.defer_queued(spec, now);
+        }
         let seq = call
             .lease
             .filter(|id| id.nonce == self.nonce)
             .map(|id| id.seq);
         let found = seq.is_some_and(|s| self.lease(s).is_some());
         let released = seq.filter(|_| found).is_some_and(|s| self.release(s));
+        let uplinks = seq
+            .filter(|_| found)
+            .and_then(|s| self.lease(s))
+            .and_then(|l| l.uplinks.as_deref())
+            .map(<[LeaseId]>::to_vec)
+            .unwrap_or_default();
         let usage_applied = match (seq, call.usage) {
             (Some(seq), Some(usage)) if found => {
                 self.reconcile(spec, now, seq, usage);
@@ -548,6 +626,7 @@ impl Ledger {
             lease_unknown: call.lease.is_some() && !found,
             outside_usage,
             released,
+            uplinks,
             scope: Scope::Shared,
         };
         self.forget_if_stale(spec, now);
@@ -558,7 +637,7 @@ impl Ledger {
     /// the latest of its last booked slot, its cooldowns and its last report: all leases have
     /// expired, buckets are drained, and the overload streak and last report are dropped. This is
     /// when the Redis backend's keys expire, so both backends forget the same things.
-    fn forget_if_stale(&mut self, spec: &ServiceSpec, now: Micros) {
+    pub(super) fn forget_if_stale(&mut self, spec: &ServiceSpec, now: Micros) {
         if self.is_stale(spec, now) {
             self.forget(spec);
         }
@@ -839,6 +918,23 @@ impl Ledger {
             self.by_request.shrink_to_fit();
         }
         idle
+    }
+
+    /// The ledger's high-water mark of time.
+    pub(super) fn high_water(&self) -> Micros {
+        self.high_water
+    }
+
+    /// True when the ledger holds its maximum of leases.
+    pub(super) fn is_full(&self) -> bool {
+        self.log.len() >= self.max_leases
+    }
+
+    /// Records on the latest lease the leases it booked in its ancestors.
+    pub(super) fn link_last(&mut self, uplinks: Vec<LeaseId>) {
+        if let Some(lease) = self.log.back_mut() {
+            lease.uplinks = Some(uplinks.into_boxed_slice());
+        }
     }
 
     /// Number of leases held.

@@ -5,6 +5,7 @@
 //! of one service; [`SlidingWindow`] and [`TokenBucket`] hold the arithmetic of the two algorithms.
 
 mod bucket;
+mod family;
 mod lease;
 mod ledger;
 mod report;
@@ -12,6 +13,7 @@ mod spec;
 mod window;
 
 pub use bucket::TokenBucket;
+pub use family::{acquire_in_family, Member};
 pub use lease::LeaseId;
 pub use ledger::{
     AcquireError, AdminOp, Cooldown, CooldownCause, Decider, Decision, Grant, Ledger,

@@ -207,6 +207,12 @@ pub struct ServiceSpec {
     /// Use the budget the provider's headers name (its `limit`) in place of a sliding-window
     /// limit's configured amount.
     pub adopt_provider_limits: bool,
+    /// The service whose budget this one also spends (e.g. `openai` for `openai/gpt-4o`): a grant
+    /// must fit this service's limits and every ancestor's.
+    pub parent: Option<String>,
+    /// The root of this service's family, when it has a parent or children: the whole family is
+    /// decided together (on Redis, under one hash tag).
+    pub family: Option<String>,
 }
 
 impl ServiceSpec {
@@ -221,6 +227,8 @@ impl ServiceSpec {
             max_cooldown,
             quota_cooldown,
             adopt_provider_limits,
+            parent,
+            family,
         } = other;
         (
             &self.name,
@@ -230,6 +238,8 @@ impl ServiceSpec {
             self.max_cooldown,
             self.quota_cooldown,
             self.adopt_provider_limits,
+            &self.parent,
+            &self.family,
         ) == (
             name,
             profile,
@@ -238,6 +248,8 @@ impl ServiceSpec {
             *max_cooldown,
             *quota_cooldown,
             *adopt_provider_limits,
+            parent,
+            family,
         )
     }
 
@@ -345,6 +357,8 @@ mod tests {
             max_cooldown: 3600 * MICROS_PER_SEC,
             quota_cooldown: MICROS_PER_SEC,
             adopt_provider_limits: false,
+            parent: None,
+            family: None,
         };
         assert!(spec.check_fits(&Cost::of_call(100, 0, 0)).is_ok());
         let err = spec.check_fits(&Cost::of_call(101, 0, 0)).unwrap_err();

@@ -16,6 +16,8 @@ fn spec(limits: Vec<LimitSpec>) -> ServiceSpec {
         max_cooldown: 3600 * S,
         quota_cooldown: 3600 * S,
         adopt_provider_limits: false,
+        parent: None,
+        family: None,
     }
 }
 
@@ -818,6 +820,61 @@ proptest! {
         for &(t, _, _) in &holds {
             let covering = holds.iter().filter(|&&(s, e, _)| s <= t && t < e).count() as u64;
             prop_assert!(covering <= amount, "{covering} calls in flight at {t}");
+        }
+    }
+
+    #[test]
+    fn a_family_never_exceeds_its_parents_limits_nor_its_own(
+        parent_limit in limit_strategy(),
+        child_limits in prop::collection::vec(limit_strategy(), 2),
+        ops in prop::collection::vec(prop_oneof![
+            3 => (0usize..3, 1u64..=60, prop_oneof![Just(0), 0..30 * S])
+                .prop_map(|(who, tokens, max_wait)| Some((who, tokens, max_wait))),
+            1 => Just(None),
+        ], 1..150),
+        steps in prop::collection::vec(0..3 * S, 150),
+    ) {
+        // Service 0 is the parent of services 1 and 2.
+        let mut specs: Vec<ServiceSpec> = std::iter::once(parent_limit)
+            .chain(child_limits)
+            .map(|l| spec(vec![l]))
+            .collect();
+        for (i, s) in specs.iter_mut().enumerate() {
+            s.family = Some("parent".into());
+            if i > 0 {
+                s.parent = Some("parent".into());
+            }
+        }
+        let mut ledgers: Vec<Ledger> = (0..3).map(|i| Ledger::new(&specs[i], i as u64)).collect();
+        let mut grants: Vec<Vec<(Micros, Cost)>> = vec![Vec::new(); 3];
+        let mut now = T0;
+        for (op, step) in ops.into_iter().zip(steps) {
+            let Some((who, tokens, max_wait)) = op else {
+                now += step;
+                continue;
+            };
+            let cost = Cost::of_call(tokens, 0, 0);
+            let chain: Vec<usize> = if who == 0 { vec![0] } else { vec![who, 0] };
+            if chain.iter().any(|&i| specs[i].check_fits(&cost).is_err()) {
+                continue;
+            }
+            let (parent, children) = ledgers.split_first_mut().unwrap();
+            let mut members = match who {
+                0 => vec![Member { spec: &specs[0], ledger: parent }],
+                w => vec![
+                    Member { spec: &specs[w], ledger: &mut children[w - 1] },
+                    Member { spec: &specs[0], ledger: parent },
+                ],
+            };
+            if let Decision::Granted(g) = acquire_in_family(&mut members, now, cost, max_wait, None).unwrap() {
+                prop_assert!(g.wait <= max_wait);
+                for &i in &chain {
+                    grants[i].push((g.slot, cost));
+                }
+            }
+        }
+        for (i, g) in grants.iter().enumerate() {
+            check_invariants(&specs[i], g)?;
         }
     }
 

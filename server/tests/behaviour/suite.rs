@@ -65,6 +65,25 @@ limits = [
 ]
 
 [[services]]
+name = "org"
+limits = [{ dimension = "tokens", amount = 1000, window = "1m" }]
+
+[[services]]
+name = "org/big"
+parent = "org"
+profile = "openai"
+limits = [{ dimension = "requests", amount = 100, window = "1m" }]
+
+[[services]]
+name = "org/small"
+parent = "org"
+profile = "openai"
+limits = [
+  { dimension = "requests", amount = 100, window = "1m" },
+  { dimension = "tokens", amount = 600, window = "1m" },
+]
+
+[[services]]
 name = "adopt"
 profile = "openai"
 adopt_provider_limits = true
@@ -267,6 +286,64 @@ macro_rules! behaviour_suite {
             granted(&l, &req("inflight", 0, Duration::ZERO)).await;
             assert!(!released(&l, "inflight", &b, 200).await, "a late report released");
             denied(&l, &req("inflight", 0, Duration::ZERO)).await;
+        }
+
+        #[tokio::test]
+        async fn a_family_spends_its_parents_budget_atomically() {
+            use sluice_server::core::{Decider, Decision};
+            let l = limiter::<B>().await;
+            granted(&l, &req("org/big", 600, Duration::ZERO)).await;
+            granted(&l, &req("org/small", 300, Duration::ZERO)).await;
+            // 100 tokens left in the parent: the small model's own limit would allow 300 more.
+            match l.acquire(&req("org/small", 200, Duration::ZERO)).await.expect("acquire").1 {
+                Decision::Denied { retry_after, decider, .. } => {
+                    assert_eq!(decider, Decider::Ancestor { level: 1, limit: Some(0) });
+                    assert_eq!(retry_after, 60 * US);
+                }
+                d => panic!("expected a denial by the parent, got {d:?}"),
+            }
+            // A denial booked nothing anywhere; the parent itself can be acquired directly.
+            granted(&l, &req("org", 100, Duration::ZERO)).await;
+            denied(&l, &req("org/big", 1, Duration::ZERO)).await;
+            let org = l.status("org").await.expect("status");
+            assert_eq!(org.snapshot.limits[0].used, 1000);
+            let small = l.status("org/small").await.expect("status");
+            assert_eq!(small.snapshot.limits[1].used, 300);
+            // A wait is booked in the parent too: at 60 s the first 600 tokens leave its window.
+            let (_, wait) = granted(&l, &req("org/small", 500, 120 * S)).await;
+            assert_eq!(wait, 60 * US);
+            // A cost above an ancestor's limit can never fit, and says whose limit.
+            let never = l.acquire(&req("org/big", 1001, 120 * S)).await;
+            assert!(is(never, |e| matches!(e, Error::NeverFits(n) if n.limit == "org: tokens/1m")));
+        }
+
+        #[tokio::test]
+        async fn reports_reach_the_parent_and_its_429s_cool_the_family() {
+            let l = limiter::<B>().await;
+            let (lease, _) = granted(&l, &req("org/big", 900, Duration::ZERO)).await;
+            // The call used 200 tokens: the parent is refunded with the child.
+            let mut r = report("org/big", &lease, 200, &[]);
+            r.usage = Some(UsageReport { total_tokens: Some(200), ..UsageReport::default() });
+            l.report(r).await.expect("report");
+            assert_eq!(l.status("org").await.expect("status").snapshot.limits[0].used, 200);
+            granted(&l, &req("org/small", 500, Duration::ZERO)).await;
+            // A 429 on the big model's requests is its own: the parent limits no requests.
+            let a = l.report(report("org/big", "", 429, &[("retry-after", "5")])).await.expect("report");
+            assert!(a.cooldown_set && !a.detail.contains("family"), "{}", a.detail);
+            granted(&l, &req("org/small", 10, Duration::ZERO)).await;
+            // A 429 on tokens (the parent's dimension) cools the whole family down.
+            let b = l.report(report("org/small", "", 429, &[
+                ("x-ratelimit-remaining-tokens", "0"),
+                ("x-ratelimit-reset-tokens", "20s"),
+            ])).await.expect("report");
+            assert!(b.detail.contains("family cooldown set on org"), "{}", b.detail);
+            l.backend().advance(6 * S).await;
+            assert_eq!(denied(&l, &req("org/big", 10, Duration::ZERO)).await, 14 * US);
+            assert_eq!(denied(&l, &req("org", 10, Duration::ZERO)).await, 14 * US);
+            // A call that spends no tokens is not held back by a tokens cooldown.
+            let mut free = req("org/big", 0, Duration::ZERO);
+            free.output_tokens = 0;
+            granted(&l, &free).await;
         }
 
         #[tokio::test]
@@ -609,7 +686,7 @@ macro_rules! behaviour_suite {
             assert_eq!(summary.added, ["fresh"]);
             assert_eq!(summary.removed, ["split"]);
             assert!(summary.changed.is_empty(), "{summary:?}");
-            assert_eq!(summary.unchanged.len(), 8);
+            assert_eq!(summary.unchanged.len(), 11);
             // rpm still counts its two grants; tpm is still cooling down.
             granted(&l, &req("rpm", 0, Duration::ZERO)).await;
             denied(&l, &req("rpm", 0, Duration::ZERO)).await;
@@ -618,7 +695,7 @@ macro_rules! behaviour_suite {
             assert!(is(l.status("split").await, |e| matches!(e, Error::UnknownService(_))));
             granted(&l, &req("fresh", 0, Duration::ZERO)).await;
             let listed: Vec<String> = l.list().await.expect("list").into_iter().map(|s| s.spec.name.clone()).collect();
-            assert_eq!(listed, ["rpm", "tpm", "bucket", "oai", "claude", "gemini", "fresh", "inflight", "adopt"]);
+            assert_eq!(listed, ["rpm", "tpm", "bucket", "oai", "claude", "gemini", "fresh", "inflight", "org", "org/big", "org/small", "adopt"]);
         }
 
         #[tokio::test]

@@ -682,6 +682,7 @@ impl RedisBackend {
             lease_unknown: number::<u8>(&reply, 3)? == 1,
             outside_usage: number(&reply, 4)?,
             released: number::<u8>(&reply, 5)? == 1,
+            uplinks: Vec::new(),
             scope: Scope::Shared,
         })
     }

@@ -1,0 +1,107 @@
+//! Shared parent budgets: a service may name a `parent` whose limits it also spends (an
+//! organisation-wide budget over several models). An acquire in a family is decided on the
+//! ledgers of the service and all its ancestors together: the slot is the earliest at which the
+//! cost fits every one of them, and it is booked in all of them or in none. The service's lease
+//! remembers the leases it booked in its ancestors, so a report reaches them too.
+//!
+//! Each ledger's earliest time is of the form `max(t0, c)`, so one pass over the family, each
+//! starting where the previous one ended, finds the joint earliest slot.
+
+use super::{
+    AcquireError, Algorithm, Cost, Decider, Decision, Grant, Ledger, Micros, Scope, ServiceSpec,
+};
+
+/// One ledger of a family with the spec it is shaped for; the service first, then its parent, …
+#[derive(Debug)]
+pub struct Member<'a> {
+    /// The member's configuration.
+    pub spec: &'a ServiceSpec,
+    /// The member's state.
+    pub ledger: &'a mut Ledger,
+}
+
+/// Whether `decider`, seen from `members[0]`, is an in-flight limit of some member: such a slot is
+/// never booked ahead (a report may free one long before any lease timeout).
+fn is_in_flight(members: &[Member<'_>], decider: Decider) -> bool {
+    let (level, limit) = match decider {
+        Decider::Limit(i) => (0, i),
+        Decider::Ancestor {
+            level,
+            limit: Some(i),
+        } => (usize::from(level), usize::from(i)),
+        _ => return false,
+    };
+    members
+        .get(level)
+        .and_then(|m| m.spec.limits.get(limit))
+        .is_some_and(|l| l.algorithm == Algorithm::Concurrent)
+}
+
+/// Reserves the earliest slot for `cost` in every member of the family if it is at most
+/// `max_wait` away, as [`Ledger::acquire`] does for one service. The cost must fit every member's
+/// limits. A `request_id` seen before by `members[0]` returns the same lease.
+pub fn acquire_in_family(
+    members: &mut [Member<'_>],
+    now: Micros,
+    cost: Cost,
+    max_wait: Micros,
+    request_id: Option<&str>,
+) -> Result<Decision, AcquireError> {
+    let now = members
+        .iter()
+        .fold(now, |t, m| t.max(m.ledger.high_water()));
+    for m in members.iter_mut() {
+        m.ledger.observe(now);
+        m.ledger.forget_if_stale(m.spec, now);
+        m.ledger.prune(m.spec, now);
+    }
+    let Some(first) = members.first() else {
+        return Err(AcquireError::Full);
+    };
+    if let Some(id) = request_id {
+        if let Some(grant) = first.ledger.replay(id, &cost, now)? {
+            return Ok(Decision::Granted(grant));
+        }
+    }
+    if members.iter().any(|m| m.ledger.is_full()) {
+        return Err(AcquireError::Full);
+    }
+    let mut slot = now;
+    let mut decider = Decider::Now;
+    for (level, m) in members.iter().enumerate() {
+        let (t, d) = m.ledger.earliest(m.spec, slot, &cost);
+        if t > slot {
+            slot = t;
+            decider = d.lift(level);
+        }
+    }
+    let wait = slot - now;
+    if wait > max_wait || is_in_flight(members, decider) {
+        return Ok(Decision::Denied {
+            retry_after: wait,
+            decider,
+            scope: Scope::Shared,
+        });
+    }
+    let mut uplinks = Vec::with_capacity(members.len().saturating_sub(1));
+    for (level, m) in members.iter_mut().enumerate().skip(1) {
+        uplinks.push(
+            m.ledger
+                .book(m.spec, slot, cost, decider.lower(level), None, true),
+        );
+    }
+    let Some(first) = members.first_mut() else {
+        return Err(AcquireError::Full);
+    };
+    let lease_id = first
+        .ledger
+        .book(first.spec, slot, cost, decider, request_id, true);
+    first.ledger.link_last(uplinks);
+    Ok(Decision::Granted(Grant {
+        lease_id,
+        slot,
+        wait,
+        decider,
+        scope: Scope::Shared,
+    }))
+}
