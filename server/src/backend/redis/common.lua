@@ -2,7 +2,8 @@
 -- Semantics are those of the memory backend's Ledger (server/src/core/ledger.rs); all numbers
 -- are integers below 2^53, kept exact in Lua's doubles, and written with string.format('%d').
 --
--- KEYS (one hash tag, so one cluster slot):
+-- KEYS (one hash tag, so one cluster slot; a family's acquire passes 9 keys per member and works
+-- on one member's at a time through K):
 --   1 state     hash: n nonce, q next seq, hw high-water time, ls/ld last slot and its decider,
 --               cu<d>/cs<d>/cc<d> cooldown of dimension d (0: the whole service) until/status/
 --               source, ov overloads in a row, b<d>/t<d> base and running total of dimension d,
@@ -21,6 +22,10 @@
 --   window burst A Wg; kind 0 sliding, 1 bucket, 2 sliding adopting provider budgets,
 --   3 calls in flight, whose window is the lease timeout),
 --   3 retention µs, 4 nonce for a new state
+
+-- The keys of the service being worked on: KEYS, or one family member's share of them (see
+-- family.lua).
+local K = KEYS
 
 local PRUNE_BATCH = 128
 local SHIFT_BOUND = 1024
@@ -43,9 +48,6 @@ local function fdiv(x, y)
   return q
 end
 
--- Whether the service has an in-flight limit (set by parse_limits): only then are holds pruned.
-local keeps_holds = false
-
 local function parse_limits(text)
   local words = {}
   for v in string.gmatch(text, '%S+') do words[#words + 1] = v end
@@ -61,7 +63,8 @@ local function parse_limits(text)
     elseif n(1) == 3 then
       l.conc = true
       l.span = l.window
-      keeps_holds = true
+      -- Only a service with an in-flight limit prunes its holds.
+      sliding.holds = true
     else
       l.af = 'am' .. words[i] .. '_' .. words[i + 3]
       l.span = l.window
@@ -73,7 +76,7 @@ local function parse_limits(text)
 end
 
 local function read_state()
-  local flat = redis.call('HGETALL', KEYS[1])
+  local flat = redis.call('HGETALL', K[1])
   local st = {}
   for i = 1, #flat, 2 do st[flat[i]] = flat[i + 1] end
   return st
@@ -89,7 +92,8 @@ local function apply_adopted(st, limits)
   end
 end
 
--- "slot c0 c1 c2 c3 r0 r1 r2 r3 decider|request_id" -> table
+-- "slot c0 c1 c2 c3 r0 r1 r2 r3 decider[ uplinks]|request_id" -> table; uplinks (a family
+-- member's leases in its ancestors, parent first) are "nonce:seq,nonce:seq".
 local function parse_lease(rec)
   local bar = string.find(rec, '|', 1, true)
   local head, rid = rec, ''
@@ -97,13 +101,14 @@ local function parse_lease(rec)
   local f = {}
   for v in string.gmatch(head, '%S+') do f[#f + 1] = v end
   return { slot = tonumber(f[1]), cost = { tonumber(f[2]), tonumber(f[3]), tonumber(f[4]), tonumber(f[5]) },
-    requested = { tonumber(f[6]), tonumber(f[7]), tonumber(f[8]), tonumber(f[9]) }, decider = f[10], rid = rid }
+    requested = { tonumber(f[6]), tonumber(f[7]), tonumber(f[8]), tonumber(f[9]) }, decider = f[10],
+    up = f[11] or '', rid = rid }
 end
 
 local function format_lease(l)
   return s(l.slot) .. ' ' .. s(l.cost[1]) .. ' ' .. s(l.cost[2]) .. ' ' .. s(l.cost[3]) .. ' ' .. s(l.cost[4])
     .. ' ' .. s(l.requested[1]) .. ' ' .. s(l.requested[2]) .. ' ' .. s(l.requested[3]) .. ' '
-    .. s(l.requested[4]) .. ' ' .. l.decider .. '|' .. l.rid
+    .. s(l.requested[4]) .. ' ' .. l.decider .. ((l.up or '') ~= '' and (' ' .. l.up) or '') .. '|' .. l.rid
 end
 
 -- Drops leases whose longest span has passed and expired cooldowns. Leases go in batches of
@@ -112,10 +117,10 @@ end
 -- change no decision (window sums are taken over slots, not over what is stored). Updates st in
 -- place and writes the changed fields.
 local function prune(st, now, retention, sliding, slack)
-  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  local oldest = redis.call('ZRANGE', K[2], 0, 0, 'WITHSCORES')
   if #oldest > 0 and tonumber(oldest[2]) + retention + slack <= now then
-    local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', s(now - retention), 'LIMIT', 0, PRUNE_BATCH)
-    local records = redis.call('HMGET', KEYS[3], unpack(old))
+    local old = redis.call('ZRANGEBYSCORE', K[2], '-inf', s(now - retention), 'LIMIT', 0, PRUNE_BATCH)
+    local records = redis.call('HMGET', K[3], unpack(old))
     local rids, owners = {}, {}
     for i, rec in ipairs(records) do
       if rec then
@@ -127,15 +132,15 @@ local function prune(st, now, retention, sliding, slack)
       end
     end
     if #rids > 0 then
-      local current = redis.call('HMGET', KEYS[4], unpack(rids))
+      local current = redis.call('HMGET', K[4], unpack(rids))
       local gone = {}
       for i, m in ipairs(current) do
         if m == owners[i] then gone[#gone + 1] = rids[i] end
       end
-      if #gone > 0 then redis.call('HDEL', KEYS[4], unpack(gone)) end
-      if st.rx == '1' and redis.call('EXISTS', KEYS[4]) == 0 then
+      if #gone > 0 then redis.call('HDEL', K[4], unpack(gone)) end
+      if st.rx == '1' and redis.call('EXISTS', K[4]) == 0 then
         st.rx = '0'
-        redis.call('HSET', KEYS[1], 'rx', '0')
+        redis.call('HSET', K[1], 'rx', '0')
       end
     end
     local last = old[#old]
@@ -143,14 +148,14 @@ local function prune(st, now, retention, sliding, slack)
     -- dimension's limit, and its running totals must not keep members of pruned leases.
     for d = 0, 3 do
       if sliding[d] or st['t' .. d] then
-        local score = redis.call('ZSCORE', KEYS[5 + d], last)
+        local score = redis.call('ZSCORE', K[5 + d], last)
         if score then st['b' .. d] = score end
-        redis.call('ZREM', KEYS[5 + d], unpack(old))
+        redis.call('ZREM', K[5 + d], unpack(old))
       end
     end
-    redis.call('HDEL', KEYS[3], unpack(old))
-    redis.call('ZREM', KEYS[2], unpack(old))
-    if redis.call('ZCARD', KEYS[2]) == 0 then
+    redis.call('HDEL', K[3], unpack(old))
+    redis.call('ZREM', K[2], unpack(old))
+    if redis.call('ZCARD', K[2]) == 0 then
       -- An empty log restarts the running totals at zero, so they never grow without bound.
       for d = 0, 3 do
         if st['t' .. d] then st['b' .. d] = '0'; st['t' .. d] = '0' end
@@ -158,15 +163,15 @@ local function prune(st, now, retention, sliding, slack)
     end
     for d = 0, 3 do
       if sliding[d] or st['t' .. d] then
-        redis.call('HSET', KEYS[1], 'b' .. d, st['b' .. d] or '0', 't' .. d, st['t' .. d] or '0')
+        redis.call('HSET', K[1], 'b' .. d, st['b' .. d] or '0', 't' .. d, st['t' .. d] or '0')
       end
     end
   end
-  if keeps_holds then redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', s(now)) end
+  if sliding.holds then redis.call('ZREMRANGEBYSCORE', K[9], '-inf', s(now)) end
   for d = 0, 3 do
     local cu = st['cu' .. d]
     if cu and tonumber(cu) <= now then
-      redis.call('HDEL', KEYS[1], 'cu' .. d, 'cs' .. d, 'cc' .. d)
+      redis.call('HDEL', K[1], 'cu' .. d, 'cs' .. d, 'cc' .. d)
       st['cu' .. d], st['cs' .. d], st['cc' .. d] = nil, nil, nil
     end
   end
@@ -178,8 +183,8 @@ end
 local function drop_unused_totals(st, sliding)
   for d = 0, 3 do
     if not sliding[d] and st['t' .. d] then
-      redis.call('DEL', KEYS[5 + d])
-      redis.call('HDEL', KEYS[1], 'b' .. d, 't' .. d)
+      redis.call('DEL', K[5 + d])
+      redis.call('HDEL', K[1], 'b' .. d, 't' .. d)
       st['b' .. d], st['t' .. d] = nil, nil
     end
   end
@@ -197,7 +202,7 @@ end
 local function forget_if_stale(st, now, retention, read_only)
   local horizon = horizon_of(st)
   if horizon > 0 and now >= horizon + retention + 1000000 then
-    if not read_only then redis.call('DEL', unpack(KEYS)) end
+    if not read_only then redis.call('DEL', unpack(K)) end
     for k in pairs(st) do st[k] = nil end
     return true
   end
@@ -213,13 +218,13 @@ local function expire_all(st, now, retention, force)
   if not force and need <= num(st, 'ex') then return end
   local at = need + math.max(retention, 1000000)
   st.ex = s(at)
-  redis.call('HSET', KEYS[1], 'ex', st.ex)
+  redis.call('HSET', K[1], 'ex', st.ex)
   local at_ms = s(math.ceil(at / 1000))
-  for i = 1, #KEYS do
-    local set = redis.call('PEXPIREAT', KEYS[i], at_ms)
+  for i = 1, #K do
+    local set = redis.call('PEXPIREAT', K[i], at_ms)
     if i == 4 then st.rx = (set == 1) and '1' or '0' end
   end
-  redis.call('HSET', KEYS[1], 'rx', st.rx)
+  redis.call('HSET', K[1], 'rx', st.rx)
 end
 
 -- Writes of a batch of acquires, held back and sent as one command per key (see defer_writes);
@@ -236,17 +241,17 @@ end
 local function flush_writes(st)
   if not pending then return end
   if #pending.log > 0 then
-    redis.call('ZADD', KEYS[2], unpack(pending.log))
+    redis.call('ZADD', K[2], unpack(pending.log))
     for d = 0, 3 do
-      if #pending.cum[d + 1] > 0 then redis.call('ZADD', KEYS[5 + d], unpack(pending.cum[d + 1])) end
+      if #pending.cum[d + 1] > 0 then redis.call('ZADD', K[5 + d], unpack(pending.cum[d + 1])) end
     end
-    redis.call('HSET', KEYS[3], unpack(pending.leases))
+    redis.call('HSET', K[3], unpack(pending.leases))
   end
   if #pending.rids > 0 then
-    redis.call('HSET', KEYS[4], unpack(pending.rids))
+    redis.call('HSET', K[4], unpack(pending.rids))
     if pending.rid_ttl then
       -- The request-id hash was (re)created since the TTLs were last set.
-      redis.call('PEXPIREAT', KEYS[4], s(math.ceil(tonumber(st.ex) / 1000)))
+      redis.call('PEXPIREAT', K[4], s(math.ceil(tonumber(st.ex) / 1000)))
       st.rx = '1'
       pending.state.rx = true
     end
@@ -255,7 +260,7 @@ local function flush_writes(st)
   for f in pairs(pending.state) do
     fields[#fields + 1] = f; fields[#fields + 1] = st[f] or '0'
   end
-  if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
+  if #fields > 0 then redis.call('HSET', K[1], unpack(fields)) end
   defer_writes()
 end
 
@@ -270,9 +275,9 @@ end
 -- Earliest slot at or after t0 at which fewer than l.amount in-flight slots are held (no
 -- writes). Every held slot began at or before t0, so a slot at t overlaps those ending after t.
 local function hold_earliest(l, now, t0)
-  local held = redis.call('ZCOUNT', KEYS[9], '(' .. s(now), '+inf')
+  local held = redis.call('ZCOUNT', K[9], '(' .. s(now), '+inf')
   if held < l.amount then return t0 end
-  local e = redis.call('ZRANGEBYSCORE', KEYS[9], '(' .. s(now), '+inf', 'WITHSCORES', 'LIMIT',
+  local e = redis.call('ZRANGEBYSCORE', K[9], '(' .. s(now), '+inf', 'WITHSCORES', 'LIMIT',
     held - l.amount, 1)
   return math.max(t0, tonumber(e[2]))
 end
@@ -287,9 +292,9 @@ local function window_earliest(st, l, c, t0)
   if fill <= amount then return t0 end
   local target = base + fill - amount
   flush_writes(st)
-  local first = redis.call('ZRANGEBYSCORE', KEYS[5 + d], s(target), '+inf', 'LIMIT', 0, 1)
+  local first = redis.call('ZRANGEBYSCORE', K[5 + d], s(target), '+inf', 'LIMIT', 0, 1)
   if #first == 0 then return nil end
-  local slot = tonumber(redis.call('ZSCORE', KEYS[2], first[1]))
+  local slot = tonumber(redis.call('ZSCORE', K[2], first[1]))
   return math.max(t0, slot + l.window)
 end
 
@@ -310,13 +315,13 @@ end
 -- (or collects the writes, see defer_writes) and updates st. A lease that `holds` a call takes an
 -- in-flight slot (written at once, so the next acquire of a batch sees it). Returns the lease's
 -- sequence number.
-local function book(st, limits, sliding, now, t, cost, decider, rid, holds)
+local function book(st, limits, sliding, now, t, cost, decider, rid, holds, up)
   local seq = num(st, 'q')
   local m = member(seq)
   local changed = { 'q', 'hw', 'ls', 'ld' }
   for _, l in ipairs(limits) do
     if l.conc and holds then
-      redis.call('ZADD', KEYS[9], s(t + l.window), m)
+      redis.call('ZADD', K[9], s(t + l.window), m)
     elseif l.bucket then
       local k, f = num(st, l.kf), num(st, l.ff)
       if k < t then k, f = t, 0 end
@@ -333,14 +338,15 @@ local function book(st, limits, sliding, now, t, cost, decider, rid, holds)
         local cum = pending.cum[d + 1]
         cum[#cum + 1] = s(total); cum[#cum + 1] = m
       else
-        redis.call('ZADD', KEYS[5 + d], s(total), m)
+        redis.call('ZADD', K[5 + d], s(total), m)
       end
       st['t' .. d] = s(total)
       changed[#changed + 1] = 't' .. d
     end
   end
   st.q, st.hw, st.ls, st.ld = s(seq + 1), s(now), s(t), decider
-  local record = format_lease({ slot = t, cost = cost, requested = cost, decider = decider, rid = rid })
+  local record = format_lease({ slot = t, cost = cost, requested = cost, decider = decider, rid = rid,
+    up = up })
   if pending then
     for _, f in ipairs(changed) do pending.state[f] = true end
     local log, leases = pending.log, pending.leases
@@ -357,16 +363,16 @@ local function book(st, limits, sliding, now, t, cost, decider, rid, holds)
   end
   local fields = {}
   for _, f in ipairs(changed) do fields[#fields + 1] = f; fields[#fields + 1] = st[f] end
-  redis.call('HSET', KEYS[1], unpack(fields))
-  redis.call('ZADD', KEYS[2], s(t), m)
-  redis.call('HSET', KEYS[3], m, record)
+  redis.call('HSET', K[1], unpack(fields))
+  redis.call('ZADD', K[2], s(t), m)
+  redis.call('HSET', K[3], m, record)
   if rid ~= '' then
-    redis.call('HSET', KEYS[4], rid, m)
+    redis.call('HSET', K[4], rid, m)
     if st.rx ~= '1' and st.ex then
       -- The request-id hash was (re)created since the TTLs were last set.
-      redis.call('PEXPIREAT', KEYS[4], s(math.ceil(tonumber(st.ex) / 1000)))
+      redis.call('PEXPIREAT', K[4], s(math.ceil(tonumber(st.ex) / 1000)))
       st.rx = '1'
-      redis.call('HSET', KEYS[1], 'rx', '1')
+      redis.call('HSET', K[1], 'rx', '1')
     end
   end
   return seq
@@ -376,8 +382,8 @@ end
 local function limit_usage(st, l, now)
   local used, reset = 0, 0
   if l.conc then
-    used = redis.call('ZCOUNT', KEYS[9], '(' .. s(now), '+inf')
-    local last = redis.call('ZRANGE', KEYS[9], -1, -1, 'WITHSCORES')
+    used = redis.call('ZCOUNT', K[9], '(' .. s(now), '+inf')
+    local last = redis.call('ZRANGE', K[9], -1, -1, 'WITHSCORES')
     if #last > 0 then reset = math.max(0, tonumber(last[2]) - now) end
   elseif l.bucket then
     local k, f = num(st, l.kf), num(st, l.ff)
@@ -389,17 +395,17 @@ local function limit_usage(st, l, now)
   else
     local d = l.dim
     local total = num(st, 't' .. d)
-    local gone = redis.call('ZREVRANGEBYSCORE', KEYS[2], s(now - l.window), '-inf', 'LIMIT', 0, 1)
+    local gone = redis.call('ZREVRANGEBYSCORE', K[2], s(now - l.window), '-inf', 'LIMIT', 0, 1)
     local before = num(st, 'b' .. d)
     if #gone > 0 then
-      local score = redis.call('ZSCORE', KEYS[5 + d], gone[1])
+      local score = redis.call('ZSCORE', K[5 + d], gone[1])
       if score then before = tonumber(score) end
     end
     used = total - before
     if total > num(st, 'b' .. d) then
-      local last = redis.call('ZRANGEBYSCORE', KEYS[5 + d], s(total), s(total), 'LIMIT', 0, 1)
+      local last = redis.call('ZRANGEBYSCORE', K[5 + d], s(total), s(total), 'LIMIT', 0, 1)
       if #last > 0 then
-        local slot = tonumber(redis.call('ZSCORE', KEYS[2], last[1]))
+        local slot = tonumber(redis.call('ZSCORE', K[2], last[1]))
         reset = math.max(0, slot + l.window - now)
       end
     end

@@ -21,9 +21,15 @@ pub struct ServiceKeys {
 
 impl ServiceKeys {
     /// Keys of `service` under `prefix`: `{prefix:service}:s`, `…:log`, `…:l`, `…:r`, `…:c0`–`…:c3`,
-    /// `…:h`.
-    pub fn new(prefix: &str, service: &str) -> Self {
-        let tag = format!("{{{prefix}:{service}}}");
+    /// `…:h`. A member of a family shares its root's hash tag, so one script can decide on the
+    /// whole family (one cluster slot): the root's keys stay `{prefix:root}:…`, another member's
+    /// are `{prefix:root}:<service>:…`.
+    pub fn new(prefix: &str, service: &str, family: Option<&str>) -> Self {
+        let tag = match family {
+            Some(root) if root != service => format!("{{{prefix}:{root}}}:{service}"),
+            Some(root) => format!("{{{prefix}:{root}}}"),
+            None => format!("{{{prefix}:{service}}}"),
+        };
         Self {
             keys: [
                 format!("{tag}:s"),
@@ -116,10 +122,15 @@ mod tests {
 
     #[test]
     fn keys_share_one_hash_tag() {
-        let keys = ServiceKeys::new("prod", "openai/gpt-4o");
+        let keys = ServiceKeys::new("prod", "openai/gpt-4o", None);
         for k in &keys.keys {
             assert!(k.starts_with("{prod:openai/gpt-4o}:"), "{k}");
         }
+        // A family shares its root's tag; the root keeps the keys it had alone.
+        let child = ServiceKeys::new("prod", "openai/gpt-4o", Some("openai"));
+        assert_eq!(child.keys[0], "{prod:openai}:openai/gpt-4o:s");
+        let root = ServiceKeys::new("prod", "openai", Some("openai"));
+        assert_eq!(root.keys, ServiceKeys::new("prod", "openai", None).keys);
     }
 
     #[test]

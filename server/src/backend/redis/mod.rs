@@ -57,6 +57,7 @@ impl LuaScript {
 /// The scripts.
 struct Scripts {
     acquire: LuaScript,
+    family: LuaScript,
     report: LuaScript,
     status: LuaScript,
     prune: LuaScript,
@@ -67,6 +68,7 @@ impl Scripts {
     fn new() -> Self {
         Self {
             acquire: LuaScript::new(include_str!("acquire.lua")),
+            family: LuaScript::new(include_str!("family.lua")),
             report: LuaScript::new(include_str!("report.lua")),
             status: LuaScript::new(include_str!("status.lua")),
             prune: LuaScript::new(include_str!("prune.lua")),
@@ -89,12 +91,27 @@ impl ServiceArgs {
     fn new(spec: &Arc<ServiceSpec>, key_prefix: &str) -> Result<Self, String> {
         Ok(Self {
             spec: spec.clone(),
-            keys: ServiceKeys::new(key_prefix, &spec.name),
+            keys: ServiceKeys::new(key_prefix, &spec.name, spec.family.as_deref()),
             limits: layout::encode_limits(spec)?,
             retention: layout::retention(spec).to_string(),
             batcher: batch::Batcher::default(),
         })
     }
+}
+
+/// The leases a family member's lease booked in its ancestors: `nonce:seq` pairs (nonces in
+/// hex), comma-separated, parent first.
+fn parse_uplinks(text: &str) -> Result<Vec<LeaseId>, BackendError> {
+    text.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (nonce, seq) = pair.split_once(':').ok_or_else(|| protocol("bad uplink"))?;
+            Ok(LeaseId {
+                nonce: u64::from_str_radix(nonce, 16).map_err(|_| protocol("bad uplink"))?,
+                seq: seq.parse().map_err(|_| protocol("bad uplink"))?,
+            })
+        })
+        .collect()
 }
 
 /// The services, by name.
@@ -310,14 +327,17 @@ impl RedisBackend {
         self.eval_as(script, service, args).await
     }
 
-    /// `verb` (`EVALSHA` or `EVAL`) of `body` with the service's keys, the common arguments and
-    /// `args`.
-    fn command(&self, verb: &str, body: &str, service: &ServiceArgs, args: &[&str]) -> Cmd {
+    /// `verb` (`EVALSHA` or `EVAL`) of `body` with the keys of `chain` (a service, then its
+    /// ancestors for a family's acquire), the service's common arguments and `args`.
+    fn command(&self, verb: &str, body: &str, chain: &[&ServiceArgs], args: &[&str]) -> Cmd {
         let mut cmd = redis::cmd(verb);
-        cmd.arg(body).arg(service.keys.keys.len());
-        for key in &service.keys.keys {
-            cmd.arg(key);
+        cmd.arg(body).arg(chain.len() * 9);
+        for member in chain {
+            for key in &member.keys.keys {
+                cmd.arg(key);
+            }
         }
+        let service = chain[0];
         cmd.arg(self.time_arg())
             .arg(&service.limits)
             .arg(&service.retention)
@@ -341,7 +361,7 @@ impl RedisBackend {
         Ok(self.command(
             "EVALSHA",
             &self.scripts.acquire.sha,
-            &service,
+            &[&service],
             &[
                 &MAX_LEASES.to_string(),
                 "1",
@@ -369,9 +389,18 @@ impl RedisBackend {
         acquires: Vec<batch::QueuedAcquire>,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Vec<Vec<String>>, BackendError> {
-        let mut args: Vec<String> = Vec::with_capacity(2 + 3 * acquires.len());
+        let ancestors = self.ancestors(service);
+        let mut args: Vec<String> =
+            Vec::with_capacity(3 + 2 * ancestors.len() + 3 * acquires.len());
         args.push(MAX_LEASES.to_string());
         args.push(acquires.len().to_string());
+        if service.spec.family.is_some() {
+            args.push((1 + ancestors.len()).to_string());
+            for a in &ancestors {
+                args.push(a.limits.clone());
+                args.push(a.retention.clone());
+            }
+        }
         for a in &acquires {
             let [c0, c1, c2, c3] = a.cost.0;
             args.push(format!("{c0} {c1} {c2} {c3}"));
@@ -383,8 +412,34 @@ impl RedisBackend {
             d.saturating_duration_since(tokio::time::Instant::now())
                 .min(self.timeout)
         });
-        self.eval_within(&self.scripts.acquire, service, &args, timeout)
+        if service.spec.family.is_none() {
+            return self
+                .eval_within(&self.scripts.acquire, &[service], &args, timeout)
+                .await;
+        }
+        let chain: Vec<&ServiceArgs> = std::iter::once(service)
+            .chain(ancestors.iter().map(Arc::as_ref))
+            .collect();
+        self.eval_within(&self.scripts.family, &chain, &args, timeout)
             .await
+    }
+
+    /// The ancestors of `service` as configured now, parent first.
+    fn ancestors(&self, service: &ServiceArgs) -> Vec<Arc<ServiceArgs>> {
+        let services = self.services();
+        let mut chain: Vec<Arc<ServiceArgs>> = Vec::new();
+        let mut parent = service.spec.parent.as_deref();
+        while let Some(name) = parent {
+            let Some(args) = services.get(name) else {
+                break;
+            };
+            if chain.len() >= crate::config::MAX_ANCESTORS {
+                break;
+            }
+            chain.push(args.clone());
+            parent = args.spec.parent.as_deref();
+        }
+        chain
     }
 
     /// Decides `calls` of `spec` in order as one batch (what concurrent acquires share), without
@@ -417,14 +472,15 @@ impl RedisBackend {
         service: &ServiceArgs,
         args: &[&str],
     ) -> Result<T, BackendError> {
-        self.eval_within(script, service, args, self.timeout).await
+        self.eval_within(script, &[service], args, self.timeout)
+            .await
     }
 
     /// [`Self::eval_as`] bounded by `timeout`.
     async fn eval_within<T: FromRedisValue>(
         &self,
         script: &LuaScript,
-        service: &ServiceArgs,
+        service: &[&ServiceArgs],
         args: &[&str],
         timeout: Duration,
     ) -> Result<T, BackendError> {
@@ -506,6 +562,17 @@ impl RedisBackend {
         match code.map(String::as_str) {
             Some("n") => Ok(Decider::Now),
             Some("c") => Ok(Decider::Cooldown),
+            Some(p) if p.starts_with('p') => {
+                let (level, what) = p[1..]
+                    .split_once('_')
+                    .ok_or_else(|| protocol("unknown decider"))?;
+                let level = level.parse().map_err(|_| protocol("unknown decider"))?;
+                let limit = match what {
+                    "c" => None,
+                    i => Some(i.parse().map_err(|_| protocol("unknown decider"))?),
+                };
+                Ok(Decider::Ancestor { level, limit })
+            }
             Some(i) => match i.parse::<usize>() {
                 Ok(i) if i < spec.limits.len() => Ok(Decider::Limit(i)),
                 // A slot booked under a config a reload replaced (or another replica's) may name
@@ -672,6 +739,7 @@ impl RedisBackend {
                     &headers,
                     &max_leases,
                     &adopt,
+                    if spec.family.is_some() { "1" } else { "0" },
                 ],
             )
             .await?;
@@ -682,7 +750,11 @@ impl RedisBackend {
             lease_unknown: number::<u8>(&reply, 3)? == 1,
             outside_usage: number(&reply, 4)?,
             released: number::<u8>(&reply, 5)? == 1,
-            uplinks: Vec::new(),
+            uplinks: reply
+                .get(6)
+                .map(|up| parse_uplinks(up))
+                .transpose()?
+                .unwrap_or_default(),
             scope: Scope::Shared,
         })
     }

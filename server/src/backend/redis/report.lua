@@ -5,9 +5,10 @@
 -- estimate), 8 cooldown orders, one per line: "dimension length status source", 9 overload:
 -- "base cap jitter_permille at_least status source" ('' for none), 10 success ('1'/'0'),
 -- 11 remaining readings: "limit remaining tolerance" triples, 12 observed status ('' for none),
--- 13 observed headers (opaque), 14 most leases held, 15 adopted budgets: "limit amount" pairs.
+-- 13 observed headers (opaque), 14 most leases held, 15 adopted budgets: "limit amount" pairs,
+-- 16 '1' for a member of a family (whose queued slots a cooldown does not move).
 -- Returns {cooldown_remaining, cooldown_set, usage_applied, lease_unknown, outside_usage,
--- released}.
+-- released, uplinks}.
 
 local limits, sliding = parse_limits(ARGV[2])
 local retention = tonumber(ARGV[3])
@@ -72,7 +73,7 @@ end
 local cooldown_end = now
 for d = 0, 3 do cooldown_end = math.max(cooldown_end, num(st, 'cu' .. d)) end
 local first = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. s(now), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-if #first > 0 and tonumber(first[2]) < cooldown_end
+if ARGV[16] ~= '1' and #first > 0 and tonumber(first[2]) < cooldown_end
   and redis.call('ZCOUNT', KEYS[2], '(' .. s(now), '+inf') <= MAX_DEFERRED then
   local delta = cooldown_end - tonumber(first[2])
   for _, q in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. s(now), '+inf')) do
@@ -227,4 +228,5 @@ local lease_unknown = 0
 if ARGV[5] ~= '' and not lease then lease_unknown = 1 end
 local remaining = 0
 for d = 0, 3 do remaining = math.max(remaining, num(st, 'cu' .. d) - now) end
-return { s(remaining), cooldown_set, usage_applied, lease_unknown, s(outside), released }
+return { s(remaining), cooldown_set, usage_applied, lease_unknown, s(outside), released,
+  lease and lease.up or '' }

@@ -1,0 +1,168 @@
+-- Acquire in a family (core/family.rs): a batch of n requests of one service, each decided on the
+-- service's state and its ancestors' together. The slot is the earliest at which the cost fits
+-- every member; it is booked in all of them or in none. The service's lease records the leases
+-- booked in its ancestors (its uplinks), so a report reaches them.
+-- KEYS: 9 per member, the service's first, then its parent's, … (one hash tag: the family's).
+-- ARGV 5 most leases held, 6 n, 7 m members, then for member j = 2..m: its limits and retention
+-- (8 + 2 (j − 2), 9 + 2 (j − 2)), then for request r: cost "c0 c1 c2 c3", max_wait µs, request_id.
+-- Returns one reply per request, as acquire.lua does.
+
+local m = tonumber(ARGV[7])
+local members = {}
+for j = 1, m do
+  local lt, rt = ARGV[2], ARGV[3]
+  if j > 1 then lt, rt = ARGV[8 + 2 * (j - 2)], ARGV[9 + 2 * (j - 2)] end
+  local limits, sliding = parse_limits(lt)
+  local keys = {}
+  for i = 1, 9 do keys[i] = KEYS[9 * (j - 1) + i] end
+  members[j] = { limits = limits, sliding = sliding, retention = tonumber(rt), keys = keys }
+end
+local function use(j) K = members[j].keys end
+
+local now = now_micros()
+for j = 1, m do
+  use(j)
+  members[j].st = read_state()
+  now = math.max(now, num(members[j].st, 'hw'))
+end
+for j = 1, m do
+  use(j)
+  local mb = members[j]
+  forget_if_stale(mb.st, now, mb.retention, false)
+  drop_unused_totals(mb.st, mb.sliding)
+  apply_adopted(mb.st, mb.limits)
+end
+local max_leases = tonumber(ARGV[5])
+local n = tonumber(ARGV[6])
+local first_request = 8 + 2 * (m - 1)
+
+-- A decider seen from `levels` below ('n', 'c', a limit index, or 'p<level>_<c|index>').
+local function lift(d, levels)
+  if levels == 0 or d == 'n' then return d end
+  local a, x = string.match(d, '^p(%d+)_(.+)$')
+  if a then return 'p' .. s(tonumber(a) + levels) .. '_' .. x end
+  return 'p' .. s(levels) .. '_' .. d
+end
+
+-- A decider (seen from the service) as its ancestor `levels` up records it.
+local function lower(d, levels)
+  if levels == 0 then return d end
+  local a, x = string.match(d, '^p(%d+)_(.+)$')
+  if not a then return 'n' end
+  a = tonumber(a)
+  if a == levels then return x end
+  if a > levels then return 'p' .. s(a - levels) .. '_' .. x end
+  return 'n'
+end
+
+-- Whether the decider is some member's in-flight limit (never booked ahead).
+local function in_flight(d)
+  local level, index = 0, tonumber(d)
+  if not index then
+    local a, x = string.match(d, '^p(%d+)_(%d+)$')
+    if not a then return false end
+    level, index = tonumber(a), tonumber(x)
+  end
+  local mb = members[level + 1]
+  local l = mb and mb.limits[index + 1]
+  return l ~= nil and l.conc == true
+end
+
+local function acquire_one(cost, max_wait, rid)
+  local first = members[1]
+  use(1)
+  if rid ~= '' then
+    local mm = redis.call('HGET', K[4], rid)
+    local rec = mm and redis.call('HGET', K[3], mm)
+    if rec then
+      local lease = parse_lease(rec)
+      if lease.slot + first.retention > now then
+        for d = 1, 4 do
+          if lease.requested[d] ~= cost[d] then return { 'R' } end
+        end
+        return { 'G', s(tonumber(mm)), s(lease.slot), s(math.max(0, lease.slot - now)), lease.decider, first.st.n }
+      end
+    end
+  end
+
+  local t, decider = now, 'n'
+  for j = 1, m do
+    use(j)
+    local mb = members[j]
+    local st = mb.st
+    local tj, dj = t, 'n'
+    for d = 0, 3 do
+      local cu = num(st, 'cu' .. d)
+      if cu > tj and cost[d + 1] > 0 then tj, dj = cu, 'c' end
+    end
+    if num(st, 'ls') > tj then tj, dj = num(st, 'ls'), st.ld end
+    for i, l in ipairs(mb.limits) do
+      local c = cost[l.dim + 1]
+      local ti
+      if l.bucket then
+        ti = bucket_earliest(st, l, c, tj)
+      elseif l.conc then
+        ti = hold_earliest(l, now, tj)
+      else
+        ti = window_earliest(st, l, c, tj)
+      end
+      if ti == nil then return redis.error_reply('sluice: inconsistent window state') end
+      if ti > tj then tj, dj = ti, s(i - 1) end
+    end
+    if tj > t then t, decider = tj, lift(dj, j - 1) end
+  end
+  local wait = t - now
+  if wait > max_wait or in_flight(decider) then return { 'D', s(wait), decider } end
+
+  -- Book: housekeeping once per member and batch, then every member or none.
+  for j = 1, m do
+    use(j)
+    local mb = members[j]
+    if mb.held == nil then
+      prune(mb.st, now, mb.retention, mb.sliding, fdiv(mb.retention, 8))
+      mb.held = redis.call('ZCARD', K[2])
+      mb.created = mb.held == 0
+    end
+    if mb.held >= max_leases then return { 'F' } end
+  end
+  local ups = {}
+  for j = m, 1, -1 do
+    use(j)
+    local mb = members[j]
+    local st = mb.st
+    if not st.n then
+      st.n = ARGV[4]
+      redis.call('HSET', K[1], 'n', st.n)
+    end
+    local up, r = nil, ''
+    if j == 1 then
+      up, r = table.concat(ups, ','), rid
+    end
+    local seq = book(st, mb.limits, mb.sliding, now, t, cost, lower(decider, j - 1), r, true, up)
+    if type(seq) == 'table' then return seq end
+    mb.held = mb.held + 1
+    mb.wrote = true
+    if j > 1 then ups[j - 1] = st.n .. ':' .. s(seq) end
+    if j == 1 then
+      return { 'G', s(seq), s(t), s(wait), decider, st.n }
+    end
+  end
+end
+
+local replies = {}
+for r = 1, n do
+  local base = first_request + 3 * (r - 1)
+  local cost = {}
+  for v in string.gmatch(ARGV[base], '%S+') do cost[#cost + 1] = tonumber(v) end
+  local reply = acquire_one(cost, tonumber(ARGV[base + 1]), ARGV[base + 2])
+  if reply.err then return reply end
+  replies[r] = reply
+end
+for j = 1, m do
+  local mb = members[j]
+  if mb.wrote then
+    use(j)
+    expire_all(mb.st, now, mb.retention, mb.created)
+  end
+end
+return replies
