@@ -888,6 +888,58 @@ mod tests {
     }
 
     #[test]
+    fn parents_form_families_and_bad_parents_are_refused() {
+        let service = |name: &str, parent: &str| {
+            let parent = if parent.is_empty() {
+                String::new()
+            } else {
+                format!("parent = {parent:?}\n")
+            };
+            format!("[[services]]\nname = {name:?}\n{parent}limits = [{{ dimension = \"tokens\", amount = 10, window = \"1m\" }}]\n")
+        };
+        let text = [
+            service("org", ""),
+            service("org/a", "org"),
+            service("org/a/x", "org/a"),
+            service("alone", ""),
+        ]
+        .concat();
+        let c = Config::parse(&text).unwrap();
+        let families: Vec<Option<&str>> = c.services.iter().map(|s| s.family.as_deref()).collect();
+        assert_eq!(families, [Some("org"), Some("org"), Some("org"), None]);
+        assert_eq!(c.services[2].parent.as_deref(), Some("org/a"));
+        for (text, expected) in [
+            (
+                service("a", "nobody"),
+                "service \"a\": parent: \"nobody\" is not a configured service",
+            ),
+            (service("a", "a"), "service \"a\": parent: a cycle"),
+            (
+                [service("a", "b"), service("b", "a")].concat(),
+                "parent: a cycle",
+            ),
+            (
+                [
+                    service("a", ""),
+                    service("b", "a"),
+                    service("c", "b"),
+                    service("d", "c"),
+                    service("e", "d"),
+                    service("f", "e"),
+                ]
+                .concat(),
+                "service \"f\": parent: a cycle or more than 4 levels",
+            ),
+        ] {
+            let err = Config::parse(&text).unwrap_err().to_string();
+            assert!(
+                err.contains(expected),
+                "{err:?} should mention {expected:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_concurrent_limit_counts_calls_with_a_lease_timeout() {
         let text = GOOD.replace(
             "{ dimension = \"requests\", amount = 500, window = \"1m\" }",

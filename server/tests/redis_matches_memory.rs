@@ -18,9 +18,9 @@ use sluice_server::{
     backend::{AcquireCall, Backend, BackendError, RedisBackend},
     config::{OnFailure, RedisConfig, RedisUrl},
     core::{
-        AcquireError, AdminOp, AdoptOrder, Algorithm, CooldownCause, CooldownOrder, Cost, Decision,
-        Dimension, LeaseId, Ledger, LimitSpec, Micros, OverloadOrder, RemainingReading, ReportCall,
-        ServiceSpec,
+        acquire_in_family, AcquireError, AdminOp, AdoptOrder, Algorithm, CooldownCause,
+        CooldownOrder, Cost, Decision, Dimension, LeaseId, Ledger, LimitSpec, Member, Micros,
+        OverloadOrder, RemainingReading, ReportCall, ServiceSpec,
     },
 };
 
@@ -372,6 +372,232 @@ fn redis_scripts_decide_exactly_like_the_memory_ledger() -> anyhow::Result<()> {
     let result = runner.run(&strategy, |(limits, ops)| {
         let n = case.fetch_add(1, Ordering::Relaxed);
         runtime.block_on(run_case(&redis, n, limits, ops))
+    });
+    if let Err(e) = result {
+        anyhow::bail!("{e}");
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug)]
+enum FamilyOp {
+    /// Acquire on member `who` (0: the parent, 1 and 2: its children).
+    Acquire {
+        who: usize,
+        tokens: u64,
+        max_wait: Micros,
+        request_id: Option<u8>,
+    },
+    Advance(Micros),
+    /// Report the `back`-th last grant with real usage, reaching the ancestors' leases too.
+    Report {
+        back: usize,
+        percent: u64,
+    },
+    Status,
+}
+
+fn family_op() -> impl Strategy<Value = FamilyOp> {
+    prop_oneof![
+        5 => (0usize..3, 1u64..=60, prop_oneof![Just(0), 0..30 * S], prop::option::weighted(0.2, 0u8..4))
+            .prop_map(|(who, tokens, max_wait, request_id)| FamilyOp::Acquire { who, tokens, max_wait, request_id }),
+        3 => (0..4 * S).prop_map(FamilyOp::Advance),
+        2 => (0usize..6, 0u64..=150).prop_map(|(back, percent)| FamilyOp::Report { back, percent }),
+        1 => Just(FamilyOp::Status),
+    ]
+}
+
+/// A parent and two children, every limit drawn at random.
+fn family_specs(limits: [Vec<LimitSpec>; 3]) -> Vec<Arc<ServiceSpec>> {
+    let names = ["fam", "fam/a", "fam/b"];
+    limits
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut s = spec(l);
+            s.name = names[i].into();
+            s.family = Some("fam".into());
+            s.parent = (i > 0).then(|| "fam".into());
+            Arc::new(s)
+        })
+        .collect()
+}
+
+/// One report of a family member's lease, with its usage carried to the ancestors' leases, as the
+/// limiter does. Returns the outcomes (uplinks' nonces differ by design: only their count is kept).
+fn report_on_memory(
+    specs: &[Arc<ServiceSpec>],
+    ledgers: &mut [Ledger],
+    who: usize,
+    t: Micros,
+    lease: LeaseId,
+    usage: [Option<u64>; 4],
+) -> Vec<(bool, bool, bool, usize)> {
+    let call = |lease| ReportCall {
+        lease: Some(lease),
+        usage: Some(usage),
+        ..ReportCall::default()
+    };
+    let specs_order = if who == 0 { vec![0] } else { vec![who, 0] };
+    let mut out = Vec::new();
+    let mut next = Some(lease);
+    for i in specs_order {
+        let Some(lease) = next.take() else { break };
+        let o = ledgers[i].report(&specs[i], t, &call(lease));
+        out.push((
+            o.usage_applied,
+            o.lease_unknown,
+            o.released,
+            o.uplinks.len(),
+        ));
+        next = o.uplinks.first().copied();
+    }
+    out
+}
+
+async fn run_family_case(
+    redis: &RedisServer,
+    case: u64,
+    limits: [Vec<LimitSpec>; 3],
+    ops: Vec<FamilyOp>,
+) -> Result<(), TestCaseError> {
+    let specs = family_specs(limits);
+    let now = Arc::new(AtomicU64::new(T0));
+    let config = RedisConfig {
+        url: RedisUrl::parse(&redis.url()).map_err(TestCaseError::fail)?,
+        cluster: false,
+        key_prefix: format!("family{case}"),
+        timeout: Duration::from_secs(5),
+        on_failure: OnFailure::FailClosed,
+        tls_ca_file: None,
+    };
+    let backend = RedisBackend::connect(&specs, &config)
+        .await
+        .map_err(|e| TestCaseError::fail(e.to_string()))?
+        .with_manual_time(now.clone());
+    let mut ledgers: Vec<Ledger> = (0..3).map(|i| Ledger::new(&specs[i], i as u64)).collect();
+    let mut t = T0;
+    // (member, memory lease, redis lease, tokens asked)
+    let mut grants: Vec<(usize, LeaseId, LeaseId, u64)> = Vec::new();
+    for op in ops {
+        now.store(t, Ordering::SeqCst);
+        match op {
+            FamilyOp::Acquire {
+                who,
+                tokens,
+                max_wait,
+                request_id,
+            } => {
+                let cost = Cost::of_call(tokens, 0, tokens / 2);
+                let chain = if who == 0 { vec![0] } else { vec![who, 0] };
+                if chain.iter().any(|&i| specs[i].check_fits(&cost).is_err()) {
+                    continue;
+                }
+                let rid = request_id.map(|r| format!("rid-{r}"));
+                let memory = {
+                    let (parent, children) = ledgers.split_first_mut().expect("three ledgers");
+                    let mut members = match who {
+                        0 => vec![Member {
+                            spec: &specs[0],
+                            ledger: parent,
+                        }],
+                        w => vec![
+                            Member {
+                                spec: &specs[w],
+                                ledger: &mut children[w - 1],
+                            },
+                            Member {
+                                spec: &specs[0],
+                                ledger: parent,
+                            },
+                        ],
+                    };
+                    acquire_in_family(&mut members, t, cost, max_wait, rid.as_deref())
+                };
+                let redis = backend
+                    .acquire(
+                        &specs[who],
+                        AcquireCall {
+                            cost,
+                            max_wait,
+                            request_id: rid.as_deref(),
+                        },
+                    )
+                    .await;
+                if let Some((m, r)) = same_answer(memory, redis, t)? {
+                    grants.push((who, m, r, tokens));
+                }
+            }
+            FamilyOp::Advance(d) => t += d,
+            FamilyOp::Report { back, percent } => {
+                let Some(&(who, m, r, tokens)) =
+                    grants.len().checked_sub(back + 1).map(|i| &grants[i])
+                else {
+                    continue;
+                };
+                let used = tokens * percent / 100;
+                let usage = [None, Some(used), None, Some(used / 3)];
+                let memory = report_on_memory(&specs, &mut ledgers, who, t, m, usage);
+                let mut redis_out = Vec::new();
+                let mut next = Some((who, r));
+                while let Some((i, lease)) = next.take() {
+                    let o = backend
+                        .report(
+                            &specs[i],
+                            ReportCall {
+                                lease: Some(lease),
+                                usage: Some(usage),
+                                ..ReportCall::default()
+                            },
+                        )
+                        .await
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    redis_out.push((
+                        o.usage_applied,
+                        o.lease_unknown,
+                        o.released,
+                        o.uplinks.len(),
+                    ));
+                    next = o.uplinks.first().map(|&up| (0, up));
+                }
+                prop_assert_eq!(memory, redis_out, "report of member {} at {}", who, t);
+            }
+            FamilyOp::Status => {
+                for (i, spec) in specs.iter().enumerate() {
+                    let memory = ledgers[i].snapshot(spec, t);
+                    let redis = backend
+                        .status(spec)
+                        .await
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    prop_assert_eq!(memory, redis, "status of {} at {}", spec.name, t);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn family_scripts_decide_exactly_like_the_memory_ledgers() -> anyhow::Result<()> {
+    let redis = RedisServer::start()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(
+        std::env::var("SLUICE_DIFF_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(128),
+    ));
+    let case = AtomicU64::new(0);
+    let limits = || prop::collection::vec(limit(), 1..=2);
+    let strategy = (
+        (limits(), limits(), limits()),
+        prop::collection::vec(family_op(), 1..100),
+    );
+    let result = runner.run(&strategy, |((p, a, b), ops)| {
+        let n = case.fetch_add(1, Ordering::Relaxed);
+        runtime.block_on(run_family_case(&redis, n, [p, a, b], ops))
     });
     if let Err(e) = result {
         anyhow::bail!("{e}");
