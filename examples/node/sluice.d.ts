@@ -31,6 +31,8 @@ export class Permit {
   reported: boolean;
   report(response: Response): Promise<ReportAnswer>;
   report(status: number, headers?: HeadersLike, usage?: [number, number] | null): Promise<ReportAnswer>;
+  /** Reports that the call got no answer: its in-flight slot is released, nothing else. */
+  abandon(): Promise<ReportAnswer>;
 }
 
 export class Client {

@@ -9,6 +9,9 @@
 //
 // `acquire` books a slot (waiting up to `maxWait` seconds), sleeps until it comes, and asks again
 // with the same request id before resolving: a cooldown reported meanwhile moves the slot back.
+// While every in-flight slot of a `concurrent` limit is held (reason IN_FLIGHT) it asks again,
+// backing off from 20 ms to 250 ms, within `maxWait`. `withPermit` reports a call that ends
+// without a report (an exception) as abandoned, freeing its in-flight slot at once.
 // A denial rejects with `Denied` (`retryAfter` seconds, `reason`, `limit`). The API is loaded
 // from proto/ at runtime with @grpc/proto-loader: nothing is generated or committed.
 
@@ -22,6 +25,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const PROTO = path.join(HERE, "..", "..", "proto", "sluice", "v1", "sluice.proto");
 const RETRIES = [50, 250];
 const MAX_RECHECKS = 8;
+const IN_FLIGHT_POLL = [0.02, 0.25];
 const RATE_LIMIT_PREFIXES = ["x-ratelimit-", "anthropic-ratelimit-", "ratelimit", "retry-after", "x-ms-retry-after"];
 
 const definition = protoLoader.loadSync(PROTO, {
@@ -101,6 +105,15 @@ export class Permit {
       headers: rateLimitHeaders(headers),
     };
     if (usage) request.usage = { input_tokens: usage[0], output_tokens: usage[1] };
+    return this.#send(request);
+  }
+
+  /** Reports that the call got no answer: its in-flight slot is released, nothing else. */
+  async abandon() {
+    return this.#send({ service: this.service, lease_id: this.leaseId, status_code: 0, headers: [] });
+  }
+
+  async #send(request) {
     this.reported = true;
     const answer = await call(this.client.stub, "ReportResponse", request);
     return { cooldown: fromDuration(answer.cooldown), cooldownSet: answer.cooldown_set, detail: answer.detail };
@@ -130,8 +143,19 @@ export class Client {
       service, tokens, input_tokens: inputTokens, output_tokens: outputTokens,
       max_wait: toDuration(maxWait), request_id: requestId ?? randomUUID(), client_id: this.clientId,
     };
+    const started = performance.now() / 1000;
     let answer = await this.#send(request);
-    let waited = 0;
+    // Every in-flight slot held: ask again, backing off, until a report frees one.
+    let pause = IN_FLIGHT_POLL[0];
+    for (;;) {
+      const left = maxWait - (performance.now() / 1000 - started);
+      if (answer.granted || answer.reason !== "IN_FLIGHT" || left <= 0) break;
+      await sleep(Math.min(pause, left, fromDuration(answer.retry_after)));
+      pause = Math.min(pause * 2, IN_FLIGHT_POLL[1]);
+      request.max_wait = toDuration(Math.max(0, maxWait - (performance.now() / 1000 - started)));
+      answer = await this.#send(request);
+    }
+    let waited = pause > IN_FLIGHT_POLL[0] ? performance.now() / 1000 - started : 0;
     for (let i = 0; i < MAX_RECHECKS && answer.granted; i++) {
       const wait = fromDuration(answer.wait);
       if (wait <= 0) break;
@@ -143,10 +167,17 @@ export class Client {
     return new Permit(this, service, answer, waited);
   }
 
-  /** Acquires, runs `work(permit)`, and returns its result: the context-manager shape. */
+  /**
+   * Acquires, runs `work(permit)`, and returns its result: the context-manager shape. A call that
+   * ends without a report (an exception) is reported abandoned.
+   */
   async withPermit(service, options, work) {
     const permit = await this.acquire(service, options);
-    return work(permit);
+    try {
+      return await work(permit);
+    } finally {
+      if (!permit.reported) await permit.abandon().catch(() => {});
+    }
   }
 
   /** The service's live state (GetStatus). */

@@ -1,5 +1,5 @@
 // Drives a running Sluice server from Node, as a worker would: run by tests/tests/node.rs against
-// a real server (SLUICE_ADDR), with the config that test writes (services `llm`, `slow`). Exits
+// a real server (SLUICE_ADDR), with the config that test writes (services `llm`, `slow`, `pool`). Exits
 // non-zero on the first failed check.
 
 import assert from "node:assert/strict";
@@ -24,6 +24,21 @@ const started = performance.now();
 const slow = await sluice.acquire("slow", { maxWait: 5 });
 assert.ok(slow.wait > 0 && (performance.now() - started) / 1000 >= slow.wait - 0.01, `${slow.wait}`);
 assert.equal(slow.limit, "requests/1s");
+
+// A call that throws inside withPermit gives its in-flight slot (one in `pool`) back at once.
+await assert.rejects(
+  sluice.withPermit("pool", { maxWait: 0 }, async () => {
+    throw new Error("upstream connection reset");
+  }),
+  /connection reset/,
+);
+const holder = await sluice.acquire("pool", { maxWait: 0 });
+await assert.rejects(sluice.acquire("pool", { maxWait: 0 }), (err) => err.reason === "IN_FLIGHT");
+// While it is held, a worker that may wait asks again until a report frees it.
+setTimeout(() => holder.report(200), 200);
+const next = await sluice.acquire("pool", { maxWait: 30 });
+assert.ok(next.wait > 0, `${next.wait}`);
+assert.match((await next.abandon()).detail, /slot released/);
 
 // One worker's 429 cools the service down for everyone...
 const limited = await sluice.withPermit("llm", { tokens: 10 }, (permit) =>
