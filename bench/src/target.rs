@@ -136,18 +136,36 @@ pub enum Mix {
     Grant,
     /// One request per hour: after the first, every acquire is denied (nothing is written).
     Deny,
+    /// As `grant`, each service also holding an in-flight slot per call (a `concurrent` limit far
+    /// above the load, lease timeout 1 s: the benchmark never reports).
+    InFlight,
+    /// As `grant`, every service a child of `bench-org`: each decision spans two ledgers (on
+    /// Redis, the family script).
+    Family,
 }
 
 /// The services `bench-0` … `bench-{n-1}`, each with a request and a token limit.
 pub fn services_toml(n: usize, mix: Mix) -> String {
     let (requests, tokens, window) = match mix {
-        Mix::Grant => (1_000_000_000u64, 1_000_000_000_000u64, "1s"),
         Mix::Deny => (1, 1_000_000, "1h"),
+        _ => (1_000_000_000u64, 1_000_000_000_000u64, "1s"),
     };
     let mut out = String::new();
+    let mut parent = "";
+    if mix == Mix::Family {
+        out.push_str(&format!(
+            "[[services]]\nname = \"bench-org\"\nlimits = [{{ dimension = \"tokens\", amount = {tokens}, window = \"{window}\" }}]\n\n"
+        ));
+        parent = "parent = \"bench-org\"\n";
+    }
+    let in_flight = if mix == Mix::InFlight {
+        "  { dimension = \"concurrent\", amount = 1000000000, timeout = \"1s\" },\n"
+    } else {
+        ""
+    };
     for i in 0..n {
         out.push_str(&format!(
-            "[[services]]\nname = \"bench-{i}\"\nlimits = [\n  {{ dimension = \"requests\", amount = {requests}, window = \"{window}\" }},\n  {{ dimension = \"tokens\", amount = {tokens}, window = \"{window}\" }},\n]\n\n"
+            "[[services]]\nname = \"bench-{i}\"\n{parent}limits = [\n{in_flight}  {{ dimension = \"requests\", amount = {requests}, window = \"{window}\" }},\n  {{ dimension = \"tokens\", amount = {tokens}, window = \"{window}\" }},\n]\n\n"
         ));
     }
     out

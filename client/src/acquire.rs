@@ -15,7 +15,7 @@ use std::{
 use sluice::v1::{AcquireRequest, Reason};
 use tonic::Code;
 
-use crate::{Client, Error, Permit};
+use crate::{permit::ReleaseOnDrop, Client, Error, Permit};
 
 const RETRIES: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(250)];
 /// Most times a waiting worker asks again whether its slot moved.
@@ -143,6 +143,9 @@ impl<'a> Acquire<'a> {
         } else {
             Duration::ZERO
         };
+        // From the grant on, dropping this future (a timeout, an aborted task) or failing gives
+        // the lease back: the guard reports it abandoned unless a Permit takes it over.
+        let mut guard = self.guard_for(&response, None);
         if self.sleep {
             // The same request id returns the same lease, at its current slot.
             for _ in 0..MAX_RECHECKS {
@@ -153,6 +156,7 @@ impl<'a> Acquire<'a> {
                 tokio::time::sleep(wait).await;
                 waited += wait;
                 response = self.send().await?;
+                guard = self.guard_for(&response, guard);
             }
         }
         if !response.granted {
@@ -171,15 +175,36 @@ impl<'a> Acquire<'a> {
             tokio::time::sleep(wait).await;
         }
         let scope = response.scope();
+        let guard = self
+            .guard_for(&response, guard)
+            .unwrap_or_else(|| ReleaseOnDrop::new(self.client, &self.request.service, ""));
         Ok(Permit::new(
             self.client.clone(),
-            self.request.service,
-            response.lease_id,
+            guard,
             waited + wait,
             slot_time,
             response.limit,
             scope,
         ))
+    }
+
+    /// The guard of the lease `response` grants: `current` if it guards that lease already.
+    fn guard_for(
+        &self,
+        response: &sluice::v1::AcquireResponse,
+        current: Option<std::sync::Arc<ReleaseOnDrop>>,
+    ) -> Option<std::sync::Arc<ReleaseOnDrop>> {
+        if !response.granted {
+            return current;
+        }
+        match current {
+            Some(g) if g.lease_id() == response.lease_id => Some(g),
+            _ => Some(ReleaseOnDrop::new(
+                self.client,
+                &self.request.service,
+                &response.lease_id,
+            )),
+        }
     }
 }
 

@@ -121,9 +121,10 @@ fn is_rate_limit_header(name: &str) -> bool {
 /// The status code of a report for a call that got no answer.
 const ABANDONED: u32 = 0;
 
-/// Sends an "abandoned" report for a lease nobody reported.
+/// Sends an "abandoned" report for a lease nobody reported: made as soon as a grant arrives, so
+/// an acquire cancelled while it sleeps until its slot gives the slot back too.
 #[derive(Debug)]
-struct ReleaseOnDrop {
+pub(crate) struct ReleaseOnDrop {
     client: Client,
     service: String,
     lease_id: String,
@@ -131,6 +132,26 @@ struct ReleaseOnDrop {
 }
 
 impl ReleaseOnDrop {
+    /// A guard for `lease_id` of `service`.
+    pub(crate) fn new(client: &Client, service: &str, lease_id: &str) -> Arc<Self> {
+        Arc::new(Self {
+            client: client.clone(),
+            service: service.to_string(),
+            lease_id: lease_id.to_string(),
+            reported: AtomicBool::new(false),
+        })
+    }
+
+    /// The lease it guards.
+    pub(crate) fn lease_id(&self) -> &str {
+        &self.lease_id
+    }
+
+    /// Sends nothing when dropped.
+    pub(crate) fn disarm(&self) {
+        self.reported.store(true, Ordering::Release);
+    }
+
     fn request(&self, status_code: u32) -> ReportResponseRequest {
         ReportResponseRequest {
             service: self.service.clone(),
@@ -163,23 +184,16 @@ impl Drop for ReleaseOnDrop {
 impl Permit {
     pub(crate) fn new(
         client: Client,
-        service: String,
-        lease_id: String,
+        guard: Arc<ReleaseOnDrop>,
         wait: Duration,
         slot_time: SystemTime,
         limit: String,
         scope: Scope,
     ) -> Self {
-        let guard = Arc::new(ReleaseOnDrop {
-            client: client.clone(),
-            service: service.clone(),
-            lease_id: lease_id.clone(),
-            reported: AtomicBool::new(false),
-        });
         Self {
+            service: guard.service.clone(),
+            lease_id: guard.lease_id.clone(),
             client,
-            service,
-            lease_id,
             guard,
             wait,
             slot_time,
@@ -230,7 +244,7 @@ impl Permit {
     /// Gives up the permit without reporting it, e.g. to hand its lease id to another process that
     /// will report the call; the drop sends nothing.
     pub fn detach(self) -> String {
-        self.guard.reported.store(true, Ordering::Release);
+        self.guard.disarm();
         self.lease_id.clone()
     }
 

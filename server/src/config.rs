@@ -219,12 +219,21 @@ impl RawEnvoy {
                     route.service
                 ));
             };
-            if service.concurrent().is_some() {
-                return Err(format!(
-                    "envoy.descriptors[{i}].service: {:?} has a concurrent limit, and Envoy \
-                     never reports a call's end",
-                    route.service
-                ));
+            // The service or an ancestor: a child's grant holds its parent's in-flight slot too.
+            let mut at = Some(service);
+            for _ in 0..=MAX_ANCESTORS {
+                let Some(s) = at else { break };
+                if s.concurrent().is_some() {
+                    return Err(format!(
+                        "envoy.descriptors[{i}].service: {:?} spends a concurrent limit (of {:?}), \
+                         and Envoy never reports a call's end",
+                        route.service, s.name
+                    ));
+                }
+                at = s
+                    .parent
+                    .as_deref()
+                    .and_then(|p| services.iter().find(|x| x.name == p));
             }
             routes.push(DescriptorRoute {
                 entries: route.entries.into_iter().collect(),
@@ -908,6 +917,16 @@ mod tests {
         let families: Vec<Option<&str>> = c.services.iter().map(|s| s.family.as_deref()).collect();
         assert_eq!(families, [Some("org"), Some("org"), Some("org"), None]);
         assert_eq!(c.services[2].parent.as_deref(), Some("org/a"));
+        // Envoy never reports: a route may not spend an in-flight limit, an ancestor's included.
+        let pool = "[[services]]\nname = \"pool\"\nlimits = [{ dimension = \"concurrent\", amount = 4 }]\n";
+        let envoy =
+            "[envoy]\n[[envoy.descriptors]]\nentries = { model = \"x\" }\nservice = \"pool/x\"\n";
+        let text = [pool, &service("pool/x", "pool"), envoy].concat();
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("spends a concurrent limit (of \"pool\")"),
+            "{err}"
+        );
         for (text, expected) in [
             (
                 service("a", "nobody"),

@@ -138,10 +138,15 @@ impl<B: Backend> RateLimitService for EnvoyService<B> {
                 .as_ref()
                 .map_or(u64::from(r.hits_addend), |h| h.value)
                 .max(1);
-            let in_flight_limited = self
-                .limiter
-                .service(service)
-                .is_ok_and(|s| s.spec.concurrent().is_some());
+            // The service's own in-flight limit or an ancestor's: Envoy would hold either.
+            let in_flight_limited = self.limiter.service(service).is_ok_and(|s| {
+                s.spec.concurrent().is_some()
+                    || self
+                        .limiter
+                        .ancestors(&s.spec)
+                        .iter()
+                        .any(|a| a.concurrent().is_some())
+            });
             if in_flight_limited {
                 return Err(Status::failed_precondition(format!(
                     "service {service:?} has a concurrent limit, and Envoy never reports a call's \

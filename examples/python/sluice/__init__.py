@@ -151,7 +151,10 @@ class Permit:
     def __exit__(self, *exc) -> bool:
         # A block left without a report (an exception, an early return) frees the slot at once.
         if not self.reported:
-            self.abandon()
+            try:
+                self.abandon()
+            except grpc.RpcError:  # never hide the block's own exception; the slot times out
+                pass
         return False
 
 
@@ -298,7 +301,10 @@ class _AsyncAcquire:
 
     async def __aexit__(self, *exc) -> bool:
         if not self._permit.reported:
-            await self._permit.abandon()
+            try:
+                await self._permit.abandon()
+            except grpc.RpcError:  # never hide the block's own exception; the slot times out
+                pass
         return False
 
 

@@ -7,7 +7,7 @@
 use std::{
     collections::{hash_map::RandomState, HashMap},
     hash::{BuildHasher, Hasher},
-    sync::{Arc, Mutex, PoisonError, RwLock},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -131,49 +131,54 @@ impl MemoryBackend {
     }
 
     /// Decides an acquire of `spec`, a member of a family, on its ledger and its ancestors'
-    /// together. Locks go from the root down, so two acquires in one family never deadlock
-    /// (siblings are never locked together).
+    /// together. The slots are locked in one global order (by address), whatever the family's
+    /// shape, so acquires never wait on each other in a cycle, not even while a reload rewrites
+    /// the parents; the chain is checked again under the locks.
     fn acquire_in_family(
         &self,
         spec: &ServiceSpec,
         call: &AcquireCall<'_>,
     ) -> Result<Decision, BackendError> {
+        let reconfigured = || BackendError::Reconfigured(spec.name.clone());
         let slots = self.slots();
-        let mut chain = Vec::new();
-        let mut name = Some(spec.name.as_str());
-        while let Some(n) = name {
-            let slot = slots
-                .get(n)
-                .ok_or_else(|| BackendError::Reconfigured(spec.name.clone()))?;
-            chain.push(slot.clone());
+        let mut chain: Vec<Arc<Mutex<Slot>>> = Vec::new();
+        let mut name = spec.name.clone();
+        loop {
+            let slot = slots.get(&name).ok_or_else(reconfigured)?.clone();
+            // A slot seen twice: a reload is turning parents around. Retried after it.
+            if chain.iter().any(|s| Arc::ptr_eq(s, &slot))
+                || chain.len() > crate::config::MAX_ANCESTORS
+            {
+                return Err(reconfigured());
+            }
             let parent = slot
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .spec
                 .parent
                 .clone();
-            name = None;
-            if let Some(p) = parent {
-                if chain.len() > crate::config::MAX_ANCESTORS {
-                    break;
-                }
-                name = slots.get_key_value(&p).map(|(k, _)| k.as_str());
-                if name.is_none() {
-                    return Err(BackendError::Reconfigured(spec.name.clone()));
-                }
+            chain.push(slot);
+            match parent {
+                Some(p) => name = p,
+                None => break,
             }
         }
-        let mut guards: Vec<_> = chain
-            .iter()
-            .rev()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner))
-            .collect();
-        guards.reverse();
-        if !guards
+        let mut order: Vec<usize> = (0..chain.len()).collect();
+        order.sort_by_key(|&i| Arc::as_ptr(&chain[i]) as usize);
+        let mut locked: Vec<Option<MutexGuard<'_, Slot>>> = chain.iter().map(|_| None).collect();
+        for i in order {
+            locked[i] = Some(chain[i].lock().unwrap_or_else(PoisonError::into_inner));
+        }
+        let mut guards: Vec<MutexGuard<'_, Slot>> = locked.into_iter().flatten().collect();
+        let linked = guards
+            .windows(2)
+            .all(|w| w[0].spec.parent.as_deref() == Some(w[1].spec.name.as_str()));
+        let first_is_spec = guards
             .first()
-            .is_some_and(|g| std::ptr::eq(Arc::as_ptr(&g.spec), spec))
-        {
-            return Err(BackendError::Reconfigured(spec.name.clone()));
+            .is_some_and(|g| std::ptr::eq(Arc::as_ptr(&g.spec), spec));
+        let rooted = guards.last().is_some_and(|g| g.spec.parent.is_none());
+        if !(linked && first_is_spec && rooted) {
+            return Err(reconfigured());
         }
         let mut members: Vec<Member<'_>> = guards
             .iter_mut()

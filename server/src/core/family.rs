@@ -7,9 +7,7 @@
 //! Each ledger's earliest time is of the form `max(t0, c)`, so one pass over the family, each
 //! starting where the previous one ended, finds the joint earliest slot.
 
-use super::{
-    AcquireError, Algorithm, Cost, Decider, Decision, Grant, Ledger, Micros, Scope, ServiceSpec,
-};
+use super::{AcquireError, Cost, Decider, Decision, Grant, Ledger, Micros, Scope, ServiceSpec};
 
 /// One ledger of a family with the spec it is shaped for; the service first, then its parent, …
 #[derive(Debug)]
@@ -18,23 +16,6 @@ pub struct Member<'a> {
     pub spec: &'a ServiceSpec,
     /// The member's state.
     pub ledger: &'a mut Ledger,
-}
-
-/// Whether `decider`, seen from `members[0]`, is an in-flight limit of some member: such a slot is
-/// never booked ahead (a report may free one long before any lease timeout).
-fn is_in_flight(members: &[Member<'_>], decider: Decider) -> bool {
-    let (level, limit) = match decider {
-        Decider::Limit(i) => (0, i),
-        Decider::Ancestor {
-            level,
-            limit: Some(i),
-        } => (usize::from(level), usize::from(i)),
-        _ => return false,
-    };
-    members
-        .get(level)
-        .and_then(|m| m.spec.limits.get(limit))
-        .is_some_and(|l| l.algorithm == Algorithm::Concurrent)
 }
 
 /// Reserves the earliest slot for `cost` in every member of the family if it is at most
@@ -59,7 +40,7 @@ pub fn acquire_in_family(
         return Err(AcquireError::Full);
     };
     if let Some(id) = request_id {
-        if let Some(grant) = first.ledger.replay(id, &cost, now)? {
+        if let Some(grant) = first.ledger.replay(first.spec, id, &cost, now)? {
             return Ok(Decision::Granted(grant));
         }
     }
@@ -68,15 +49,17 @@ pub fn acquire_in_family(
     }
     let mut slot = now;
     let mut decider = Decider::Now;
+    let mut held_back = false;
     for (level, m) in members.iter().enumerate() {
-        let (t, d) = m.ledger.earliest(m.spec, slot, &cost);
+        let (t, d, in_flight) = m.ledger.earliest(m.spec, slot, &cost);
         if t > slot {
             slot = t;
             decider = d.lift(level);
+            held_back = in_flight;
         }
     }
     let wait = slot - now;
-    if wait > max_wait || is_in_flight(members, decider) {
+    if wait > max_wait || held_back {
         return Ok(Decision::Denied {
             retry_after: wait,
             decider,

@@ -373,19 +373,18 @@ impl Ledger {
         self.forget_if_stale(spec, now);
         self.prune(spec, now);
         if let Some(id) = request_id {
-            if let Some(grant) = self.replay(id, &cost, now)? {
+            if let Some(grant) = self.replay(spec, id, &cost, now)? {
                 return Ok(Decision::Granted(grant));
             }
         }
         if self.log.len() >= self.max_leases {
             return Err(AcquireError::Full);
         }
-        let (slot, decider) = self.earliest(spec, now, &cost);
+        let (slot, decider, held_back) = self.earliest(spec, now, &cost);
         let wait = slot.saturating_sub(now);
         // A slot only a lease timeout would free is not booked: a report may free one much
         // sooner, so the caller asks again (its `retry_after` is the timeout, an upper bound).
-        let in_flight_full = matches!(decider, Decider::Limit(i) if spec.limits[i].algorithm == Algorithm::Concurrent);
-        if wait > max_wait || in_flight_full {
+        if wait > max_wait || held_back {
             return Ok(Decision::Denied {
                 retry_after: wait,
                 decider,
@@ -402,8 +401,12 @@ impl Ledger {
         }))
     }
 
+    /// The grant a retried acquire (same `request_id`) gets back, if its lease is still held. A
+    /// lease whose in-flight slot is gone (released, or timed out: a crashed worker's job retried
+    /// with its key) is not handed out again: the retry is a new call and books anew.
     pub(super) fn replay(
         &self,
+        spec: &ServiceSpec,
         id: &str,
         cost: &Cost,
         now: Micros,
@@ -414,6 +417,9 @@ impl Ledger {
         let Some(lease) = self.lease(seq) else {
             return Ok(None);
         };
+        if spec.concurrent().is_some() && lease.hold.is_none_or(|end| end <= now) {
+            return Ok(None);
+        }
         if lease.requested != *cost {
             return Err(AcquireError::RequestIdReused(id.to_string()));
         }
@@ -434,16 +440,18 @@ impl Ledger {
         self.log.get(i)
     }
 
-    /// Earliest slot ≥ now, after the cooldown and the last booked slot, where `cost` fits every
-    /// limit; and what decided it.
+    /// Earliest slot ≥ `t0`, after the cooldown and the last booked slot, where `cost` fits every
+    /// limit; what decided it; and whether that was the in-flight limit (a slot only a lease
+    /// timeout would free, never booked ahead).
     pub(super) fn earliest(
         &self,
         spec: &ServiceSpec,
         t0: Micros,
         cost: &Cost,
-    ) -> (Micros, Decider) {
+    ) -> (Micros, Decider, bool) {
         let mut t = t0;
         let mut decider = Decider::Now;
+        let mut held_back = false;
         for (d, c) in self.cooldowns.iter().enumerate() {
             if let Some(c) = c {
                 if c.until > t && cost.0[d] > 0 {
@@ -475,9 +483,10 @@ impl Ledger {
             if ti > t {
                 t = ti;
                 decider = Decider::Limit(i);
+                held_back = limit.algorithm == Algorithm::Concurrent;
             }
         }
-        (t, decider)
+        (t, decider, held_back)
     }
 
     /// Earliest `t ≥ t0` at which fewer than `amount` in-flight slots are held. Every held slot
@@ -702,10 +711,22 @@ impl Ledger {
         else {
             return false;
         };
-        match self.log.get_mut(i).and_then(|l| l.hold.take()) {
-            Some(end) => self.holds.remove(&(end, seq)),
-            None => false,
+        let Some(lease) = self.log.get_mut(i) else {
+            return false;
+        };
+        let released = lease
+            .hold
+            .take()
+            .is_some_and(|end| self.holds.remove(&(end, seq)));
+        // The call is over: a later acquire with its request id is a new call.
+        if released {
+            if let Some(id) = &lease.request_id {
+                if self.by_request.get(id) == Some(&seq) {
+                    self.by_request.remove(id);
+                }
+            }
         }
+        released
     }
 
     /// Applies an operator's action at `now`.
@@ -881,7 +902,10 @@ impl Ledger {
             }
             self.base = front.cum;
             if let Some(id) = &front.request_id {
-                self.by_request.remove(id);
+                // Unless a later lease took the request id over.
+                if self.by_request.get(id) == Some(&self.front_seq) {
+                    self.by_request.remove(id);
+                }
             }
             self.log.pop_front();
             self.front_seq += 1;

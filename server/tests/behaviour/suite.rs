@@ -270,6 +270,29 @@ macro_rules! behaviour_suite {
         }
 
         #[tokio::test]
+        async fn a_request_id_is_replayed_only_while_its_slot_is_held() {
+            let l = limiter::<B>().await;
+            let mut job = req("inflight", 0, Duration::ZERO);
+            job.request_id = "job-1".into();
+            let (first, _) = granted(&l, &job).await;
+            // A retry while the slot is held is the same call.
+            assert_eq!(granted(&l, &job).await.0, first);
+            // Reported (the call failed, say): the job retried with its key is a new call that
+            // holds a slot of its own.
+            assert!(released(&l, "inflight", &first, 0).await);
+            let (second, _) = granted(&l, &job).await;
+            assert_ne!(second, first);
+            let status = l.status("inflight").await.expect("status");
+            assert_eq!(status.snapshot.limits[0].used, 1);
+            // Its worker crashes: past the timeout, the retried job is a new call again.
+            l.backend().advance(31 * S).await;
+            let (third, _) = granted(&l, &job).await;
+            assert_ne!(third, second);
+            granted(&l, &req("inflight", 0, Duration::ZERO)).await;
+            denied(&l, &req("inflight", 0, Duration::ZERO)).await;
+        }
+
+        #[tokio::test]
         async fn double_and_late_reports_free_nothing_more() {
             let l = limiter::<B>().await;
             let (a, _) = granted(&l, &req("inflight", 0, Duration::ZERO)).await;

@@ -19,11 +19,6 @@ drop_unused_totals(st, sliding)
 apply_adopted(st, limits)
 
 local held, created, wrote = nil, false, false
--- The decider of the in-flight limit, if the service has one.
-local conc_decider = nil
-for i, l in ipairs(limits) do
-  if l.conc then conc_decider = s(i - 1) end
-end
 -- Bookings of the batch are written once per key at the end (see defer_writes); until the first
 -- booking nothing is pending.
 defer_writes()
@@ -35,7 +30,7 @@ local function acquire_one(cost, max_wait, rid)
     local rec = m and (pending.lease_of[m] or redis.call('HGET', KEYS[3], m))
     if rec then
       local lease = parse_lease(rec)
-      if lease.slot + retention > now then
+      if lease.slot + retention > now and replayable(sliding, m, now) then
         for d = 1, 4 do
           if lease.requested[d] ~= cost[d] then return { 'R' } end
         end
@@ -44,7 +39,8 @@ local function acquire_one(cost, max_wait, rid)
     end
   end
 
-  local t, decider = now, 'n'
+  -- held_back: the in-flight limit decided the slot (only a lease timeout would free one).
+  local t, decider, held_back = now, 'n', false
   for d = 0, 3 do
     local cu = num(st, 'cu' .. d)
     if cu > t and cost[d + 1] > 0 then t, decider = cu, 'c' end
@@ -61,11 +57,11 @@ local function acquire_one(cost, max_wait, rid)
       ti = window_earliest(st, l, c, t)
     end
     if ti == nil then return redis.error_reply('sluice: inconsistent window state') end
-    if ti > t then t, decider = ti, s(i - 1) end
+    if ti > t then t, decider, held_back = ti, s(i - 1), l.conc == true end
   end
   local wait = t - now
   -- A slot only a lease timeout would free is not booked (a report may free one sooner).
-  if wait > max_wait or decider == conc_decider then return { 'D', s(wait), decider } end
+  if wait > max_wait or held_back then return { 'D', s(wait), decider } end
 
   -- Book: from here on, writes. Housekeeping once per batch.
   if held == nil then

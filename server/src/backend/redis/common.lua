@@ -272,6 +272,14 @@ local function bucket_earliest(st, l, c, t0)
   return math.max(t0, t)
 end
 
+-- Whether lease member m still holds its in-flight slot at now (services with an in-flight
+-- limit): a retried acquire gets a lease back only then; otherwise the retry is a new call.
+local function replayable(sliding, m, now)
+  if not sliding.holds then return true end
+  local e = redis.call('ZSCORE', K[9], m)
+  return e ~= false and e ~= nil and tonumber(e) > now
+end
+
 -- Earliest slot at or after t0 at which fewer than l.amount in-flight slots are held (no
 -- writes). Every held slot began at or before t0, so a slot at t overlaps those ending after t.
 local function hold_earliest(l, now, t0)
@@ -322,6 +330,8 @@ local function book(st, limits, sliding, now, t, cost, decider, rid, holds, up)
   for _, l in ipairs(limits) do
     if l.conc and holds then
       redis.call('ZADD', K[9], s(t + l.window), m)
+      -- The hold set may have just been (re)created after emptying: give it the other keys' TTL.
+      if st.ex then redis.call('PEXPIREAT', K[9], s(math.ceil(tonumber(st.ex) / 1000))) end
     elseif l.bucket then
       local k, f = num(st, l.kf), num(st, l.ff)
       if k < t then k, f = t, 0 end

@@ -3,19 +3,25 @@
 -- every member; it is booked in all of them or in none. The service's lease records the leases
 -- booked in its ancestors (its uplinks), so a report reaches them.
 -- KEYS: 9 per member, the service's first, then its parent's, … (one hash tag: the family's).
--- ARGV 5 most leases held, 6 n, 7 m members, then for member j = 2..m: its limits and retention
--- (8 + 2 (j − 2), 9 + 2 (j − 2)), then for request r: cost "c0 c1 c2 c3", max_wait µs, request_id.
+-- ARGV 5 most leases held, 6 n, 7 m members, then for member j = 2..m: its limits, retention and
+-- nonce for a new state (8 + 3 (j − 2) …), then for request r: cost "c0 c1 c2 c3", max_wait µs,
+-- request_id. Each member's state has a nonce of its own, so an uplink never names a lease of
+-- another member (after a reload that changed the family).
 -- Returns one reply per request, as acquire.lua does.
 
 local m = tonumber(ARGV[7])
 local members = {}
 for j = 1, m do
-  local lt, rt = ARGV[2], ARGV[3]
-  if j > 1 then lt, rt = ARGV[8 + 2 * (j - 2)], ARGV[9 + 2 * (j - 2)] end
+  local lt, rt, nonce = ARGV[2], ARGV[3], ARGV[4]
+  if j > 1 then
+    local a = 8 + 3 * (j - 2)
+    lt, rt, nonce = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  end
   local limits, sliding = parse_limits(lt)
   local keys = {}
   for i = 1, 9 do keys[i] = KEYS[9 * (j - 1) + i] end
-  members[j] = { limits = limits, sliding = sliding, retention = tonumber(rt), keys = keys }
+  members[j] = { limits = limits, sliding = sliding, retention = tonumber(rt), keys = keys,
+    nonce = nonce }
 end
 local function use(j) K = members[j].keys end
 
@@ -34,7 +40,7 @@ for j = 1, m do
 end
 local max_leases = tonumber(ARGV[5])
 local n = tonumber(ARGV[6])
-local first_request = 8 + 2 * (m - 1)
+local first_request = 8 + 3 * (m - 1)
 
 -- A decider seen from `levels` below ('n', 'c', a limit index, or 'p<level>_<c|index>').
 local function lift(d, levels)
@@ -55,19 +61,6 @@ local function lower(d, levels)
   return 'n'
 end
 
--- Whether the decider is some member's in-flight limit (never booked ahead).
-local function in_flight(d)
-  local level, index = 0, tonumber(d)
-  if not index then
-    local a, x = string.match(d, '^p(%d+)_(%d+)$')
-    if not a then return false end
-    level, index = tonumber(a), tonumber(x)
-  end
-  local mb = members[level + 1]
-  local l = mb and mb.limits[index + 1]
-  return l ~= nil and l.conc == true
-end
-
 local function acquire_one(cost, max_wait, rid)
   local first = members[1]
   use(1)
@@ -76,7 +69,7 @@ local function acquire_one(cost, max_wait, rid)
     local rec = mm and redis.call('HGET', K[3], mm)
     if rec then
       local lease = parse_lease(rec)
-      if lease.slot + first.retention > now then
+      if lease.slot + first.retention > now and replayable(first.sliding, mm, now) then
         for d = 1, 4 do
           if lease.requested[d] ~= cost[d] then return { 'R' } end
         end
@@ -85,12 +78,13 @@ local function acquire_one(cost, max_wait, rid)
     end
   end
 
-  local t, decider = now, 'n'
+  -- held_back: an in-flight limit decided the slot (only a lease timeout would free one).
+  local t, decider, held_back = now, 'n', false
   for j = 1, m do
     use(j)
     local mb = members[j]
     local st = mb.st
-    local tj, dj = t, 'n'
+    local tj, dj, hj = t, 'n', false
     for d = 0, 3 do
       local cu = num(st, 'cu' .. d)
       if cu > tj and cost[d + 1] > 0 then tj, dj = cu, 'c' end
@@ -107,12 +101,12 @@ local function acquire_one(cost, max_wait, rid)
         ti = window_earliest(st, l, c, tj)
       end
       if ti == nil then return redis.error_reply('sluice: inconsistent window state') end
-      if ti > tj then tj, dj = ti, s(i - 1) end
+      if ti > tj then tj, dj, hj = ti, s(i - 1), l.conc == true end
     end
-    if tj > t then t, decider = tj, lift(dj, j - 1) end
+    if tj > t then t, decider, held_back = tj, lift(dj, j - 1), hj end
   end
   local wait = t - now
-  if wait > max_wait or in_flight(decider) then return { 'D', s(wait), decider } end
+  if wait > max_wait or held_back then return { 'D', s(wait), decider } end
 
   -- Book: housekeeping once per member and batch, then every member or none.
   for j = 1, m do
@@ -131,7 +125,7 @@ local function acquire_one(cost, max_wait, rid)
     local mb = members[j]
     local st = mb.st
     if not st.n then
-      st.n = ARGV[4]
+      st.n = mb.nonce
       redis.call('HSET', K[1], 'n', st.n)
     end
     local up, r = nil, ''

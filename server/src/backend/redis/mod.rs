@@ -389,9 +389,9 @@ impl RedisBackend {
         acquires: Vec<batch::QueuedAcquire>,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Vec<Vec<String>>, BackendError> {
-        let ancestors = self.ancestors(service);
+        let ancestors = self.ancestors(service)?;
         let mut args: Vec<String> =
-            Vec::with_capacity(3 + 2 * ancestors.len() + 3 * acquires.len());
+            Vec::with_capacity(3 + 3 * ancestors.len() + 3 * acquires.len());
         args.push(MAX_LEASES.to_string());
         args.push(acquires.len().to_string());
         if service.spec.family.is_some() {
@@ -399,6 +399,7 @@ impl RedisBackend {
             for a in &ancestors {
                 args.push(a.limits.clone());
                 args.push(a.retention.clone());
+                args.push(self.fresh_nonce());
             }
         }
         for a in &acquires {
@@ -424,22 +425,34 @@ impl RedisBackend {
             .await
     }
 
-    /// The ancestors of `service` as configured now, parent first.
-    fn ancestors(&self, service: &ServiceArgs) -> Vec<Arc<ServiceArgs>> {
+    /// The ancestors of `service` as configured now, parent first. A service whose arguments a
+    /// reload has replaced, or a chain whose members do not share its family (its hash tag), is
+    /// [`BackendError::Reconfigured`]: the call is retried on the new configuration.
+    fn ancestors(&self, service: &ServiceArgs) -> Result<Vec<Arc<ServiceArgs>>, BackendError> {
+        if service.spec.family.is_none() {
+            return Ok(Vec::new());
+        }
+        let reconfigured = || BackendError::Reconfigured(service.spec.name.clone());
         let services = self.services();
+        let current = services
+            .get(&service.spec.name)
+            .is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), service));
+        if !current {
+            return Err(reconfigured());
+        }
         let mut chain: Vec<Arc<ServiceArgs>> = Vec::new();
         let mut parent = service.spec.parent.as_deref();
         while let Some(name) = parent {
-            let Some(args) = services.get(name) else {
-                break;
-            };
-            if chain.len() >= crate::config::MAX_ANCESTORS {
-                break;
+            let args = services.get(name).ok_or_else(reconfigured)?;
+            if chain.len() >= crate::config::MAX_ANCESTORS
+                || args.spec.family != service.spec.family
+            {
+                return Err(reconfigured());
             }
             chain.push(args.clone());
             parent = args.spec.parent.as_deref();
         }
-        chain
+        Ok(chain)
     }
 
     /// Decides `calls` of `spec` in order as one batch (what concurrent acquires share), without

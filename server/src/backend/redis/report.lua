@@ -101,6 +101,10 @@ end
 -- The reported call is over: its in-flight slot (if it still holds one) is free.
 local released = 0
 if lease then released = redis.call('ZREM', KEYS[9], m) end
+-- The call is over: a later acquire with its request id is a new call.
+if released == 1 and lease.rid ~= '' and redis.call('HGET', KEYS[4], lease.rid) == m then
+  redis.call('HDEL', KEYS[4], lease.rid)
+end
 
 local usage_applied = 0
 if lease and #usage == 3 then
