@@ -70,7 +70,7 @@ pub fn acquire_in_family(
     for (level, m) in members.iter_mut().enumerate().skip(1) {
         uplinks.push(
             m.ledger
-                .book(m.spec, slot, cost, decider.lower(level), None, true),
+                .book(m.spec, slot, cost, decider.lower(level), None, true, 0),
         );
     }
     let Some(first) = members.first_mut() else {
@@ -78,7 +78,7 @@ pub fn acquire_in_family(
     };
     let lease_id = first
         .ledger
-        .book(first.spec, slot, cost, decider, request_id, true);
+        .book(first.spec, slot, cost, decider, request_id, true, 0);
     first.ledger.link_last(uplinks);
     Ok(Decision::Granted(Grant {
         lease_id,

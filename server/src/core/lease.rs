@@ -63,6 +63,13 @@ pub(crate) struct Lease {
     pub hold: Option<Micros>,
     /// The leases booked with this one in its ancestors (parent first), for a service in a family.
     pub uplinks: Option<Box<[LeaseId]>>,
+    /// Its id's sequence number: position and tag (see the ledger).
+    pub seq: u64,
+    /// Priority class, 0 the highest.
+    pub rank: u8,
+    /// How many more times a higher class may still be booked ahead of it (its class's minimum
+    /// share: once none are left, it keeps its place).
+    pub overtakes_left: u16,
 }
 
 #[cfg(test)]

@@ -9,9 +9,9 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use super::{
-    bucket::BucketShape, lease::Lease, Algorithm, Cost, Dimension, LeaseId, LimitSpec, Micros,
-    RemainingReading, ReportCall, Scope, ServiceSpec, SlidingWindow, TokenBucket, MAX_AMOUNT,
-    MICROS_PER_SEC,
+    bucket::BucketShape, lease::Lease, Algorithm, Class, Cost, Dimension, LeaseId, LimitSpec,
+    Micros, RemainingReading, ReportCall, Scope, ServiceSpec, SlidingWindow, TokenBucket,
+    MAX_AMOUNT, MICROS_PER_SEC,
 };
 
 /// What decided a slot's time.
@@ -195,6 +195,12 @@ pub struct ServiceSnapshot {
     pub scope: Scope,
 }
 
+/// A lease id's `seq` is its position in the log (the low 40 bits) and a tag (the high bits),
+/// which changes when a lease is re-booked behind a higher priority: an id handed out before then
+/// names no lease any more, instead of whatever lease took its position.
+const TAG_SHIFT: u32 = 40;
+const POSITION_MASK: u64 = (1 << TAG_SHIFT) - 1;
+
 /// Most leases one service holds. Each lease is kept until its longest window has passed; this
 /// bound keeps a flood of grants (say, zero-token calls on a service with only a daily token
 /// limit) from growing memory without end. Beyond it, acquires are shed.
@@ -249,6 +255,8 @@ pub struct Ledger {
     by_request: HashMap<Box<str>, u64>,
     /// In-flight slots held: (end, lease seq), for a `concurrent` limit.
     holds: BTreeSet<(Micros, u64)>,
+    /// The last tag given to a re-booked lease's id.
+    tags: u32,
     last_report: Option<Observation>,
     high_water: Micros,
     max_leases: usize,
@@ -286,6 +294,7 @@ impl Ledger {
             last_slot: 0,
             by_request: HashMap::new(),
             holds: BTreeSet::new(),
+            tags: 0,
             last_report: None,
             high_water: 0,
             max_leases: MAX_LEASES,
@@ -369,6 +378,20 @@ impl Ledger {
         max_wait: Micros,
         request_id: Option<&str>,
     ) -> Result<Decision, AcquireError> {
+        self.acquire_in_class(spec, now, cost, max_wait, request_id, Class::TOP)
+    }
+
+    /// [`Ledger::acquire`] for a priority `class`: booked ahead of the queued leases of lower
+    /// classes that may still be overtaken (see [`Class`]), which are re-booked behind it.
+    pub fn acquire_in_class(
+        &mut self,
+        spec: &ServiceSpec,
+        now: Micros,
+        cost: Cost,
+        max_wait: Micros,
+        request_id: Option<&str>,
+        class: Class,
+    ) -> Result<Decision, AcquireError> {
         let now = self.observe(now);
         self.forget_if_stale(spec, now);
         self.prune(spec, now);
@@ -380,18 +403,45 @@ impl Ledger {
         if self.log.len() >= self.max_leases {
             return Err(AcquireError::Full);
         }
+        let ahead = self.overtakable(spec, now, class.rank);
+        // The queued leases it goes ahead of step out while its slot is found.
+        let behind: Vec<Lease> = self.log.split_off(self.log.len() - ahead).into();
+        let buckets = self.step_out(spec, &behind);
         let (slot, decider, held_back) = self.earliest(spec, now, &cost);
         let wait = slot.saturating_sub(now);
         // A slot only a lease timeout would free is not booked: a report may free one much
         // sooner, so the caller asks again (its `retry_after` is the timeout, an upper bound).
         if wait > max_wait || held_back {
+            // Nothing changes: the leases stepped back in as they were.
+            if let Some(buckets) = buckets {
+                self.buckets = buckets;
+            }
+            for lease in &behind {
+                if let Some(end) = lease.hold {
+                    self.holds.insert((end, lease.seq));
+                }
+            }
+            self.log.extend(behind);
             return Ok(Decision::Denied {
                 retry_after: wait,
                 decider,
                 scope: Scope::Shared,
             });
         }
-        let lease_id = self.book(spec, slot, cost, decider, request_id, true);
+        let tag = if behind.is_empty() {
+            0
+        } else {
+            self.fresh_tag()
+        };
+        let lease_id = self.book(spec, slot, cost, decider, request_id, true, tag);
+        self.mark_last(class.rank, class.max_overtakes);
+        for lease in behind {
+            let (t, d, _) = self.earliest(spec, lease.slot.max(now), &lease.cost);
+            let tag = self.fresh_tag();
+            let id = lease.request_id.as_deref();
+            self.book(spec, t, lease.cost, d, id, lease.hold.is_some(), tag);
+            self.mark_last(lease.rank, lease.overtakes_left.saturating_sub(1));
+        }
         Ok(Decision::Granted(Grant {
             lease_id,
             slot,
@@ -399,6 +449,70 @@ impl Ledger {
             decider,
             scope: Scope::Shared,
         }))
+    }
+
+    /// How many queued leases at the end of the log a call of `rank` goes ahead of: leases of
+    /// lower classes, not started, with overtakes left, never reconciled (their cost is what
+    /// their bucket holds), holding their in-flight slot if the service counts them. Not in a
+    /// family (its leases are booked in several ledgers).
+    fn overtakable(&self, spec: &ServiceSpec, now: Micros, rank: u8) -> usize {
+        if spec.family.is_some() {
+            return 0;
+        }
+        let counts_holds = spec.concurrent().is_some();
+        self.log
+            .iter()
+            .rev()
+            .take(MAX_DEFERRED)
+            .take_while(|l| {
+                l.slot > now
+                    && l.rank > rank
+                    && l.overtakes_left > 0
+                    && l.cost == l.requested
+                    && l.hold.is_some() == counts_holds
+            })
+            .count()
+    }
+
+    /// Takes the leases `behind` (just split off the log) out of the buckets and the held slots.
+    /// Returns the buckets as they were. A bucket's TAT without them is taken as `TAT − window ×
+    /// their cost`: exact when they were booked on a full bucket, else above the true one (the
+    /// bucket then looks fuller than it is, never emptier).
+    fn step_out(&mut self, spec: &ServiceSpec, behind: &[Lease]) -> Option<Vec<TokenBucket>> {
+        if behind.is_empty() {
+            return None;
+        }
+        for lease in behind {
+            if let Some(end) = lease.hold {
+                self.holds.remove(&(end, lease.seq));
+            }
+        }
+        let before = self.buckets.clone();
+        for (i, bucket) in self.buckets.iter_mut().enumerate() {
+            if let Some(shape) = shape(spec, i) {
+                let d = spec.limits[i].dimension;
+                let cost: u128 = behind.iter().map(|l| u128::from(l.cost.get(d))).sum();
+                bucket.tat_scaled = bucket
+                    .tat_scaled
+                    .saturating_sub(cost * u128::from(shape.window));
+            }
+        }
+        Some(before)
+    }
+
+    /// Sets the class of the lease booked last.
+    fn mark_last(&mut self, rank: u8, overtakes_left: u16) {
+        if let Some(lease) = self.log.back_mut() {
+            lease.rank = rank;
+            lease.overtakes_left = overtakes_left;
+        }
+    }
+
+    /// A tag no recent lease id carries (see [`TAG_SHIFT`]).
+    fn fresh_tag(&mut self) -> u32 {
+        self.tags = (self.tags + 1) % (1 << (64 - TAG_SHIFT));
+        self.tags = self.tags.max(1);
+        self.tags
     }
 
     /// The grant a retried acquire (same `request_id`) gets back, if its lease is still held. A
@@ -435,9 +549,15 @@ impl Ledger {
         }))
     }
 
+    /// Where lease `seq` is in the log: its position is the low bits of `seq`, and the lease
+    /// there must carry that very id (a lease re-booked behind a higher priority got a new one).
+    fn index_of(&self, seq: u64) -> Option<usize> {
+        let i = usize::try_from((seq & POSITION_MASK).checked_sub(self.front_seq)?).ok()?;
+        self.log.get(i).filter(|l| l.seq == seq).map(|_| i)
+    }
+
     fn lease(&self, seq: u64) -> Option<&Lease> {
-        let i = usize::try_from(seq.checked_sub(self.front_seq)?).ok()?;
-        self.log.get(i)
+        self.log.get(self.index_of(seq)?)
     }
 
     /// Earliest slot ≥ `t0`, after the cooldown and the last booked slot, where `cost` fits every
@@ -512,6 +632,7 @@ impl Ledger {
         decider: Decider,
         request_id: Option<&str>,
         holds_slot: bool,
+        tag: u32,
     ) -> LeaseId {
         for (i, bucket) in self.buckets.iter_mut().enumerate() {
             if let Some(shape) = shape(spec, i) {
@@ -523,7 +644,7 @@ impl Ledger {
         for (c, add) in cum.iter_mut().zip(cost.0) {
             *c += u128::from(add);
         }
-        let seq = self.front_seq + self.log.len() as u64;
+        let seq = (self.front_seq + self.log.len() as u64) | (u64::from(tag) << TAG_SHIFT);
         let hold = match spec.concurrent() {
             Some((_, limit)) if holds_slot => {
                 let end = slot.saturating_add(limit.window);
@@ -546,6 +667,9 @@ impl Ledger {
             request_id,
             hold,
             uplinks: None,
+            seq,
+            rank: 0,
+            overtakes_left: 0,
         });
         LeaseId {
             nonce: self.nonce,
@@ -680,10 +804,10 @@ impl Ledger {
             return;
         }
         let delta = until - first_slot;
-        for (i, lease) in self.log.range_mut(first..).enumerate() {
+        for lease in self.log.range_mut(first..) {
             lease.slot += delta;
+            let seq = lease.seq;
             if let Some(end) = &mut lease.hold {
-                let seq = self.front_seq + (first + i) as u64;
                 if self.holds.remove(&(*end, seq)) {
                     *end += delta;
                     self.holds.insert((*end, seq));
@@ -705,10 +829,7 @@ impl Ledger {
 
     /// Ends the in-flight slot of lease `seq`, if it still holds one.
     fn release(&mut self, seq: u64) -> bool {
-        let Some(i) = seq
-            .checked_sub(self.front_seq)
-            .and_then(|i| usize::try_from(i).ok())
-        else {
+        let Some(i) = self.index_of(seq) else {
             return false;
         };
         let Some(lease) = self.log.get_mut(i) else {
@@ -740,6 +861,13 @@ impl Ledger {
             }
             AdminOp::Reset => self.forget(spec),
         }
+    }
+
+    /// The slot of the lease booked for `request_id`, wherever it is now (a cooldown or a higher
+    /// class may have moved it, and re-booking gives it a new id).
+    pub fn slot_of_request(&self, request_id: &str) -> Option<Micros> {
+        let seq = *self.by_request.get(request_id)?;
+        self.lease(seq).map(|l| l.slot)
     }
 
     /// The slot of a held lease: where it was booked, or later if a cooldown deferred it.
@@ -817,7 +945,15 @@ impl Ledger {
         let mut cost = Cost::default();
         cost.0[limit.dimension.index()] = charge;
         let slot = self.log.back().map_or(now, |l| l.slot.max(now));
-        self.book(spec, slot, cost, Decider::Limit(reading.limit), None, false);
+        self.book(
+            spec,
+            slot,
+            cost,
+            Decider::Limit(reading.limit),
+            None,
+            false,
+            0,
+        );
         charge
     }
 
@@ -833,10 +969,7 @@ impl Ledger {
 
     /// Replaces the cost of lease `seq` by its real usage; the requests dimension never changes.
     fn reconcile(&mut self, spec: &ServiceSpec, now: Micros, seq: u64, usage: UsageUpdate) {
-        let Some(i) = seq
-            .checked_sub(self.front_seq)
-            .and_then(|i| usize::try_from(i).ok())
-        else {
+        let Some(i) = self.index_of(seq) else {
             return;
         };
         for dim in [
@@ -903,7 +1036,7 @@ impl Ledger {
             self.base = front.cum;
             if let Some(id) = &front.request_id {
                 // Unless a later lease took the request id over.
-                if self.by_request.get(id) == Some(&self.front_seq) {
+                if self.by_request.get(id) == Some(&front.seq) {
                     self.by_request.remove(id);
                 }
             }

@@ -8,6 +8,7 @@ mod bucket;
 mod family;
 mod lease;
 mod ledger;
+mod priority;
 mod report;
 mod spec;
 mod window;
@@ -20,6 +21,7 @@ pub use ledger::{
     LimitSnapshot, Observation, ReportOutcome, ServiceSnapshot, UsageUpdate, MAX_DEFERRED,
     MAX_LEASES,
 };
+pub use priority::Class;
 pub use report::{AdoptOrder, CooldownOrder, OverloadOrder, RemainingReading, ReportCall};
 mod scope;
 pub use scope::Scope;

@@ -604,6 +604,63 @@ enum Op {
     Cooldown(Micros),
 }
 
+fn ranked(
+    l: &mut Ledger,
+    spec: &ServiceSpec,
+    at: Micros,
+    rid: &str,
+    class: Class,
+    max_wait: Micros,
+) -> Decision {
+    l.acquire_in_class(spec, at, Cost::of_call(1, 0, 0), max_wait, Some(rid), class)
+        .unwrap()
+}
+
+#[test]
+fn a_higher_class_is_booked_ahead_of_queued_lower_ones_within_their_share() {
+    let spec = spec(vec![requests(1, S)]);
+    let mut l = Ledger::new(&spec, 1);
+    let batch = Class::with_min_share(2, 0.5); // each batch lease may be overtaken once
+    let interactive = Class::TOP;
+    for (i, rid) in ["a", "b", "c"].iter().enumerate() {
+        assert_eq!(
+            grant(ranked(&mut l, &spec, T0, rid, batch, 10 * S)).wait,
+            i as u64 * S
+        );
+    }
+    let b_before = grant(ranked(&mut l, &spec, T0, "b", batch, 10 * S)).lease_id;
+    // An interactive call goes ahead of the queued batch calls b and c (a has started).
+    let i1 = grant(ranked(&mut l, &spec, T0, "i1", interactive, 10 * S));
+    assert_eq!(i1.wait, S);
+    assert_eq!(l.slot_of_request("b"), Some(T0 + 2 * S));
+    assert_eq!(l.slot_of_request("c"), Some(T0 + 3 * S));
+    // b's old lease id names nothing now (a retry with its request id learns the new one).
+    assert_eq!(l.slot_of(b_before), None);
+    let b_after = grant(ranked(&mut l, &spec, T0, "b", batch, 10 * S));
+    assert_eq!((b_after.slot, b_after.wait), (T0 + 2 * S, 2 * S));
+    // Their share is spent: the next interactive call queues behind them.
+    assert_eq!(
+        grant(ranked(&mut l, &spec, T0, "i2", interactive, 10 * S)).wait,
+        4 * S
+    );
+    // A batch call never overtakes a batch call; an interactive one never an interactive one.
+    assert_eq!(
+        grant(ranked(&mut l, &spec, T0, "d", batch, 10 * S)).wait,
+        5 * S
+    );
+    assert_eq!(
+        grant(ranked(&mut l, &spec, T0, "i3", interactive, 10 * S)).wait,
+        5 * S
+    );
+    assert_eq!(l.slot_of_request("d"), Some(T0 + 6 * S));
+    // A call that would wait too long even ahead of them changes nothing.
+    assert!(matches!(
+        ranked(&mut l, &spec, T0, "i4", interactive, S),
+        Decision::Denied { .. }
+    ));
+    assert_eq!(l.slot_of_request("d"), Some(T0 + 6 * S));
+}
+
 #[derive(Clone, Debug)]
 enum InFlight {
     Acquire(Micros),
@@ -876,6 +933,63 @@ proptest! {
         for (i, g) in grants.iter().enumerate() {
             check_invariants(&specs[i], g)?;
         }
+    }
+
+    #[test]
+    fn classes_keep_every_limit_their_order_and_their_share(
+        limits in prop::collection::vec(limit_strategy(), 1..=2),
+        ops in prop::collection::vec(prop_oneof![
+            3 => (0u8..3, 1u64..=60, prop_oneof![Just(0), 0..30 * S])
+                .prop_map(|(rank, tokens, max_wait)| Some((rank, tokens, max_wait))),
+            1 => Just(None),
+        ], 1..150),
+        steps in prop::collection::vec(0..2 * S, 150),
+    ) {
+        let spec = spec(limits);
+        let classes = [Class::TOP, Class::with_min_share(1, 0.5), Class::with_min_share(2, 0.25)];
+        let mut ledger = Ledger::new(&spec, 1);
+        let mut now = T0;
+        // (request id, rank, cost, slot, times moved later)
+        let mut grants: Vec<(String, u8, Cost, Micros, u16)> = Vec::new();
+        for (n, (op, step)) in ops.into_iter().zip(steps).enumerate() {
+            let Some((rank, tokens, max_wait)) = op else {
+                now += step;
+                continue;
+            };
+            let cost = Cost::of_call(tokens, 0, 0);
+            if spec.check_fits(&cost).is_err() {
+                continue;
+            }
+            let rid = format!("r{n}");
+            let class = classes[usize::from(rank)];
+            let decision = ledger.acquire_in_class(&spec, now, cost, max_wait, Some(&rid), class).unwrap();
+            // Every earlier grant is where it was, or later (never before now).
+            for g in &mut grants {
+                let slot = ledger.slot_of_request(&g.0).unwrap_or(g.3);
+                prop_assert!(slot >= g.3, "{} moved earlier", g.0);
+                if slot > g.3 {
+                    prop_assert!(g.1 > rank, "{} (rank {}) moved by rank {}", g.0, g.1, rank);
+                    g.4 += 1;
+                    g.3 = slot;
+                }
+            }
+            if let Decision::Granted(g) = decision {
+                prop_assert!(g.wait <= max_wait);
+                grants.push((rid, rank, cost, g.slot, 0));
+            }
+        }
+        for g in &grants {
+            let max = classes[usize::from(g.1)].max_overtakes;
+            prop_assert!(g.4 <= max, "{} overtaken {} times (at most {})", g.0, g.4, max);
+        }
+        // Within a class, arrival order holds.
+        for rank in 0..3u8 {
+            let slots: Vec<Micros> = grants.iter().filter(|g| g.1 == rank).map(|g| g.3).collect();
+            prop_assert!(slots.windows(2).all(|w| w[0] <= w[1]), "class {} out of order", rank);
+        }
+        let mut by_slot: Vec<(Micros, Cost)> = grants.iter().map(|g| (g.3, g.2)).collect();
+        by_slot.sort_by_key(|g| g.0);
+        check_invariants(&spec, &by_slot)?;
     }
 
     #[test]
