@@ -61,6 +61,7 @@ pub async fn evalsha(
                     cost,
                     max_wait: 0,
                     request_id: None,
+                    class: sluice_server::core::Class::TOP,
                 },
             )
             .await?;

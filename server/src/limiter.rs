@@ -416,6 +416,7 @@ impl<B: Backend> Limiter<B> {
             cost,
             max_wait: req.max_wait,
             request_id: (!req.request_id.is_empty()).then_some(req.request_id.as_str()),
+            class: crate::core::Class::TOP,
         };
         let started = metrics::start();
         let decision = self.backend.acquire(spec, call).await;

@@ -18,13 +18,23 @@ use sluice_server::{
     backend::{AcquireCall, Backend, BackendError, RedisBackend},
     config::{OnFailure, RedisConfig, RedisUrl},
     core::{
-        acquire_in_family, AcquireError, AdminOp, AdoptOrder, Algorithm, CooldownCause,
+        acquire_in_family, AcquireError, AdminOp, AdoptOrder, Algorithm, Class, CooldownCause,
         CooldownOrder, Cost, Decision, Dimension, LeaseId, Ledger, LimitSpec, Member, Micros,
         OverloadOrder, RemainingReading, ReportCall, ServiceSpec,
     },
 };
 
 const S: Micros = 1_000_000;
+
+/// The priority classes acquires draw from: rank 0 is never overtaken; a rank-1 lease may be
+/// overtaken once, a rank-2 lease three times.
+fn class(rank: u8) -> Class {
+    match rank {
+        0 => Class::TOP,
+        1 => Class::with_min_share(1, 0.5),
+        _ => Class::with_min_share(2, 0.25),
+    }
+}
 const T0: Micros = 1_800_000_000 * S;
 
 #[derive(Clone, Debug)]
@@ -33,11 +43,13 @@ enum Op {
         tokens: u64,
         max_wait: Micros,
         request_id: Option<u8>,
+        /// Priority class (0 the highest; see `CLASSES`).
+        rank: u8,
     },
     Advance(Micros),
     /// Acquires sent as one batch (as concurrent acquires of a replica are): decided like the
     /// same acquires one after the other.
-    Burst(Vec<(u64, Micros, Option<u8>)>),
+    Burst(Vec<(u64, Micros, Option<u8>, u8)>),
     Report {
         back: usize,
         percent: u64,
@@ -54,11 +66,11 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        5 => (1u64..=60, prop_oneof![Just(0), 0..30 * S], prop::option::weighted(0.2, 0u8..4))
-            .prop_map(|(tokens, max_wait, request_id)| Op::Acquire { tokens, max_wait, request_id }),
+        5 => (1u64..=60, prop_oneof![Just(0), 0..30 * S], prop::option::weighted(0.2, 0u8..4), 0u8..3)
+            .prop_map(|(tokens, max_wait, request_id, rank)| Op::Acquire { tokens, max_wait, request_id, rank }),
         3 => (0..4 * S).prop_map(Op::Advance),
         1 => prop::collection::vec(
-            (1u64..=60, prop_oneof![Just(0), 0..30 * S], prop::option::weighted(0.2, 0u8..4)),
+            (1u64..=60, prop_oneof![Just(0), 0..30 * S], prop::option::weighted(0.2, 0u8..4), 0u8..3),
             2..6,
         )
         .prop_map(Op::Burst),
@@ -210,13 +222,15 @@ async fn run_case(
                 tokens,
                 max_wait,
                 request_id,
+                rank,
             } => {
                 let cost = Cost::of_call(tokens, 0, tokens / 2);
                 if spec.check_fits(&cost).is_err() {
                     continue;
                 }
                 let rid = request_id.map(|r| format!("rid-{r}"));
-                let memory = ledger.acquire(&spec, t, cost, max_wait, rid.as_deref());
+                let memory =
+                    ledger.acquire_in_class(&spec, t, cost, max_wait, rid.as_deref(), class(rank));
                 let redis = backend
                     .acquire(
                         &spec,
@@ -224,6 +238,7 @@ async fn run_case(
                             cost,
                             max_wait,
                             request_id: rid.as_deref(),
+                            class: class(rank),
                         },
                     )
                     .await;
@@ -235,15 +250,16 @@ async fn run_case(
             Op::Burst(burst) => {
                 let rids: Vec<Option<String>> = burst
                     .iter()
-                    .map(|(_, _, r)| r.map(|r| format!("rid-{r}")))
+                    .map(|(_, _, r, _)| r.map(|r| format!("rid-{r}")))
                     .collect();
                 let calls: Vec<AcquireCall> = burst
                     .iter()
                     .zip(&rids)
-                    .map(|((tokens, max_wait, _), rid)| AcquireCall {
+                    .map(|((tokens, max_wait, _, rank), rid)| AcquireCall {
                         cost: Cost::of_call(*tokens, 0, tokens / 2),
                         max_wait: *max_wait,
                         request_id: rid.as_deref(),
+                        class: class(*rank),
                     })
                     .filter(|c| spec.check_fits(&c.cost).is_ok())
                     .collect();
@@ -253,7 +269,14 @@ async fn run_case(
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(redis.len(), calls.len());
                 for (call, r) in calls.iter().zip(redis) {
-                    let m = ledger.acquire(&spec, t, call.cost, call.max_wait, call.request_id);
+                    let m = ledger.acquire_in_class(
+                        &spec,
+                        t,
+                        call.cost,
+                        call.max_wait,
+                        call.request_id,
+                        call.class,
+                    );
                     if let Some(leases) = same_answer(m, r, t)? {
                         grants.push((leases.0, leases.1, call.cost.0[1]));
                     }
@@ -521,6 +544,7 @@ async fn run_family_case(
                             cost,
                             max_wait,
                             request_id: rid.as_deref(),
+                            class: Class::TOP,
                         },
                     )
                     .await;

@@ -213,7 +213,14 @@ impl Backend for MemoryBackend {
             return self.acquire_in_family(spec, &call);
         }
         let decision = self.with_ledger(spec, |ledger, now| {
-            ledger.acquire(spec, now, call.cost, call.max_wait, call.request_id)
+            ledger.acquire_in_class(
+                spec,
+                now,
+                call.cost,
+                call.max_wait,
+                call.request_id,
+                call.class,
+            )
         })??;
         Ok(decision)
     }

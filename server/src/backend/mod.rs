@@ -12,7 +12,8 @@ pub use memory::{Clock, MemoryBackend};
 
 pub use crate::core::ReportCall;
 use crate::core::{
-    AcquireError, AdminOp, Cost, Decision, Micros, ReportOutcome, ServiceSnapshot, ServiceSpec,
+    AcquireError, AdminOp, Class, Cost, Decision, Micros, ReportOutcome, ServiceSnapshot,
+    ServiceSpec,
 };
 
 /// A request for a slot, validated.
@@ -24,6 +25,8 @@ pub struct AcquireCall<'a> {
     pub max_wait: Micros,
     /// Idempotency key.
     pub request_id: Option<&'a str>,
+    /// Priority class.
+    pub class: Class,
 }
 
 /// A backend could not answer.

@@ -7,7 +7,10 @@
 //! Each ledger's earliest time is of the form `max(t0, c)`, so one pass over the family, each
 //! starting where the previous one ended, finds the joint earliest slot.
 
-use super::{AcquireError, Cost, Decider, Decision, Grant, Ledger, Micros, Scope, ServiceSpec};
+use super::{
+    ledger::NewLease, AcquireError, Cost, Decider, Decision, Grant, Ledger, Micros, Scope,
+    ServiceSpec,
+};
 
 /// One ledger of a family with the spec it is shaped for; the service first, then its parent, …
 #[derive(Debug)]
@@ -68,17 +71,24 @@ pub fn acquire_in_family(
     }
     let mut uplinks = Vec::with_capacity(members.len().saturating_sub(1));
     for (level, m) in members.iter_mut().enumerate().skip(1) {
-        uplinks.push(
-            m.ledger
-                .book(m.spec, slot, cost, decider.lower(level), None, true, 0),
-        );
+        uplinks.push(m.ledger.book(
+            m.spec,
+            slot,
+            cost,
+            decider.lower(level),
+            NewLease::call(None, 0),
+        ));
     }
     let Some(first) = members.first_mut() else {
         return Err(AcquireError::Full);
     };
-    let lease_id = first
-        .ledger
-        .book(first.spec, slot, cost, decider, request_id, true, 0);
+    let lease_id = first.ledger.book(
+        first.spec,
+        slot,
+        cost,
+        decider,
+        NewLease::call(request_id, 0),
+    );
     first.ledger.link_last(uplinks);
     Ok(Decision::Granted(Grant {
         lease_id,

@@ -201,6 +201,28 @@ pub struct ServiceSnapshot {
 const TAG_SHIFT: u32 = 40;
 const POSITION_MASK: u64 = (1 << TAG_SHIFT) - 1;
 
+/// How a lease is booked besides its slot and cost.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct NewLease<'a> {
+    /// Idempotency key.
+    pub request_id: Option<&'a str>,
+    /// It takes an in-flight slot (a call; not usage charged from outside).
+    pub holds_slot: bool,
+    /// The tag of its id (0 for a first booking).
+    pub tag: u32,
+}
+
+impl<'a> NewLease<'a> {
+    /// A call with an idempotency key, holding an in-flight slot.
+    pub fn call(request_id: Option<&'a str>, tag: u32) -> Self {
+        Self {
+            request_id,
+            holds_slot: true,
+            tag,
+        }
+    }
+}
+
 /// Most leases one service holds. Each lease is kept until its longest window has passed; this
 /// bound keeps a flood of grants (say, zero-token calls on a service with only a daily token
 /// limit) from growing memory without end. Beyond it, acquires are shed.
@@ -252,6 +274,8 @@ pub struct Ledger {
     overload_streak: u32,
     /// The latest slot ever booked (kept when its lease is pruned).
     last_slot: Micros,
+    /// The latest cooldown end ever set (kept when the cooldown expires).
+    cooldown_horizon: Micros,
     by_request: HashMap<Box<str>, u64>,
     /// In-flight slots held: (end, lease seq), for a `concurrent` limit.
     holds: BTreeSet<(Micros, u64)>,
@@ -292,6 +316,7 @@ impl Ledger {
             cooldowns: Default::default(),
             overload_streak: 0,
             last_slot: 0,
+            cooldown_horizon: 0,
             by_request: HashMap::new(),
             holds: BTreeSet::new(),
             tags: 0,
@@ -433,13 +458,18 @@ impl Ledger {
         } else {
             self.fresh_tag()
         };
-        let lease_id = self.book(spec, slot, cost, decider, request_id, true, tag);
+        let lease_id = self.book(spec, slot, cost, decider, NewLease::call(request_id, tag));
         self.mark_last(class.rank, class.max_overtakes);
         for lease in behind {
             let (t, d, _) = self.earliest(spec, lease.slot.max(now), &lease.cost);
             let tag = self.fresh_tag();
             let id = lease.request_id.as_deref();
-            self.book(spec, t, lease.cost, d, id, lease.hold.is_some(), tag);
+            let again = NewLease {
+                request_id: id,
+                holds_slot: lease.hold.is_some(),
+                tag,
+            };
+            self.book(spec, t, lease.cost, d, again);
             self.mark_last(lease.rank, lease.overtakes_left.saturating_sub(1));
         }
         Ok(Decision::Granted(Grant {
@@ -630,10 +660,13 @@ impl Ledger {
         slot: Micros,
         cost: Cost,
         decider: Decider,
-        request_id: Option<&str>,
-        holds_slot: bool,
-        tag: u32,
+        lease: NewLease<'_>,
     ) -> LeaseId {
+        let NewLease {
+            request_id,
+            holds_slot,
+            tag,
+        } = lease;
         for (i, bucket) in self.buckets.iter_mut().enumerate() {
             if let Some(shape) = shape(spec, i) {
                 bucket.book(shape, cost.get(spec.limits[i].dimension), slot);
@@ -880,13 +913,14 @@ impl Ledger {
 
     /// True once the service has been quiet long enough to be forgotten (see `forget_if_stale`).
     fn is_stale(&self, spec: &ServiceSpec, now: Micros) -> bool {
+        // The latest cooldown end ever set, not only the active ones: whether an expired
+        // cooldown was pruned yet must not change when a service is forgotten.
         let horizon = self
-            .cooldowns
-            .iter()
-            .flatten()
-            .map(|c| c.until)
-            .chain(self.last_report.as_ref().map(|r| r.at))
-            .fold(self.last_slot, Micros::max);
+            .last_report
+            .as_ref()
+            .map(|r| r.at)
+            .into_iter()
+            .fold(self.last_slot.max(self.cooldown_horizon), Micros::max);
         // Most calls come within a second of the horizon: skip computing the retention.
         if horizon == 0 || now < horizon.saturating_add(MICROS_PER_SEC) {
             return false;
@@ -900,6 +934,7 @@ impl Ledger {
     fn lengthen(&mut self, d: usize, cooldown: Cooldown) -> bool {
         let current = &mut self.cooldowns[d];
         if current.as_ref().is_none_or(|c| cooldown.until > c.until) {
+            self.cooldown_horizon = self.cooldown_horizon.max(cooldown.until);
             *current = Some(cooldown);
             true
         } else {
@@ -945,15 +980,12 @@ impl Ledger {
         let mut cost = Cost::default();
         cost.0[limit.dimension.index()] = charge;
         let slot = self.log.back().map_or(now, |l| l.slot.max(now));
-        self.book(
-            spec,
-            slot,
-            cost,
-            Decider::Limit(reading.limit),
-            None,
-            false,
-            0,
-        );
+        let outside = NewLease {
+            request_id: None,
+            holds_slot: false,
+            tag: 0,
+        };
+        self.book(spec, slot, cost, Decider::Limit(reading.limit), outside);
         charge
     }
 

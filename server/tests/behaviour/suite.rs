@@ -781,6 +781,7 @@ macro_rules! behaviour_suite {
                 cost: sluice_server::core::Cost::of_call(0, 0, 0),
                 max_wait: 0,
                 request_id: None,
+                class: sluice_server::core::Class::TOP,
             };
             let stale = l.backend().acquire(&old, call).await;
             assert!(matches!(stale, Err(sluice_server::backend::BackendError::Reconfigured(_))), "{stale:?}");

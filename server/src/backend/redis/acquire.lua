@@ -2,8 +2,9 @@
 -- cost fits every limit, after the cooldown and the last booked slot, if it is at most its
 -- max_wait away. Every request of the batch is decided at the same `now`, exactly as if they had
 -- come one after the other. A denial writes nothing.
--- ARGV 5 most leases held, 6 n, then for request r (from 7 + 3 (r − 1)): cost "c0 c1 c2 c3",
--- max_wait µs, request_id ('' for none).
+-- ARGV 5 most leases held, 6 n, then for request r (from 7 + 4 (r − 1)): cost "c0 c1 c2 c3",
+-- max_wait µs, request_id ('' for none), priority class "rank max_overtakes" (core/priority.rs:
+-- a call is booked ahead of the queued leases of lower classes, which are booked again behind it).
 -- Returns one reply per request: {'G', seq, slot, wait, decider, nonce} | {'D', retry_after,
 -- decider} | {'R'} (request id reused with another cost) | {'F'} (too many leases).
 
@@ -23,24 +24,10 @@ local held, created, wrote = nil, false, false
 -- booking nothing is pending.
 defer_writes()
 
-local function acquire_one(cost, max_wait, rid)
-  -- A retried acquire returns its lease while the lease is held.
-  if rid ~= '' then
-    local m = pending.rid_of[rid] or redis.call('HGET', KEYS[4], rid)
-    local rec = m and (pending.lease_of[m] or redis.call('HGET', KEYS[3], m))
-    if rec then
-      local lease = parse_lease(rec)
-      if lease.slot + retention > now and replayable(sliding, m, now) then
-        for d = 1, 4 do
-          if lease.requested[d] ~= cost[d] then return { 'R' } end
-        end
-        return { 'G', s(tonumber(m)), s(lease.slot), s(math.max(0, lease.slot - now)), lease.decider, st.n }
-      end
-    end
-  end
-
-  -- held_back: the in-flight limit decided the slot (only a lease timeout would free one).
-  local t, decider, held_back = now, 'n', false
+-- Earliest slot at or after t0 at which cost fits every limit, after the cooldowns and the last
+-- booked slot; what decided it; and whether the in-flight limit held it back.
+local function earliest(cost, t0)
+  local t, decider, held_back = t0, 'n', false
   for d = 0, 3 do
     local cu = num(st, 'cu' .. d)
     if cu > t and cost[d + 1] > 0 then t, decider = cu, 'c' end
@@ -56,12 +43,103 @@ local function acquire_one(cost, max_wait, rid)
     else
       ti = window_earliest(st, l, c, t)
     end
-    if ti == nil then return redis.error_reply('sluice: inconsistent window state') end
+    if ti == nil then return nil end
     if ti > t then t, decider, held_back = ti, s(i - 1), l.conc == true end
   end
+  return t, decider, held_back
+end
+
+-- The queued leases at the end of the log a call of `rank` goes ahead of (core/priority.rs):
+-- lower classes, not started, with overtakes left, never reconciled, holding their in-flight slot
+-- if the service counts them; at most MAX_DEFERRED. In log order, as {m, rec, hold}.
+local function overtakable(rank)
+  if num(st, 'ls') <= now then return {} end
+  flush_writes(st)
+  local queued = redis.call('ZREVRANGEBYSCORE', KEYS[2], '+inf', '(' .. s(now), 'LIMIT', 0, MAX_DEFERRED)
+  local behind = {}
+  for _, q in ipairs(queued) do
+    local rec = parse_lease(redis.call('HGET', KEYS[3], q))
+    local hold = redis.call('ZSCORE', KEYS[9], q)
+    local same = rec.rank > rank and rec.left > 0 and (hold ~= false) == (sliding.holds == true)
+    for d = 1, 4 do same = same and rec.cost[d] == rec.requested[d] end
+    if not same then break end
+    table.insert(behind, 1, { m = q, rec = rec, hold = hold })
+  end
+  return behind
+end
+
+-- Takes `behind` out of the state the decision reads (st's totals, last slot and buckets, and
+-- the held slots); returns what to put back if nothing is booked.
+local function step_out(behind)
+  local saved = { fields = {}, holds = {} }
+  local function set(f, v)
+    if saved.fields[f] == nil then saved.fields[f] = st[f] or false end
+    st[f] = v
+  end
+  local k = #behind
+  local last = redis.call('ZREVRANGE', KEYS[2], k, k, 'WITHSCORES')
+  if #last > 0 then
+    set('ls', last[2])
+    set('ld', parse_lease(redis.call('HGET', KEYS[3], last[1])).decider)
+  else
+    set('ls', '0')
+  end
+  for d = 0, 3 do
+    if sliding[d] then
+      local total = num(st, 'b' .. d)
+      if #last > 0 then total = tonumber(redis.call('ZSCORE', KEYS[5 + d], last[1])) end
+      set('t' .. d, s(total))
+    end
+  end
+  for _, l in ipairs(limits) do
+    if l.bucket then
+      local sum = 0
+      for _, b in ipairs(behind) do sum = sum + b.rec.cost[l.dim + 1] end
+      local kk, ff = pair_add_units(num(st, l.kf), num(st, l.ff), -sum * l.wg, l.a)
+      if kk < 0 then kk, ff = 0, 0 end
+      set(l.kf, s(kk)); set(l.ff, s(ff))
+    end
+  end
+  for _, b in ipairs(behind) do
+    if b.hold then
+      redis.call('ZREM', KEYS[9], b.m)
+      saved.holds[#saved.holds + 1] = b.hold; saved.holds[#saved.holds + 1] = b.m
+    end
+  end
+  return saved
+end
+
+local function step_back(saved)
+  for f, v in pairs(saved.fields) do st[f] = v or nil end
+  if #saved.holds > 0 then redis.call('ZADD', KEYS[9], unpack(saved.holds)) end
+end
+
+local function acquire_one(cost, max_wait, rid, rank, max_overtakes)
+  -- A retried acquire returns its lease while the lease is held.
+  if rid ~= '' then
+    local m = pending.rid_of[rid] or redis.call('HGET', KEYS[4], rid)
+    local rec = m and (pending.lease_of[m] or redis.call('HGET', KEYS[3], m))
+    if rec then
+      local lease = parse_lease(rec)
+      if lease.slot + retention > now and replayable(sliding, m, now) then
+        for d = 1, 4 do
+          if lease.requested[d] ~= cost[d] then return { 'R' } end
+        end
+        return { 'G', s(tonumber(m)), s(lease.slot), s(math.max(0, lease.slot - now)), lease.decider, st.n }
+      end
+    end
+  end
+
+  local behind = overtakable(rank)
+  local saved = #behind > 0 and step_out(behind)
+  local t, decider, held_back = earliest(cost, now)
+  if t == nil then return redis.error_reply('sluice: inconsistent window state') end
   local wait = t - now
   -- A slot only a lease timeout would free is not booked (a report may free one sooner).
-  if wait > max_wait or held_back then return { 'D', s(wait), decider } end
+  if wait > max_wait or held_back then
+    if saved then step_back(saved) end
+    return { 'D', s(wait), decider }
+  end
 
   -- Book: from here on, writes. Housekeeping once per batch.
   if held == nil then
@@ -69,24 +147,46 @@ local function acquire_one(cost, max_wait, rid)
     held = redis.call('ZCARD', KEYS[2])
     created = held == 0
   end
-  if held >= max_leases then return { 'F' } end
+  if held >= max_leases then
+    if saved then step_back(saved) end
+    return { 'F' }
+  end
   if not st.n then
     st.n = ARGV[4]
     redis.call('HSET', KEYS[1], 'n', st.n)
   end
-  local seq = book(st, limits, sliding, now, t, cost, decider, rid, true)
+  if saved then
+    -- The leases it goes ahead of leave the log; they are booked again behind it, with new ids.
+    local members = {}
+    for _, b in ipairs(behind) do members[#members + 1] = b.m end
+    redis.call('ZREM', KEYS[2], unpack(members))
+    redis.call('HDEL', KEYS[3], unpack(members))
+    for d = 0, 3 do
+      if sliding[d] or st['t' .. d] then redis.call('ZREM', KEYS[5 + d], unpack(members)) end
+    end
+  end
+  local seq = book(st, limits, sliding, now, t, cost, decider, rid, true, nil, rank, max_overtakes)
   if type(seq) == 'table' then return seq end
   held = held + 1
   wrote = true
+  for _, b in ipairs(behind) do
+    local tb, db = earliest(b.rec.cost, math.max(now, b.rec.slot))
+    if tb == nil then return redis.error_reply('sluice: inconsistent window state') end
+    local again = book(st, limits, sliding, now, tb, b.rec.cost, db, b.rec.rid, b.hold ~= false, nil,
+      b.rec.rank, b.rec.left - 1)
+    if type(again) == 'table' then return again end
+  end
   return { 'G', s(seq), s(t), s(wait), decider, st.n }
 end
 
 local replies = {}
 for r = 1, n do
-  local base = 7 + 3 * (r - 1)
+  local base = 7 + 4 * (r - 1)
   local cost = {}
   for v in string.gmatch(ARGV[base], '%S+') do cost[#cost + 1] = tonumber(v) end
-  local reply = acquire_one(cost, tonumber(ARGV[base + 1]), ARGV[base + 2])
+  local rank, max_overtakes = string.match(ARGV[base + 3], '^(%d+) (%d+)$')
+  local reply = acquire_one(cost, tonumber(ARGV[base + 1]), ARGV[base + 2], tonumber(rank),
+    tonumber(max_overtakes))
   if reply.err then return reply end
   replies[r] = reply
 end

@@ -34,6 +34,8 @@ pub struct QueuedAcquire {
     pub max_wait: Micros,
     /// Request id ('' for none).
     pub request_id: String,
+    /// Priority class.
+    pub class: crate::core::Class,
 }
 
 /// The script's reply for one acquire.

@@ -6,7 +6,7 @@
 -- on one member's at a time through K):
 --   1 state     hash: n nonce, q next seq, hw high-water time, ls/ld last slot and its decider,
 --               cu<d>/cs<d>/cc<d> cooldown of dimension d (0: the whole service) until/status/
---               source, ov overloads in a row, b<d>/t<d> base and running total of dimension d,
+--               source, ch the latest cooldown end ever set, ov overloads in a row, b<d>/t<d> base and running total of dimension d,
 --               k<id>/f<id> a bucket's TAT (µs and fraction), am<d>_<window> provider budget
 --               adopted for the sliding limit of dimension d and that window, rs/ra/rh last
 --               report, ex the time every key's TTL runs to, rx '1' when the request-id hash has
@@ -100,15 +100,22 @@ local function parse_lease(rec)
   if bar then head, rid = string.sub(rec, 1, bar - 1), string.sub(rec, bar + 1) end
   local f = {}
   for v in string.gmatch(head, '%S+') do f[#f + 1] = v end
-  return { slot = tonumber(f[1]), cost = { tonumber(f[2]), tonumber(f[3]), tonumber(f[4]), tonumber(f[5]) },
+  local lease = { slot = tonumber(f[1]), cost = { tonumber(f[2]), tonumber(f[3]), tonumber(f[4]), tonumber(f[5]) },
     requested = { tonumber(f[6]), tonumber(f[7]), tonumber(f[8]), tonumber(f[9]) }, decider = f[10],
-    up = f[11] or '', rid = rid }
+    up = '', rank = 0, left = 0, rid = rid }
+  -- Optional fields: uplinks, and the priority class "k<rank>.<overtakes left>".
+  for i = 11, #f do
+    local rank, left = string.match(f[i], '^k(%d+)%.(%d+)$')
+    if rank then lease.rank, lease.left = tonumber(rank), tonumber(left) else lease.up = f[i] end
+  end
+  return lease
 end
 
 local function format_lease(l)
   return s(l.slot) .. ' ' .. s(l.cost[1]) .. ' ' .. s(l.cost[2]) .. ' ' .. s(l.cost[3]) .. ' ' .. s(l.cost[4])
     .. ' ' .. s(l.requested[1]) .. ' ' .. s(l.requested[2]) .. ' ' .. s(l.requested[3]) .. ' '
-    .. s(l.requested[4]) .. ' ' .. l.decider .. ((l.up or '') ~= '' and (' ' .. l.up) or '') .. '|' .. l.rid
+    .. s(l.requested[4]) .. ' ' .. l.decider .. ((l.up or '') ~= '' and (' ' .. l.up) or '')
+    .. (((l.rank or 0) > 0) and (' k' .. s(l.rank) .. '.' .. s(l.left)) or '') .. '|' .. l.rid
 end
 
 -- Drops leases whose longest span has passed and expired cooldowns. Leases go in batches of
@@ -190,10 +197,11 @@ local function drop_unused_totals(st, sliding)
   end
 end
 
--- The latest of the last booked slot, the cooldowns' ends and the last report.
+-- The latest of the last booked slot, the cooldowns' ends (ch: the latest ever set, kept when
+-- an expired cooldown is pruned) and the last report.
 local function horizon_of(st)
-  return math.max(num(st, 'ls'), num(st, 'ra'), num(st, 'cu0'), num(st, 'cu1'), num(st, 'cu2'),
-    num(st, 'cu3'))
+  return math.max(num(st, 'ls'), num(st, 'ra'), num(st, 'ch'), num(st, 'cu0'), num(st, 'cu1'),
+    num(st, 'cu2'), num(st, 'cu3'))
 end
 
 -- A service quiet for its retention plus a second after its horizon is forgotten, as the memory
@@ -323,7 +331,7 @@ end
 -- (or collects the writes, see defer_writes) and updates st. A lease that `holds` a call takes an
 -- in-flight slot (written at once, so the next acquire of a batch sees it). Returns the lease's
 -- sequence number.
-local function book(st, limits, sliding, now, t, cost, decider, rid, holds, up)
+local function book(st, limits, sliding, now, t, cost, decider, rid, holds, up, rank, left)
   local seq = num(st, 'q')
   local m = member(seq)
   local changed = { 'q', 'hw', 'ls', 'ld' }
@@ -356,7 +364,7 @@ local function book(st, limits, sliding, now, t, cost, decider, rid, holds, up)
   end
   st.q, st.hw, st.ls, st.ld = s(seq + 1), s(now), s(t), decider
   local record = format_lease({ slot = t, cost = cost, requested = cost, decider = decider, rid = rid,
-    up = up })
+    up = up, rank = rank or 0, left = left or 0 })
   if pending then
     for _, f in ipairs(changed) do pending.state[f] = true end
     local log, leases = pending.log, pending.leases

@@ -368,6 +368,7 @@ impl RedisBackend {
                 &format!("{c0} {c1} {c2} {c3}"),
                 &max_wait.to_string(),
                 "",
+                "0 0",
             ],
         ))
     }
@@ -407,6 +408,9 @@ impl RedisBackend {
             args.push(format!("{c0} {c1} {c2} {c3}"));
             args.push(a.max_wait.to_string());
             args.push(a.request_id.clone());
+            if service.spec.family.is_none() {
+                args.push(format!("{} {}", a.class.rank, a.class.max_overtakes));
+            }
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let timeout = deadline.map_or(self.timeout, |d| {
@@ -469,6 +473,7 @@ impl RedisBackend {
                 cost: c.cost,
                 max_wait: c.max_wait,
                 request_id: c.request_id.unwrap_or_default().to_string(),
+                class: c.class,
             })
             .collect();
         let replies = self.run_acquires(&service, acquires).await?;
@@ -872,6 +877,7 @@ impl Backend for RedisBackend {
             cost: call.cost,
             max_wait: call.max_wait,
             request_id: call.request_id.unwrap_or_default().to_string(),
+            class: call.class,
         };
         // The whole call, queueing included, answers within the timeout. A batch this call
         // carries ends by its deadline, so the acquires it carries for others get its answer (an

@@ -39,7 +39,9 @@ local cooldown_set = 0
 local function lengthen(d, until_, status, source)
   if until_ > num(st, 'cu' .. d) then
     st['cu' .. d] = s(until_)
-    redis.call('HSET', KEYS[1], 'cu' .. d, st['cu' .. d], 'cs' .. d, status, 'cc' .. d, source)
+    st.ch = s(math.max(num(st, 'ch'), until_))
+    redis.call('HSET', KEYS[1], 'cu' .. d, st['cu' .. d], 'cs' .. d, status, 'cc' .. d, source,
+      'ch', st.ch)
     cooldown_set = 1
   end
 end
