@@ -92,6 +92,14 @@ impl<'a> Acquire<'a> {
         self
     }
 
+    /// Priority class (`interactive`, `default`, `batch`, or as the server configures them):
+    /// a higher class is booked ahead of the queued calls of lower ones. Default: the server's
+    /// default class.
+    pub fn priority(mut self, class: impl Into<String>) -> Self {
+        self.request.priority = class.into();
+        self
+    }
+
     /// Returns the permit at once instead of sleeping until its slot; the caller must wait
     /// [`Permit::wait`] itself.
     pub fn without_sleep(mut self) -> Self {

@@ -13,6 +13,8 @@ export interface AcquireOptions {
   /** Seconds; default 60. */
   maxWait?: number;
   requestId?: string;
+  /** Priority class: `interactive`, `default`, `batch`, or as the server configures them. */
+  priority?: string;
 }
 
 export interface ReportAnswer {

@@ -138,10 +138,11 @@ export class Client {
   }
 
   /** Books a slot and sleeps until it comes; rejects with Denied if none within maxWait. */
-  async acquire(service, { tokens = 0, inputTokens = 0, outputTokens = 0, maxWait = 60, requestId } = {}) {
+  async acquire(service, { tokens = 0, inputTokens = 0, outputTokens = 0, maxWait = 60, requestId, priority = "" } = {}) {
     const request = {
       service, tokens, input_tokens: inputTokens, output_tokens: outputTokens,
       max_wait: toDuration(maxWait), request_id: requestId ?? randomUUID(), client_id: this.clientId,
+      priority,
     };
     const started = performance.now() / 1000;
     let answer = await this.#send(request);

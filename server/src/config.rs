@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::{
     auth::{validate_token, AuthConfig, Secret},
-    core::{Algorithm, Dimension, LimitSpec, Micros, ServiceSpec, MAX_AMOUNT},
+    core::{Algorithm, Dimension, LimitSpec, Micros, Priorities, ServiceSpec, MAX_AMOUNT},
     duration::parse_duration,
     envoy::{DescriptorRoute, EnvoyConfig, DEFAULT_SERVICE_KEY},
     provider::{is_header_name, profile::BUILTIN, HeaderRule, Meaning, Profile, TimeFormat},
@@ -162,6 +162,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Serve Envoy's rate limit API, mapping descriptors to services; off when `None`.
     pub envoy: Option<EnvoyConfig>,
+    /// Priority classes, highest first.
+    pub priorities: Priorities,
     /// Most API calls being decided at once; beyond it calls are refused at once with
     /// `RESOURCE_EXHAUSTED` instead of queueing.
     pub max_in_flight: usize,
@@ -186,6 +188,55 @@ struct RawConfig {
     tls: Option<RawTls>,
     max_in_flight: Option<usize>,
     envoy: Option<RawEnvoy>,
+    priorities: Option<Vec<RawPriority>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPriority {
+    name: String,
+    min_share: Option<f64>,
+}
+
+/// Most priority classes.
+const MAX_CLASSES: usize = 16;
+
+/// Checks `[[priorities]]`: 1 to 16 classes, highest first, with distinct names of
+/// `[a-z0-9_-]`, a `min_share` in (0, 1] for every class but the highest (default 0.1).
+fn validate_priorities(raw: Option<Vec<RawPriority>>) -> Result<Priorities, String> {
+    let Some(raw) = raw else {
+        return Ok(Priorities::builtin());
+    };
+    if raw.is_empty() || raw.len() > MAX_CLASSES {
+        return Err(format!("priorities: 1 to {MAX_CLASSES} classes"));
+    }
+    let mut classes = Vec::with_capacity(raw.len());
+    for (i, p) in raw.into_iter().enumerate() {
+        let good = !p.name.is_empty()
+            && p.name.len() <= 64
+            && p.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !good {
+            return Err(format!("priorities[{i}].name: 1 to 64 of [a-z0-9_-]"));
+        }
+        if classes.iter().any(|(n, _)| n == &p.name) {
+            return Err(format!("priorities[{i}].name: {:?} twice", p.name));
+        }
+        let share = match (i, p.min_share) {
+            (0, Some(_)) => {
+                return Err(format!(
+                    "priorities[0].min_share: the highest class is never overtaken"
+                ))
+            }
+            (0, None) => 1.0,
+            (_, None) => 0.1,
+            (_, Some(s)) if s > 0.0 && s <= 1.0 => s,
+            (_, Some(_)) => return Err(format!("priorities[{i}].min_share: not in (0, 1]")),
+        };
+        classes.push((p.name, share));
+    }
+    Ok(Priorities::new(&classes))
 }
 
 #[derive(Deserialize)]
@@ -604,8 +655,10 @@ impl RawConfig {
         }
         resolve_families(&mut services)?;
         let envoy = self.envoy.map(|e| e.validate(&services)).transpose()?;
+        let priorities = validate_priorities(self.priorities)?;
         Ok(Config {
             envoy,
+            priorities,
             listen,
             shutdown_grace,
             metrics_listen,

@@ -232,6 +232,7 @@ impl<B: Backend> RateLimiter for RateLimiterService<B> {
             input_tokens: r.input_tokens,
             output_tokens: r.output_tokens,
             request_id: r.request_id,
+            priority: r.priority,
         };
         let (spec, decision) = self.limiter.acquire(&req).await?;
         let response = match decision {

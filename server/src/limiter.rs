@@ -15,8 +15,9 @@ use crate::{
     backend::{AcquireCall, Backend},
     config::validate_service_name,
     core::{
-        AdminOp, Algorithm, CooldownCause, CooldownOrder, Cost, Decider, Decision, Dimension,
-        LeaseId, Micros, ReportCall, Scope, ServiceSnapshot, ServiceSpec, UsageUpdate, MAX_AMOUNT,
+        AdminOp, Algorithm, Class, CooldownCause, CooldownOrder, Cost, Decider, Decision,
+        Dimension, LeaseId, Micros, Priorities, ReportCall, Scope, ServiceSnapshot, ServiceSpec,
+        UsageUpdate, MAX_AMOUNT,
     },
     error::Error,
     metrics,
@@ -45,6 +46,8 @@ pub struct AcquireRequest {
     pub max_wait: Micros,
     /// Idempotency key; empty for none.
     pub request_id: String,
+    /// Priority class name; empty for the default class.
+    pub priority: String,
 }
 
 /// Real usage as a provider reported it.
@@ -143,6 +146,8 @@ pub struct ReloadSummary {
 pub struct Limiter<B> {
     backend: B,
     catalog: RwLock<Arc<Catalog>>,
+    /// The priority classes; replaced whole by a reload.
+    priorities: RwLock<Arc<Priorities>>,
     /// Held while a reload runs: reloads apply one after the other.
     reloading: tokio::sync::Mutex<()>,
     jitter: Jitter,
@@ -186,9 +191,41 @@ impl<B: Backend> Limiter<B> {
         Self {
             backend,
             catalog: RwLock::new(Arc::new(Catalog::new(services))),
+            priorities: RwLock::default(),
             reloading: tokio::sync::Mutex::new(()),
             jitter: Jitter::default(),
         }
+    }
+
+    /// Uses `priorities` (e.g. the config's) in place of the built-in classes.
+    pub fn with_priorities(self, priorities: Priorities) -> Self {
+        self.set_priorities(priorities);
+        self
+    }
+
+    /// Switches to reloaded priority classes.
+    pub fn set_priorities(&self, priorities: Priorities) {
+        *self
+            .priorities
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(priorities);
+    }
+
+    /// The class called `name` (the default class for an empty name).
+    fn class(&self, name: &str) -> Result<Class, Error> {
+        let priorities = self
+            .priorities
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        priorities.class(name).ok_or_else(|| {
+            let known: Vec<&str> = priorities.names().collect();
+            Error::InvalidArgument(format!(
+                "priority: unknown class {:?} (configured: {})",
+                truncate(name),
+                known.join(", ")
+            ))
+        })
     }
 
     /// Reads each service's answers with `profiles` (same order as the services), e.g. the
@@ -416,7 +453,7 @@ impl<B: Backend> Limiter<B> {
             cost,
             max_wait: req.max_wait,
             request_id: (!req.request_id.is_empty()).then_some(req.request_id.as_str()),
-            class: crate::core::Class::TOP,
+            class: self.class(&req.priority)?,
         };
         let started = metrics::start();
         let decision = self.backend.acquire(spec, call).await;

@@ -197,6 +197,7 @@ impl<B: Backend> Reloader<B> {
             .limiter
             .reconfigure(config.services, config.profiles)
             .await?;
+        self.limiter.set_priorities(config.priorities);
         // Last: a reload refused above leaves the tokens as they were.
         if let Some(tokens) = tokens {
             self.auth.replace(tokens);

@@ -82,6 +82,7 @@ pub async fn run_with(
     let startup = config.clone();
     let specs: Vec<_> = config.services.into_iter().map(Arc::new).collect();
     let profiles = config.profiles;
+    let priorities = config.priorities;
     let tokens = config.auth.as_ref().map(Tokens::load).transpose();
     let options = Options {
         grace: config.shutdown_grace,
@@ -104,7 +105,9 @@ pub async fn run_with(
             let backend = MemoryBackend::new(&specs, Clock::new());
             serve(
                 listener,
-                Limiter::new(specs, backend).with_profiles(profiles),
+                Limiter::new(specs, backend)
+                    .with_profiles(profiles)
+                    .with_priorities(priorities.clone()),
                 options,
                 shutdown,
             )
@@ -114,7 +117,9 @@ pub async fn run_with(
             let backend = RedisBackend::start(&specs, &redis).await?;
             serve(
                 listener,
-                Limiter::new(specs, backend).with_profiles(profiles),
+                Limiter::new(specs, backend)
+                    .with_profiles(profiles)
+                    .with_priorities(priorities),
                 options,
                 shutdown,
             )

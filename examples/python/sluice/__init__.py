@@ -185,12 +185,12 @@ class Client:
                 time.sleep(pause)
 
     def acquire(self, service: str, tokens: int = 0, input_tokens: int = 0, output_tokens: int = 0,
-                max_wait: float = 60.0, request_id: Optional[str] = None) -> Permit:
+                max_wait: float = 60.0, request_id: Optional[str] = None, priority: str = "") -> Permit:
         """Books a slot and sleeps until it comes; raises Denied if none within max_wait."""
         request = pb.AcquireRequest(
             service=service, tokens=tokens, input_tokens=input_tokens, output_tokens=output_tokens,
             max_wait=_duration(max_wait), request_id=request_id or str(uuid.uuid4()),
-            client_id=self.client_id,
+            client_id=self.client_id, priority=priority,
         )
         started, pause = time.monotonic(), _IN_FLIGHT_POLL[0]
         answer = self._send(request)
@@ -271,6 +271,7 @@ class _AsyncAcquire:
             service=self._service, tokens=k.get("tokens", 0), input_tokens=k.get("input_tokens", 0),
             output_tokens=k.get("output_tokens", 0), max_wait=_duration(k.get("max_wait", 60.0)),
             request_id=k.get("request_id") or str(uuid.uuid4()), client_id=self._client.client_id,
+            priority=k.get("priority", ""),
         )
         started, pause = time.monotonic(), _IN_FLIGHT_POLL[0]
         answer = await self._client._send(request)

@@ -85,6 +85,7 @@ pub const SLUICE_COMMANDS: &[&str] = &[
     "zremrangebyscore",
     "zrank",
     "zrem",
+    "zrevrange",
     "zrevrangebyscore",
     "zscore",
 ];

@@ -616,6 +616,42 @@ macro_rules! behaviour_suite {
         }
 
         #[tokio::test]
+        async fn interactive_calls_are_booked_ahead_of_queued_batch_calls() {
+            let l = limiter::<B>().await;
+            let call = |priority: &str, id: &str| {
+                let mut r = req("rpm", 0, 60 * S);
+                r.priority = priority.into();
+                r.request_id = id.into();
+                r
+            };
+            // rpm: 3 per 10 s. Three batch calls now, three queued for 10 s later.
+            for i in 0..6 {
+                let (_, wait) = granted(&l, &call("batch", &format!("b{i}"))).await;
+                assert_eq!(wait, if i < 3 { 0 } else { 10 * US });
+            }
+            // An interactive call takes the first queued slot; the queued batch calls move back
+            // in their order (a worker learns its new slot by asking again with its request id).
+            assert_eq!(granted(&l, &call("interactive", "i0")).await.1, 10 * US);
+            let mut waits = Vec::new();
+            for id in ["b3", "b4", "b5"] {
+                waits.push(granted(&l, &call("batch", id)).await.1);
+            }
+            assert_eq!(waits, [10 * US, 10 * US, 20 * US]);
+            // A default call goes ahead of batch calls too.
+            assert_eq!(granted(&l, &call("default", "d0")).await.1, 10 * US);
+            waits.clear();
+            for id in ["b3", "b4", "b5"] {
+                waits.push(granted(&l, &call("batch", id)).await.1);
+            }
+            assert_eq!(waits, [10 * US, 20 * US, 20 * US]);
+            // An interactive call goes ahead of both, but never of an interactive one.
+            assert_eq!(granted(&l, &call("interactive", "i1")).await.1, 10 * US);
+            assert_eq!(granted(&l, &call("default", "d0")).await.1, 10 * US);
+            assert_eq!(granted(&l, &call("batch", "b3")).await.1, 20 * US);
+            assert!(is(l.acquire(&call("urgent", "u0")).await, |e| matches!(e, Error::InvalidArgument(m) if m.contains("priority"))));
+        }
+
+        #[tokio::test]
         async fn request_id_makes_a_retried_acquire_count_once() {
             let l = limiter::<B>().await;
             let mut r = req("rpm", 0, Duration::ZERO);
