@@ -56,6 +56,15 @@ pub struct GoodputArgs {
     /// Seed of the call sizes.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Workers (of `workers`) that are interactive: one call, then a pause (see
+    /// `interactive_pause`); the others are batch workers calling back to back. With Sluice,
+    /// interactive calls use the `interactive` class and batch calls the `batch` class
+    /// (`sluice-fifo`: every call in one class, for comparison).
+    #[arg(long, default_value_t = 0)]
+    pub interactive: usize,
+    /// Pause of an interactive worker between its calls.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub interactive_pause: Duration,
     /// Strategies to run, side by side.
     #[arg(
         long,

@@ -225,9 +225,7 @@ fn validate_priorities(raw: Option<Vec<RawPriority>>) -> Result<Priorities, Stri
         }
         let share = match (i, p.min_share) {
             (0, Some(_)) => {
-                return Err(format!(
-                    "priorities[0].min_share: the highest class is never overtaken"
-                ))
+                return Err("priorities[0].min_share: the highest class is never overtaken".into())
             }
             (0, None) => 1.0,
             (_, None) => 0.1,

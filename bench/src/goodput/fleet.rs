@@ -26,6 +26,8 @@ pub enum Strategy {
     Reactive,
     /// Acquire, call, report.
     Sluice,
+    /// As `sluice`, every call in one priority class (what `sluice` is without priorities).
+    SluiceFifo,
 }
 
 /// One call that succeeded.
@@ -39,6 +41,8 @@ pub struct Call {
     pub input: u64,
     /// Output tokens.
     pub output: u64,
+    /// Made by an interactive worker.
+    pub interactive: bool,
 }
 
 fn anyhow_of(e: sluice_sim::ClientError) -> anyhow::Error {
@@ -138,7 +142,9 @@ pub async fn run(
 ) -> anyhow::Result<Vec<Call>> {
     let end = Instant::now() + args.warmup + args.duration;
     let server = match strategy {
-        Strategy::Sluice => Some(InProcess::sluice(1, sluice_config(args)?)?),
+        Strategy::Sluice | Strategy::SluiceFifo => {
+            Some(InProcess::sluice(1, sluice_config(args)?)?)
+        }
         _ => None,
     };
     let cooldown: Arc<Mutex<Instant>> = Arc::new(Mutex::new(Instant::now()));
@@ -153,9 +159,18 @@ pub async fn run(
         };
         let cooldown = cooldown.clone();
         let mut rng = Rng::new(args.seed.wrapping_mul(1_000_003).wrapping_add(w as u64));
+        let interactive = w < args.interactive;
+        let priority = match (strategy, interactive) {
+            (Strategy::Sluice, true) => "interactive",
+            _ => "batch",
+        };
+        let pause = args.interactive_pause;
         workers.push(tokio::spawn(async move {
             let mut calls = Vec::new();
             while Instant::now() < end {
+                if interactive && !calls.is_empty() {
+                    tokio::time::sleep(pause).await;
+                }
                 let (input, output) = call_size(&mut rng);
                 let want = Instant::now();
                 let mut failures = 0u32;
@@ -167,6 +182,7 @@ pub async fn run(
                         Some(client) => Some(
                             client
                                 .acquire("provider")
+                                .priority(priority)
                                 .input_tokens(input)
                                 .output_tokens(output)
                                 .max_wait(Duration::from_secs(3600))
@@ -207,7 +223,7 @@ pub async fn run(
                                 cooldown.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
                             *shared = (*shared).max(until);
                         }
-                        Strategy::Sluice => {}
+                        Strategy::Sluice | Strategy::SluiceFifo => {}
                     }
                 };
                 if let Some(sent) = sent {
@@ -216,6 +232,7 @@ pub async fn run(
                         sent,
                         input,
                         output,
+                        interactive,
                     });
                 }
             }
@@ -240,6 +257,8 @@ pub struct Figures {
     limited: usize,
     delay_p50: Duration,
     delay_p99: Duration,
+    /// Delays of interactive and batch calls, p50 and p99, when the fleet has both.
+    by_class: Option<[Duration; 4]>,
 }
 
 /// Figures over the measured interval: successful calls sent in it, and the provider's answers
@@ -290,14 +309,33 @@ pub fn figures(
             t >= span.0 && t < span.1
         })
         .collect();
-    let mut delays: Vec<Duration> = measured.iter().map(|c| c.sent - c.want).collect();
-    delays.sort_unstable();
-    let pick = |p: f64| {
+    let sorted = |keep: &dyn Fn(&Call) -> bool| {
+        let mut delays: Vec<Duration> = measured
+            .iter()
+            .filter(|c| keep(c))
+            .map(|c| c.sent - c.want)
+            .collect();
+        delays.sort_unstable();
+        delays
+    };
+    let at = |delays: &[Duration], p: f64| {
         delays
             .get(((delays.len() as f64 - 1.0) * p).round() as usize)
             .copied()
             .unwrap_or_default()
     };
+    let delays = sorted(&|_| true);
+    let pick = |p: f64| at(&delays, p);
+    let by_class = (args.interactive > 0).then(|| {
+        let interactive = sorted(&|c| c.interactive);
+        let batch = sorted(&|c| !c.interactive);
+        [
+            at(&interactive, 0.5),
+            at(&interactive, 0.99),
+            at(&batch, 0.5),
+            at(&batch, 0.99),
+        ]
+    });
     Figures {
         strategy,
         achieved,
@@ -305,6 +343,7 @@ pub fn figures(
         limited: in_span.iter().filter(|r| r.status == 429).count(),
         delay_p50: pick(0.5),
         delay_p99: pick(0.99),
+        by_class,
     }
 }
 
@@ -317,6 +356,7 @@ impl Figures {
             limited: 0,
             delay_p50: Duration::ZERO,
             delay_p99: Duration::ZERO,
+            by_class: None,
         }
     }
 
@@ -331,8 +371,17 @@ impl Figures {
             .iter()
             .map(|(d, a, l)| format!("{} {:.1}%", DIMENSIONS[*d], Self::percent(*a, *l)))
             .collect();
+        let classes = self.by_class.map_or(String::new(), |[ip50, ip99, bp50, bp99]| {
+            format!(
+                "  interactive p50 {:.3}s p99 {:.3}s, batch p50 {:.3}s p99 {:.3}s",
+                ip50.as_secs_f64(),
+                ip99.as_secs_f64(),
+                bp50.as_secs_f64(),
+                bp99.as_secs_f64()
+            )
+        });
         format!(
-            "{:<9} of limit: {}  429s {} ({:.2}% of {} calls)  delay p50 {:.3}s p99 {:.3}s",
+            "{:<11} of limit: {}  429s {} ({:.2}% of {} calls)  delay p50 {:.3}s p99 {:.3}s{classes}",
             format!("{:?}", self.strategy).to_lowercase(),
             budgets.join(", "),
             self.limited,
@@ -366,6 +415,10 @@ impl Figures {
             "http_429": self.limited,
             "http_429_rate": self.limited as f64 / self.calls.max(1) as f64,
             "delay_s": { "p50": self.delay_p50.as_secs_f64(), "p99": self.delay_p99.as_secs_f64() },
+            "delay_by_class_s": self.by_class.map(|[ip50, ip99, bp50, bp99]| serde_json::json!({
+                "interactive": { "p50": ip50.as_secs_f64(), "p99": ip99.as_secs_f64() },
+                "batch": { "p50": bp50.as_secs_f64(), "p99": bp99.as_secs_f64() },
+            })),
         })
     }
 }
