@@ -18,8 +18,9 @@ use tonic::Code;
 use crate::{permit::ReleaseOnDrop, Client, Error, Permit};
 
 const RETRIES: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(250)];
-/// Most times a waiting worker asks again whether its slot moved.
-const MAX_RECHECKS: usize = 8;
+/// Most times a waiting worker asks again whether its slot moved (a cooldown, or a higher
+/// priority class booked ahead of it: at most once per overtake its class allows).
+const MAX_RECHECKS: usize = 64;
 /// First and longest pause between asks while every in-flight slot is held.
 const IN_FLIGHT_POLL: (Duration, Duration) =
     (Duration::from_millis(20), Duration::from_millis(250));

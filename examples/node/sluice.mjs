@@ -24,7 +24,7 @@ import protoLoader from "@grpc/proto-loader";
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const PROTO = path.join(HERE, "..", "..", "proto", "sluice", "v1", "sluice.proto");
 const RETRIES = [50, 250];
-const MAX_RECHECKS = 8;
+const MAX_RECHECKS = 64; // a lower-priority slot may move back once per overtake
 const IN_FLIGHT_POLL = [0.02, 0.25];
 const RATE_LIMIT_PREFIXES = ["x-ratelimit-", "anthropic-ratelimit-", "ratelimit", "retry-after", "x-ms-retry-after"];
 

@@ -25,6 +25,11 @@ const slow = await sluice.acquire("slow", { maxWait: 5 });
 assert.ok(slow.wait > 0 && (performance.now() - started) / 1000 >= slow.wait - 0.01, `${slow.wait}`);
 assert.equal(slow.limit, "requests/1s");
 
+// A priority class is named per call; an unknown one is refused (INVALID_ARGUMENT).
+const urgent = await sluice.acquire("llm", { tokens: 10, priority: "interactive" });
+await urgent.report(200);
+await assert.rejects(sluice.acquire("llm", { priority: "urgent" }), (err) => err.code === 3);
+
 // A call that throws inside withPermit gives its in-flight slot (one in `pool`) back at once.
 await assert.rejects(
   sluice.withPermit("pool", { maxWait: 0 }, async () => {

@@ -12,6 +12,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import grpc  # noqa: E402
 import sluice  # noqa: E402
 
 
@@ -40,6 +41,15 @@ def sync_worker(client: sluice.Client) -> None:
     waited = time.monotonic() - started
     assert permit.wait > 0 and waited >= permit.wait, (waited, permit.wait)
     assert permit.limit == "requests/1s", permit
+
+    # A priority class is named per call; an unknown one is refused.
+    with client.acquire("llm", tokens=10, priority="interactive") as permit:
+        permit.report(200)
+    try:
+        client.acquire("llm", tokens=10, priority="urgent")
+        raise AssertionError("an unknown priority class was accepted")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
 
     # A call that fails inside the block gives its in-flight slot (one in `pool`) back at once;
     # without that, the next call would wait for the ten-minute lease timeout.

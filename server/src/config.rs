@@ -878,6 +878,7 @@ impl RawLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Class;
 
     const GOOD: &str = r#"
         listen = "127.0.0.1:6000"
@@ -1001,6 +1002,50 @@ mod tests {
                 "service \"f\": parent: a cycle or more than 4 levels",
             ),
         ] {
+            let err = Config::parse(&text).unwrap_err().to_string();
+            assert!(
+                err.contains(expected),
+                "{err:?} should mention {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn priority_classes_are_ranked_and_checked() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.priorities, Priorities::builtin());
+        let text = format!("{GOOD}\n[[priorities]]\nname = \"live\"\n[[priorities]]\nname = \"default\"\nmin_share = 0.25\n[[priorities]]\nname = \"bulk\"\n");
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.priorities.class("live"), Some(Class::TOP));
+        assert_eq!(c.priorities.class(""), Some(Class::with_min_share(1, 0.25)));
+        assert_eq!(
+            c.priorities.class("bulk"),
+            Some(Class::with_min_share(2, 0.1))
+        );
+        for (extra, expected) in [
+            (
+                "[[priorities]]\nname = \"top\"\nmin_share = 0.5\n",
+                "priorities[0].min_share: the highest class",
+            ),
+            (
+                "[[priorities]]\nname = \"a\"\n[[priorities]]\nname = \"b\"\nmin_share = 0\n",
+                "priorities[1].min_share: not in (0, 1]",
+            ),
+            (
+                "[[priorities]]\nname = \"a\"\n[[priorities]]\nname = \"a\"\n",
+                "priorities[1].name: \"a\" twice",
+            ),
+            (
+                "[[priorities]]\nname = \"Bad Name\"\n",
+                "priorities[0].name",
+            ),
+            ("priorities = []\n", "priorities: 1 to 16 classes"),
+        ] {
+            let text = if extra.starts_with("priorities =") {
+                format!("{extra}{GOOD}")
+            } else {
+                format!("{GOOD}\n{extra}")
+            };
             let err = Config::parse(&text).unwrap_err().to_string();
             assert!(
                 err.contains(expected),

@@ -371,15 +371,17 @@ impl Figures {
             .iter()
             .map(|(d, a, l)| format!("{} {:.1}%", DIMENSIONS[*d], Self::percent(*a, *l)))
             .collect();
-        let classes = self.by_class.map_or(String::new(), |[ip50, ip99, bp50, bp99]| {
-            format!(
-                "  interactive p50 {:.3}s p99 {:.3}s, batch p50 {:.3}s p99 {:.3}s",
-                ip50.as_secs_f64(),
-                ip99.as_secs_f64(),
-                bp50.as_secs_f64(),
-                bp99.as_secs_f64()
-            )
-        });
+        let classes = self
+            .by_class
+            .map_or(String::new(), |[ip50, ip99, bp50, bp99]| {
+                format!(
+                    "  interactive p50 {:.3}s p99 {:.3}s, batch p50 {:.3}s p99 {:.3}s",
+                    ip50.as_secs_f64(),
+                    ip99.as_secs_f64(),
+                    bp50.as_secs_f64(),
+                    bp99.as_secs_f64()
+                )
+            });
         format!(
             "{:<11} of limit: {}  429s {} ({:.2}% of {} calls)  delay p50 {:.3}s p99 {:.3}s{classes}",
             format!("{:?}", self.strategy).to_lowercase(),

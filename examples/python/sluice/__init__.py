@@ -37,7 +37,7 @@ from ._gen.sluice.v1 import sluice_pb2_grpc as pb_grpc
 __all__ = ["Client", "AsyncClient", "Permit", "Denied", "acquire", "usage_from_json"]
 
 _RETRIES = (0.05, 0.25)
-_MAX_RECHECKS = 8
+_MAX_RECHECKS = 64  # a lower-priority slot may move back up to once per overtake
 # First and longest pause between asks while every in-flight slot of a service is held.
 _IN_FLIGHT_POLL = (0.02, 0.25)
 
