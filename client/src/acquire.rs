@@ -102,7 +102,8 @@ impl<'a> Acquire<'a> {
     }
 
     /// Returns the permit at once instead of sleeping until its slot; the caller must wait
-    /// [`Permit::wait`] itself.
+    /// [`Permit::wait`] itself, then ask again with the same request id before calling (a
+    /// cooldown or a higher priority class may have moved the slot).
     pub fn without_sleep(mut self) -> Self {
         self.sleep = false;
         self

@@ -164,6 +164,11 @@ export class Client {
       waited += wait;
       answer = await this.#send(request); // same request id: same lease, current slot
     }
+    if (answer.granted && fromDuration(answer.wait) > 0) {
+      // Out of re-asks: sleep the last wait.
+      await sleep(fromDuration(answer.wait));
+      waited += fromDuration(answer.wait);
+    }
     if (!answer.granted) throw new Denied(fromDuration(answer.retry_after), answer.reason, answer.limit);
     return new Permit(this, service, answer, waited);
   }

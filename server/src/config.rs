@@ -13,7 +13,9 @@ use serde::Deserialize;
 
 use crate::{
     auth::{validate_token, AuthConfig, Secret},
-    core::{Algorithm, Dimension, LimitSpec, Micros, Priorities, ServiceSpec, MAX_AMOUNT},
+    core::{
+        Algorithm, Dimension, LimitSpec, Micros, Priorities, ServiceSpec, MAX_AMOUNT, MIN_SHARE,
+    },
     duration::parse_duration,
     envoy::{DescriptorRoute, EnvoyConfig, DEFAULT_SERVICE_KEY},
     provider::{is_header_name, profile::BUILTIN, HeaderRule, Meaning, Profile, TimeFormat},
@@ -229,8 +231,12 @@ fn validate_priorities(raw: Option<Vec<RawPriority>>) -> Result<Priorities, Stri
             }
             (0, None) => 1.0,
             (_, None) => 0.1,
-            (_, Some(s)) if s > 0.0 && s <= 1.0 => s,
-            (_, Some(_)) => return Err(format!("priorities[{i}].min_share: not in (0, 1]")),
+            (_, Some(s)) if (MIN_SHARE..=1.0).contains(&s) => s,
+            (_, Some(_)) => {
+                return Err(format!(
+                    "priorities[{i}].min_share: not in [1/64, 1] (0.015625 to 1)"
+                ))
+            }
         };
         classes.push((p.name, share));
     }
@@ -1029,7 +1035,7 @@ mod tests {
             ),
             (
                 "[[priorities]]\nname = \"a\"\n[[priorities]]\nname = \"b\"\nmin_share = 0\n",
-                "priorities[1].min_share: not in (0, 1]",
+                "priorities[1].min_share: not in [1/64, 1]",
             ),
             (
                 "[[priorities]]\nname = \"a\"\n[[priorities]]\nname = \"a\"\n",

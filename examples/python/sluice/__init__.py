@@ -208,6 +208,9 @@ class Client:
             time.sleep(wait)
             waited += wait
             answer = self._send(request)  # same request id: same lease, current slot
+        if answer.granted and _seconds(answer.wait) > 0:  # out of re-asks: sleep the last wait
+            time.sleep(_seconds(answer.wait))
+            waited += _seconds(answer.wait)
         if not answer.granted:
             raise Denied(_seconds(answer.retry_after), pb.Reason.Name(answer.reason), answer.limit)
         return Permit(service, answer.lease_id, waited, answer.limit, self)
@@ -289,6 +292,9 @@ class _AsyncAcquire:
             await asyncio.sleep(wait)
             waited += wait
             answer = await self._client._send(request)
+        if answer.granted and _seconds(answer.wait) > 0:  # out of re-asks: sleep the last wait
+            await asyncio.sleep(_seconds(answer.wait))
+            waited += _seconds(answer.wait)
         if not answer.granted:
             raise Denied(_seconds(answer.retry_after), pb.Reason.Name(answer.reason), answer.limit)
         return AsyncPermit(self._service, answer.lease_id, waited, answer.limit, self._client)

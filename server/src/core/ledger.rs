@@ -223,6 +223,10 @@ impl<'a> NewLease<'a> {
     }
 }
 
+/// Most queued leases one call is booked ahead of (and re-booked behind it): bounds the work of
+/// an overtake (the Redis script shares the bound).
+pub const MAX_AHEAD: usize = 64;
+
 /// Most leases one service holds. Each lease is kept until its longest window has passed; this
 /// bound keeps a flood of grants (say, zero-token calls on a service with only a daily token
 /// limit) from growing memory without end. Beyond it, acquires are shed.
@@ -489,11 +493,17 @@ impl Ledger {
         if spec.family.is_some() {
             return 0;
         }
-        let counts_holds = spec.concurrent().is_some();
+        // With every in-flight slot held, a re-booked lease could only wait for a lease timeout:
+        // overtake only with a slot free for the newcomer (the others keep theirs).
+        let counts_holds = match spec.concurrent() {
+            Some((_, limit)) if self.holds.len() as u64 >= limit.amount => return 0,
+            Some(_) => true,
+            None => false,
+        };
         self.log
             .iter()
             .rev()
-            .take(MAX_DEFERRED)
+            .take(MAX_AHEAD)
             .take_while(|l| {
                 l.slot > now
                     && l.rank > rank
@@ -582,7 +592,9 @@ impl Ledger {
     /// Where lease `seq` is in the log: its position is the low bits of `seq`, and the lease
     /// there must carry that very id (a lease re-booked behind a higher priority got a new one).
     fn index_of(&self, seq: u64) -> Option<usize> {
-        let i = usize::try_from((seq & POSITION_MASK).checked_sub(self.front_seq)?).ok()?;
+        // Positions count modulo 2^40, so ids keep working past 2^40 bookings.
+        let offset = (seq & POSITION_MASK).wrapping_sub(self.front_seq) & POSITION_MASK;
+        let i = usize::try_from(offset).ok()?;
         self.log.get(i).filter(|l| l.seq == seq).map(|_| i)
     }
 
@@ -677,7 +689,8 @@ impl Ledger {
         for (c, add) in cum.iter_mut().zip(cost.0) {
             *c += u128::from(add);
         }
-        let seq = (self.front_seq + self.log.len() as u64) | (u64::from(tag) << TAG_SHIFT);
+        let position = self.front_seq.wrapping_add(self.log.len() as u64) & POSITION_MASK;
+        let seq = position | (u64::from(tag) << TAG_SHIFT);
         let hold = match spec.concurrent() {
             Some((_, limit)) if holds_slot => {
                 let end = slot.saturating_add(limit.window);

@@ -21,7 +21,7 @@ pub use ledger::{
     LimitSnapshot, Observation, ReportOutcome, ServiceSnapshot, UsageUpdate, MAX_DEFERRED,
     MAX_LEASES,
 };
-pub use priority::{Class, Priorities};
+pub use priority::{Class, Priorities, MIN_SHARE};
 pub use report::{AdoptOrder, CooldownOrder, OverloadOrder, RemainingReading, ReportCall};
 mod scope;
 pub use scope::Scope;

@@ -5,6 +5,9 @@
 //! lease be overtaken 9 times, so under contention at least one slot in ten is the class's).
 //! Within a class, arrival order holds: a class never overtakes its own.
 
+/// The smallest minimum share: a lease is overtaken at most 63 times.
+pub const MIN_SHARE: f64 = 1.0 / 64.0;
+
 /// A priority class as the ledger uses it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Class {
@@ -21,10 +24,11 @@ impl Class {
         max_overtakes: 0,
     };
 
-    /// A class of `rank` that keeps at least `min_share` (0 < share ≤ 1) of the slots its leases
-    /// compete for: each lease may be overtaken `ceil(1 / min_share) − 1` times.
+    /// A class of `rank` that keeps at least `min_share` (1/64 ≤ share ≤ 1) of the slots its
+    /// leases compete for: each lease may be overtaken `ceil(1 / min_share) − 1` times (at most
+    /// 63, fewer than the times the clients ask again for a moved slot).
     pub fn with_min_share(rank: u8, min_share: f64) -> Class {
-        let overtakes = (1.0 / min_share.clamp(1.0 / 1000.0, 1.0)).ceil() - 1.0;
+        let overtakes = (1.0 / min_share.clamp(MIN_SHARE, 1.0)).ceil() - 1.0;
         Class {
             rank,
             max_overtakes: overtakes as u16,
@@ -110,7 +114,7 @@ mod tests {
         assert_eq!(Class::with_min_share(1, 0.2).max_overtakes, 4);
         assert_eq!(Class::with_min_share(1, 0.3).max_overtakes, 3);
         assert_eq!(Class::with_min_share(1, 1.0).max_overtakes, 0);
-        assert_eq!(Class::with_min_share(1, 0.0).max_overtakes, 999);
+        assert_eq!(Class::with_min_share(1, 0.0).max_overtakes, 63);
     }
 
     #[test]

@@ -661,6 +661,30 @@ fn a_higher_class_is_booked_ahead_of_queued_lower_ones_within_their_share() {
     assert_eq!(l.slot_of_request("d"), Some(T0 + 6 * S));
 }
 
+#[test]
+fn with_calls_in_flight_a_higher_class_overtakes_only_into_a_free_slot() {
+    let batch = Class::with_min_share(2, 0.1);
+    for (amount, overtakes) in [(2, false), (3, true)] {
+        let spec = spec(vec![LimitSpec::concurrent(amount, 60 * S), requests(1, S)]);
+        let mut l = Ledger::new(&spec, 1);
+        grant(ranked(&mut l, &spec, T0, "a", batch, 10 * S));
+        assert_eq!(grant(ranked(&mut l, &spec, T0, "b", batch, 10 * S)).wait, S);
+        match ranked(&mut l, &spec, T0, "i", Class::TOP, 10 * S) {
+            Decision::Granted(g) => {
+                assert!(overtakes, "amount {amount}: overtook with every slot held");
+                assert_eq!(g.wait, S);
+                assert_eq!(l.slot_of_request("b"), Some(T0 + 2 * S));
+            }
+            Decision::Denied { .. } => {
+                assert!(!overtakes, "amount {amount}: a free slot, yet no overtake");
+                assert_eq!(l.slot_of_request("b"), Some(T0 + S));
+            }
+        }
+        // However it went, never more holds than slots.
+        assert!(l.snapshot(&spec, T0).limits[0].used <= amount);
+    }
+}
+
 #[derive(Clone, Debug)]
 enum InFlight {
     Acquire(Micros),

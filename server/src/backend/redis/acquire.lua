@@ -1,7 +1,7 @@
 -- Acquire, for a batch of n requests in order: for each, reserve the earliest slot at which its
 -- cost fits every limit, after the cooldown and the last booked slot, if it is at most its
 -- max_wait away. Every request of the batch is decided at the same `now`, exactly as if they had
--- come one after the other. A denial writes nothing.
+-- come one after the other. A denial changes nothing (one that could overtake may prune first).
 -- ARGV 5 most leases held, 6 n, then for request r (from 7 + 4 (r − 1)): cost "c0 c1 c2 c3",
 -- max_wait µs, request_id ('' for none), priority class "rank max_overtakes" (core/priority.rs:
 -- a call is booked ahead of the queued leases of lower classes, which are booked again behind it).
@@ -51,11 +51,16 @@ end
 
 -- The queued leases at the end of the log a call of `rank` goes ahead of (core/priority.rs):
 -- lower classes, not started, with overtakes left, never reconciled, holding their in-flight slot
--- if the service counts them; at most MAX_DEFERRED. In log order, as {m, rec, hold}.
+-- if the service counts them; at most MAX_AHEAD; none while every in-flight slot is held. In log
+-- order, as {m, rec, hold}.
+local MAX_AHEAD = 64
 local function overtakable(rank)
   if num(st, 'ls') <= now then return {} end
+  for _, l in ipairs(limits) do
+    if l.conc and redis.call('ZCOUNT', KEYS[9], '(' .. s(now), '+inf') >= l.amount then return {} end
+  end
   flush_writes(st)
-  local queued = redis.call('ZREVRANGEBYSCORE', KEYS[2], '+inf', '(' .. s(now), 'LIMIT', 0, MAX_DEFERRED)
+  local queued = redis.call('ZREVRANGEBYSCORE', KEYS[2], '+inf', '(' .. s(now), 'LIMIT', 0, MAX_AHEAD)
   local behind = {}
   for _, q in ipairs(queued) do
     local rec = parse_lease(redis.call('HGET', KEYS[3], q))
@@ -68,10 +73,11 @@ local function overtakable(rank)
   return behind
 end
 
--- Takes `behind` out of the state the decision reads (st's totals, last slot and buckets, and
--- the held slots); returns what to put back if nothing is booked.
+-- Takes `behind` out of the state the decision reads (st's totals, last slot and buckets; its
+-- held slots need not leave: an overtake needs a free one anyway); returns what to put back if
+-- nothing is booked. Writes nothing.
 local function step_out(behind)
-  local saved = { fields = {}, holds = {} }
+  local saved = { fields = {} }
   local function set(f, v)
     if saved.fields[f] == nil then saved.fields[f] = st[f] or false end
     st[f] = v
@@ -100,18 +106,20 @@ local function step_out(behind)
       set(l.kf, s(kk)); set(l.ff, s(ff))
     end
   end
-  for _, b in ipairs(behind) do
-    if b.hold then
-      redis.call('ZREM', KEYS[9], b.m)
-      saved.holds[#saved.holds + 1] = b.hold; saved.holds[#saved.holds + 1] = b.m
-    end
-  end
   return saved
 end
 
 local function step_back(saved)
   for f, v in pairs(saved.fields) do st[f] = v or nil end
-  if #saved.holds > 0 then redis.call('ZADD', KEYS[9], unpack(saved.holds)) end
+end
+
+-- Housekeeping once per batch, before the first write: prune, count the leases held.
+local function housekeeping()
+  if held == nil then
+    prune(st, now, retention, sliding, fdiv(retention, 8))
+    held = redis.call('ZCARD', KEYS[2])
+    created = held == 0
+  end
 end
 
 local function acquire_one(cost, max_wait, rid, rank, max_overtakes)
@@ -131,6 +139,9 @@ local function acquire_one(cost, max_wait, rid, rank, max_overtakes)
   end
 
   local behind = overtakable(rank)
+  -- An overtake reads the state with the leases it goes ahead of taken out: prune first, so the
+  -- housekeeping never writes that view back.
+  if #behind > 0 then housekeeping() end
   local saved = #behind > 0 and step_out(behind)
   local t, decider, held_back = earliest(cost, now)
   if t == nil then return redis.error_reply('sluice: inconsistent window state') end
@@ -141,12 +152,8 @@ local function acquire_one(cost, max_wait, rid, rank, max_overtakes)
     return { 'D', s(wait), decider }
   end
 
-  -- Book: from here on, writes. Housekeeping once per batch.
-  if held == nil then
-    prune(st, now, retention, sliding, fdiv(retention, 8))
-    held = redis.call('ZCARD', KEYS[2])
-    created = held == 0
-  end
+  -- Book: from here on, writes.
+  housekeeping()
   if held >= max_leases then
     if saved then step_back(saved) end
     return { 'F' }
@@ -161,6 +168,7 @@ local function acquire_one(cost, max_wait, rid, rank, max_overtakes)
     for _, b in ipairs(behind) do members[#members + 1] = b.m end
     redis.call('ZREM', KEYS[2], unpack(members))
     redis.call('HDEL', KEYS[3], unpack(members))
+    if sliding.holds then redis.call('ZREM', KEYS[9], unpack(members)) end
     for d = 0, 3 do
       if sliding[d] or st['t' .. d] then redis.call('ZREM', KEYS[5 + d], unpack(members)) end
     end
