@@ -192,7 +192,7 @@ fn same_answer(
 }
 
 async fn run_case(
-    redis: &RedisServer,
+    redis_url: String,
     case: u64,
     limits: Vec<LimitSpec>,
     ops: Vec<Op>,
@@ -200,7 +200,7 @@ async fn run_case(
     let spec = Arc::new(spec(limits));
     let now = Arc::new(AtomicU64::new(T0));
     let config = RedisConfig {
-        url: RedisUrl::parse(&redis.url()).map_err(TestCaseError::fail)?,
+        url: RedisUrl::parse(&redis_url).map_err(TestCaseError::fail)?,
         cluster: false,
         key_prefix: format!("case{case}"),
         timeout: Duration::from_secs(5),
@@ -375,8 +375,14 @@ async fn run_case(
     Ok(())
 }
 
-#[test]
-fn redis_scripts_decide_exactly_like_the_memory_ledger() -> anyhow::Result<()> {
+/// Runs `case` on `strategy`'s values against one `redis-server`, each case with its own key
+/// prefix (`SLUICE_DIFF_CASES` cases, default `default_cases`).
+fn differential<S, F, Fut>(strategy: S, default_cases: u32, case: F) -> anyhow::Result<()>
+where
+    S: Strategy,
+    F: Fn(String, u64, S::Value) -> Fut,
+    Fut: std::future::Future<Output = Result<(), TestCaseError>>,
+{
     let redis = RedisServer::start()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -385,21 +391,27 @@ fn redis_scripts_decide_exactly_like_the_memory_ledger() -> anyhow::Result<()> {
         std::env::var("SLUICE_DIFF_CASES")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(256),
+            .unwrap_or(default_cases),
     ));
-    let case = AtomicU64::new(0);
-    let strategy = (
-        prop::collection::vec(limit(), 1..=3),
-        prop::collection::vec(op(), 1..120),
-    );
-    let result = runner.run(&strategy, |(limits, ops)| {
-        let n = case.fetch_add(1, Ordering::Relaxed);
-        runtime.block_on(run_case(&redis, n, limits, ops))
+    let n = AtomicU64::new(0);
+    let result = runner.run(&strategy, |value| {
+        runtime.block_on(case(redis.url(), n.fetch_add(1, Ordering::Relaxed), value))
     });
     if let Err(e) = result {
         anyhow::bail!("{e}");
     }
     Ok(())
+}
+
+#[test]
+fn redis_scripts_decide_exactly_like_the_memory_ledger() -> anyhow::Result<()> {
+    let strategy = (
+        prop::collection::vec(limit(), 1..=3),
+        prop::collection::vec(op(), 1..120),
+    );
+    differential(strategy, 256, |redis, n, (limits, ops)| {
+        run_case(redis, n, limits, ops)
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -479,7 +491,7 @@ fn report_on_memory(
 }
 
 async fn run_family_case(
-    redis: &RedisServer,
+    redis_url: String,
     case: u64,
     limits: [Vec<LimitSpec>; 3],
     ops: Vec<FamilyOp>,
@@ -487,7 +499,7 @@ async fn run_family_case(
     let specs = family_specs(limits);
     let now = Arc::new(AtomicU64::new(T0));
     let config = RedisConfig {
-        url: RedisUrl::parse(&redis.url()).map_err(TestCaseError::fail)?,
+        url: RedisUrl::parse(&redis_url).map_err(TestCaseError::fail)?,
         cluster: false,
         key_prefix: format!("family{case}"),
         timeout: Duration::from_secs(5),
@@ -603,28 +615,12 @@ async fn run_family_case(
 
 #[test]
 fn family_scripts_decide_exactly_like_the_memory_ledgers() -> anyhow::Result<()> {
-    let redis = RedisServer::start()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let mut runner = TestRunner::new(ProptestConfig::with_cases(
-        std::env::var("SLUICE_DIFF_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(128),
-    ));
-    let case = AtomicU64::new(0);
     let limits = || prop::collection::vec(limit(), 1..=2);
     let strategy = (
         (limits(), limits(), limits()),
         prop::collection::vec(family_op(), 1..100),
     );
-    let result = runner.run(&strategy, |((p, a, b), ops)| {
-        let n = case.fetch_add(1, Ordering::Relaxed);
-        runtime.block_on(run_family_case(&redis, n, [p, a, b], ops))
-    });
-    if let Err(e) = result {
-        anyhow::bail!("{e}");
-    }
-    Ok(())
+    differential(strategy, 128, |redis, n, ((p, a, b), ops)| {
+        run_family_case(redis, n, [p, a, b], ops)
+    })
 }

@@ -24,30 +24,7 @@ local held, created, wrote = nil, false, false
 -- booking nothing is pending.
 defer_writes()
 
--- Earliest slot at or after t0 at which cost fits every limit, after the cooldowns and the last
--- booked slot; what decided it; and whether the in-flight limit held it back.
-local function earliest(cost, t0)
-  local t, decider, held_back = t0, 'n', false
-  for d = 0, 3 do
-    local cu = num(st, 'cu' .. d)
-    if cu > t and cost[d + 1] > 0 then t, decider = cu, 'c' end
-  end
-  if num(st, 'ls') > t then t, decider = num(st, 'ls'), st.ld end
-  for i, l in ipairs(limits) do
-    local c = cost[l.dim + 1]
-    local ti
-    if l.bucket then
-      ti = bucket_earliest(st, l, c, t)
-    elseif l.conc then
-      ti = hold_earliest(l, now, t)
-    else
-      ti = window_earliest(st, l, c, t)
-    end
-    if ti == nil then return nil end
-    if ti > t then t, decider, held_back = ti, s(i - 1), l.conc == true end
-  end
-  return t, decider, held_back
-end
+local function earliest(cost, t0) return earliest_on(st, limits, cost, t0, now) end
 
 -- The queued leases at the end of the log a call of `rank` goes ahead of (core/priority.rs):
 -- lower classes, not started, with overtakes left, never reconciled, holding their in-flight slot

@@ -314,6 +314,32 @@ local function window_earliest(st, l, c, t0)
   return math.max(t0, slot + l.window)
 end
 
+-- Earliest slot at or after t0 at which cost fits every one of `limits` on state st, after its
+-- cooldowns and its last booked slot (core Ledger::earliest); what decided it; and whether the
+-- in-flight limit held it back. nil when the window state is inconsistent.
+local function earliest_on(st, limits, cost, t0, now)
+  local t, decider, held_back = t0, 'n', false
+  for d = 0, 3 do
+    local cu = num(st, 'cu' .. d)
+    if cu > t and cost[d + 1] > 0 then t, decider = cu, 'c' end
+  end
+  if num(st, 'ls') > t then t, decider = num(st, 'ls'), st.ld end
+  for i, l in ipairs(limits) do
+    local c = cost[l.dim + 1]
+    local ti
+    if l.bucket then
+      ti = bucket_earliest(st, l, c, t)
+    elseif l.conc then
+      ti = hold_earliest(l, now, t)
+    else
+      ti = window_earliest(st, l, c, t)
+    end
+    if ti == nil then return nil end
+    if ti > t then t, decider, held_back = ti, s(i - 1), l.conc == true end
+  end
+  return t, decider, held_back
+end
+
 local MAX_EXACT = 9007199254740992
 
 -- A time with a fraction: whole µs plus frac/A µs, 0 <= frac < A.

@@ -83,26 +83,8 @@ local function acquire_one(cost, max_wait, rid)
   for j = 1, m do
     use(j)
     local mb = members[j]
-    local st = mb.st
-    local tj, dj, hj = t, 'n', false
-    for d = 0, 3 do
-      local cu = num(st, 'cu' .. d)
-      if cu > tj and cost[d + 1] > 0 then tj, dj = cu, 'c' end
-    end
-    if num(st, 'ls') > tj then tj, dj = num(st, 'ls'), st.ld end
-    for i, l in ipairs(mb.limits) do
-      local c = cost[l.dim + 1]
-      local ti
-      if l.bucket then
-        ti = bucket_earliest(st, l, c, tj)
-      elseif l.conc then
-        ti = hold_earliest(l, now, tj)
-      else
-        ti = window_earliest(st, l, c, tj)
-      end
-      if ti == nil then return redis.error_reply('sluice: inconsistent window state') end
-      if ti > tj then tj, dj, hj = ti, s(i - 1), l.conc == true end
-    end
+    local tj, dj, hj = earliest_on(mb.st, mb.limits, cost, t, now)
+    if tj == nil then return redis.error_reply('sluice: inconsistent window state') end
     if tj > t then t, decider, held_back = tj, lift(dj, j - 1), hj end
   end
   local wait = t - now
