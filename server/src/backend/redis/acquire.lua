@@ -32,7 +32,9 @@ local function earliest(cost, t0) return earliest_on(st, limits, cost, t0, now) 
 -- order, as {m, rec, hold}.
 local MAX_AHEAD = 64
 local function overtakable(rank)
-  if num(st, 'ls') <= now then return {} end
+  -- No queue, or the last lease is of this class or a higher one: nothing to go ahead of (and
+  -- nothing read, so a batch's writes stay batched).
+  if num(st, 'ls') <= now or num(st, 'lr') <= rank then return {} end
   for _, l in ipairs(limits) do
     if l.conc and redis.call('ZCOUNT', KEYS[9], '(' .. s(now), '+inf') >= l.amount then return {} end
   end

@@ -4,9 +4,10 @@
 --
 -- KEYS (one hash tag, so one cluster slot; a family's acquire passes 9 keys per member and works
 -- on one member's at a time through K):
---   1 state     hash: n nonce, q next seq, hw high-water time, ls/ld last slot and its decider,
---               cu<d>/cs<d>/cc<d> cooldown of dimension d (0: the whole service) until/status/
---               source, ch the latest cooldown end ever set, ov overloads in a row, b<d>/t<d> base and running total of dimension d,
+--   1 state     hash: n nonce, q next seq, hw high-water time, ls/ld/lr the last slot, its
+--               decider and its priority rank, cu<d>/cs<d>/cc<d> cooldown of dimension d (0: the
+--               whole service) until/status/source, ch the latest cooldown end ever set, ov
+--               overloads in a row, b<d>/t<d> base and running total of dimension d,
 --               k<id>/f<id> a bucket's TAT (µs and fraction), am<d>_<window> provider budget
 --               adopted for the sliding limit of dimension d and that window, rs/ra/rh last
 --               report, ex the time every key's TTL runs to, rx '1' when the request-id hash has
@@ -360,7 +361,7 @@ end
 local function book(st, limits, sliding, now, t, cost, decider, rid, holds, up, rank, left)
   local seq = num(st, 'q')
   local m = member(seq)
-  local changed = { 'q', 'hw', 'ls', 'ld' }
+  local changed = { 'q', 'hw', 'ls', 'ld', 'lr' }
   for _, l in ipairs(limits) do
     if l.conc and holds then
       redis.call('ZADD', K[9], s(t + l.window), m)
@@ -388,7 +389,7 @@ local function book(st, limits, sliding, now, t, cost, decider, rid, holds, up, 
       changed[#changed + 1] = 't' .. d
     end
   end
-  st.q, st.hw, st.ls, st.ld = s(seq + 1), s(now), s(t), decider
+  st.q, st.hw, st.ls, st.ld, st.lr = s(seq + 1), s(now), s(t), decider, s(rank or 0)
   local record = format_lease({ slot = t, cost = cost, requested = cost, decider = decider, rid = rid,
     up = up, rank = rank or 0, left = left or 0 })
   if pending then
