@@ -7,7 +7,10 @@
 use std::{
     collections::{hash_map::RandomState, HashMap},
     hash::{BuildHasher, Hasher},
-    sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError, RwLock,
+    },
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -63,6 +66,9 @@ pub struct MemoryBackend {
     clock: Clock,
     /// Keys for lease-id nonces.
     nonces: RandomState,
+    /// States created so far: every state gets a nonce of its own, so a service removed and added
+    /// back by reloads never hands out the ids of its earlier state.
+    created: AtomicU64,
     /// The services, by name; replaced whole by [`Backend::reconfigure`].
     slots: RwLock<Arc<HashMap<String, Arc<Mutex<Slot>>>>>,
 }
@@ -73,6 +79,7 @@ impl MemoryBackend {
         let backend = Self {
             clock,
             nonces: RandomState::new(),
+            created: AtomicU64::new(0),
             slots: RwLock::default(),
         };
         let slots = specs
@@ -83,12 +90,13 @@ impl MemoryBackend {
         backend
     }
 
-    /// An empty state for `spec`. One random nonce per service, so a lease id names its service as
-    /// well as this process: reporting service A's lease under service B finds nothing instead of
-    /// B's lease.
+    /// An empty state for `spec`. One random nonce per state, so a lease id names its service
+    /// (and which of its states) as well as this process: reporting service A's lease under
+    /// service B, or under a B removed and added back, finds nothing instead of another lease.
     fn fresh_slot(&self, spec: &Arc<ServiceSpec>) -> Arc<Mutex<Slot>> {
         let mut hasher = self.nonces.build_hasher();
         hasher.write(spec.name.as_bytes());
+        hasher.write_u64(self.created.fetch_add(1, Ordering::Relaxed));
         Arc::new(Mutex::new(Slot {
             spec: spec.clone(),
             ledger: Ledger::new(spec, hasher.finish()),
