@@ -814,7 +814,7 @@ fn resolve_families(services: &mut [ServiceSpec]) -> Result<(), String> {
 impl RawLimit {
     fn validate(self) -> Result<LimitSpec, String> {
         if self.amount == 0 || self.amount > MAX_AMOUNT {
-            return Err(format!("amount: {} is not in 1..=2^53", self.amount));
+            return Err(format!("amount: {} is not in 1..=2^50", self.amount));
         }
         if self.dimension == "concurrent" {
             return self.validate_concurrent();
@@ -846,7 +846,7 @@ impl RawLimit {
             "token_bucket" => {
                 let burst = self.burst.unwrap_or(self.amount);
                 if burst == 0 || burst > MAX_AMOUNT {
-                    return Err(format!("burst: {burst} is not in 1..=2^53"));
+                    return Err(format!("burst: {burst} is not in 1..=2^50"));
                 }
                 Algorithm::TokenBucket { burst }
             }

@@ -37,6 +37,7 @@ impl From<BackendError> for Error {
                 Error::InvalidArgument(e.to_string())
             }
             BackendError::Refused(AcquireError::Full) => Error::Overloaded(e.to_string()),
+            BackendError::Refused(AcquireError::TotalTooLarge) => Error::Overloaded(e.to_string()),
             BackendError::Unavailable(_) | BackendError::Failed(_) => {
                 Error::Unavailable(e.to_string())
             }

@@ -171,7 +171,7 @@ impl Jitter {
 fn bounded(field: &str, v: u64) -> Result<u64, Error> {
     if v > MAX_AMOUNT {
         return Err(Error::InvalidArgument(format!(
-            "{field}: {v} is above 2^53"
+            "{field}: {v} is above 2^50"
         )));
     }
     Ok(v)

@@ -424,6 +424,13 @@ enum FamilyOp {
         request_id: Option<u8>,
     },
     Advance(Micros),
+    /// A 429 on member `who`'s own state: a cooldown of dimension `dim` (its siblings must not
+    /// wait for it, nor for the calls it queues).
+    Cooldown {
+        who: usize,
+        dim: usize,
+        length: Micros,
+    },
     /// Report the `back`-th last grant with real usage, reaching the ancestors' leases too.
     Report {
         back: usize,
@@ -437,6 +444,7 @@ fn family_op() -> impl Strategy<Value = FamilyOp> {
         5 => (0usize..3, 1u64..=60, prop_oneof![Just(0), 0..30 * S], prop::option::weighted(0.2, 0u8..4))
             .prop_map(|(who, tokens, max_wait, request_id)| FamilyOp::Acquire { who, tokens, max_wait, request_id }),
         3 => (0..4 * S).prop_map(FamilyOp::Advance),
+        1 => (0usize..3, 0usize..4, 1..20 * S).prop_map(|(who, dim, length)| FamilyOp::Cooldown { who, dim, length }),
         2 => (0usize..6, 0u64..=150).prop_map(|(back, percent)| FamilyOp::Report { back, percent }),
         1 => Just(FamilyOp::Status),
     ]
@@ -565,6 +573,31 @@ async fn run_family_case(
                 }
             }
             FamilyOp::Advance(d) => t += d,
+            FamilyOp::Cooldown { who, dim, length } => {
+                let call = ReportCall {
+                    cooldowns: vec![CooldownOrder {
+                        dimension: Dimension::ALL[dim],
+                        length,
+                        cause: CooldownCause {
+                            status_code: 429,
+                            source: "retry-after".into(),
+                        },
+                    }],
+                    ..ReportCall::default()
+                };
+                let memory = ledgers[who].report(&specs[who], t, &call);
+                let redis = backend
+                    .report(&specs[who], call)
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(
+                    (memory.cooldown_remaining, memory.cooldown_set),
+                    (redis.cooldown_remaining, redis.cooldown_set),
+                    "cooldown of member {} at {}",
+                    who,
+                    t
+                );
+            }
             FamilyOp::Report { back, percent } => {
                 let Some(&(who, m, r, tokens)) =
                     grants.len().checked_sub(back + 1).map(|i| &grants[i])

@@ -13,7 +13,7 @@ const CONFIG: &str = r#"
 name = "svc"
 limits = [
   { dimension = "requests", amount = 1000000, window = "1m" },
-  { dimension = "tokens", amount = 9007199254740992, window = "1m" },
+  { dimension = "tokens", amount = 1125899906842624, window = "1m" },
 ]
 "#;
 
@@ -41,16 +41,18 @@ async fn odd_and_oversized_inputs_get_their_documented_status() -> anyhow::Resul
     let server = spawn_server(CONFIG).await?;
     let mut client = server.raw_client().await?;
 
-    // Token counts at the edges (the limit is 2^53 a minute): 0, 1 and 2^53 - 1 fill it exactly;
-    // 2^53 more is a denial (an answer, not an error); above 2^53 is malformed.
-    for tokens in [0, 1, (1 << 53) - 1] {
+    // Token counts at the edges (the limit is 2^50 a minute, the largest accepted): 0, 1 and
+    // 2^50 - 1 fill it exactly; 2^50 more is a denial (an answer, not an error); above 2^50 is
+    // malformed.
+    for tokens in [0, 1, (1 << 50) - 1] {
         let granted = client.acquire(acquire("svc", tokens)).await?.into_inner();
         assert!(granted.granted, "tokens {tokens}");
     }
-    let full = client.acquire(acquire("svc", 1 << 53)).await?.into_inner();
+    let full = client.acquire(acquire("svc", 1 << 50)).await?.into_inner();
     assert!(!full.granted);
     let cases = [
-        ((1u64 << 53) + 1, Code::InvalidArgument),
+        ((1u64 << 50) + 1, Code::InvalidArgument),
+        (1u64 << 53, Code::InvalidArgument),
         (u64::MAX, Code::InvalidArgument),
     ];
     for (tokens, code) in cases {

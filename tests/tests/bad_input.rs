@@ -92,13 +92,13 @@ async fn bad_input_gets_the_documented_status_codes(store: &Store) -> anyhow::Re
             "output_tokens/1m",
         ),
         (
-            "tokens above 2^53",
+            "tokens above 2^50",
             AcquireRequest {
                 tokens: u64::MAX,
                 ..acquire("svc")
             },
             Code::InvalidArgument,
-            "2^53",
+            "2^50",
         ),
         (
             "negative max_wait",
@@ -225,7 +225,7 @@ async fn bad_input_gets_the_documented_status_codes(store: &Store) -> anyhow::Re
             "lease_id",
         ),
         (
-            "usage above 2^53",
+            "usage above 2^50",
             ReportResponseRequest {
                 usage: Some(Usage {
                     total_tokens: Some(u64::MAX),

@@ -6,6 +6,14 @@
 //!
 //! Each ledger's earliest time is of the form `max(t0, c)`, so one pass over the family, each
 //! starting where the previous one ended, finds the joint earliest slot.
+//!
+//! Arrival order is kept per ledger, not across the family: a member waits for its own queue and
+//! for the slots its ancestors' own limits and cooldowns queued, never for a sibling's call that
+//! its own limit or cooldown queued. Such a call is booked in the ancestor at its (later) slot and
+//! counts against the ancestor's windows from then on; a member's call booked behind it in the
+//! ancestor's log leaves the log ordered by `reach`. An ancestor's token bucket cannot lend the
+//! refill before a queued slot, so a sibling's slot queued more than the bucket's window ahead
+//! holds that bucket until then (sliding windows have no such limit).
 
 use super::{
     ledger::NewLease, AcquireError, Cost, Decider, Decision, Grant, Ledger, Micros, Scope,
@@ -43,8 +51,21 @@ pub fn acquire_in_family(
         return Err(AcquireError::Full);
     };
     if let Some(id) = request_id {
-        if let Some(grant) = first.ledger.replay(first.spec, id, &cost, now)? {
-            return Ok(Decision::Granted(grant));
+        if let Some(lease) = first.ledger.replayable(first.spec, id, now) {
+            // A lease is replayed only while it holds every in-flight slot it took, its
+            // ancestors' too: a job retried after its report (or timeout) is a new call.
+            let uplinks = first.ledger.uplinks_of(lease).unwrap_or_default();
+            let held = members
+                .iter()
+                .skip(1)
+                .zip(uplinks)
+                .all(|(m, up)| m.spec.concurrent().is_none() || m.ledger.holds_slot(*up, now));
+            if held {
+                return first
+                    .ledger
+                    .replay_grant(lease, &cost, now)
+                    .map(Decision::Granted);
+            }
         }
     }
     if members.iter().any(|m| m.ledger.is_full()) {
@@ -69,15 +90,16 @@ pub fn acquire_in_family(
             scope: Scope::Shared,
         });
     }
+    if members.iter().any(|m| !m.ledger.totals_fit(m.spec, &cost)) {
+        return Err(AcquireError::TotalTooLarge);
+    }
     let mut uplinks = Vec::with_capacity(members.len().saturating_sub(1));
     for (level, m) in members.iter_mut().enumerate().skip(1) {
-        uplinks.push(m.ledger.book(
-            m.spec,
-            slot,
-            cost,
-            decider.lower(level),
-            NewLease::call(None, 0),
-        ));
+        // Seen from the ancestor: its own limit or cooldown, or something below or above it.
+        let seen = decider.lower(level);
+        let mut lease = NewLease::call(None, 0);
+        lease.orders = matches!(seen, Decider::Limit(_) | Decider::Cooldown);
+        uplinks.push(m.ledger.book(m.spec, slot, cost, seen, lease));
     }
     let Some(first) = members.first_mut() else {
         return Err(AcquireError::Full);

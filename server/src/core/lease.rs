@@ -48,6 +48,11 @@ impl FromStr for LeaseId {
 pub(crate) struct Lease {
     /// When the caller may start its call.
     pub slot: Micros,
+    /// The latest slot of this lease and every lease booked before it: the log's order key. In
+    /// one service slots are booked in order and `reach == slot`; in a family's ancestor, a
+    /// member's call may be booked behind a sibling's queued slot, and windows, pruning and the
+    /// Redis log's scores go by `reach`, so the log stays ordered (see `family.rs`).
+    pub reach: Micros,
     /// Current cost: the estimate, or the real usage once reported.
     pub cost: Cost,
     /// The cost as requested; a retried Acquire must ask for the same.

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use super::{
     bucket::BucketShape, lease::Lease, Algorithm, Class, Cost, Dimension, LeaseId, LimitSpec,
     Micros, RemainingReading, ReportCall, Scope, ServiceSpec, SlidingWindow, TokenBucket,
-    MAX_AMOUNT, MICROS_PER_SEC,
+    MAX_AMOUNT, MAX_TOTAL, MICROS_PER_SEC,
 };
 
 /// What decided a slot's time.
@@ -210,6 +210,11 @@ pub(super) struct NewLease<'a> {
     pub holds_slot: bool,
     /// The tag of its id (0 for a first booking).
     pub tag: u32,
+    /// Its slot is a place in this ledger's arrival order (later calls are booked no earlier): a
+    /// call of the ledger's own service, or a member's call whose slot this ledger's own limits or
+    /// cooldown decided. A member's call queued by its own limit is not: it must not hold back
+    /// its siblings.
+    pub orders: bool,
 }
 
 impl<'a> NewLease<'a> {
@@ -219,6 +224,7 @@ impl<'a> NewLease<'a> {
             request_id,
             holds_slot: true,
             tag,
+            orders: true,
         }
     }
 }
@@ -245,6 +251,10 @@ pub enum AcquireError {
     /// The service holds its maximum of leases ([`MAX_LEASES`]).
     #[error("the service holds too many leases; try again later")]
     Full,
+    /// The costs a dimension's retained log holds would reach 2^53 ([`MAX_TOTAL`]): only
+    /// possible with costs near the largest accepted, far beyond any provider's budget.
+    #[error("the service holds 2^53 of booked cost in one dimension; try again later")]
+    TotalTooLarge,
 }
 
 /// An operator's action on a service's state.
@@ -278,6 +288,9 @@ pub struct Ledger {
     overload_streak: u32,
     /// The latest slot ever booked (kept when its lease is pruned).
     last_slot: Micros,
+    /// The latest slot in arrival order (see [`NewLease::orders`]) and what decided it: no new
+    /// slot is booked before it. In one service it is `last_slot`.
+    frontier: (Micros, Decider),
     /// The latest cooldown end ever set (kept when the cooldown expires).
     cooldown_horizon: Micros,
     by_request: HashMap<Box<str>, u64>,
@@ -320,6 +333,7 @@ impl Ledger {
             cooldowns: Default::default(),
             overload_streak: 0,
             last_slot: 0,
+            frontier: (0, Decider::Now),
             cooldown_horizon: 0,
             by_request: HashMap::new(),
             holds: BTreeSet::new(),
@@ -436,6 +450,15 @@ impl Ledger {
         // The queued leases it goes ahead of step out while its slot is found.
         let behind: Vec<Lease> = self.log.split_off(self.log.len() - ahead).into();
         let buckets = self.step_out(spec, &behind);
+        let frontier = self.frontier;
+        if !behind.is_empty() {
+            // Not a family (see `overtakable`): every lease orders, so the last one left is the
+            // frontier while they are out.
+            self.frontier = self
+                .log
+                .back()
+                .map_or((0, Decider::Now), |l| (l.slot, l.decider));
+        }
         let (slot, decider, held_back) = self.earliest(spec, now, &cost);
         let wait = slot.saturating_sub(now);
         // A slot only a lease timeout would free is not booked: a report may free one much
@@ -445,6 +468,7 @@ impl Ledger {
             if let Some(buckets) = buckets {
                 self.buckets = buckets;
             }
+            self.frontier = frontier;
             for lease in &behind {
                 if let Some(end) = lease.hold {
                     self.holds.insert((end, lease.seq));
@@ -456,6 +480,19 @@ impl Ledger {
                 decider,
                 scope: Scope::Shared,
             });
+        }
+        if !self.totals_fit(spec, &cost) {
+            if let Some(buckets) = buckets {
+                self.buckets = buckets;
+            }
+            self.frontier = frontier;
+            for lease in &behind {
+                if let Some(end) = lease.hold {
+                    self.holds.insert((end, lease.seq));
+                }
+            }
+            self.log.extend(behind);
+            return Err(AcquireError::TotalTooLarge);
         }
         let tag = if behind.is_empty() {
             0
@@ -472,6 +509,7 @@ impl Ledger {
                 request_id: id,
                 holds_slot: lease.hold.is_some(),
                 tag,
+                orders: true,
             };
             self.book(spec, t, lease.cost, d, again);
             self.mark_last(lease.rank, lease.overtakes_left.saturating_sub(1));
@@ -540,6 +578,20 @@ impl Ledger {
         Some(before)
     }
 
+    /// Whether booking `cost` keeps the costs the retained log holds in every dimension with a
+    /// sliding limit below [`MAX_TOTAL`] (the Redis scripts' running totals are exact only below
+    /// it; they prune and rebase before they refuse, so every backend refuses alike).
+    pub(super) fn totals_fit(&self, spec: &ServiceSpec, cost: &Cost) -> bool {
+        spec.limits
+            .iter()
+            .filter(|l| l.algorithm == Algorithm::SlidingWindow)
+            .all(|l| {
+                let d = l.dimension.index();
+                let held = self.log.back().map_or(0, |b| b.cum[d] - self.base[d]);
+                held + u128::from(cost.0[d]) < MAX_TOTAL
+            })
+    }
+
     /// Sets the class of the lease booked last.
     fn mark_last(&mut self, rank: u8, overtakes_left: u16) {
         if let Some(lease) = self.log.back_mut() {
@@ -565,19 +617,48 @@ impl Ledger {
         cost: &Cost,
         now: Micros,
     ) -> Result<Option<Grant>, AcquireError> {
-        let Some(&seq) = self.by_request.get(id) else {
-            return Ok(None);
-        };
-        let Some(lease) = self.lease(seq) else {
-            return Ok(None);
-        };
-        if spec.concurrent().is_some() && lease.hold.is_none_or(|end| end <= now) {
-            return Ok(None);
+        match self.replayable(spec, id, now) {
+            Some(id) => self.replay_grant(id, cost, now).map(Some),
+            None => Ok(None),
         }
+    }
+
+    /// The lease a retried acquire with `request_id` may get back: held, and holding its
+    /// in-flight slot if the service counts them.
+    pub(super) fn replayable(
+        &self,
+        spec: &ServiceSpec,
+        request_id: &str,
+        now: Micros,
+    ) -> Option<LeaseId> {
+        let &seq = self.by_request.get(request_id)?;
+        let lease = self.lease(seq)?;
+        if spec.concurrent().is_some() && lease.hold.is_none_or(|end| end <= now) {
+            return None;
+        }
+        Some(LeaseId {
+            nonce: self.nonce,
+            seq,
+        })
+    }
+
+    /// The grant of replayable lease `id` for a retry asking `cost` (which must be what the
+    /// lease asked for).
+    pub(super) fn replay_grant(
+        &self,
+        id: LeaseId,
+        cost: &Cost,
+        now: Micros,
+    ) -> Result<Grant, AcquireError> {
+        let seq = id.seq;
+        let Some(lease) = self.lease(seq) else {
+            return Err(AcquireError::Full);
+        };
+        let id = lease.request_id.as_deref().unwrap_or_default();
         if lease.requested != *cost {
             return Err(AcquireError::RequestIdReused(id.to_string()));
         }
-        Ok(Some(Grant {
+        Ok(Grant {
             lease_id: LeaseId {
                 nonce: self.nonce,
                 seq,
@@ -586,7 +667,7 @@ impl Ledger {
             wait: lease.slot.saturating_sub(now),
             decider: lease.decider,
             scope: Scope::Shared,
-        }))
+        })
     }
 
     /// Where lease `seq` is in the log: its position is the low bits of `seq`, and the lease
@@ -602,9 +683,9 @@ impl Ledger {
         self.log.get(self.index_of(seq)?)
     }
 
-    /// Earliest slot ≥ `t0`, after the cooldown and the last booked slot, where `cost` fits every
-    /// limit; what decided it; and whether that was the in-flight limit (a slot only a lease
-    /// timeout would free, never booked ahead).
+    /// Earliest slot ≥ `t0`, after the cooldown and the frontier of arrival order, where `cost`
+    /// fits every limit; what decided it; and whether that was the in-flight limit (a slot only a
+    /// lease timeout would free, never booked ahead).
     pub(super) fn earliest(
         &self,
         spec: &ServiceSpec,
@@ -622,11 +703,10 @@ impl Ledger {
                 }
             }
         }
-        if let Some(last) = self.log.back() {
-            if last.slot > t {
-                t = last.slot;
-                decider = last.decider;
-            }
+        let (frontier, frontier_decider) = self.frontier;
+        if frontier > t {
+            t = frontier;
+            decider = frontier_decider;
         }
         for (i, limit) in spec.limits.iter().enumerate() {
             let c = cost.get(limit.dimension);
@@ -678,6 +758,7 @@ impl Ledger {
             request_id,
             holds_slot,
             tag,
+            orders,
         } = lease;
         for (i, bucket) in self.buckets.iter_mut().enumerate() {
             if let Some(shape) = shape(spec, i) {
@@ -685,6 +766,7 @@ impl Ledger {
             }
         }
         let prev = self.log.back().map_or(self.base, |l| l.cum);
+        let reach = self.log.back().map_or(slot, |l| l.reach.max(slot));
         let mut cum = prev;
         for (c, add) in cum.iter_mut().zip(cost.0) {
             *c += u128::from(add);
@@ -700,12 +782,16 @@ impl Ledger {
             _ => None,
         };
         self.last_slot = self.last_slot.max(slot);
+        if orders && slot >= self.frontier.0 {
+            self.frontier = (slot, decider);
+        }
         let request_id: Option<Box<str>> = request_id.map(Into::into);
         if let Some(id) = &request_id {
             self.by_request.insert(id.clone(), seq);
         }
         self.log.push_back(Lease {
             slot,
+            reach,
             cost,
             requested: cost,
             cum,
@@ -852,6 +938,7 @@ impl Ledger {
         let delta = until - first_slot;
         for lease in self.log.range_mut(first..) {
             lease.slot += delta;
+            lease.reach = lease.slot;
             let seq = lease.seq;
             if let Some(end) = &mut lease.hold {
                 if self.holds.remove(&(*end, seq)) {
@@ -863,6 +950,9 @@ impl Ledger {
             }
         }
         self.last_slot += delta;
+        if self.frontier.0 > now {
+            self.frontier.0 += delta;
+        }
         for (i, bucket) in self.buckets.iter_mut().enumerate() {
             if let Some(shape) = shape(spec, i) {
                 let a = u128::from(shape.amount);
@@ -992,11 +1082,16 @@ impl Ledger {
         let charge = own - seen;
         let mut cost = Cost::default();
         cost.0[limit.dimension.index()] = charge;
-        let slot = self.log.back().map_or(now, |l| l.slot.max(now));
+        if !self.totals_fit(spec, &cost) {
+            return 0;
+        }
+        let slot = self.last_slot.max(now);
         let outside = NewLease {
             request_id: None,
             holds_slot: false,
             tag: 0,
+            // Not a call: it holds no one back (in one service its slot is the frontier anyway).
+            orders: false,
         };
         self.book(spec, slot, cost, Decider::Limit(reading.limit), outside);
         charge
@@ -1026,6 +1121,15 @@ impl Ledger {
             let Some(new) = usage[d] else { continue };
             let old = self.log[i].cost.0[d];
             if new == old {
+                continue;
+            }
+            let sliding = spec
+                .limits
+                .iter()
+                .any(|l| l.dimension == dim && l.algorithm == Algorithm::SlidingWindow);
+            let held = self.log.back().map_or(0, |b| b.cum[d] - self.base[d]);
+            if new > old && sliding && held + u128::from(new - old) >= MAX_TOTAL {
+                // As on Redis: a charge that would reach 2^53 keeps the estimate.
                 continue;
             }
             self.log[i].cost.0[d] = new;
@@ -1075,7 +1179,7 @@ impl Ledger {
     pub fn prune(&mut self, spec: &ServiceSpec, now: Micros) {
         let retention = spec.retention();
         while let Some(front) = self.log.front() {
-            if front.slot.saturating_add(retention) > now {
+            if front.reach.saturating_add(retention) > now {
                 break;
             }
             self.base = front.cum;
@@ -1139,6 +1243,23 @@ impl Ledger {
         }
     }
 
+    /// The leases lease `id` booked in its ancestors (parent first), if it is held.
+    pub(super) fn uplinks_of(&self, id: LeaseId) -> Option<&[LeaseId]> {
+        if id.nonce != self.nonce {
+            return None;
+        }
+        self.lease(id.seq)?.uplinks.as_deref()
+    }
+
+    /// Whether lease `id` still holds its in-flight slot at `now`.
+    pub(super) fn holds_slot(&self, id: LeaseId, now: Micros) -> bool {
+        id.nonce == self.nonce
+            && self
+                .lease(id.seq)
+                .and_then(|l| l.hold)
+                .is_some_and(|end| end > now)
+    }
+
     /// Number of leases held.
     pub fn lease_count(&self) -> usize {
         self.log.len()
@@ -1187,7 +1308,7 @@ impl Ledger {
                 }
             })
             .collect();
-        let queued = self.log.iter().rev().take_while(|l| l.slot > now).count() as u64;
+        let queued = self.log.iter().rev().take_while(|l| l.reach > now).count() as u64;
         ServiceSnapshot {
             now,
             limits,

@@ -27,6 +27,7 @@ mod scope;
 pub use scope::Scope;
 pub use spec::{
     format_duration, Algorithm, Cost, Dimension, LimitSpec, NeverFits, ServiceSpec, MAX_AMOUNT,
+    MAX_TOTAL,
 };
 pub use window::SlidingWindow;
 

@@ -6,8 +6,13 @@ use std::fmt;
 
 use super::{Micros, MICROS_PER_SEC};
 
-/// Largest amount, burst or cost accepted anywhere: every number stays exact in a Lua double.
-pub const MAX_AMOUNT: u64 = 1 << 53;
+/// Largest amount, burst, cost or usage accepted anywhere (2^50): every number stays exact in a
+/// Lua double, with room for the running totals of the Redis backend's sliding windows.
+pub const MAX_AMOUNT: u64 = 1 << 50;
+
+/// Bound of every running total (2^53): a dimension's retained log never holds this much (see
+/// `Ledger::totals_fit`), on every backend alike.
+pub const MAX_TOTAL: u128 = 1 << 53;
 
 /// What a limit counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,7 +1,11 @@
 //! `sliding_window`: the exact log algorithm. A lease booked at slot `s` occupies `[s, s + W)`.
-//! Because slots are booked in non-decreasing order, a new slot `t` fits when the costs of leases
-//! with `s > t − W` plus the new cost stay within the amount. With cumulative sums kept in the log,
-//! the earliest such `t` is one binary search away.
+//! A new slot `t` fits when the costs of leases with `s > t − W` plus the new cost stay within the
+//! amount: every window holding `t` holds no other lease. With cumulative sums kept in the log,
+//! the earliest such `t` is one binary search away. The log is ordered by each lease's `reach`
+//! (the latest slot booked up to it): in one service that is its slot, since slots are booked in
+//! order; in a family's ancestor a member's call may sit behind a sibling's queued slot, and the
+//! queued slot then counts from now on (the check stays safe: never more than the amount in any
+//! window).
 
 use std::collections::VecDeque;
 
@@ -20,7 +24,7 @@ pub struct SlidingWindow {
 
 impl SlidingWindow {
     /// Earliest `t ≥ t0` at which `cost` fits, given the log (whose first lease's cumulative
-    /// sums start after `base`). The log must end at or before `t0`.
+    /// sums start after `base`). Leases queued after `t0` count as if they were in its window.
     pub(crate) fn earliest(
         &self,
         log: &VecDeque<Lease>,
@@ -38,7 +42,7 @@ impl SlidingWindow {
         let need = fill - u128::from(self.amount);
         let m = log.partition_point(|l| l.cum[d] - base[d] < need);
         match log.get(m) {
-            Some(lease) => t0.max(lease.slot.saturating_add(self.window)),
+            Some(lease) => t0.max(lease.reach.saturating_add(self.window)),
             // Unreachable when cost <= amount; never grant in that case.
             None => Micros::MAX,
         }
@@ -54,7 +58,7 @@ impl SlidingWindow {
     ) -> (u128, Micros) {
         let d = self.dimension;
         let total = log.back().map_or(0, |l| l.cum[d] - base[d]);
-        let gone = log.partition_point(|l| l.slot.saturating_add(self.window) <= now);
+        let gone = log.partition_point(|l| l.reach.saturating_add(self.window) <= now);
         let before = if gone == 0 {
             0
         } else {
@@ -66,7 +70,7 @@ impl SlidingWindow {
             .rev()
             .find(|l| l.cost.0[d] > 0)
             .map_or(0, |l| {
-                l.slot.saturating_add(self.window).saturating_sub(now)
+                l.reach.saturating_add(self.window).saturating_sub(now)
             });
         (total - before, reset)
     }

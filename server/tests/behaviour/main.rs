@@ -4,6 +4,7 @@
 //! per test on free ports). Time is controlled: tokio's paused clock for memory, a hand-moved
 //! time passed to the Redis scripts for Redis.
 
+mod families;
 mod suite;
 
 use std::{
@@ -227,16 +228,28 @@ impl<D: RedisDeployment> TestBackend for OnRedis<D> {
 
 mod memory {
     crate::behaviour_suite!(sluice_server::backend::MemoryBackend);
+    mod families {
+        crate::family_suite!(sluice_server::backend::MemoryBackend);
+    }
 }
 
 mod redis {
     crate::behaviour_suite!(crate::OnRedis<sluice_e2e::redis_server::RedisServer>);
+    mod families {
+        crate::family_suite!(crate::OnRedis<sluice_e2e::redis_server::RedisServer>);
+    }
 }
 
 mod redis_cluster {
     crate::behaviour_suite!(crate::OnRedis<sluice_e2e::redis_server::RedisCluster>);
+    mod families {
+        crate::family_suite!(crate::OnRedis<sluice_e2e::redis_server::RedisCluster>);
+    }
 }
 
 mod redis_tls_acl {
     crate::behaviour_suite!(crate::OnRedis<crate::SecuredRedis>);
+    mod families {
+        crate::family_suite!(crate::OnRedis<crate::SecuredRedis>);
+    }
 }

@@ -2,11 +2,13 @@
 -- cost fits every limit, after the cooldown and the last booked slot, if it is at most its
 -- max_wait away. Every request of the batch is decided at the same `now`, exactly as if they had
 -- come one after the other. A denial changes nothing (one that could overtake may prune first).
--- ARGV 5 most leases held, 6 n, then for request r (from 7 + 4 (r − 1)): cost "c0 c1 c2 c3",
+-- ARGV 5 most leases held, 6 n, then for request r (from 7 + 5 (r − 1)): cost "c0 c1 c2 c3",
 -- max_wait µs, request_id ('' for none), priority class "rank max_overtakes" (core/priority.rs:
--- a call is booked ahead of the queued leases of lower classes, which are booked again behind it).
+-- a call is booked ahead of the queued leases of lower classes, which are booked again behind it),
+-- deadline (Redis µs; '' for none: past it the caller was answered with an error, so nothing is
+-- booked and the reply is {'E'}, see deadline.rs).
 -- Returns one reply per request: {'G', seq, slot, wait, decider, nonce} | {'D', retry_after,
--- decider} | {'R'} (request id reused with another cost) | {'F'} (too many leases).
+-- decider} | {'R'} (request id reused with another cost) | {'F'} (too many leases) | {'O'} (a running total would reach 2^53).
 
 local limits, sliding = parse_limits(ARGV[2])
 local retention = tonumber(ARGV[3])
@@ -101,14 +103,15 @@ local function housekeeping()
   end
 end
 
-local function acquire_one(cost, max_wait, rid, rank, max_overtakes)
+local function acquire_one(cost, max_wait, rid, rank, max_overtakes, deadline)
+  if deadline and now > deadline then return { 'E' } end
   -- A retried acquire returns its lease while the lease is held.
   if rid ~= '' then
     local m = pending.rid_of[rid] or redis.call('HGET', KEYS[4], rid)
     local rec = m and (pending.lease_of[m] or redis.call('HGET', KEYS[3], m))
     if rec then
       local lease = parse_lease(rec)
-      if lease.slot + retention > now and replayable(sliding, m, now) then
+      if (pending.lease_of[m] or retained(lease.slot, m, now, retention)) and replayable(sliding, m, now) then
         for d = 1, 4 do
           if lease.requested[d] ~= cost[d] then return { 'R' } end
         end
@@ -129,6 +132,11 @@ local function acquire_one(cost, max_wait, rid, rank, max_overtakes)
   if wait > max_wait or held_back then
     if saved then step_back(saved) end
     return { 'D', s(wait), decider }
+  end
+
+  if not totals_fit(st, sliding, cost, now, retention) then
+    if saved then step_back(saved) end
+    return { 'O' }
   end
 
   -- Book: from here on, writes.
@@ -168,12 +176,12 @@ end
 
 local replies = {}
 for r = 1, n do
-  local base = 7 + 4 * (r - 1)
+  local base = 7 + 5 * (r - 1)
   local cost = {}
   for v in string.gmatch(ARGV[base], '%S+') do cost[#cost + 1] = tonumber(v) end
   local rank, max_overtakes = string.match(ARGV[base + 3], '^(%d+) (%d+)$')
   local reply = acquire_one(cost, tonumber(ARGV[base + 1]), ARGV[base + 2], tonumber(rank),
-    tonumber(max_overtakes))
+    tonumber(max_overtakes), tonumber(ARGV[base + 4]))
   if reply.err then return reply end
   replies[r] = reply
 end

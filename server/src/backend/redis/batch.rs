@@ -36,6 +36,9 @@ pub struct QueuedAcquire {
     pub request_id: String,
     /// Priority class.
     pub class: crate::core::Class,
+    /// When its caller is answered with an error at the latest: the scripts book nothing for it
+    /// after this (see `deadline.rs`).
+    pub deadline: tokio::time::Instant,
 }
 
 /// The script's reply for one acquire.

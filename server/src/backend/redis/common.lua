@@ -4,9 +4,11 @@
 --
 -- KEYS (one hash tag, so one cluster slot; a family's acquire passes 9 keys per member and works
 -- on one member's at a time through K):
---   1 state     hash: n nonce, q next seq, hw high-water time, ls/ld/lr the last slot, its
---               decider and its priority rank, cu<d>/cs<d>/cc<d> cooldown of dimension d (0: the
---               whole service) until/status/source, ch the latest cooldown end ever set, ov
+--   1 state     hash: n nonce, q next seq, hw high-water time, ls/ld/lr the frontier of
+--               arrival order (the last slot booked in order, see book), its decider and its
+--               priority rank, lm the latest slot ever booked when above ls,
+--               cu<d>/cs<d>/cc<d> cooldown of dimension d (0: the whole service)
+--               until/status/source, ch the latest cooldown end ever set, ov
 --               overloads in a row, b<d>/t<d> base and running total of dimension d,
 --               k<id>/f<id> a bucket's TAT (µs and fraction), am<d>_<window> provider budget
 --               adopted for the sliding limit of dimension d and that window, rs/ra/rh last
@@ -14,7 +16,9 @@
 --               that TTL. A bucket's id is <d>_<window>_<amount>_<burst>: per-limit state is
 --               named by what the limit is, not by its position, so replicas whose configs
 --               differ (during a reload) never read each other's buckets as their own.
---   2 log       zset: lease member -> slot
+--   2 log       zset: lease member -> reach, the latest slot booked up to it (its slot, but in
+--               a family's ancestor, where a member's call may be booked behind a sibling's
+--               queued one: core/lease.rs), so the log's order is the booking order
 --   3 leases    hash: lease member -> "slot c0 c1 c2 c3 r0 r1 r2 r3 decider|request_id"
 --   4 requests  hash: request_id -> lease member
 --   5..8 cum    zsets, one per dimension with a sliding limit: lease member -> running total
@@ -201,7 +205,7 @@ end
 -- The latest of the last booked slot, the cooldowns' ends (ch: the latest ever set, kept when
 -- an expired cooldown is pruned) and the last report.
 local function horizon_of(st)
-  return math.max(num(st, 'ls'), num(st, 'ra'), num(st, 'ch'), num(st, 'cu0'), num(st, 'cu1'),
+  return math.max(num(st, 'ls'), num(st, 'lm'), num(st, 'ra'), num(st, 'ch'), num(st, 'cu0'), num(st, 'cu1'),
     num(st, 'cu2'), num(st, 'cu3'))
 end
 
@@ -281,6 +285,15 @@ local function bucket_earliest(st, l, c, t0)
   return math.max(t0, t)
 end
 
+-- Whether lease member m, booked at slot, is still in the log at now: past its retention after
+-- its reach (its log score, which in a family's ancestor may be later than its slot), as the
+-- memory backend prunes.
+local function retained(slot, m, now, retention)
+  if slot + retention > now then return true end
+  local reach = redis.call('ZSCORE', K[2], m)
+  return reach ~= false and reach ~= nil and tonumber(reach) + retention > now
+end
+
 -- Whether lease member m still holds its in-flight slot at now (services with an in-flight
 -- limit): a retried acquire gets a lease back only then; otherwise the retry is a new call.
 local function replayable(sliding, m, now)
@@ -354,14 +367,72 @@ local function pair_less(k1, f1, k2, f2)
   return k1 < k2 or (k1 == k2 and f1 < f2)
 end
 
+-- The running totals of dimension d restart at its base: every score and the total move down by
+-- the base, so totals stay below 2^53 however long the log never empties (rare: once per ~2^52
+-- booked). Work is one command per 4,000 leases held.
+local function rebase(st, d)
+  local b = num(st, 'b' .. d)
+  if b <= 0 then return end
+  flush_writes(st)
+  local flat = redis.call('ZRANGE', K[5 + d], 0, -1, 'WITHSCORES')
+  local args = {}
+  for i = 1, #flat, 2 do
+    args[#args + 1] = s(tonumber(flat[i + 1]) - b); args[#args + 1] = flat[i]
+  end
+  for i = 1, #args, 8000 do
+    redis.call('ZADD', K[5 + d], unpack(args, i, math.min(i + 7999, #args)))
+  end
+  st['t' .. d], st['b' .. d] = s(num(st, 't' .. d) - b), '0'
+  redis.call('HSET', K[1], 'b' .. d, '0', 't' .. d, st['t' .. d])
+end
+
+-- Whether adding costs (a table of 4) keeps every running total below 2^53 (core
+-- Ledger::totals_fit). When a total would pass it, expired leases are pruned to the memory
+-- backend's exact retention and the totals rebased first: false only when the retained log itself
+-- would hold 2^53, as the memory backend judges. May write (housekeeping); changes no decision.
+local function totals_fit(st, sliding, costs, now, retention)
+  local near = false
+  for d = 0, 3 do
+    if sliding[d] and num(st, 't' .. d) + costs[d + 1] >= MAX_EXACT then near = true end
+  end
+  if not near then return true end
+  flush_writes(st)
+  for _ = 1, 64 do
+    local before = redis.call('ZCARD', K[2])
+    prune(st, now, retention, sliding, 0)
+    if redis.call('ZCARD', K[2]) == before then break end
+  end
+  for d = 0, 3 do
+    if sliding[d] then
+      if num(st, 't' .. d) + costs[d + 1] >= MAX_EXACT then rebase(st, d) end
+      if num(st, 't' .. d) - num(st, 'b' .. d) + costs[d + 1] >= MAX_EXACT then return false end
+    end
+  end
+  return true
+end
+
+-- The latest slot ever booked.
+local function latest_slot(st) return math.max(num(st, 'ls'), num(st, 'lm')) end
+
 -- Books cost (a table of 4) at slot t with decider, as the next lease; writes every structure
 -- (or collects the writes, see defer_writes) and updates st. A lease that `holds` a call takes an
--- in-flight slot (written at once, so the next acquire of a batch sees it). Returns the lease's
--- sequence number.
-local function book(st, limits, sliding, now, t, cost, decider, rid, holds, up, rank, left)
+-- in-flight slot (written at once, so the next acquire of a batch sees it). A lease that
+-- `orders` (core NewLease::orders: a call of this service, or one this state's own limits or
+-- cooldown queued) moves the frontier of arrival order; others (a sibling's call queued by its
+-- own limit, usage from outside) only the latest slot. Returns the lease's sequence number.
+local function book(st, limits, sliding, now, t, cost, decider, rid, holds, up, rank, left, orders)
   local seq = num(st, 'q')
   local m = member(seq)
-  local changed = { 'q', 'hw', 'ls', 'ld', 'lr' }
+  local reach = math.max(t, latest_slot(st))
+  local changed = { 'q', 'hw' }
+  if orders ~= false and t >= num(st, 'ls') then
+    st.ls, st.ld, st.lr = s(t), decider, s(rank or 0)
+    changed[#changed + 1] = 'ls'; changed[#changed + 1] = 'ld'; changed[#changed + 1] = 'lr'
+  end
+  if t > latest_slot(st) then
+    st.lm = s(t)
+    changed[#changed + 1] = 'lm'
+  end
   for _, l in ipairs(limits) do
     if l.conc and holds then
       redis.call('ZADD', K[9], s(t + l.window), m)
@@ -389,13 +460,13 @@ local function book(st, limits, sliding, now, t, cost, decider, rid, holds, up, 
       changed[#changed + 1] = 't' .. d
     end
   end
-  st.q, st.hw, st.ls, st.ld, st.lr = s(seq + 1), s(now), s(t), decider, s(rank or 0)
+  st.q, st.hw = s(seq + 1), s(now)
   local record = format_lease({ slot = t, cost = cost, requested = cost, decider = decider, rid = rid,
     up = up, rank = rank or 0, left = left or 0 })
   if pending then
     for _, f in ipairs(changed) do pending.state[f] = true end
     local log, leases = pending.log, pending.leases
-    log[#log + 1] = s(t); log[#log + 1] = m
+    log[#log + 1] = s(reach); log[#log + 1] = m
     leases[#leases + 1] = m; leases[#leases + 1] = record
     pending.lease_of[m] = record
     if rid ~= '' then
@@ -409,7 +480,7 @@ local function book(st, limits, sliding, now, t, cost, decider, rid, holds, up, 
   local fields = {}
   for _, f in ipairs(changed) do fields[#fields + 1] = f; fields[#fields + 1] = st[f] end
   redis.call('HSET', K[1], unpack(fields))
-  redis.call('ZADD', K[2], s(t), m)
+  redis.call('ZADD', K[2], s(reach), m)
   redis.call('HSET', K[3], m, record)
   if rid ~= '' then
     redis.call('HSET', K[4], rid, m)

@@ -5,7 +5,7 @@
 -- KEYS: 9 per member, the service's first, then its parent's, … (one hash tag: the family's).
 -- ARGV 5 most leases held, 6 n, 7 m members, then for member j = 2..m: its limits, retention and
 -- nonce for a new state (8 + 3 (j − 2) …), then for request r: cost "c0 c1 c2 c3", max_wait µs,
--- request_id. Each member's state has a nonce of its own, so an uplink never names a lease of
+-- request_id, deadline (as in acquire.lua). Each member's state has a nonce of its own, so an uplink never names a lease of
 -- another member (after a reload that changed the family).
 -- Returns one reply per request, as acquire.lua does.
 
@@ -61,7 +61,8 @@ local function lower(d, levels)
   return 'n'
 end
 
-local function acquire_one(cost, max_wait, rid)
+local function acquire_one(cost, max_wait, rid, deadline)
+  if deadline and now > deadline then return { 'E' } end
   local first = members[1]
   use(1)
   if rid ~= '' then
@@ -69,7 +70,21 @@ local function acquire_one(cost, max_wait, rid)
     local rec = mm and redis.call('HGET', K[3], mm)
     if rec then
       local lease = parse_lease(rec)
-      if lease.slot + first.retention > now and replayable(first.sliding, mm, now) then
+      -- Replayed only while it holds every in-flight slot it took, its ancestors' too: a job
+      -- retried after its report (or timeout) is a new call.
+      local held = retained(lease.slot, mm, now, first.retention) and replayable(first.sliding, mm, now)
+      local j = 1
+      for up in string.gmatch(lease.up, '[^,]+') do
+        j = j + 1
+        local mb = members[j]
+        if not held or not mb then break end
+        if mb.sliding.holds then
+          local nonce, seq = string.match(up, '^(%x+):(%d+)$')
+          local e = nonce == mb.st.n and redis.call('ZSCORE', mb.keys[9], member(tonumber(seq)))
+          held = e ~= false and e ~= nil and tonumber(e) > now
+        end
+      end
+      if held then
         for d = 1, 4 do
           if lease.requested[d] ~= cost[d] then return { 'R' } end
         end
@@ -89,6 +104,12 @@ local function acquire_one(cost, max_wait, rid)
   end
   local wait = t - now
   if wait > max_wait or held_back then return { 'D', s(wait), decider } end
+
+  for j = 1, m do
+    use(j)
+    local mb = members[j]
+    if not totals_fit(mb.st, mb.sliding, cost, now, mb.retention) then return { 'O' } end
+  end
 
   -- Book: housekeeping once per member and batch, then every member or none.
   for j = 1, m do
@@ -114,7 +135,11 @@ local function acquire_one(cost, max_wait, rid)
     if j == 1 then
       up, r = table.concat(ups, ','), rid
     end
-    local seq = book(st, mb.limits, mb.sliding, now, t, cost, lower(decider, j - 1), r, true, up)
+    -- An ancestor's arrival order holds the calls its own limits or cooldown queued, not a
+    -- member's call queued by the member's own (core/family.rs).
+    local seen = lower(decider, j - 1)
+    local orders = j == 1 or seen == 'c' or string.match(seen, '^%d+$') ~= nil
+    local seq = book(st, mb.limits, mb.sliding, now, t, cost, seen, r, true, up, nil, nil, orders)
     if type(seq) == 'table' then return seq end
     mb.held = mb.held + 1
     mb.wrote = true
@@ -127,10 +152,10 @@ end
 
 local replies = {}
 for r = 1, n do
-  local base = first_request + 3 * (r - 1)
+  local base = first_request + 4 * (r - 1)
   local cost = {}
   for v in string.gmatch(ARGV[base], '%S+') do cost[#cost + 1] = tonumber(v) end
-  local reply = acquire_one(cost, tonumber(ARGV[base + 1]), ARGV[base + 2])
+  local reply = acquire_one(cost, tonumber(ARGV[base + 1]), ARGV[base + 2], tonumber(ARGV[base + 3]))
   if reply.err then return reply end
   replies[r] = reply
 end

@@ -7,6 +7,7 @@
 //! [`batch`]).
 
 mod batch;
+mod deadline;
 mod fallback;
 mod layout;
 mod link;
@@ -143,6 +144,8 @@ pub struct RedisBackend {
     calls: AtomicU64,
     /// This replica's share of the limits, with `on_failure = "local"`.
     local: Option<fallback::LocalShare>,
+    /// The offset of Redis's clock, for the acquires' deadlines.
+    clock: deadline::RedisClock,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -256,6 +259,7 @@ impl RedisBackend {
             nonces: RandomState::new(),
             calls: AtomicU64::new(0),
             local,
+            clock: deadline::RedisClock::default(),
         }
     }
 
@@ -369,6 +373,7 @@ impl RedisBackend {
                 &max_wait.to_string(),
                 "",
                 "0 0",
+                "",
             ],
         ))
     }
@@ -403,6 +408,10 @@ impl RedisBackend {
                 args.push(self.fresh_nonce());
             }
         }
+        let sent = tokio::time::Instant::now();
+        let timeout = deadline.map_or(self.timeout, |d| {
+            d.saturating_duration_since(sent).min(self.timeout)
+        });
         for a in &acquires {
             let [c0, c1, c2, c3] = a.cost.0;
             args.push(format!("{c0} {c1} {c2} {c3}"));
@@ -411,22 +420,62 @@ impl RedisBackend {
             if service.spec.family.is_none() {
                 args.push(format!("{} {}", a.class.rank, a.class.max_overtakes));
             }
+            // Past the earlier of its caller's deadline and the batch's, nothing is booked.
+            args.push(self.deadline_arg(a.deadline.min(sent + timeout)));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let timeout = deadline.map_or(self.timeout, |d| {
-            d.saturating_duration_since(tokio::time::Instant::now())
-                .min(self.timeout)
-        });
-        if service.spec.family.is_none() {
-            return self
-                .eval_within(&self.scripts.acquire, &[service], &args, timeout)
-                .await;
+        let replies: Vec<Vec<String>> = if service.spec.family.is_none() {
+            self.eval_within(&self.scripts.acquire, &[service], &args, timeout)
+                .await?
+        } else {
+            let chain: Vec<&ServiceArgs> = std::iter::once(service)
+                .chain(ancestors.iter().map(Arc::as_ref))
+                .collect();
+            self.eval_within(&self.scripts.family, &chain, &args, timeout)
+                .await?
+        };
+        self.learn_clock(sent, timeout, &replies);
+        Ok(replies)
+    }
+
+    /// A deadline as the scripts take it: Redis µs, or '' (no check) while Redis's clock is
+    /// unknown or time is set by hand.
+    fn deadline_arg(&self, deadline: tokio::time::Instant) -> String {
+        match self.time {
+            TimeSource::Server => self
+                .clock
+                .in_redis_time(deadline.into_std())
+                .map_or_else(String::new, |t| t.to_string()),
+            TimeSource::Manual(_) => String::new(),
         }
-        let chain: Vec<&ServiceArgs> = std::iter::once(service)
-            .chain(ancestors.iter().map(Arc::as_ref))
-            .collect();
-        self.eval_within(&self.scripts.family, &chain, &args, timeout)
-            .await
+    }
+
+    /// Learns Redis's clock from a batch's replies (a grant's slot minus its wait is Redis's
+    /// `now`); a batch that came back expired well within its timeout means the clock moved
+    /// ahead of the estimate, which is then forgotten.
+    fn learn_clock(&self, sent: tokio::time::Instant, timeout: Duration, replies: &[Vec<String>]) {
+        if !matches!(self.time, TimeSource::Server) {
+            return;
+        }
+        for r in replies {
+            match r.first().map(String::as_str) {
+                Some("G") => {
+                    if let (Ok(slot), Ok(wait)) = (number::<u64>(r, 2), number::<u64>(r, 3)) {
+                        self.clock
+                            .observe(sent.into_std(), slot.saturating_sub(wait));
+                        return;
+                    }
+                }
+                Some("E") if sent.elapsed() < timeout / 2 => {
+                    tracing::warn!(
+                        "redis: a decision came back expired at once; relearning its clock"
+                    );
+                    self.clock.forget();
+                    return;
+                }
+                _ => {}
+            }
+        }
     }
 
     /// The ancestors of `service` as configured now, parent first. A service whose arguments a
@@ -474,6 +523,7 @@ impl RedisBackend {
                 max_wait: c.max_wait,
                 request_id: c.request_id.unwrap_or_default().to_string(),
                 class: c.class,
+                deadline: tokio::time::Instant::now() + self.timeout,
             })
             .collect();
         let replies = self.run_acquires(&service, acquires).await?;
@@ -557,6 +607,11 @@ impl RedisBackend {
                 call.request_id.unwrap_or_default().to_string(),
             ))),
             Some("F") => Err(BackendError::Refused(AcquireError::Full)),
+            Some("O") => Err(BackendError::Refused(AcquireError::TotalTooLarge)),
+            // Redis ran it after its caller was answered: nothing was booked.
+            Some("E") => Err(BackendError::Unavailable(
+                "redis: the decision ran after its deadline; nothing was booked".into(),
+            )),
             _ => Err(protocol("unknown acquire answer")),
         }
     }
@@ -873,17 +928,18 @@ impl Backend for RedisBackend {
             let (memory, share) = local.share(spec)?;
             return Self::acquire_locally(memory, &share, call).await;
         }
-        let queued = batch::QueuedAcquire {
-            cost: call.cost,
-            max_wait: call.max_wait,
-            request_id: call.request_id.unwrap_or_default().to_string(),
-            class: call.class,
-        };
         // The whole call, queueing included, answers within the timeout. A batch this call
         // carries ends by its deadline, so the acquires it carries for others get its answer (an
         // outage, for on_failure) rather than being cut off with it; the outer bound, a little
         // later, only guards the queueing.
         let deadline = tokio::time::Instant::now() + self.timeout;
+        let queued = batch::QueuedAcquire {
+            cost: call.cost,
+            max_wait: call.max_wait,
+            request_id: call.request_id.unwrap_or_default().to_string(),
+            class: call.class,
+            deadline,
+        };
         let submitted = service.batcher.submit(queued, |acquires| {
             self.run_acquires_until(&service, acquires, Some(deadline))
         });
@@ -987,10 +1043,19 @@ impl Backend for RedisBackend {
         if self.on_failure == OnFailure::FailOpen {
             return Ok(());
         }
-        let command = redis::cmd("PING");
-        let ping = connection.query::<String>(&command);
+        // TIME answers like PING and tells Redis's clock, for the acquires' deadlines.
+        let command = redis::cmd("TIME");
+        let sent = std::time::Instant::now();
+        let ping = connection.query::<(String, String)>(&command);
         let answer = match tokio::time::timeout(self.timeout, ping).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok((secs, micros))) => {
+                if let (TimeSource::Server, Ok(secs), Ok(micros)) =
+                    (&self.time, secs.parse::<u64>(), micros.parse::<u64>())
+                {
+                    self.clock.observe(sent, secs * 1_000_000 + micros);
+                }
+                Ok(())
+            }
             Ok(Err(e)) => Err(format!("redis: {e}")),
             Err(_) => Err(format!(
                 "redis: no answer to PING within {:?}",

@@ -25,7 +25,7 @@ if ARGV[5] ~= '' and ARGV[5] == st.n then
   local rec = redis.call('HGET', KEYS[3], m)
   if rec then
     lease = parse_lease(rec)
-    if lease.slot + retention <= now then lease = nil end
+    if not retained(lease.slot, m, now, retention) then lease = nil end
   end
 end
 local usage = {}
@@ -89,6 +89,10 @@ if ARGV[16] ~= '1' and #first > 0 and tonumber(first[2]) < cooldown_end
   if lease and lease.slot > now then lease.slot = lease.slot + delta end
   st.ls = s(num(st, 'ls') + delta)
   redis.call('HSET', KEYS[1], 'ls', st.ls)
+  if st.lm then
+    st.lm = s(num(st, 'lm') + delta)
+    redis.call('HSET', KEYS[1], 'lm', st.lm)
+  end
   for _, l in ipairs(limits) do
     if l.bucket then
       local k, f = num(st, l.kf), num(st, l.ff)
@@ -114,6 +118,12 @@ if lease and #usage == 3 then
   for d = 1, 3 do
     local new = usage[d]
     local old = lease.cost[d + 1]
+    if new and new ~= old and sliding[d] and new > old then
+      local costs = { 0, 0, 0, 0 }
+      costs[d + 1] = new - old
+      -- As on the memory backend: a charge that would reach 2^53 keeps the estimate.
+      if not totals_fit(st, sliding, costs, now, retention) then new = old end
+    end
     if new and new ~= old then -- false: keep the estimate
       local delta = new - old
       lease.cost[d + 1] = new
@@ -208,16 +218,17 @@ for r = 1, #readings - 2, 3 do
     local own = math.max(0, capacity(l) - used)
     local seen = remaining + tolerance
     local held = redis.call('ZCARD', KEYS[2])
-    if seen < own and held < tonumber(ARGV[14]) then
+    local charge = own - seen
+    local cost = { 0, 0, 0, 0 }
+    cost[l.dim + 1] = charge
+    if seen < own and held < tonumber(ARGV[14]) and totals_fit(st, sliding, cost, now, retention) then
       if held == 0 then created = true end
-      local charge = own - seen
-      local cost = { 0, 0, 0, 0 }
-      cost[l.dim + 1] = charge
       if not st.n then
         st.n = ARGV[4]
         redis.call('HSET', KEYS[1], 'n', st.n)
       end
-      local seq = book(st, limits, sliding, now, math.max(now, num(st, 'ls')), cost, s(i), '', false)
+      local seq = book(st, limits, sliding, now, math.max(now, latest_slot(st)), cost, s(i), '',
+        false, nil, nil, nil, false)
       if type(seq) == 'table' then return seq end
       outside = outside + charge
     end

@@ -1,0 +1,322 @@
+//! Behaviour of families and replays that an outside test of main found wrong (issue 22),
+//! instantiated per backend by [`family_suite!`]: a member's queue never stalls its siblings,
+//! every denial names what decided it, a retried job is a new call through its ancestors'
+//! in-flight limits, lease ids never repeat for a service, and numbers near 2^53 are refused up
+//! front alike on every backend.
+
+use std::sync::Arc;
+
+use sluice_server::{config::Config, core::ServiceSpec, limiter::Limiter};
+
+use crate::TestBackend;
+
+/// The family of the outside test: a parent over a small model and a large one.
+pub const FAMILY: &str = r#"
+[[services]]
+name = "openai"
+limits = [{ dimension = "tokens", amount = 100000, window = "10s" }]
+
+[[services]]
+name = "openai/gpt-4o"
+parent = "openai"
+profile = "openai"
+limits = [
+  { dimension = "requests", amount = 100, window = "10s" },
+  { dimension = "tokens", amount = 1000, window = "10s" },
+]
+
+[[services]]
+name = "openai/gpt-4o-mini"
+parent = "openai"
+profile = "openai"
+limits = [{ dimension = "tokens", amount = 100000, window = "10s" }]
+
+[[services]]
+name = "org"
+limits = [
+  { dimension = "concurrent", amount = 1, timeout = "1m" },
+  { dimension = "requests", amount = 100, window = "1m" },
+]
+
+[[services]]
+name = "org/m"
+parent = "org"
+limits = [{ dimension = "requests", amount = 100, window = "1m" }]
+
+[[services]]
+name = "solo"
+limits = [
+  { dimension = "concurrent", amount = 1, timeout = "1m" },
+  { dimension = "requests", amount = 100, window = "1m" },
+]
+
+[[services]]
+name = "huge"
+limits = [{ dimension = "tokens", amount = 1125899906842624, window = "1s" }]
+"#;
+
+/// A limiter over `config` on a fresh backend.
+pub async fn limiter_for<B: TestBackend>(config: &str) -> Limiter<B> {
+    let specs: Vec<Arc<ServiceSpec>> = Config::parse(config)
+        .expect("test config is valid")
+        .services
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let backend = B::create(&specs).await;
+    Limiter::new(specs, backend)
+}
+
+/// Instantiates the family tests for one backend type.
+#[macro_export]
+macro_rules! family_suite {
+    ($backend:ty) => {
+        use std::time::Duration;
+
+        use sluice_server::{
+            config::Config,
+            core::{Decider, Decision},
+            error::Error,
+            limiter::UsageReport,
+        };
+        use $crate::{families::*, suite::*, TestBackend};
+
+        type B = $backend;
+        const S: Duration = Duration::from_secs(1);
+
+        /// The decider of a denial; panics on a grant.
+        async fn denial(
+            l: &sluice_server::limiter::Limiter<B>,
+            r: &sluice_server::limiter::AcquireRequest,
+        ) -> (u64, Decider) {
+            match l.acquire(r).await.expect("acquire").1 {
+                Decision::Denied {
+                    retry_after,
+                    decider,
+                    ..
+                } => (retry_after, decider),
+                d => panic!("expected a denial, got {d:?}"),
+            }
+        }
+
+        #[tokio::test]
+        async fn a_members_queue_never_stalls_its_siblings() {
+            let l = limiter_for::<B>(FAMILY).await;
+            granted(&l, &req("openai/gpt-4o", 1000, Duration::ZERO)).await;
+            // gpt-4o's own limit queues its next call 10 s ahead, in the parent too.
+            let (_, wait) = granted(&l, &req("openai/gpt-4o", 1000, 30 * S)).await;
+            assert_eq!(wait, 10 * US);
+            // The parent has 98,000 tokens left: mini is not held back by gpt-4o's queue.
+            let (_, wait) = granted(&l, &req("openai/gpt-4o-mini", 10, Duration::ZERO)).await;
+            assert_eq!(wait, 0);
+            let (_, wait) = granted(&l, &req("openai/gpt-4o-mini", 10, 30 * S)).await;
+            assert_eq!(wait, 0);
+            // gpt-4o itself still waits in arrival order, behind its own queue.
+            // (until its second call leaves its window).
+            let (after, decider) = denial(&l, &req("openai/gpt-4o", 1, Duration::ZERO)).await;
+            assert_eq!(after, 20 * US);
+            assert_eq!(
+                decider,
+                Decider::Limit(1),
+                "its own tokens limit queued the slot"
+            );
+            // The parent's counts include both queued and granted calls.
+            let parent = l.status("openai").await.expect("status");
+            assert_eq!(parent.snapshot.limits[0].used, 2020);
+        }
+
+        #[tokio::test]
+        async fn a_members_cooldown_never_stalls_its_siblings() {
+            let l = limiter_for::<B>(FAMILY).await;
+            // A 429 on gpt-4o's requests, a dimension the parent does not limit: its own cooldown.
+            let a = l
+                .report(report("openai/gpt-4o", "", 429, &[("retry-after", "20")]))
+                .await
+                .expect("report");
+            assert!(
+                a.cooldown_set && !a.detail.contains("family"),
+                "{}",
+                a.detail
+            );
+            let (_, wait) = granted(&l, &req("openai/gpt-4o", 10, 30 * S)).await;
+            assert_eq!(wait, 20 * US);
+            // mini goes now; gpt-4o's next call names the cooldown that holds it.
+            let (_, wait) = granted(&l, &req("openai/gpt-4o-mini", 10, Duration::ZERO)).await;
+            assert_eq!(wait, 0);
+            let (after, decider) = denial(&l, &req("openai/gpt-4o", 10, Duration::ZERO)).await;
+            assert_eq!((after, decider), (20 * US, Decider::Cooldown));
+        }
+
+        #[tokio::test]
+        async fn the_parents_own_queue_holds_every_member_and_is_named() {
+            let l = limiter_for::<B>(FAMILY).await;
+            granted(&l, &req("openai/gpt-4o-mini", 99_000, Duration::ZERO)).await;
+            l.backend().advance(2 * S).await;
+            // The parent's own tokens limit queues this call until the first leaves its window.
+            let (_, wait) = granted(&l, &req("openai/gpt-4o-mini", 2_000, 30 * S)).await;
+            assert_eq!(wait, 8 * US);
+            // Arrival order on the parent's limit: a sibling's small call waits behind it, and
+            // the denial names the parent's limit (never REASON_UNSPECIFIED).
+            let (spec, decision) = l
+                .acquire(&req("openai/gpt-4o", 1, Duration::ZERO))
+                .await
+                .expect("acquire");
+            let Decision::Denied {
+                retry_after,
+                decider,
+                ..
+            } = decision
+            else {
+                panic!("expected a denial, got {decision:?}");
+            };
+            assert_eq!(retry_after, 8 * US);
+            assert_eq!(
+                decider,
+                Decider::Ancestor {
+                    level: 1,
+                    limit: Some(0)
+                }
+            );
+            assert_eq!(l.decider_name(&spec, decider), "openai: tokens/10s");
+            let (after, decider) = denial(&l, &req("openai", 1, Duration::ZERO)).await;
+            assert_eq!((after, decider), (8 * US, Decider::Limit(0)));
+        }
+
+        #[tokio::test]
+        async fn a_retried_job_is_a_new_call_through_its_ancestors_in_flight_limit() {
+            let l = limiter_for::<B>(FAMILY).await;
+            let mut a = req("org/m", 0, Duration::ZERO);
+            a.request_id = "job-A".into();
+            let (lease_a, _) = granted(&l, &a).await;
+            // Retried while it holds the parent's slot: the same lease.
+            assert_eq!(granted(&l, &a).await.0, lease_a);
+            l.report(report("org/m", &lease_a, 200, &[]))
+                .await
+                .expect("report");
+            assert_eq!(
+                l.status("org").await.expect("status").snapshot.limits[0].used,
+                0
+            );
+            let (lease_b, _) = granted(&l, &req("org/m", 0, Duration::ZERO)).await;
+            let (_, decider) = denial(&l, &req("org/m", 0, Duration::ZERO)).await;
+            assert_eq!(
+                decider,
+                Decider::Ancestor {
+                    level: 1,
+                    limit: Some(0)
+                }
+            );
+            // A retries after its report: a new call, refused while B holds the only slot.
+            let (_, decider) = denial(&l, &a).await;
+            assert_eq!(
+                decider,
+                Decider::Ancestor {
+                    level: 1,
+                    limit: Some(0)
+                }
+            );
+            assert_eq!(
+                l.status("org").await.expect("status").snapshot.limits[0].used,
+                1
+            );
+            // Once B reports, A's retry books anew (a new lease id).
+            l.report(report("org/m", &lease_b, 200, &[]))
+                .await
+                .expect("report");
+            let (again, _) = granted(&l, &a).await;
+            assert_ne!(again, lease_a);
+        }
+
+        #[tokio::test]
+        async fn lease_ids_never_repeat_for_a_service_removed_and_added_back() {
+            let l = limiter_for::<B>(FAMILY).await;
+            let (lease_a, _) = granted(&l, &req("solo", 0, Duration::ZERO)).await;
+            let without = replace_block(FAMILY, "solo", "");
+            let config = Config::parse(&without).expect("valid");
+            l.reconfigure(config.services, config.profiles)
+                .await
+                .expect("reload");
+            let config = Config::parse(FAMILY).expect("valid");
+            l.reconfigure(config.services, config.profiles)
+                .await
+                .expect("reload");
+            // The state may start empty (memory) or be found again (Redis keeps its keys).
+            match l
+                .acquire(&req("solo", 0, Duration::ZERO))
+                .await
+                .expect("acquire")
+                .1
+            {
+                Decision::Granted(g) => {
+                    let lease_b = g.lease_id.to_string();
+                    assert_ne!(lease_b, lease_a, "a lease id was handed out twice");
+                    // A's stale report frees nothing of B's: a third call still finds the slot held.
+                    let answer = l
+                        .report(report("solo", &lease_a, 200, &[]))
+                        .await
+                        .expect("report");
+                    assert!(!answer.detail.contains("released"), "{}", answer.detail);
+                    denial(&l, &req("solo", 0, Duration::ZERO)).await;
+                    assert_eq!(
+                        l.status("solo").await.expect("status").snapshot.limits[0].used,
+                        1
+                    );
+                }
+                Decision::Denied { .. } => {
+                    // A still holds the slot: its report releases it, and only then may B go.
+                    assert!(l
+                        .report(report("solo", &lease_a, 200, &[]))
+                        .await
+                        .expect("report")
+                        .detail
+                        .contains("released"));
+                    let (lease_b, _) = granted(&l, &req("solo", 0, Duration::ZERO)).await;
+                    assert_ne!(lease_b, lease_a);
+                }
+            }
+        }
+
+        #[tokio::test]
+        async fn numbers_near_two_to_the_53_are_refused_up_front_or_granted_alike() {
+            let l = limiter_for::<B>(FAMILY).await;
+            // A cost beyond every amount Sluice accepts is malformed input, on every backend.
+            let too_big = l.acquire(&req("huge", 1 << 53, Duration::ZERO)).await;
+            assert!(is(too_big, |e| matches!(e, Error::InvalidArgument(_))));
+            // 40 calls of 2^48 against 2^50 per second: every one granted (four a second), none
+            // an outage, though their running total passes 2^53.
+            for _ in 0..40 {
+                let (_, wait) = granted(&l, &req("huge", 1 << 48, Duration::ZERO)).await;
+                assert_eq!(wait, 0);
+                for _ in 0..3 {
+                    granted(&l, &req("huge", 1 << 48, Duration::ZERO)).await;
+                }
+                denial(&l, &req("huge", 1 << 48, Duration::ZERO)).await;
+                l.backend().advance(S).await;
+            }
+            // A report with usage beyond the bound is refused before it changes anything.
+            let (lease, _) = granted(&l, &req("huge", 1 << 48, Duration::ZERO)).await;
+            let mut r = report("huge", &lease, 200, &[]);
+            r.usage = Some(UsageReport {
+                total_tokens: Some(1 << 53),
+                ..UsageReport::default()
+            });
+            assert!(is(l.report(r).await, |e| matches!(
+                e,
+                Error::InvalidArgument(_)
+            )));
+            let status = l.status("huge").await.expect("status");
+            assert_eq!(status.snapshot.limits[0].used, 1 << 48);
+            // A real usage within the bound still replaces the estimate.
+            let mut r = report("huge", &lease, 200, &[]);
+            r.usage = Some(UsageReport {
+                total_tokens: Some(1 << 49),
+                ..UsageReport::default()
+            });
+            l.report(r).await.expect("report");
+            assert_eq!(
+                l.status("huge").await.expect("status").snapshot.limits[0].used,
+                1 << 49
+            );
+        }
+    };
+}
