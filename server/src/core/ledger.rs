@@ -464,17 +464,7 @@ impl Ledger {
         // A slot only a lease timeout would free is not booked: a report may free one much
         // sooner, so the caller asks again (its `retry_after` is the timeout, an upper bound).
         if wait > max_wait || held_back {
-            // Nothing changes: the leases stepped back in as they were.
-            if let Some(buckets) = buckets {
-                self.buckets = buckets;
-            }
-            self.frontier = frontier;
-            for lease in &behind {
-                if let Some(end) = lease.hold {
-                    self.holds.insert((end, lease.seq));
-                }
-            }
-            self.log.extend(behind);
+            self.step_back(behind, buckets, frontier);
             return Ok(Decision::Denied {
                 retry_after: wait,
                 decider,
@@ -482,16 +472,7 @@ impl Ledger {
             });
         }
         if !self.totals_fit(spec, &cost) {
-            if let Some(buckets) = buckets {
-                self.buckets = buckets;
-            }
-            self.frontier = frontier;
-            for lease in &behind {
-                if let Some(end) = lease.hold {
-                    self.holds.insert((end, lease.seq));
-                }
-            }
-            self.log.extend(behind);
+            self.step_back(behind, buckets, frontier);
             return Err(AcquireError::TotalTooLarge);
         }
         let tag = if behind.is_empty() {
@@ -590,6 +571,26 @@ impl Ledger {
                 let held = self.log.back().map_or(0, |b| b.cum[d] - self.base[d]);
                 held + u128::from(cost.0[d]) < MAX_TOTAL
             })
+    }
+
+    /// Undoes [`Ledger::step_out`] when nothing is booked: the leases `behind` step back in as
+    /// they were, with the buckets and the frontier they left.
+    fn step_back(
+        &mut self,
+        behind: Vec<Lease>,
+        buckets: Option<Vec<TokenBucket>>,
+        frontier: (Micros, Decider),
+    ) {
+        if let Some(buckets) = buckets {
+            self.buckets = buckets;
+        }
+        self.frontier = frontier;
+        for lease in &behind {
+            if let Some(end) = lease.hold {
+                self.holds.insert((end, lease.seq));
+            }
+        }
+        self.log.extend(behind);
     }
 
     /// Sets the class of the lease booked last.
