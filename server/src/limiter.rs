@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// Longest `max_wait` accepted: one day.
-pub const MAX_WAIT_LIMIT: Micros = 86_400 * 1_000_000;
+pub use crate::core::MAX_WAIT_LIMIT;
 /// Longest `request_id` accepted, in bytes.
 pub const MAX_REQUEST_ID: usize = 256;
 /// The `status_code` of a report for a call that got no answer (abandoned, or its answer lost).

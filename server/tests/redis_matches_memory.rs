@@ -196,8 +196,12 @@ async fn run_case(
     case: u64,
     limits: Vec<LimitSpec>,
     ops: Vec<Op>,
+    adopt_provider_limits: bool,
 ) -> Result<(), TestCaseError> {
-    let spec = Arc::new(spec(limits));
+    let spec = Arc::new(ServiceSpec {
+        adopt_provider_limits,
+        ..spec(limits)
+    });
     let now = Arc::new(AtomicU64::new(T0));
     let config = RedisConfig {
         url: RedisUrl::parse(&redis_url).map_err(TestCaseError::fail)?,
@@ -332,12 +336,15 @@ async fn run_case(
                         })
                         .into_iter()
                         .collect(),
-                    // Orders for token buckets are ignored by both; amounts below one call's cost
-                    // let a call go alone. Budgets come from headers, so only with an observation
-                    // (which keeps the state, and with it the adopted budget, alive).
+                    // Sliding windows and token buckets (whose rate and burst follow; their state
+                    // carries over); amounts below one call's cost let a call go alone. Budgets
+                    // come from headers, so only with an observation (which keeps the state, and
+                    // with it the adopted budget, alive).
                     adopt: adopt
                         .filter(|(limit, _)| *limit < spec.limits.len() && percent % 2 == 0)
-                        .map(|(limit, amount)| AdoptOrder { limit, amount })
+                        .and_then(|(limit, amount)| {
+                            AdoptOrder::new(limit, &spec.limits[limit], amount).ok()
+                        })
                         .into_iter()
                         .collect(),
                     // Half the reports carry an observation (which keeps the state alive longer).
@@ -408,9 +415,10 @@ fn redis_scripts_decide_exactly_like_the_memory_ledger() -> anyhow::Result<()> {
     let strategy = (
         prop::collection::vec(limit(), 1..=3),
         prop::collection::vec(op(), 1..120),
+        any::<bool>(),
     );
-    differential(strategy, 256, |redis, n, (limits, ops)| {
-        run_case(redis, n, limits, ops)
+    differential(strategy, 256, |redis, n, (limits, ops, adopt)| {
+        run_case(redis, n, limits, ops, adopt)
     })
 }
 

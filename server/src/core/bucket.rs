@@ -5,7 +5,10 @@
 //! A cost `c` fits at time `t` when `tat − t ≤ (burst − c) × window / amount`; booking it moves the
 //! TAT to `max(tat, t) + c × window / amount`.
 
-use super::Micros;
+use super::{Micros, MAX_WAIT_LIMIT};
+
+/// 2^53: integers below it are exact in a double (the Redis scripts' numbers).
+const MAX_EXACT: u128 = 1 << 53;
 
 /// GCRA state of one limit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -15,7 +18,7 @@ pub struct TokenBucket {
 }
 
 /// The fixed parameters of a bucket.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BucketShape {
     /// Tokens per window.
     pub amount: u64,
@@ -23,6 +26,58 @@ pub struct BucketShape {
     pub window: Micros,
     /// Capacity.
     pub burst: u64,
+}
+
+fn gcd(mut a: u128, mut b: u128) -> u128 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+impl BucketShape {
+    /// `(A, Wg)`: amount and window divided by their greatest common divisor, so the TAT moves
+    /// `Wg / A` µs per token with the smallest integers (the Redis scripts' representation).
+    pub fn reduced(&self) -> (u128, u128) {
+        let (amount, window) = (u128::from(self.amount), u128::from(self.window));
+        let g = gcd(amount, window).max(1);
+        (amount / g, window / g)
+    }
+
+    /// Time until a full bucket drains: at least the window.
+    pub fn span(&self) -> Micros {
+        let drain = (u128::from(self.burst) * u128::from(self.window))
+            .div_ceil(u128::from(self.amount.max(1)));
+        Micros::try_from(drain)
+            .unwrap_or(Micros::MAX)
+            .max(self.window)
+    }
+
+    /// Whether every number the bucket's arithmetic needs stays below 2^53 in the reduced
+    /// representation: a span of the longest wait plus the drain time in units of 1/A µs, plus a
+    /// full burst. Every backend refuses buckets (configured or adopted) that are not.
+    pub fn is_exact(&self) -> bool {
+        let (a, wg) = self.reduced();
+        let span = u128::from(MAX_WAIT_LIMIT) + u128::from(self.span());
+        span * a + u128::from(self.burst) * wg + a < MAX_EXACT
+    }
+
+    /// The state of `bucket` (shaped by `self`) re-expressed for `to`, at `now`: what it owes
+    /// carries over in whole tokens (rounded up, never down), draining at the new rate; at most a
+    /// burst plus the longest wait's worth at the new rate (what can be booked ahead), so the
+    /// numbers stay exact.
+    pub fn convert(&self, bucket: TokenBucket, to: BucketShape, now: Micros) -> TokenBucket {
+        let w = u128::from(self.window);
+        let debt = bucket
+            .tat_scaled
+            .saturating_sub(u128::from(now) * u128::from(self.amount));
+        let ahead =
+            (u128::from(MAX_WAIT_LIMIT) * u128::from(to.amount)).div_ceil(u128::from(to.window));
+        let tokens = debt.div_ceil(w).min(u128::from(to.burst) + ahead);
+        TokenBucket {
+            tat_scaled: u128::from(now) * u128::from(to.amount) + tokens * u128::from(to.window),
+        }
+    }
 }
 
 impl TokenBucket {

@@ -9,9 +9,9 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use super::{
-    bucket::BucketShape, lease::Lease, Algorithm, Class, Cost, Dimension, LeaseId, LimitSpec,
-    Micros, RemainingReading, ReportCall, Scope, ServiceSpec, SlidingWindow, TokenBucket,
-    MAX_AMOUNT, MAX_TOTAL, MICROS_PER_SEC,
+    bucket::BucketShape, lease::Lease, AdoptOrder, Algorithm, Class, Cost, Dimension, LeaseId,
+    LimitSpec, Micros, RemainingReading, ReportCall, Scope, ServiceSpec, SlidingWindow,
+    TokenBucket, MAX_AMOUNT, MAX_TOTAL, MICROS_PER_SEC,
 };
 
 /// What decided a slot's time.
@@ -280,8 +280,9 @@ pub struct Ledger {
     base: [u128; 4],
     /// One per limit of the spec; unused for sliding-window limits.
     buckets: Vec<TokenBucket>,
-    /// One per limit of the spec: a provider budget adopted in place of the configured amount.
-    adopted: Vec<Option<u64>>,
+    /// One per limit of the spec: a provider budget (amount, burst) adopted in place of the
+    /// configured one.
+    adopted: Vec<Option<(u64, u64)>>,
     /// Per dimension; `requests` (every call spends one) is the service-wide cooldown.
     cooldowns: [Option<Cooldown>; 4],
     /// Overloads reported in a row since the last success.
@@ -308,14 +309,21 @@ fn same_bucket(a: &LimitSpec, b: &LimitSpec) -> bool {
     (a.dimension, a.window, a.amount, a.algorithm) == (b.dimension, b.window, b.amount, b.algorithm)
 }
 
-fn shape(spec: &ServiceSpec, i: usize) -> Option<BucketShape> {
+/// The shape of bucket limit `i` in force: the adopted provider budget, else the configured one.
+fn shape(spec: &ServiceSpec, adopted: &[Option<(u64, u64)>], i: usize) -> Option<BucketShape> {
     let l = &spec.limits[i];
     match l.algorithm {
-        Algorithm::TokenBucket { burst } => Some(BucketShape {
-            amount: l.amount,
-            window: l.window,
-            burst,
-        }),
+        Algorithm::TokenBucket { burst } => {
+            let (amount, burst) = match adopted.get(i).copied().flatten() {
+                Some(budget) if spec.adopt_provider_limits => budget,
+                _ => (l.amount, burst),
+            };
+            Some(BucketShape {
+                amount,
+                window: l.window,
+                burst,
+            })
+        }
         Algorithm::SlidingWindow | Algorithm::Concurrent => None,
     }
 }
@@ -354,7 +362,7 @@ impl Ledger {
     fn amount(&self, spec: &ServiceSpec, i: usize) -> u64 {
         let adopted = self.adopted.get(i).copied().flatten();
         match adopted {
-            Some(amount) if spec.adopt_provider_limits => amount,
+            Some((amount, _)) if spec.adopt_provider_limits => amount,
             _ => spec.limits[i].amount,
         }
     }
@@ -381,8 +389,13 @@ impl Ledger {
             };
             let before = &old.limits[j];
             match limit.algorithm {
-                Algorithm::TokenBucket { .. } if same_bucket(before, limit) => {
+                // Adoption changes what a bucket's state means: kept only while it stays on.
+                Algorithm::TokenBucket { .. }
+                    if same_bucket(before, limit)
+                        && old.adopt_provider_limits == new.adopt_provider_limits =>
+                {
                     buckets[i] = self.buckets.get(j).copied().unwrap_or_default();
+                    adopted[i] = self.adopted.get(j).copied().flatten();
                 }
                 Algorithm::SlidingWindow if before.algorithm == Algorithm::SlidingWindow => {
                     adopted[i] = self.adopted.get(j).copied().flatten();
@@ -548,7 +561,7 @@ impl Ledger {
         }
         let before = self.buckets.clone();
         for (i, bucket) in self.buckets.iter_mut().enumerate() {
-            if let Some(shape) = shape(spec, i) {
+            if let Some(shape) = shape(spec, &self.adopted, i) {
                 let d = spec.limits[i].dimension;
                 let cost: u128 = behind.iter().map(|l| u128::from(l.cost.get(d))).sum();
                 bucket.tat_scaled = bucket
@@ -711,7 +724,7 @@ impl Ledger {
         }
         for (i, limit) in spec.limits.iter().enumerate() {
             let c = cost.get(limit.dimension);
-            let ti = match shape(spec, i) {
+            let ti = match shape(spec, &self.adopted, i) {
                 Some(shape) => self.buckets[i].earliest(shape, c, t),
                 None if limit.algorithm == Algorithm::Concurrent => {
                     self.hold_earliest(limit.amount, t)
@@ -762,7 +775,7 @@ impl Ledger {
             orders,
         } = lease;
         for (i, bucket) in self.buckets.iter_mut().enumerate() {
-            if let Some(shape) = shape(spec, i) {
+            if let Some(shape) = shape(spec, &self.adopted, i) {
                 bucket.book(shape, cost.get(spec.limits[i].dimension), slot);
             }
         }
@@ -866,13 +879,7 @@ impl Ledger {
             _ => false,
         };
         for order in &call.adopt {
-            let sliding = spec
-                .limits
-                .get(order.limit)
-                .is_some_and(|l| l.algorithm == Algorithm::SlidingWindow);
-            if sliding && (1..=MAX_AMOUNT).contains(&order.amount) {
-                self.adopted[order.limit] = Some(order.amount);
-            }
+            self.adopt(spec, now, order);
         }
         let mut outside_usage = 0;
         for reading in &call.remaining {
@@ -955,11 +962,53 @@ impl Ledger {
             self.frontier.0 += delta;
         }
         for (i, bucket) in self.buckets.iter_mut().enumerate() {
-            if let Some(shape) = shape(spec, i) {
+            if let Some(shape) = shape(spec, &self.adopted, i) {
                 let a = u128::from(shape.amount);
                 if bucket.tat_scaled > u128::from(now) * a {
                     bucket.tat_scaled += u128::from(delta) * a;
                 }
+            }
+        }
+    }
+
+    /// Adopts a provider budget in place of limit `order.limit`'s. A token bucket's state is
+    /// re-expressed for the new rate and burst (what it owes carries over in whole tokens); the
+    /// same budget again changes nothing.
+    /// Limits of the same identity share one adopted budget (the Redis scripts keep one per
+    /// sliding dimension and window, one per bucket).
+    fn adopt(&mut self, spec: &ServiceSpec, now: Micros, order: &AdoptOrder) {
+        let Some(limit) = spec.limits.get(order.limit) else {
+            return;
+        };
+        if !(1..=MAX_AMOUNT).contains(&order.amount) {
+            return;
+        }
+        let budget = (order.amount, order.burst);
+        for (i, other) in spec.limits.iter().enumerate() {
+            match other.algorithm {
+                Algorithm::SlidingWindow
+                    if limit.algorithm == Algorithm::SlidingWindow
+                        && (other.dimension, other.window) == (limit.dimension, limit.window) =>
+                {
+                    self.adopted[i] = Some(budget);
+                }
+                Algorithm::TokenBucket { .. }
+                    if spec.adopt_provider_limits && same_bucket(other, limit) =>
+                {
+                    let Some(from) = shape(spec, &self.adopted, i) else {
+                        continue;
+                    };
+                    let to = BucketShape {
+                        amount: order.amount,
+                        window: limit.window,
+                        burst: order.burst,
+                    };
+                    if from != to {
+                        self.buckets[i] = from.convert(self.buckets[i], to, now);
+                        self.adopted[i] = Some(budget);
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -1048,7 +1097,7 @@ impl Ledger {
 
     /// What limit `i` could still grant now, in the ledger's view (queued slots count as used).
     fn remaining(&self, spec: &ServiceSpec, i: usize, now: Micros) -> u64 {
-        match shape(spec, i) {
+        match shape(spec, &self.adopted, i) {
             Some(shape) => shape
                 .burst
                 .saturating_sub(self.buckets[i].level(shape, now).0),
@@ -1139,7 +1188,7 @@ impl Ledger {
             }
             let slot = self.log[i].slot;
             for (b, limit) in spec.limits.iter().enumerate() {
-                let Some(shape) = shape(spec, b) else {
+                let Some(shape) = shape(spec, &self.adopted, b) else {
                     continue;
                 };
                 // Past its span the lease weighs on the limit no more: every GCRA term up to it
@@ -1213,7 +1262,7 @@ impl Ledger {
             .buckets
             .iter()
             .enumerate()
-            .all(|(i, b)| shape(spec, i).is_none_or(|s| b.is_drained(s, now)));
+            .all(|(i, b)| shape(spec, &self.adopted, i).is_none_or(|s| b.is_drained(s, now)));
         let idle = self.log.is_empty()
             && self.holds.is_empty()
             && self.cooldowns.iter().all(Option::is_none)
@@ -1276,7 +1325,7 @@ impl Ledger {
             .limits
             .iter()
             .enumerate()
-            .map(|(i, limit)| match shape(spec, i) {
+            .map(|(i, limit)| match shape(spec, &self.adopted, i) {
                 None if limit.algorithm == Algorithm::Concurrent => {
                     let used = self.holds.range((now.saturating_add(1), 0)..).count() as u64;
                     let last_end = self.holds.last().map_or(now, |&(end, _)| end);
@@ -1290,7 +1339,7 @@ impl Ledger {
                 Some(shape) => {
                     let (level, reset_after) = self.buckets[i].level(shape, now);
                     LimitSnapshot {
-                        amount: limit.amount,
+                        amount: shape.amount,
                         used: level,
                         remaining: shape.burst.saturating_sub(level),
                         reset_after,

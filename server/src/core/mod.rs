@@ -13,7 +13,7 @@ mod report;
 mod spec;
 mod window;
 
-pub use bucket::TokenBucket;
+pub use bucket::{BucketShape, TokenBucket};
 pub use family::{acquire_in_family, Member};
 pub use lease::LeaseId;
 pub use ledger::{
@@ -22,12 +22,14 @@ pub use ledger::{
     MAX_LEASES,
 };
 pub use priority::{Class, Priorities, MIN_SHARE};
-pub use report::{AdoptOrder, CooldownOrder, OverloadOrder, RemainingReading, ReportCall};
+pub use report::{
+    AdoptOrder, CooldownOrder, NotAdopted, OverloadOrder, RemainingReading, ReportCall,
+};
 mod scope;
 pub use scope::Scope;
 pub use spec::{
     format_duration, Algorithm, Cost, Dimension, LimitSpec, NeverFits, ServiceSpec, MAX_AMOUNT,
-    MAX_TOTAL,
+    MAX_TOTAL, MAX_WAIT_LIMIT,
 };
 pub use window::SlidingWindow;
 

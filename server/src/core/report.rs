@@ -3,7 +3,10 @@
 //! provider's remaining budgets ([`RemainingReading`]) to compare with the ledger's own view.
 //! Lengths are relative: the backend applies them at its own `now`.
 
-use super::{CooldownCause, Dimension, LeaseId, Micros, UsageUpdate};
+use super::{
+    Algorithm, BucketShape, CooldownCause, Dimension, LeaseId, LimitSpec, Micros, UsageUpdate,
+    MAX_AMOUNT,
+};
 
 /// Set a cooldown on one dimension (on `requests`, every call pays one: the whole service).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,14 +81,63 @@ pub struct ReportCall {
     pub observation: Option<(u32, Vec<(String, String)>)>,
 }
 
-/// Use `amount` as the amount of the sliding-window limit at index `limit`, until the service's
-/// state is forgotten (see `adopt_provider_limits`).
+/// Use `amount` as the amount of the limit at index `limit`, until the service's state is
+/// forgotten (see `adopt_provider_limits`). A token bucket's rate follows the amount and its burst
+/// keeps its proportion to it (`burst`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdoptOrder {
     /// Index in the service's limits.
     pub limit: usize,
     /// The provider's budget, `1..=MAX_AMOUNT`.
     pub amount: u64,
+    /// A token bucket's capacity with that amount (the configured burst scaled by
+    /// `amount / configured amount`, at least 1); the amount for a sliding window.
+    pub burst: u64,
+}
+
+/// Why a provider budget cannot be adopted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotAdopted {
+    /// Zero or above [`MAX_AMOUNT`].
+    #[error("out of range")]
+    OutOfRange,
+    /// A token bucket with this amount would need numbers beyond 2^53 (see
+    /// [`BucketShape::is_exact`]).
+    #[error("too fine a rate for exact arithmetic")]
+    Inexact,
+    /// Calls in flight are not a budget.
+    #[error("not a budget")]
+    NotABudget,
+}
+
+impl AdoptOrder {
+    /// The order that adopts `amount` for `limit`, the limit at `index`.
+    pub fn new(index: usize, limit: &LimitSpec, amount: u64) -> Result<Self, NotAdopted> {
+        if !(1..=MAX_AMOUNT).contains(&amount) {
+            return Err(NotAdopted::OutOfRange);
+        }
+        let burst = match limit.algorithm {
+            Algorithm::SlidingWindow => amount,
+            Algorithm::Concurrent => return Err(NotAdopted::NotABudget),
+            Algorithm::TokenBucket { .. } => {
+                let burst = limit.burst_for(amount);
+                let shape = BucketShape {
+                    amount,
+                    window: limit.window,
+                    burst,
+                };
+                if !shape.is_exact() {
+                    return Err(NotAdopted::Inexact);
+                }
+                burst
+            }
+        };
+        Ok(Self {
+            limit: index,
+            amount,
+            burst,
+        })
+    }
 }
 
 #[cfg(test)]

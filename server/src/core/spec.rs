@@ -10,6 +10,9 @@ use super::{Micros, MICROS_PER_SEC};
 /// Lua double, with room for the running totals of the Redis backend's sliding windows.
 pub const MAX_AMOUNT: u64 = 1 << 50;
 
+/// Longest `max_wait` accepted: one day.
+pub const MAX_WAIT_LIMIT: Micros = 86_400 * 1_000_000;
+
 /// Bound of every running total (2^53): a dimension's retained log never holds this much (see
 /// `Ledger::totals_fit`), on every backend alike.
 pub const MAX_TOTAL: u128 = 1 << 53;
@@ -138,6 +141,22 @@ impl LimitSpec {
         match self.algorithm {
             Algorithm::SlidingWindow | Algorithm::Concurrent => self.amount,
             Algorithm::TokenBucket { burst } => burst,
+        }
+    }
+
+    /// A token bucket's capacity when its amount is `amount` (an adopted provider budget): the
+    /// configured burst in the same proportion to it, at least 1. The amount for other limits.
+    pub fn burst_for(&self, amount: u64) -> u64 {
+        match self.algorithm {
+            Algorithm::TokenBucket { burst } if amount != self.amount => {
+                let scaled =
+                    u128::from(burst) * u128::from(amount) / u128::from(self.amount.max(1));
+                u64::try_from(scaled)
+                    .unwrap_or(u64::MAX)
+                    .clamp(1, MAX_AMOUNT)
+            }
+            Algorithm::TokenBucket { burst } => burst,
+            Algorithm::SlidingWindow | Algorithm::Concurrent => amount,
         }
     }
 

@@ -14,14 +14,14 @@
 //!   sooner).
 //!
 //! - a `limit` header is the provider's budget: with `adopt_provider_limits`, it replaces the
-//!   configured amount of the sliding-window limit it matches.
+//!   configured amount of the limit it matches (a token bucket's rate and burst follow it).
 //!
 //! Every cooldown is clamped to the service's `max_cooldown`, with a note.
 
 use super::{profile::Profile, reading::Reading};
 use crate::core::{
     format_duration, AdoptOrder, Algorithm, CooldownCause, CooldownOrder, Dimension, LimitSpec,
-    Micros, OverloadOrder, RemainingReading, ServiceSpec, MAX_AMOUNT,
+    Micros, OverloadOrder, RemainingReading, ServiceSpec,
 };
 
 /// Doublings of an overload cooldown before it stops growing.
@@ -203,7 +203,7 @@ pub fn plan(
     plan
 }
 
-/// Orders the provider's `limit` budgets adopted in place of the matching sliding-window limits'
+/// Orders the provider's `limit` budgets adopted in place of the matching limits'
 /// amounts, with a note for each change and for each budget that cannot be adopted.
 fn adopt(spec: &ServiceSpec, reading: &Reading, plan: &mut Plan, notes: &mut Vec<String>) {
     for dimension in Dimension::ALL {
@@ -213,24 +213,20 @@ fn adopt(spec: &ServiceSpec, reading: &Reading, plan: &mut Plan, notes: &mut Vec
             continue;
         };
         let limit = &spec.limits[i];
-        if limit.algorithm != Algorithm::SlidingWindow {
-            notes.push(format!(
-                "limit {} is a token_bucket: provider budget {amount} not adopted",
+        match AdoptOrder::new(i, limit, amount) {
+            Err(why) => notes.push(format!(
+                "provider budget {amount} for {} not adopted ({why})",
                 limit.name
-            ));
-        } else if !(1..=MAX_AMOUNT).contains(&amount) {
-            notes.push(format!(
-                "provider budget {amount} for {} not adopted (out of range)",
-                limit.name
-            ));
-        } else {
-            if amount != limit.amount {
-                notes.push(format!(
-                    "adopted provider budget {amount} for {} (configured {})",
-                    limit.name, limit.amount
-                ));
+            )),
+            Ok(order) => {
+                if amount != limit.amount {
+                    notes.push(format!(
+                        "adopted provider budget {amount} for {} (configured {})",
+                        limit.name, limit.amount
+                    ));
+                }
+                plan.adopt.push(order);
             }
-            plan.adopt.push(AdoptOrder { limit: i, amount });
         }
     }
 }

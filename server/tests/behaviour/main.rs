@@ -4,6 +4,7 @@
 //! per test on free ports). Time is controlled: tokio's paused clock for memory, a hand-moved
 //! time passed to the Redis scripts for Redis.
 
+mod budgets;
 mod families;
 mod suite;
 
@@ -231,12 +232,18 @@ mod memory {
     mod families {
         crate::family_suite!(sluice_server::backend::MemoryBackend);
     }
+    mod budgets {
+        crate::budget_suite!(sluice_server::backend::MemoryBackend);
+    }
 }
 
 mod redis {
     crate::behaviour_suite!(crate::OnRedis<sluice_e2e::redis_server::RedisServer>);
     mod families {
         crate::family_suite!(crate::OnRedis<sluice_e2e::redis_server::RedisServer>);
+    }
+    mod budgets {
+        crate::budget_suite!(crate::OnRedis<sluice_e2e::redis_server::RedisServer>);
     }
 }
 
@@ -245,11 +252,17 @@ mod redis_cluster {
     mod families {
         crate::family_suite!(crate::OnRedis<sluice_e2e::redis_server::RedisCluster>);
     }
+    mod budgets {
+        crate::budget_suite!(crate::OnRedis<sluice_e2e::redis_server::RedisCluster>);
+    }
 }
 
 mod redis_tls_acl {
     crate::behaviour_suite!(crate::OnRedis<crate::SecuredRedis>);
     mod families {
         crate::family_suite!(crate::OnRedis<crate::SecuredRedis>);
+    }
+    mod budgets {
+        crate::budget_suite!(crate::OnRedis<crate::SecuredRedis>);
     }
 }

@@ -64,6 +64,8 @@ local function step_out(behind)
     st[f] = v
   end
   local k = #behind
+  -- The last lease left ends the log while they are out: its slot is the latest one.
+  set('lm', nil)
   local last = redis.call('ZREVRANGE', KEYS[2], k, k, 'WITHSCORES')
   if #last > 0 then
     set('ls', last[2])

@@ -61,9 +61,15 @@ local function parse_limits(text)
     local n = function(j) return tonumber(words[i + j]) end
     local l = { dim = n(0), bucket = n(1) == 1, adopt = n(1) == 2, amount = n(2), window = n(3),
       burst = n(4), a = n(5), wg = n(6) }
-    if l.bucket then
+    if l.bucket or n(1) == 4 then
       local id = words[i] .. '_' .. words[i + 3] .. '_' .. words[i + 2] .. '_' .. words[i + 4]
+      l.bucket = true
       l.kf, l.ff = 'k' .. id, 'f' .. id
+      if n(1) == 4 then
+        -- Adopting provider budgets: the state means another rate once one is adopted, so it is
+        -- kept apart from a plain bucket's (a reload that turns adoption off starts it full).
+        l.kf, l.ff, l.abf = 'ka' .. id, 'fa' .. id, 'ab' .. id
+      end
       l.span = math.max(l.window, math.ceil(l.burst * l.window / l.amount))
     elseif n(1) == 3 then
       l.conc = true
@@ -89,11 +95,23 @@ end
 
 local function num(st, field) return tonumber(st[field] or '0') end
 
--- Puts adopted provider budgets in place of the configured amounts of sliding limits.
+-- Sets a bucket's shape: amount, burst, reduced A and Wg (its TAT moves Wg / A µs per token).
+local function set_shape(l, amount, burst, a, wg)
+  l.amount, l.burst, l.a, l.wg = amount, burst, a, wg
+  l.span = math.max(l.window, math.ceil(l.burst * l.window / l.amount))
+end
+
+-- Puts adopted provider budgets in place of the configured amounts: a sliding limit's amount,
+-- a bucket's whole shape ("amount burst A Wg").
 local function apply_adopted(st, limits)
   for _, l in ipairs(limits) do
     local am = l.adopt and st[l.af]
     if am then l.amount = tonumber(am) end
+    local ab = l.abf and st[l.abf]
+    if ab then
+      local amount, burst, a, wg = string.match(ab, '^(%d+) (%d+) (%d+) (%d+)$')
+      set_shape(l, tonumber(amount), tonumber(burst), tonumber(a), tonumber(wg))
+    end
   end
 end
 

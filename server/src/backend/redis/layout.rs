@@ -3,13 +3,7 @@
 //! are reduced by `gcd(amount, window)` so the scripts' GCRA arithmetic stays exact in Lua's
 //! doubles; a limit too fine for that is refused at start.
 
-use crate::{
-    core::{Algorithm, LimitSpec, Micros, ServiceSpec},
-    limiter::MAX_WAIT_LIMIT,
-};
-
-/// Largest integer Lua's doubles hold exactly.
-const MAX_EXACT: u128 = 1 << 53;
+use crate::core::{Algorithm, BucketShape, LimitSpec, Micros, ServiceSpec};
 
 /// The keys of one service, in the order the scripts expect them.
 #[derive(Clone, Debug)]
@@ -51,16 +45,10 @@ impl ServiceKeys {
     }
 }
 
-fn gcd(mut a: u128, mut b: u128) -> u128 {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
-}
-
 /// One limit as the scripts read it: `dim kind amount window burst A Wg`, where kind is 0 for a
 /// sliding window, 2 for one that adopts provider budgets, 1 for a bucket, whose TAT advances
-/// `Wg / A` µs per token, 3 for calls in flight (window: the lease timeout).
+/// `Wg / A` µs per token, 4 for one that adopts provider budgets, 3 for calls in flight (window:
+/// the lease timeout).
 fn encode_limit(limit: &LimitSpec, adopt: bool) -> Result<String, String> {
     let dim = limit.dimension.index();
     match limit.algorithm {
@@ -76,13 +64,15 @@ fn encode_limit(limit: &LimitSpec, adopt: bool) -> Result<String, String> {
             limit.amount, limit.window, limit.amount
         )),
         Algorithm::TokenBucket { burst } => {
-            let (amount, window) = (u128::from(limit.amount), u128::from(limit.window));
-            let g = gcd(amount, window).max(1);
-            let (a, wg) = (amount / g, window / g);
+            let shape = BucketShape {
+                amount: limit.amount,
+                window: limit.window,
+                burst,
+            };
+            let (a, wg) = shape.reduced();
             // Largest magnitude the scripts compute: a time span of up to the longest wait plus
             // the bucket's drain time, in units of 1/A µs, plus a full burst.
-            let span = u128::from(MAX_WAIT_LIMIT) + u128::from(limit.span());
-            if span * a + u128::from(burst) * wg + a >= MAX_EXACT {
+            if !shape.is_exact() {
                 return Err(format!(
                     "limit {}: amount {} per {} µs is too fine for the redis backend's exact \
                      arithmetic; use an amount that shares more factors with the window \
@@ -91,8 +81,10 @@ fn encode_limit(limit: &LimitSpec, adopt: bool) -> Result<String, String> {
                 ));
             }
             Ok(format!(
-                "{dim} 1 {} {} {burst} {a} {wg}",
-                limit.amount, limit.window
+                "{dim} {} {} {} {burst} {a} {wg}",
+                if adopt { 4 } else { 1 },
+                limit.amount,
+                limit.window
             ))
         }
     }

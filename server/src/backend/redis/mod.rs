@@ -30,9 +30,9 @@ use super::{AcquireCall, Backend, BackendError, MemoryBackend, ReportCall};
 use crate::{
     config::{OnFailure, RedisConfig},
     core::{
-        AcquireError, AdminOp, Algorithm, CooldownCause, Cost, Decider, Decision, Dimension, Grant,
-        LeaseId, LimitSnapshot, Micros, Observation, ReportOutcome, Scope, ServiceSnapshot,
-        ServiceSpec, MAX_LEASES,
+        AcquireError, AdminOp, Algorithm, BucketShape, CooldownCause, Cost, Decider, Decision,
+        Dimension, Grant, LeaseId, LimitSnapshot, Micros, Observation, ReportOutcome, Scope,
+        ServiceSnapshot, ServiceSpec, MAX_LEASES,
     },
 };
 
@@ -784,7 +784,16 @@ impl RedisBackend {
         let adopt = call
             .adopt
             .iter()
-            .map(|o| format!("{} {}", o.limit, o.amount))
+            .map(|o| {
+                let window = spec.limits.get(o.limit).map_or(1, |l| l.window);
+                let (a, wg) = BucketShape {
+                    amount: o.amount,
+                    window,
+                    burst: o.burst,
+                }
+                .reduced();
+                format!("{} {} {} {a} {wg}", o.limit, o.amount, o.burst)
+            })
             .collect::<Vec<_>>()
             .join(" ");
         let max_leases = MAX_LEASES.to_string();
@@ -869,7 +878,7 @@ impl RedisBackend {
                 let amount: u64 = number(&reply, 11 + 3 * i)?;
                 let capacity = match limit.algorithm {
                     Algorithm::SlidingWindow | Algorithm::Concurrent => amount,
-                    Algorithm::TokenBucket { burst } => burst,
+                    Algorithm::TokenBucket { .. } => limit.burst_for(amount),
                 };
                 Ok(LimitSnapshot {
                     amount,

@@ -89,7 +89,7 @@ if ARGV[16] ~= '1' and #first > 0 and tonumber(first[2]) < cooldown_end
   if lease and lease.slot > now then lease.slot = lease.slot + delta end
   st.ls = s(num(st, 'ls') + delta)
   redis.call('HSET', KEYS[1], 'ls', st.ls)
-  if st.lm then
+  if num(st, 'lm') > now then
     st.lm = s(num(st, 'lm') + delta)
     redis.call('HSET', KEYS[1], 'lm', st.lm)
   end
@@ -195,9 +195,25 @@ end
 -- Provider budgets adopted in place of sliding limits' configured amounts.
 local adopt = {}
 for v in string.gmatch(ARGV[15], '%S+') do adopt[#adopt + 1] = tonumber(v) end
-for r = 1, #adopt - 1, 2 do
+for r = 1, #adopt - 4, 5 do
   local l = limits[adopt[r] + 1]
-  local amount = adopt[r + 1]
+  local amount, burst, a, wg = adopt[r + 1], adopt[r + 2], adopt[r + 3], adopt[r + 4]
+  if l and l.abf and amount >= 1 and amount <= MAX_EXACT
+    and (amount ~= l.amount or burst ~= l.burst) then
+    -- A bucket's state in the new shape (core BucketShape::convert): what it owes carries over
+    -- in whole tokens, rounded up, draining at the new rate.
+    local k, f = num(st, l.kf), num(st, l.ff)
+    local owed = 0
+    if k > now or (k == now and f > 0) then owed = (k - now) * l.a + f end
+    -- At most a burst plus a day (the longest wait) at the new rate.
+    local tokens = math.min(-fdiv(-owed, l.wg), burst - fdiv(-86400000000 * a, wg))
+    local units = tokens * wg
+    local whole = fdiv(units, a)
+    st[l.kf], st[l.ff] = s(now + whole), s(units - whole * a)
+    set_shape(l, amount, burst, a, wg)
+    st[l.abf] = s(amount) .. ' ' .. s(burst) .. ' ' .. s(a) .. ' ' .. s(wg)
+    redis.call('HSET', KEYS[1], l.kf, st[l.kf], l.ff, st[l.ff], l.abf, st[l.abf])
+  end
   if l and l.af and amount >= 1 and amount <= MAX_EXACT then
     if l.adopt then l.amount = amount end
     st[l.af] = s(amount)
