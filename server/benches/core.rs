@@ -32,6 +32,7 @@ fn spec(algorithm: Algorithm, limits: usize, amount: u64) -> ServiceSpec {
         max_cooldown: 3600 * S,
         quota_cooldown: 3600 * S,
         adopt_provider_limits: false,
+        adaptive: false,
         parent: None,
         family: None,
     }

@@ -368,6 +368,9 @@ struct RawService {
     quota_cooldown: Option<String>,
     #[serde(default)]
     adopt_provider_limits: bool,
+    /// Learn the budget from 429s.
+    #[serde(default)]
+    adaptive: bool,
     /// The service whose budget this one also spends.
     parent: Option<String>,
     /// The header table of a `custom` profile.
@@ -754,6 +757,7 @@ impl RawService {
             max_cooldown,
             quota_cooldown,
             adopt_provider_limits: self.adopt_provider_limits,
+            adaptive: self.adaptive,
             parent: self.parent,
             family: None,
         };
@@ -1110,6 +1114,24 @@ mod tests {
             )
         );
         assert!(!format!("{:?}", RedisUrl::parse("redis://:pw@h").unwrap()).contains("pw"));
+    }
+
+    #[test]
+    fn adaptive_budgets_are_off_unless_asked_and_must_be_booleans() {
+        let text = r#"
+            [[services]]
+            name = "gemini/flash"
+            adaptive = true
+            limits = [{ dimension = "requests", amount = 60, window = "1m" }]
+        "#;
+        let c = Config::parse(text).unwrap();
+        assert!(c.services[0].adaptive);
+        assert_eq!(c.services[0].adaptive_period(), 60_000_000);
+        let off = Config::parse(&text.replace("adaptive = true", "")).unwrap();
+        assert!(!off.services[0].adaptive);
+        let err =
+            Config::parse(&text.replace("adaptive = true", "adaptive = \"yes\"")).unwrap_err();
+        assert!(err.to_string().contains("adaptive"), "{err}");
     }
 
     #[test]

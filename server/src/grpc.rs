@@ -167,21 +167,38 @@ pub(crate) fn service_status(status: ServiceStatus) -> pb::ServiceStatus {
         .iter()
         .zip(&snapshot.limits)
         .zip(learned)
-        .map(|((limit, live), learned)| pb::LimitStatus {
-            name: limit.name.clone(),
-            dimension: limit.dimension_name().into(),
-            amount: limit.amount,
-            window: Some(to_duration(limit.window)),
-            algorithm: limit.algorithm.as_str().into(),
-            burst: match limit.algorithm {
-                Algorithm::TokenBucket { burst } => burst,
-                Algorithm::SlidingWindow | Algorithm::Concurrent => limit.amount,
-            },
-            used: live.used,
-            remaining: live.remaining,
-            reset_after: Some(to_duration(live.reset_after)),
-            learned_amount: learned,
-            effective_amount: live.amount,
+        .map(|((limit, live), learned)| {
+            let adopted = spec.adopt_provider_limits
+                && limit.algorithm != Algorithm::Concurrent
+                && learned.is_some_and(|l| l != limit.amount);
+            let scaled = snapshot.adaptive_scale < crate::core::adaptive::FULL
+                && limit.algorithm != Algorithm::Concurrent;
+            let because = match (adopted, scaled) {
+                (false, false) => "configured".to_string(),
+                (true, false) => "provider budget".to_string(),
+                (a, true) => format!(
+                    "{}adaptive {}% after 429s",
+                    if a { "provider budget, " } else { "" },
+                    snapshot.adaptive_scale / 10
+                ),
+            };
+            pb::LimitStatus {
+                name: limit.name.clone(),
+                dimension: limit.dimension_name().into(),
+                amount: limit.amount,
+                window: Some(to_duration(limit.window)),
+                algorithm: limit.algorithm.as_str().into(),
+                burst: match limit.algorithm {
+                    Algorithm::TokenBucket { burst } => burst,
+                    Algorithm::SlidingWindow | Algorithm::Concurrent => limit.amount,
+                },
+                used: live.used,
+                remaining: live.remaining,
+                reset_after: Some(to_duration(live.reset_after)),
+                learned_amount: learned,
+                effective_amount: live.amount,
+                effective_because: because,
+            }
         })
         .collect();
     let cooldown =
@@ -205,6 +222,7 @@ pub(crate) fn service_status(status: ServiceStatus) -> pb::ServiceStatus {
             .collect(),
         queued: snapshot.queued,
         scope: scope(snapshot.scope) as i32,
+        adaptive_permille: snapshot.adaptive_scale,
         last_report: snapshot.last_report.map(|o| pb::ProviderReport {
             status_code: o.status_code,
             age: Some(to_duration(snapshot.now.saturating_sub(o.at))),

@@ -537,6 +537,7 @@ impl<B: Backend> Limiter<B> {
             success: plan.success,
             remaining: plan.remaining,
             adopt: plan.adopt,
+            throttled: plan.throttled,
             observation: Some((req.status_code, provider::rate_limit_headers(&headers))),
         };
         metrics::report(&spec.name, req.status_code);
@@ -558,6 +559,12 @@ impl<B: Backend> Limiter<B> {
                 metrics::cooldown(&spec.name, cause, outcome.cooldown_remaining);
             }
         }
+        if outcome.adaptive_lowered {
+            notes.push(format!(
+                "adaptive budget lowered to {}%",
+                outcome.adaptive_scale / 10
+            ));
+        }
         if outcome.usage_applied {
             notes.push("usage applied".into());
         } else if outcome.lease_unknown {
@@ -574,6 +581,9 @@ impl<B: Backend> Limiter<B> {
         }
         if outcome.cooldown_set {
             notes.insert(0, format!("cooldown set ({})", causes.join(", ")));
+        }
+        if spec.adaptive {
+            metrics::adaptive(&spec.name, outcome.adaptive_scale);
         }
         metrics::scoped(&spec.name, "report", outcome.scope);
         Ok(ReportAnswer {
@@ -618,6 +628,8 @@ impl<B: Backend> Limiter<B> {
                     .clone()
                     .filter(|_| limits(Dimension::Requests)),
                 success: call.success,
+                // A 429 on the ancestor's budget is its throttle too.
+                throttled: call.throttled && call.cooldowns.iter().any(|o| limits(o.dimension)),
                 ..ReportCall::default()
             };
             if up.lease.is_none() && up.cooldowns.is_empty() && up.overload.is_none() {
@@ -682,6 +694,9 @@ impl<B: Backend> Limiter<B> {
         let snapshot = self.backend.status(spec).await;
         metrics::backend("status", started, snapshot.is_err());
         let snapshot = snapshot?;
+        if spec.adaptive {
+            metrics::adaptive(&spec.name, snapshot.adaptive_scale);
+        }
         let learned = learned(&service, &snapshot);
         Ok(ServiceStatus {
             spec: spec.clone(),

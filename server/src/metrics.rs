@@ -9,6 +9,7 @@
 //! | `sluice_reports_total` | counter | `service`, `status_class` (`2xx`, `429`, `4xx`, `5xx`, `other`) |
 //! | `sluice_cooldowns_set_total` | counter | `service`, `cause` |
 //! | `sluice_cooldown_ends_at_seconds` | gauge | `service`, `cause`: Unix time the cooldown ends; active while above `time()` |
+//! | `sluice_adaptive_budget_ratio` | gauge | `service`: an adaptive budget's share of the configured one (1: whole), as of its last report or status |
 //! | `sluice_backend_duration_seconds` | histogram | `operation` (`acquire`, `report`, `status`) |
 //! | `sluice_backend_errors_total` | counter | `operation` |
 //! | `sluice_build_info` | gauge (1) | `version` |
@@ -115,6 +116,15 @@ pub fn cooldown(service: &str, cause: &str, remaining: Micros) {
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     metrics::gauge!("sluice_cooldown_ends_at_seconds", &labels).set(now + seconds(remaining));
+}
+
+/// The adaptive budget of `service` at `scale` permille.
+pub fn adaptive(service: &str, scale: u32) {
+    if !enabled() {
+        return;
+    }
+    metrics::gauge!("sluice_adaptive_budget_ratio", "service" => service.to_string())
+        .set(f64::from(scale) / 1000.0);
 }
 
 /// An answer given outside the shared state (`scope` is `local` or `fail_open`).

@@ -148,6 +148,7 @@ fn spec(mut limits: Vec<LimitSpec>) -> ServiceSpec {
         max_cooldown: 3600 * S,
         quota_cooldown: 3600 * S,
         adopt_provider_limits: false,
+        adaptive: false,
         parent: None,
         family: None,
     }
@@ -197,9 +198,11 @@ async fn run_case(
     limits: Vec<LimitSpec>,
     ops: Vec<Op>,
     adopt_provider_limits: bool,
+    adaptive: bool,
 ) -> Result<(), TestCaseError> {
     let spec = Arc::new(ServiceSpec {
         adopt_provider_limits,
+        adaptive,
         ..spec(limits)
     });
     let now = Arc::new(AtomicU64::new(T0));
@@ -327,6 +330,8 @@ async fn run_case(
                         cause: cause("529 overloaded"),
                     }),
                     success,
+                    // A cooldown comes with a 429: a throttle for an adaptive budget.
+                    throttled: cooldown.is_some(),
                     remaining: remaining
                         .filter(|(limit, _, _)| *limit < spec.limits.len())
                         .map(|(limit, remaining, tolerance)| RemainingReading {
@@ -415,11 +420,15 @@ fn redis_scripts_decide_exactly_like_the_memory_ledger() -> anyhow::Result<()> {
     let strategy = (
         prop::collection::vec(limit(), 1..=3),
         prop::collection::vec(op(), 1..120),
-        any::<bool>(),
+        (any::<bool>(), any::<bool>()),
     );
-    differential(strategy, 256, |redis, n, (limits, ops, adopt)| {
-        run_case(redis, n, limits, ops, adopt)
-    })
+    differential(
+        strategy,
+        256,
+        |redis, n, (limits, ops, (adopt, adaptive))| {
+            run_case(redis, n, limits, ops, adopt, adaptive)
+        },
+    )
 }
 
 #[derive(Clone, Debug)]

@@ -46,6 +46,7 @@ pub fn acquire_in_family(
         m.ledger.observe(now);
         m.ledger.forget_if_stale(m.spec, now);
         m.ledger.prune(m.spec, now);
+        m.ledger.refresh_scale(m.spec, now);
     }
     let Some(first) = members.first() else {
         return Err(AcquireError::Full);

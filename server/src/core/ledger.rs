@@ -9,9 +9,12 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use super::{
-    bucket::BucketShape, lease::Lease, AdoptOrder, Algorithm, Class, Cost, Dimension, LeaseId,
-    LimitSpec, Micros, RemainingReading, ReportCall, Scope, ServiceSpec, SlidingWindow,
-    TokenBucket, MAX_AMOUNT, MAX_TOTAL, MICROS_PER_SEC,
+    adaptive::{self, Adaptive, FULL},
+    bucket::BucketShape,
+    lease::Lease,
+    AdoptOrder, Algorithm, Class, Cost, Dimension, LeaseId, LimitSpec, Micros, RemainingReading,
+    ReportCall, Scope, ServiceSpec, SlidingWindow, TokenBucket, MAX_AMOUNT, MAX_TOTAL,
+    MICROS_PER_SEC,
 };
 
 /// What decided a slot's time.
@@ -159,6 +162,10 @@ pub struct ReportOutcome {
     /// The leases the reported lease booked in its ancestors (parent first), which the same
     /// report must reach.
     pub uplinks: Vec<LeaseId>,
+    /// The adaptive scale in force after the report, permille (1000: the whole budget).
+    pub adaptive_scale: u32,
+    /// The report lowered the adaptive budget.
+    pub adaptive_lowered: bool,
     /// Which state took the report.
     pub scope: Scope,
 }
@@ -191,6 +198,8 @@ pub struct ServiceSnapshot {
     pub queued: u64,
     /// Last reported provider answer.
     pub last_report: Option<Observation>,
+    /// The adaptive scale in force, permille (1000: the whole configured budget).
+    pub adaptive_scale: u32,
     /// Which state this is.
     pub scope: Scope,
 }
@@ -287,6 +296,10 @@ pub struct Ledger {
     cooldowns: [Option<Cooldown>; 4],
     /// Overloads reported in a row since the last success.
     overload_streak: u32,
+    /// What the service learned from its 429s (services with `adaptive`).
+    adaptive: Adaptive,
+    /// The adaptive scale (permille) in force for the operation at hand, set at its start.
+    scale: u32,
     /// The latest slot ever booked (kept when its lease is pruned).
     last_slot: Micros,
     /// The latest slot in arrival order (see [`NewLease::orders`]) and what decided it: no new
@@ -340,6 +353,8 @@ impl Ledger {
             adopted: vec![None; spec.limits.len()],
             cooldowns: Default::default(),
             overload_streak: 0,
+            adaptive: Adaptive::default(),
+            scale: FULL,
             last_slot: 0,
             frontier: (0, Decider::Now),
             cooldown_horizon: 0,
@@ -409,12 +424,31 @@ impl Ledger {
 
     /// The sliding-window arithmetic of limit `i`, with the amount in force.
     fn window(&self, spec: &ServiceSpec, i: usize) -> SlidingWindow {
+        self.window_at(spec, i, self.scale)
+    }
+
+    /// [`Ledger::window`] at an adaptive `scale`.
+    fn window_at(&self, spec: &ServiceSpec, i: usize, scale: u32) -> SlidingWindow {
         let l = &spec.limits[i];
         SlidingWindow {
-            amount: self.amount(spec, i),
+            amount: adaptive::scaled(self.amount(spec, i), scale),
             window: l.window,
             dimension: l.dimension.index(),
         }
+    }
+
+    /// The adaptive scale at `now` (FULL unless the service is `adaptive`).
+    fn scale_at(&self, spec: &ServiceSpec, now: Micros) -> u32 {
+        if spec.adaptive {
+            self.adaptive.scale_at(now, spec.adaptive_period())
+        } else {
+            FULL
+        }
+    }
+
+    /// Sets the scale in force for an operation at `now`.
+    pub(super) fn refresh_scale(&mut self, spec: &ServiceSpec, now: Micros) {
+        self.scale = self.scale_at(spec, now);
     }
 
     pub(super) fn observe(&mut self, now: Micros) -> Micros {
@@ -451,6 +485,7 @@ impl Ledger {
         let now = self.observe(now);
         self.forget_if_stale(spec, now);
         self.prune(spec, now);
+        self.refresh_scale(spec, now);
         if let Some(id) = request_id {
             if let Some(grant) = self.replay(spec, id, &cost, now)? {
                 return Ok(Decision::Granted(grant));
@@ -522,7 +557,9 @@ impl Ledger {
     /// their bucket holds), holding their in-flight slot if the service counts them. Not in a
     /// family (its leases are booked in several ledgers).
     fn overtakable(&self, spec: &ServiceSpec, now: Micros, rank: u8) -> usize {
-        if spec.family.is_some() {
+        // A scaled bucket charges by the scale of the moment: stepping leases out would not
+        // give back what they were charged.
+        if spec.family.is_some() || self.scale < FULL {
             return 0;
         }
         // With every in-flight slot held, a re-booked lease could only wait for a lease timeout:
@@ -725,7 +762,9 @@ impl Ledger {
         for (i, limit) in spec.limits.iter().enumerate() {
             let c = cost.get(limit.dimension);
             let ti = match shape(spec, &self.adopted, i) {
-                Some(shape) => self.buckets[i].earliest(shape, c, t),
+                Some(shape) => {
+                    self.buckets[i].earliest(shape, adaptive::inflated(c, self.scale), t)
+                }
                 None if limit.algorithm == Algorithm::Concurrent => {
                     self.hold_earliest(limit.amount, t)
                 }
@@ -776,7 +815,8 @@ impl Ledger {
         } = lease;
         for (i, bucket) in self.buckets.iter_mut().enumerate() {
             if let Some(shape) = shape(spec, &self.adopted, i) {
-                bucket.book(shape, cost.get(spec.limits[i].dimension), slot);
+                let c = adaptive::inflated(cost.get(spec.limits[i].dimension), self.scale);
+                bucket.book(shape, c, slot);
             }
         }
         let prev = self.log.back().map_or(self.base, |l| l.cum);
@@ -830,6 +870,7 @@ impl Ledger {
         let now = self.observe(now);
         self.forget_if_stale(spec, now);
         self.prune(spec, now);
+        self.refresh_scale(spec, now);
         let mut cooldown_set = false;
         for order in &call.cooldowns {
             cooldown_set |= self.lengthen(
@@ -853,6 +894,17 @@ impl Ledger {
         }
         if call.success {
             self.overload_streak = 0;
+        }
+        let mut adaptive_lowered = false;
+        if spec.adaptive && call.throttled {
+            let until = self
+                .cooldowns
+                .iter()
+                .flatten()
+                .map(|c| c.until)
+                .fold(now, Micros::max);
+            adaptive_lowered = self.adaptive.throttle(now, until, spec.adaptive_period());
+            self.refresh_scale(spec, now);
         }
         // A family's leases are booked in several ledgers at once; moving one copy would leave
         // the others behind, so a family's queued slots keep their times.
@@ -900,6 +952,8 @@ impl Ledger {
             outside_usage,
             released,
             uplinks,
+            adaptive_scale: self.scale,
+            adaptive_lowered,
             scope: Scope::Shared,
         };
         self.forget_if_stale(spec, now);
@@ -1073,7 +1127,8 @@ impl Ledger {
             .as_ref()
             .map(|r| r.at)
             .into_iter()
-            .fold(self.last_slot.max(self.cooldown_horizon), Micros::max);
+            .fold(self.last_slot.max(self.cooldown_horizon), Micros::max)
+            .max(self.adaptive_recovered(spec));
         // Most calls come within a second of the horizon: skip computing the retention.
         if horizon == 0 || now < horizon.saturating_add(MICROS_PER_SEC) {
             return false;
@@ -1081,6 +1136,18 @@ impl Ledger {
         now >= horizon
             .saturating_add(spec.retention())
             .saturating_add(MICROS_PER_SEC)
+    }
+
+    /// When a lowered adaptive budget is whole again (0 when it is): the service is not forgotten
+    /// before, so what it learned outlives a quiet spell.
+    fn adaptive_recovered(&self, spec: &ServiceSpec) -> Micros {
+        let a = &self.adaptive;
+        if !spec.adaptive || a.scale == 0 || a.scale >= FULL {
+            return 0;
+        }
+        let steps = u64::from((FULL - a.scale).div_ceil(adaptive::STEP));
+        a.since
+            .saturating_add(steps.saturating_mul(spec.adaptive_period()))
     }
 
     /// Sets the cooldown of dimension `d` to `cooldown` if it ends later. True if it did.
@@ -1098,12 +1165,16 @@ impl Ledger {
     /// What limit `i` could still grant now, in the ledger's view (queued slots count as used).
     fn remaining(&self, spec: &ServiceSpec, i: usize, now: Micros) -> u64 {
         match shape(spec, &self.adopted, i) {
-            Some(shape) => shape
-                .burst
-                .saturating_sub(self.buckets[i].level(shape, now).0),
+            Some(shape) => adaptive::share(
+                shape
+                    .burst
+                    .saturating_sub(self.buckets[i].level(shape, now).0),
+                self.scale,
+            ),
             None => {
-                let (used, _) = self.window(spec, i).usage(&self.log, &self.base, now);
-                self.amount(spec, i)
+                let w = self.window(spec, i);
+                let (used, _) = w.usage(&self.log, &self.base, now);
+                w.amount
                     .saturating_sub(u64::try_from(used).unwrap_or(u64::MAX))
             }
         }
@@ -1201,7 +1272,8 @@ impl Ledger {
                 if new > old {
                     // A charge beyond one burst counts as one burst: the bucket is overdrawn at
                     // most once (the Redis backend's arithmetic stays exact the same way).
-                    bucket.tat_scaled += u128::from((new - old).min(shape.burst)) * w;
+                    let charge = adaptive::inflated(new - old, self.scale).min(shape.burst);
+                    bucket.tat_scaled += u128::from(charge) * w;
                 } else {
                     // GCRA's TAT is a max over leases j of (slot_j × amount + window × costs from
                     // j on). Lowering lease i's cost lowers exactly the terms j ≤ i; the terms of
@@ -1321,6 +1393,7 @@ impl Ledger {
         if self.is_stale(spec, now) {
             return Ledger::new(spec, self.nonce).snapshot(spec, now);
         }
+        let scale = self.scale_at(spec, now);
         let limits = spec
             .limits
             .iter()
@@ -1337,16 +1410,17 @@ impl Ledger {
                     }
                 }
                 Some(shape) => {
+                    // A scaled bucket holds costs scaled up: shown in tokens.
                     let (level, reset_after) = self.buckets[i].level(shape, now);
                     LimitSnapshot {
-                        amount: shape.amount,
-                        used: level,
-                        remaining: shape.burst.saturating_sub(level),
+                        amount: adaptive::scaled(shape.amount, scale),
+                        used: adaptive::share(level, scale),
+                        remaining: adaptive::share(shape.burst.saturating_sub(level), scale),
                         reset_after,
                     }
                 }
                 None => {
-                    let w = self.window(spec, i);
+                    let w = self.window_at(spec, i, scale);
                     let (used, reset_after) = w.usage(&self.log, &self.base, now);
                     let used = u64::try_from(used).unwrap_or(u64::MAX);
                     LimitSnapshot {
@@ -1377,6 +1451,7 @@ impl Ledger {
                 .collect(),
             queued,
             last_report: self.last_report.clone(),
+            adaptive_scale: scale,
             scope: Scope::Shared,
         }
     }

@@ -4,6 +4,7 @@
 //! tests drive it with explicit times and backends supply their own clock. [`Ledger`] is the state
 //! of one service; [`SlidingWindow`] and [`TokenBucket`] hold the arithmetic of the two algorithms.
 
+pub mod adaptive;
 mod bucket;
 mod family;
 mod lease;

@@ -75,8 +75,11 @@ pub struct ReportCall {
     pub success: bool,
     /// Remaining budgets to compare with the ledger's view.
     pub remaining: Vec<RemainingReading>,
-    /// Provider budgets to use in place of configured amounts (sliding-window limits only).
+    /// Provider budgets to use in place of configured amounts.
     pub adopt: Vec<AdoptOrder>,
+    /// The provider throttled the call (a 429 that is not a quota or spend cap): an adaptive
+    /// budget lowers itself (see `core::adaptive`).
+    pub throttled: bool,
     /// HTTP status and the rate-limit headers to remember.
     pub observation: Option<(u32, Vec<(String, String)>)>,
 }

@@ -228,9 +228,11 @@ pub struct ServiceSpec {
     pub max_cooldown: Micros,
     /// Cooldown after a quota or spend-cap 429 that names no time.
     pub quota_cooldown: Micros,
-    /// Use the budget the provider's headers name (its `limit`) in place of a sliding-window
-    /// limit's configured amount.
+    /// Use the budget the provider's headers name (its `limit`) in place of a limit's configured
+    /// amount.
     pub adopt_provider_limits: bool,
+    /// Learn the budget from 429s (providers without rate-limit headers): see `core::adaptive`.
+    pub adaptive: bool,
     /// The service whose budget this one also spends (e.g. `openai` for `openai/gpt-4o`): a grant
     /// must fit this service's limits and every ancestor's.
     pub parent: Option<String>,
@@ -251,6 +253,7 @@ impl ServiceSpec {
             max_cooldown,
             quota_cooldown,
             adopt_provider_limits,
+            adaptive,
             parent,
             family,
         } = other;
@@ -262,6 +265,7 @@ impl ServiceSpec {
             self.max_cooldown,
             self.quota_cooldown,
             self.adopt_provider_limits,
+            self.adaptive,
             &self.parent,
             &self.family,
         ) == (
@@ -272,9 +276,21 @@ impl ServiceSpec {
             *max_cooldown,
             *quota_cooldown,
             *adopt_provider_limits,
+            *adaptive,
             parent,
             family,
         )
+    }
+
+    /// An adaptive budget's quiet period: the service's longest window (at least a second).
+    pub fn adaptive_period(&self) -> Micros {
+        self.limits
+            .iter()
+            .filter(|l| l.algorithm != Algorithm::Concurrent)
+            .map(|l| l.window)
+            .max()
+            .unwrap_or(0)
+            .max(MICROS_PER_SEC)
     }
 
     /// How long leases are kept: the longest [`LimitSpec::span`] of the service, so a report can
@@ -381,6 +397,7 @@ mod tests {
             max_cooldown: 3600 * MICROS_PER_SEC,
             quota_cooldown: MICROS_PER_SEC,
             adopt_provider_limits: false,
+            adaptive: false,
             parent: None,
             family: None,
         };

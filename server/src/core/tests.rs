@@ -16,6 +16,7 @@ fn spec(limits: Vec<LimitSpec>) -> ServiceSpec {
         max_cooldown: 3600 * S,
         quota_cooldown: 3600 * S,
         adopt_provider_limits: false,
+        adaptive: false,
         parent: None,
         family: None,
     }

@@ -40,6 +40,8 @@ pub struct Plan {
     pub remaining: Vec<RemainingReading>,
     /// Provider budgets to adopt.
     pub adopt: Vec<AdoptOrder>,
+    /// A 429 that is not a quota or spend cap (an adaptive budget lowers itself).
+    pub throttled: bool,
 }
 
 /// The configured limit a provider budget of `dimension` over `window` corresponds to: the one with
@@ -124,6 +126,7 @@ pub fn plan(
                     notes,
                 );
             } else if !at_zero.is_empty() {
+                plan.throttled = true;
                 for (dimension, reset) in &at_zero {
                     let (length, from) = match (reset, retry) {
                         (Some(reset), _) => (*reset, "reset"),
@@ -138,6 +141,7 @@ pub fn plan(
                     );
                 }
             } else {
+                plan.throttled = true;
                 let (length, from) = match (retry, latest_reset) {
                     (Some((r, source)), _) => (r, source),
                     (None, Some(reset)) => (reset, "reset"),

@@ -14,6 +14,15 @@ limits = [
 ]
 
 [[services]]
+name = "quiet"
+adaptive = true
+default_cooldown = "2s"
+limits = [
+  { dimension = "requests", amount = 100, window = "10s" },
+  { dimension = "tokens", amount = 10000, window = "10s", algorithm = "token_bucket" },
+]
+
+[[services]]
 name = "oai-bucket-fixed"
 profile = "openai"
 limits = [{ dimension = "tokens", amount = 20000, window = "1m", algorithm = "token_bucket" }]
@@ -29,6 +38,13 @@ macro_rules! budget_suite {
 
         type B = $backend;
         const S: Duration = Duration::from_secs(1);
+
+        /// The live state of the adaptive service.
+        async fn scale(
+            l: &sluice_server::limiter::Limiter<B>,
+        ) -> sluice_server::core::ServiceSnapshot {
+            l.status("quiet").await.expect("status").snapshot
+        }
 
         #[tokio::test]
         async fn a_token_bucket_adopts_the_providers_budget_with_its_rate_and_burst() {
@@ -92,6 +108,76 @@ macro_rules! budget_suite {
             assert_eq!(
                 denied(&l, &req("oai-bucket", 1_000, Duration::ZERO)).await,
                 3 * US
+            );
+        }
+
+        #[tokio::test]
+        async fn an_adaptive_budget_lowers_on_429s_and_recovers_when_quiet() {
+            let l = limiter_for::<B>(BUDGETS).await;
+            let a = l
+                .report(report("quiet", "", 429, &[]))
+                .await
+                .expect("report");
+            assert!(
+                a.detail.contains("adaptive budget lowered to 70%"),
+                "{}",
+                a.detail
+            );
+            let s = scale(&l).await;
+            assert_eq!(s.adaptive_scale, 700);
+            assert_eq!((s.limits[0].amount, s.limits[1].amount), (70, 7000));
+            // A second 429 of the same cooldown lowers nothing more.
+            let b = l
+                .report(report("quiet", "", 429, &[]))
+                .await
+                .expect("report");
+            assert!(!b.detail.contains("adaptive"), "{}", b.detail);
+            assert_eq!(scale(&l).await.adaptive_scale, 700);
+            // After the cooldown: 70 requests in the window, not 100; the bucket at 70 % rate.
+            l.backend().advance(2 * S).await;
+            for _ in 0..70 {
+                let mut r = req("quiet", 0, Duration::ZERO);
+                r.output_tokens = 0;
+                granted(&l, &r).await;
+            }
+            let mut r = req("quiet", 0, Duration::ZERO);
+            r.output_tokens = 0;
+            denied(&l, &r).await;
+            // A 429 of a later episode lowers again; each quiet period (10 s, the longest window)
+            // gives back 5 % of the configured budget, up to all of it.
+            let c = l
+                .report(report("quiet", "", 429, &[]))
+                .await
+                .expect("report");
+            assert!(
+                c.detail.contains("adaptive budget lowered to 49%"),
+                "{}",
+                c.detail
+            );
+            l.backend().advance(10 * S).await;
+            assert_eq!(scale(&l).await.adaptive_scale, 540);
+            l.backend().advance(100 * S).await;
+            let s = scale(&l).await;
+            assert_eq!(
+                (s.adaptive_scale, s.limits[0].amount, s.limits[1].amount),
+                (1000, 100, 10000)
+            );
+        }
+
+        #[tokio::test]
+        async fn an_adaptive_bucket_charges_at_its_scale() {
+            let l = limiter_for::<B>(BUDGETS).await;
+            l.report(report("quiet", "", 429, &[]))
+                .await
+                .expect("report");
+            l.backend().advance(2 * S).await;
+            // 7,000 tokens empty the bucket at 70 %; the next 700 come after 1 s (700 a second).
+            granted(&l, &req("quiet", 7000, Duration::ZERO)).await;
+            let s = scale(&l).await;
+            assert_eq!((s.limits[1].used, s.limits[1].remaining), (7000, 0));
+            assert_eq!(
+                denied(&l, &req("quiet", 700, Duration::ZERO)).await,
+                S.as_micros() as u64
             );
         }
 

@@ -20,6 +20,7 @@ local now = math.max(now_micros(), num(st, 'hw'))
 forget_if_stale(st, now, retention, false)
 drop_unused_totals(st, sliding)
 apply_adopted(st, limits)
+apply_adaptive(st, limits, now)
 
 local held, created, wrote = nil, false, false
 -- Bookings of the batch are written once per key at the end (see defer_writes); until the first
@@ -37,6 +38,8 @@ local function overtakable(rank)
   -- No queue, or the last lease is of this class or a higher one: nothing to go ahead of (and
   -- nothing read, so a batch's writes stay batched).
   if num(st, 'ls') <= now or num(st, 'lr') <= rank then return {} end
+  -- A scaled bucket charges by the scale of the moment (core Ledger::overtakable).
+  if limits.scale < FULL then return {} end
   for _, l in ipairs(limits) do
     if l.conc and redis.call('ZCOUNT', KEYS[9], '(' .. s(now), '+inf') >= l.amount then return {} end
   end

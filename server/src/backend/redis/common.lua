@@ -26,7 +26,8 @@
 -- ARGV (common): 1 manual time ('' reads TIME), 2 limits (7 numbers each: dim kind amount
 --   window burst A Wg; kind 0 sliding, 1 bucket, 2 sliding adopting provider budgets,
 --   3 calls in flight, whose window is the lease timeout),
---   3 retention µs, 4 nonce for a new state
+--   3 retention µs, 4 nonce for a new state. A last entry of kind 5 is no limit: the service's
+--   budgets adapt to its 429s (core/adaptive.rs), over the quiet period in its window field.
 
 -- The keys of the service being worked on: KEYS, or one family member's share of them (see
 -- family.lua).
@@ -71,6 +72,9 @@ local function parse_limits(text)
         l.kf, l.ff, l.abf = 'ka' .. id, 'fa' .. id, 'ab' .. id
       end
       l.span = math.max(l.window, math.ceil(l.burst * l.window / l.amount))
+    elseif n(1) == 5 then
+      limits.period = n(3)
+      l = nil
     elseif n(1) == 3 then
       l.conc = true
       l.span = l.window
@@ -81,7 +85,7 @@ local function parse_limits(text)
       l.span = l.window
       sliding[l.dim] = true
     end
-    limits[#limits + 1] = l
+    if l then limits[#limits + 1] = l end
   end
   return limits, sliding
 end
@@ -94,6 +98,50 @@ local function read_state()
 end
 
 local function num(st, field) return tonumber(st[field] or '0') end
+
+-- Adaptive budgets (core/adaptive.rs): the scale in permille, from the last throttle's scale (as)
+-- and time (at), one step back per quiet period.
+local FULL, STEP, MAX_INFLATED = 1000, 50, 4503599627370496
+local function adaptive_scale(st, limits, now)
+  local sc = num(st, 'as')
+  if not limits.period or sc == 0 then return FULL end
+  local steps = fdiv(math.max(0, now - num(st, 'at')), limits.period)
+  return math.min(FULL, sc + steps * STEP)
+end
+
+-- x × sc / 1000, rounded down.
+local function share(x, sc)
+  if sc >= FULL then return x end
+  local q = fdiv(x, 1000)
+  return q * sc + fdiv((x - q * 1000) * sc, 1000)
+end
+
+-- An amount at scale sc: at least 1.
+local function scaled(x, sc)
+  if sc >= FULL then return x end
+  return math.max(1, share(x, sc))
+end
+
+-- What cost c is charged to a token bucket at scale sc: c × 1000 / sc rounded up, at most 2^52.
+local function inflated(c, sc)
+  if sc >= FULL or c == 0 then return c end
+  local q = fdiv(c, sc)
+  if q > fdiv(MAX_INFLATED, 1000) then return MAX_INFLATED end
+  return math.min(MAX_INFLATED, q * 1000 - fdiv(-((c - q * sc) * 1000), sc))
+end
+
+-- Puts the adaptive scale in force at now on the limits: sliding windows' amounts (from their
+-- base, the amount before scaling) and limits.scale for the buckets' costs.
+local function apply_adaptive(st, limits, now)
+  local sc = adaptive_scale(st, limits, now)
+  limits.scale = sc
+  for _, l in ipairs(limits) do
+    if not l.bucket and not l.conc then
+      l.base = l.base or l.amount
+      l.amount = scaled(l.base, sc)
+    end
+  end
+end
 
 -- Sets a bucket's shape: amount, burst, reduced A and Wg (its TAT moves Wg / A µs per token).
 local function set_shape(l, amount, burst, a, wg)
@@ -223,7 +271,7 @@ end
 -- The latest of the last booked slot, the cooldowns' ends (ch: the latest ever set, kept when
 -- an expired cooldown is pruned) and the last report.
 local function horizon_of(st)
-  return math.max(num(st, 'ls'), num(st, 'lm'), num(st, 'ra'), num(st, 'ch'), num(st, 'cu0'), num(st, 'cu1'),
+  return math.max(num(st, 'ls'), num(st, 'lm'), num(st, 'ar'), num(st, 'ra'), num(st, 'ch'), num(st, 'cu0'), num(st, 'cu1'),
     num(st, 'cu2'), num(st, 'cu3'))
 end
 
@@ -360,7 +408,7 @@ local function earliest_on(st, limits, cost, t0, now)
     local c = cost[l.dim + 1]
     local ti
     if l.bucket then
-      ti = bucket_earliest(st, l, c, t)
+      ti = bucket_earliest(st, l, inflated(c, limits.scale or FULL), t)
     elseif l.conc then
       ti = hold_earliest(l, now, t)
     else
@@ -459,7 +507,7 @@ local function book(st, limits, sliding, now, t, cost, decider, rid, holds, up, 
     elseif l.bucket then
       local k, f = num(st, l.kf), num(st, l.ff)
       if k < t then k, f = t, 0 end
-      k, f = pair_add_units(k, f, cost[l.dim + 1] * l.wg, l.a)
+      k, f = pair_add_units(k, f, inflated(cost[l.dim + 1], limits.scale or FULL) * l.wg, l.a)
       st[l.kf], st[l.ff] = s(k), s(f)
       changed[#changed + 1] = l.kf; changed[#changed + 1] = l.ff
     end

@@ -37,6 +37,7 @@ for j = 1, m do
   forget_if_stale(mb.st, now, mb.retention, false)
   drop_unused_totals(mb.st, mb.sliding)
   apply_adopted(mb.st, mb.limits)
+  apply_adaptive(mb.st, mb.limits, now)
 end
 local max_leases = tonumber(ARGV[5])
 local n = tonumber(ARGV[6])

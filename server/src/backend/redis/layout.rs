@@ -99,6 +99,10 @@ pub fn encode_limits(spec: &ServiceSpec) -> Result<String, String> {
                 .map_err(|e| format!("service {:?}: {e}", spec.name))?,
         );
     }
+    if spec.adaptive {
+        // Not a limit: kind 5 says the service's budgets adapt, over this quiet period.
+        out.push(format!("0 5 0 {} 0 1 1", spec.adaptive_period()));
+    }
     Ok(out.join(" "))
 }
 

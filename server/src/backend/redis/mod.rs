@@ -30,9 +30,9 @@ use super::{AcquireCall, Backend, BackendError, MemoryBackend, ReportCall};
 use crate::{
     config::{OnFailure, RedisConfig},
     core::{
-        AcquireError, AdminOp, Algorithm, BucketShape, CooldownCause, Cost, Decider, Decision,
-        Dimension, Grant, LeaseId, LimitSnapshot, Micros, Observation, ReportOutcome, Scope,
-        ServiceSnapshot, ServiceSpec, MAX_LEASES,
+        AcquireError, AdminOp, BucketShape, CooldownCause, Cost, Decider, Decision, Dimension,
+        Grant, LeaseId, LimitSnapshot, Micros, Observation, ReportOutcome, Scope, ServiceSnapshot,
+        ServiceSpec, MAX_LEASES,
     },
 };
 
@@ -822,6 +822,7 @@ impl RedisBackend {
                     &max_leases,
                     &adopt,
                     if spec.family.is_some() { "1" } else { "0" },
+                    if call.throttled { "1" } else { "0" },
                 ],
             )
             .await?;
@@ -837,6 +838,8 @@ impl RedisBackend {
                 .map(|up| parse_uplinks(up))
                 .transpose()?
                 .unwrap_or_default(),
+            adaptive_scale: number(&reply, 7)?,
+            adaptive_lowered: number::<u8>(&reply, 8)? == 1,
             scope: Scope::Shared,
         })
     }
@@ -844,7 +847,7 @@ impl RedisBackend {
     async fn status_shared(&self, spec: &ServiceSpec) -> Result<ServiceSnapshot, BackendError> {
         let service = self.service(spec)?;
         let reply = self.eval(&self.scripts.status, &service, &[]).await?;
-        if reply.len() != 18 + 3 * spec.limits.len() {
+        if reply.len() != 19 + 4 * spec.limits.len() {
             return Err(protocol("status length"));
         }
         let now: Micros = number(&reply, 0)?;
@@ -873,22 +876,16 @@ impl RedisBackend {
             .limits
             .iter()
             .enumerate()
-            .map(|(i, limit)| {
-                let used: u64 = number(&reply, 9 + 3 * i)?;
-                let amount: u64 = number(&reply, 11 + 3 * i)?;
-                let capacity = match limit.algorithm {
-                    Algorithm::SlidingWindow | Algorithm::Concurrent => amount,
-                    Algorithm::TokenBucket { .. } => limit.burst_for(amount),
-                };
+            .map(|(i, _)| {
                 Ok(LimitSnapshot {
-                    amount,
-                    used,
-                    remaining: capacity.saturating_sub(used),
-                    reset_after: number(&reply, 10 + 3 * i)?,
+                    used: number(&reply, 9 + 4 * i)?,
+                    reset_after: number(&reply, 10 + 4 * i)?,
+                    amount: number(&reply, 11 + 4 * i)?,
+                    remaining: number(&reply, 12 + 4 * i)?,
                 })
             })
             .collect::<Result<_, BackendError>>()?;
-        let base = 9 + 3 * spec.limits.len();
+        let base = 9 + 4 * spec.limits.len();
         let mut dimension_cooldowns = Vec::new();
         for (k, dimension) in Dimension::ALL[1..].iter().enumerate() {
             let remaining: Micros = number(&reply, base + 3 * k)?;
@@ -910,6 +907,7 @@ impl RedisBackend {
             dimension_cooldowns,
             queued: number(&reply, 4)?,
             last_report,
+            adaptive_scale: number(&reply, base + 9)?,
             scope: Scope::Shared,
         })
     }

@@ -5,10 +5,11 @@
 -- estimate), 8 cooldown orders, one per line: "dimension length status source", 9 overload:
 -- "base cap jitter_permille at_least status source" ('' for none), 10 success ('1'/'0'),
 -- 11 remaining readings: "limit remaining tolerance" triples, 12 observed status ('' for none),
--- 13 observed headers (opaque), 14 most leases held, 15 adopted budgets: "limit amount" pairs,
--- 16 '1' for a member of a family (whose queued slots a cooldown does not move).
+-- 13 observed headers (opaque), 14 most leases held, 15 adopted budgets: "limit amount burst A
+-- Wg" (a bucket's shape with that amount), 16 '1' for a member of a family (whose queued slots a
+-- cooldown does not move), 17 '1' for a throttle (lowers an adaptive budget).
 -- Returns {cooldown_remaining, cooldown_set, usage_applied, lease_unknown, outside_usage,
--- released, uplinks}.
+-- released, uplinks, adaptive scale (permille), '1' if the report lowered it}.
 
 local limits, sliding = parse_limits(ARGV[2])
 local retention = tonumber(ARGV[3])
@@ -17,6 +18,7 @@ local now = math.max(now_micros(), num(st, 'hw'))
 forget_if_stale(st, now, retention, false)
 drop_unused_totals(st, sliding)
 apply_adopted(st, limits)
+apply_adaptive(st, limits, now)
 
 -- Read: the lease, if it is this state's and still held.
 local lease, m
@@ -68,6 +70,26 @@ end
 if ARGV[10] == '1' and num(st, 'ov') > 0 then
   st.ov = '0'
   redis.call('HSET', KEYS[1], 'ov', '0')
+end
+
+-- A throttle (a 429 that is not a quota) lowers an adaptive budget by 0.7, once per cooldown
+-- episode (ae: its end), never below a tenth; the quiet period restarts either way
+-- (core Adaptive::throttle). ar: when the budget is whole again (the state lives until then).
+local adaptive_lowered = 0
+if ARGV[17] == '1' and limits.period then
+  local sc = limits.scale
+  local until_ = now
+  for d = 0, 3 do until_ = math.max(until_, num(st, 'cu' .. d)) end
+  if now >= num(st, 'ae') then
+    sc = math.max(100, fdiv(sc * 700, FULL))
+    st.ae = s(until_)
+    adaptive_lowered = 1
+  end
+  st.as, st.at = s(sc), s(now)
+  st.ar = '0'
+  if sc < FULL then st.ar = s(now - fdiv(-(FULL - sc), STEP) * limits.period) end
+  redis.call('HSET', KEYS[1], 'as', st.as, 'at', st.at, 'ae', st.ae or '0', 'ar', st.ar)
+  apply_adaptive(st, limits, now)
 end
 
 -- Queued slots (after now) that an active cooldown covers move to its end, all by the same
@@ -164,7 +186,7 @@ if lease and #usage == 3 then
           local k, f = num(st, ki), num(st, fi)
           if delta > 0 then
             -- A charge beyond one burst counts as one burst: the bucket is overdrawn at most once.
-            k, f = pair_add_units(k, f, math.min(delta, l.burst) * l.wg, l.a)
+            k, f = pair_add_units(k, f, math.min(inflated(delta, limits.scale), l.burst) * l.wg, l.a)
           else
             -- Lowering this lease's cost lowers the GCRA terms up to it; later leases' terms
             -- bound the refund from below.
@@ -215,7 +237,7 @@ for r = 1, #adopt - 4, 5 do
     redis.call('HSET', KEYS[1], l.kf, st[l.kf], l.ff, st[l.ff], l.abf, st[l.abf])
   end
   if l and l.af and amount >= 1 and amount <= MAX_EXACT then
-    if l.adopt then l.amount = amount end
+    if l.adopt then l.base = amount; l.amount = scaled(amount, limits.scale) end
     st[l.af] = s(amount)
     redis.call('HSET', KEYS[1], l.af, st[l.af])
   end
@@ -232,6 +254,7 @@ for r = 1, #readings - 2, 3 do
   if l and not l.conc then
     local used = limit_usage(st, l, now)
     local own = math.max(0, capacity(l) - used)
+    if l.bucket then own = share(own, limits.scale) end
     local seen = remaining + tolerance
     local held = redis.call('ZCARD', KEYS[2])
     local charge = own - seen
@@ -262,4 +285,4 @@ if ARGV[5] ~= '' and not lease then lease_unknown = 1 end
 local remaining = 0
 for d = 0, 3 do remaining = math.max(remaining, num(st, 'cu' .. d) - now) end
 return { s(remaining), cooldown_set, usage_applied, lease_unknown, s(outside), released,
-  lease and lease.up or '' }
+  lease and lease.up or '', s(limits.scale), adaptive_lowered }

@@ -9,6 +9,7 @@ local st = read_state()
 local now = math.max(now_micros(), num(st, 'hw'))
 local stale = forget_if_stale(st, now, retention, true)
 apply_adopted(st, limits)
+apply_adaptive(st, limits, now)
 local out = { s(now), '0', '', '', '0', st.rs or '', st.ra or '', st.rh or '', '0' }
 if num(st, 'cu0') > now then
   out[2], out[3], out[4] = s(num(st, 'cu0') - now), st.cs0 or '0', st.cc0 or ''
@@ -18,9 +19,17 @@ out[9] = s(redis.call('ZCARD', KEYS[2]))
 for i, l in ipairs(limits) do
   local used, reset = 0, 0
   if not stale then used, reset = limit_usage(st, l, now) end
+  local amount, remaining = l.amount, math.max(0, l.amount - used)
+  if l.bucket then
+    -- A scaled bucket holds costs scaled up: shown in tokens (core Ledger::snapshot).
+    local sc = stale and FULL or limits.scale
+    amount, remaining = scaled(l.amount, sc), share(math.max(0, l.burst - used), sc)
+    used = share(used, sc)
+  end
   out[#out + 1] = s(used)
   out[#out + 1] = s(reset)
-  out[#out + 1] = s(l.amount)
+  out[#out + 1] = s(amount)
+  out[#out + 1] = s(remaining)
 end
 -- The token dimensions' cooldowns: remaining, status, source (remaining 0 when none).
 for d = 1, 3 do
@@ -32,4 +41,5 @@ for d = 1, 3 do
     out[#out + 1] = '0'; out[#out + 1] = '0'; out[#out + 1] = ''
   end
 end
+out[#out + 1] = s(stale and FULL or limits.scale)
 return out
