@@ -23,6 +23,8 @@ pub enum HeaderMode {
     Always,
     /// Only on 429s.
     On429,
+    /// Never, not even `retry-after` on a 429 (Gemini, many gateways, self-hosted servers).
+    Never,
 }
 
 /// What one budget says in the headers.

@@ -191,7 +191,11 @@ async fn answer(
                 wait = wait.max(b.wait_for(cost[*d], now));
             }
         }
-        let send_headers = !fits || state.config.headers == HeaderMode::Always;
+        let send_headers = match state.config.headers {
+            HeaderMode::Always => true,
+            HeaderMode::On429 => !fits,
+            HeaderMode::Never => false,
+        };
         let mut headers = Vec::new();
         if send_headers {
             let views: Vec<BudgetView> = state
@@ -207,7 +211,7 @@ async fn answer(
             headers = headers::rate_limit_headers(style, &views, SystemTime::now());
         }
         let status = if fits { 200 } else { 429 };
-        if !fits && style == Style::Anthropic {
+        if !fits && style == Style::Anthropic && state.config.headers != HeaderMode::Never {
             let secs = wait.as_nanos().div_ceil(1_000_000_000).max(1);
             headers.push(("retry-after".into(), secs.to_string()));
         }

@@ -1,6 +1,7 @@
 //! The fleet: `workers` tasks making calls of seeded heavy-tailed sizes against the simulated
 //! provider through one [`Strategy`], recording when each call was wanted and when the call that
-//! succeeded was sent; and the figures computed from that and the provider's own log.
+//! succeeded was sent, and its 429s; a client outside Sluice where the scenario has one; and the
+//! figures computed from them.
 
 use std::{
     sync::{Arc, Mutex},
@@ -9,13 +10,13 @@ use std::{
 
 use sluice_client::{Client, Usage};
 use sluice_server::{config::Config, provider::formats::parse_go_duration};
-use sluice_sim::{CallRecord, SimClient, SimProvider, SimResponse};
+use sluice_sim::{SimClient, SimProvider, SimResponse};
 
 use super::{
     sizes::{call_size, Rng},
-    GoodputArgs, ProviderStyle, DIMENSIONS,
+    GoodputArgs, ProviderHeaders, ProviderStyle, DIMENSIONS,
 };
-use crate::target::InProcess;
+use crate::target::{InProcess, Redis};
 
 /// How workers cope with the provider's limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -80,14 +81,17 @@ fn reset_of(r: &SimResponse) -> Duration {
         .unwrap_or(Duration::from_secs(1))
 }
 
-/// The Sluice config for the provider: its published limits as token buckets, and a header table
-/// for its header names over the benchmark's window.
-fn sluice_config(args: &GoodputArgs) -> anyhow::Result<Config> {
+/// The Sluice config for the provider: its published limits (times `configured`) as token
+/// buckets, a header table for its header names over the benchmark's window, adoption of the
+/// provider's budgets, and an adaptive budget where the provider sends no headers; `backend` is
+/// the `[backend]` section (empty: memory).
+fn sluice_config(args: &GoodputArgs, backend: &str) -> anyhow::Result<Config> {
     let window = format!("{}ms", args.window.as_millis());
     let limits: Vec<String> = args
         .budgets()
         .iter()
         .map(|(d, amount)| {
+            let amount = ((*amount as f64) * args.configured).round().max(1.0) as u64;
             format!(
                 "{{ dimension = \"{}\", amount = {amount}, window = \"{window}\", algorithm = \"token_bucket\" }}",
                 DIMENSIONS[*d]
@@ -127,11 +131,67 @@ fn sluice_config(args: &GoodputArgs) -> anyhow::Result<Config> {
         rules.push(format!("  {{ name = \"{reset}\", dimension = \"{dimension}\", meaning = \"reset\", format = \"{format}\", window = \"{window}\" }},"));
     }
     let toml = format!(
-        "[[services]]\nname = \"provider\"\nprofile = \"custom\"\nlimits = [\n  {}\n]\nheaders = [\n{}\n]\n",
+        "{backend}\n[[services]]\nname = \"provider\"\nprofile = \"custom\"\nadopt_provider_limits = true\nadaptive = {}\nlimits = [\n  {}\n]\nheaders = [\n{}\n]\n",
+        args.headers == ProviderHeaders::None,
         limits.join(",\n  "),
         rules.join("\n")
     );
     Ok(Config::parse(&toml)?)
+}
+
+/// What the fleet did: its successful calls, when it got a 429, and what the client outside
+/// Sluice got through.
+pub struct Outcome {
+    /// Successful calls.
+    pub calls: Vec<Call>,
+    /// When each 429 the fleet got was answered.
+    pub limited: Vec<Instant>,
+    /// Successful calls of the client outside Sluice.
+    pub outside: Vec<Call>,
+}
+
+/// Spends `args.outside` of the provider's budget directly, without Sluice, in calls of the
+/// average size, evenly spaced, until `end`; a 429 is not retried.
+async fn spend_outside(
+    args: GoodputArgs,
+    provider: std::net::SocketAddr,
+    end: Instant,
+) -> anyhow::Result<Vec<Call>> {
+    let mut calls = Vec::new();
+    let per_window = (args.requests as f64 * args.outside).max(1.0);
+    let interval = args.window.div_f64(per_window);
+    let tokens: u64 = match args.style {
+        ProviderStyle::Openai => ((args.tokens as f64 * args.outside) / per_window) as u64,
+        ProviderStyle::Anthropic => ((args.tokens as f64 * args.outside) / per_window) as u64,
+    };
+    let output = match args.style {
+        ProviderStyle::Openai => tokens / 4,
+        ProviderStyle::Anthropic => {
+            ((args.output_tokens as f64 * args.outside) / per_window) as u64
+        }
+    };
+    let input = match args.style {
+        ProviderStyle::Openai => tokens - output,
+        ProviderStyle::Anthropic => tokens,
+    };
+    let mut sim = SimClient::connect(provider).await.map_err(anyhow_of)?;
+    let mut next = Instant::now();
+    while next < end {
+        tokio::time::sleep_until(next.into()).await;
+        let sent = Instant::now();
+        let answer = sim.call(input, output).await.map_err(anyhow_of)?;
+        if answer.status == 200 {
+            calls.push(Call {
+                want: sent,
+                sent,
+                input,
+                output,
+                interactive: false,
+            });
+        }
+        next += interval;
+    }
+    Ok(calls)
 }
 
 /// Runs the fleet until the warm-up and the measured time have passed.
@@ -139,21 +199,32 @@ pub async fn run(
     strategy: Strategy,
     args: &GoodputArgs,
     provider: &SimProvider,
-) -> anyhow::Result<Vec<Call>> {
+) -> anyhow::Result<Outcome> {
     let end = Instant::now() + args.warmup + args.duration;
-    let server = match strategy {
-        Strategy::Sluice | Strategy::SluiceFifo => {
-            Some(InProcess::sluice(1, sluice_config(args)?)?)
+    let redis = match strategy {
+        Strategy::Sluice | Strategy::SluiceFifo if args.replicas > 1 => {
+            Some(Redis::new(None, false)?)
         }
         _ => None,
     };
+    let backend = redis.as_ref().map_or(String::new(), |r| {
+        r.backend_toml(&format!("goodput-{strategy:?}"))
+    });
+    let servers = match strategy {
+        Strategy::Sluice | Strategy::SluiceFifo => (0..args.replicas.max(1))
+            .map(|_| InProcess::sluice(1, sluice_config(args, &backend)?))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        _ => Vec::new(),
+    };
+    let outside = (args.outside > 0.0)
+        .then(|| tokio::spawn(spend_outside(args.clone(), provider.addr(), end)));
     let cooldown: Arc<Mutex<Instant>> = Arc::new(Mutex::new(Instant::now()));
     let mut workers = Vec::new();
     for w in 0..args.workers {
         let mut sim = SimClient::connect(provider.addr())
             .await
             .map_err(anyhow_of)?;
-        let client = match &server {
+        let client = match servers.get(w % servers.len().max(1)) {
             Some(s) => Some(Client::connect(s.url()).await?),
             None => None,
         };
@@ -167,6 +238,7 @@ pub async fn run(
         let pause = args.interactive_pause;
         workers.push(tokio::spawn(async move {
             let mut calls = Vec::new();
+            let mut limited = Vec::new();
             while Instant::now() < end {
                 if interactive && !calls.is_empty() {
                     tokio::time::sleep(pause).await;
@@ -208,6 +280,9 @@ pub async fn run(
                     if answer.status == 200 {
                         break Some(sent);
                     }
+                    if answer.status == 429 {
+                        limited.push(sent);
+                    }
                     failures += 1;
                     match strategy {
                         Strategy::Naive => {
@@ -236,15 +311,27 @@ pub async fn run(
                     });
                 }
             }
-            anyhow::Ok(calls)
+            anyhow::Ok((calls, limited))
         }));
     }
     let mut calls = Vec::new();
+    let mut limited = Vec::new();
     for w in workers {
-        calls.extend(w.await??);
+        let (c, l) = w.await??;
+        calls.extend(c);
+        limited.extend(l);
     }
-    drop(server);
-    Ok(calls)
+    let outside = match outside {
+        Some(task) => task.await??,
+        None => Vec::new(),
+    };
+    drop(servers);
+    drop(redis);
+    Ok(Outcome {
+        calls,
+        limited,
+        outside,
+    })
 }
 
 /// What a strategy achieved.
@@ -253,6 +340,8 @@ pub struct Figures {
     strategy: Strategy,
     /// Per budget: dimension, achieved per window, limit.
     achieved: Vec<(usize, f64, u64)>,
+    /// Per budget: what the client outside Sluice got through, per window.
+    outside: Vec<f64>,
     calls: usize,
     limited: usize,
     delay_p50: Duration,
@@ -261,54 +350,46 @@ pub struct Figures {
     by_class: Option<[Duration; 4]>,
 }
 
-/// Figures over the measured interval: successful calls sent in it, and the provider's answers
-/// in it.
-pub fn figures(
-    strategy: Strategy,
-    args: &GoodputArgs,
-    calls: &[Call],
-    seen: &[CallRecord],
-) -> Figures {
+/// Figures over the measured interval: successful calls sent in it, and the 429s the fleet got
+/// for calls sent in it.
+pub fn figures(strategy: Strategy, args: &GoodputArgs, outcome: &Outcome) -> Figures {
+    let calls = &outcome.calls;
     let first_want = calls.iter().map(|c| c.want).min();
     let (from, to) = match first_want {
         Some(t) => (t + args.warmup, t + args.warmup + args.duration),
         None => return Figures::empty(strategy),
     };
-    let measured: Vec<&Call> = calls
-        .iter()
-        .filter(|c| c.sent >= from && c.sent < to)
-        .collect();
+    let within = |c: &&Call| c.sent >= from && c.sent < to;
+    let measured: Vec<&Call> = calls.iter().filter(within).collect();
+    let outside: Vec<&Call> = outcome.outside.iter().filter(within).collect();
     let windows = args.duration.as_secs_f64() / args.window.as_secs_f64();
+    let spent = |calls: &[&Call], d: usize| -> f64 {
+        let total: u64 = calls
+            .iter()
+            .map(|c| match d {
+                0 => 1,
+                1 => c.input + c.output,
+                2 => c.input,
+                _ => c.output,
+            })
+            .sum();
+        total as f64 / windows
+    };
     let achieved = args
         .budgets()
         .into_iter()
-        .map(|(d, limit)| {
-            let total: u64 = measured
-                .iter()
-                .map(|c| match d {
-                    0 => 1,
-                    1 => c.input + c.output,
-                    2 => c.input,
-                    _ => c.output,
-                })
-                .sum();
-            (d, total as f64 / windows, limit)
-        })
+        .map(|(d, limit)| (d, spent(&measured, d), limit))
         .collect();
-    // The provider's log is timed from its start; our instants from the fleet's: align on the
-    // first call of each.
-    let offset = seen.first().map(|r| r.at).unwrap_or_default();
-    let span = (
-        args.warmup.saturating_sub(Duration::from_millis(1)),
-        args.warmup + args.duration,
-    );
-    let in_span: Vec<&CallRecord> = seen
+    let outside = args
+        .budgets()
+        .into_iter()
+        .map(|(d, _)| spent(&outside, d))
+        .collect();
+    let limited = outcome
+        .limited
         .iter()
-        .filter(|r| {
-            let t = r.at.saturating_sub(offset);
-            t >= span.0 && t < span.1
-        })
-        .collect();
+        .filter(|t| **t >= from && **t < to)
+        .count();
     let sorted = |keep: &dyn Fn(&Call) -> bool| {
         let mut delays: Vec<Duration> = measured
             .iter()
@@ -339,8 +420,9 @@ pub fn figures(
     Figures {
         strategy,
         achieved,
-        calls: in_span.len(),
-        limited: in_span.iter().filter(|r| r.status == 429).count(),
+        outside,
+        calls: measured.len() + limited,
+        limited,
         delay_p50: pick(0.5),
         delay_p99: pick(0.99),
         by_class,
@@ -352,6 +434,7 @@ impl Figures {
         Self {
             strategy,
             achieved: Vec::new(),
+            outside: Vec::new(),
             calls: 0,
             limited: 0,
             delay_p50: Duration::ZERO,
@@ -369,7 +452,15 @@ impl Figures {
         let budgets: Vec<String> = self
             .achieved
             .iter()
-            .map(|(d, a, l)| format!("{} {:.1}%", DIMENSIONS[*d], Self::percent(*a, *l)))
+            .zip(self.outside.iter().chain(std::iter::repeat(&0.0)))
+            .map(|((d, a, l), o)| {
+                let outside = if *o > 0.0 {
+                    format!(" (+{:.1}% outside)", Self::percent(*o, *l))
+                } else {
+                    String::new()
+                };
+                format!("{} {:.1}%{outside}", DIMENSIONS[*d], Self::percent(*a, *l))
+            })
             .collect();
         let classes = self
             .by_class
@@ -399,13 +490,15 @@ impl Figures {
         let budgets: serde_json::Map<String, serde_json::Value> = self
             .achieved
             .iter()
-            .map(|(d, a, l)| {
+            .zip(self.outside.iter().chain(std::iter::repeat(&0.0)))
+            .map(|((d, a, l), o)| {
                 (
                     DIMENSIONS[*d].to_string(),
                     serde_json::json!({
                         "per_window": a.round(),
                         "limit": l,
                         "percent": (Self::percent(*a, *l) * 10.0).round() / 10.0,
+                        "outside_percent": (Self::percent(*o, *l) * 10.0).round() / 10.0,
                     }),
                 )
             })
