@@ -69,9 +69,6 @@ async fn fleet(
                     .max_wait(Duration::from_secs(30))
                     .await?;
                 let answer = sim.call(10, 5).await.map_err(|e| anyhow!(e))?;
-                if answer.headers.contains_key("x-ratelimit-limit-requests") {
-                    heard.store(true, Ordering::SeqCst);
-                }
                 permit
                     .report(
                         answer.status,
@@ -79,6 +76,10 @@ async fn fleet(
                         Usage::from_json(&answer.body),
                     )
                     .await?;
+                // Sluice has heard the budget once a report that carried it was answered.
+                if answer.headers.contains_key("x-ratelimit-limit-requests") {
+                    heard.store(true, Ordering::SeqCst);
+                }
                 if answer.status == 200 {
                     done.fetch_add(1, Ordering::SeqCst);
                 }

@@ -494,6 +494,10 @@ impl Ledger {
         if self.log.len() >= self.max_leases {
             return Err(AcquireError::Full);
         }
+        // Over the whole log, before any lease steps out (they are booked again after it).
+        if !self.totals_fit(spec, &cost) {
+            return Err(AcquireError::TotalTooLarge);
+        }
         let ahead = self.overtakable(spec, now, class.rank);
         // The queued leases it goes ahead of step out while its slot is found.
         let behind: Vec<Lease> = self.log.split_off(self.log.len() - ahead).into();
@@ -518,10 +522,6 @@ impl Ledger {
                 decider,
                 scope: Scope::Shared,
             });
-        }
-        if !self.totals_fit(spec, &cost) {
-            self.step_back(behind, buckets, frontier);
-            return Err(AcquireError::TotalTooLarge);
         }
         let tag = if behind.is_empty() {
             0
@@ -1264,11 +1264,16 @@ impl Ledger {
                 };
                 // Past its span the lease weighs on the limit no more: every GCRA term up to it
                 // is at most `slot × amount + burst × window`, now below `now × amount`.
-                if limit.dimension != dim || slot.saturating_add(limit.span()) <= now {
+                if limit.dimension != dim || slot.saturating_add(shape.span()) <= now {
                     continue;
                 }
                 let w = u128::from(shape.window);
                 let bucket = &mut self.buckets[b];
+                if new < old && self.scale < FULL {
+                    // Later leases were charged at a scale the refund floor cannot see: a scaled
+                    // bucket is not refunded (as on Redis).
+                    continue;
+                }
                 if new > old {
                     // A charge beyond one burst counts as one burst: the bucket is overdrawn at
                     // most once (the Redis backend's arithmetic stays exact the same way).

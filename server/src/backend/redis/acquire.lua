@@ -125,6 +125,8 @@ local function acquire_one(cost, max_wait, rid, rank, max_overtakes, deadline)
     end
   end
 
+  -- Over the whole log, before any lease steps out (they are booked again after it).
+  if not totals_fit(st, sliding, cost, now, retention) then return { 'O' } end
   local behind = overtakable(rank)
   -- An overtake reads the state with the leases it goes ahead of taken out: prune first, so the
   -- housekeeping never writes that view back.
@@ -137,11 +139,6 @@ local function acquire_one(cost, max_wait, rid, rank, max_overtakes, deadline)
   if wait > max_wait or held_back then
     if saved then step_back(saved) end
     return { 'D', s(wait), decider }
-  end
-
-  if not totals_fit(st, sliding, cost, now, retention) then
-    if saved then step_back(saved) end
-    return { 'O' }
   end
 
   -- Book: from here on, writes.

@@ -49,7 +49,7 @@ impl ServiceKeys {
 /// sliding window, 2 for one that adopts provider budgets, 1 for a bucket, whose TAT advances
 /// `Wg / A` µs per token, 4 for one that adopts provider budgets, 3 for calls in flight (window:
 /// the lease timeout).
-fn encode_limit(limit: &LimitSpec, adopt: bool) -> Result<String, String> {
+fn encode_limit(limit: &LimitSpec, adopt: bool, adaptive: bool) -> Result<String, String> {
     let dim = limit.dimension.index();
     match limit.algorithm {
         Algorithm::SlidingWindow => Ok(format!(
@@ -71,8 +71,13 @@ fn encode_limit(limit: &LimitSpec, adopt: bool) -> Result<String, String> {
             };
             let (a, wg) = shape.reduced();
             // Largest magnitude the scripts compute: a time span of up to the longest wait plus
-            // the bucket's drain time, in units of 1/A µs, plus a full burst.
-            if !shape.is_exact() {
+            // the bucket's drain time, in units of 1/A µs, plus a full burst (ten, when an
+            // adaptive budget charges costs up to ten times over).
+            let charged = BucketShape {
+                burst: burst.saturating_mul(if adaptive { 10 } else { 1 }),
+                ..shape
+            };
+            if !shape.is_exact() || !charged.is_exact() {
                 return Err(format!(
                     "limit {}: amount {} per {} µs is too fine for the redis backend's exact \
                      arithmetic; use an amount that shares more factors with the window \
@@ -95,7 +100,7 @@ pub fn encode_limits(spec: &ServiceSpec) -> Result<String, String> {
     let mut out = Vec::with_capacity(spec.limits.len());
     for limit in &spec.limits {
         out.push(
-            encode_limit(limit, spec.adopt_provider_limits)
+            encode_limit(limit, spec.adopt_provider_limits, spec.adaptive)
                 .map_err(|e| format!("service {:?}: {e}", spec.name))?,
         );
     }
@@ -142,13 +147,19 @@ mod tests {
         };
         // 30,000 tokens a minute: one token every 2,000 µs.
         assert_eq!(
-            encode_limit(&bucket(30_000, minute, 30_000), false).unwrap(),
+            encode_limit(&bucket(30_000, minute, 30_000), false, false).unwrap(),
             format!("1 1 30000 {minute} 30000 1 2000")
         );
         // 90 million tokens a day still fits.
-        assert!(encode_limit(&bucket(90_000_000, 86_400_000_000, 90_000_000), false).is_ok());
+        assert!(encode_limit(
+            &bucket(90_000_000, 86_400_000_000, 90_000_000),
+            false,
+            false
+        )
+        .is_ok());
         // A large prime amount per day does not.
-        let err = encode_limit(&bucket(1_000_003, 86_400_000_000, 1_000_003), false).unwrap_err();
+        let err =
+            encode_limit(&bucket(1_000_003, 86_400_000_000, 1_000_003), false, false).unwrap_err();
         assert!(err.contains("tokens/1d"), "{err}");
     }
 }

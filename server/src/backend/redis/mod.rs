@@ -450,8 +450,8 @@ impl RedisBackend {
         }
     }
 
-    /// Learns Redis's clock from a batch's replies (a grant's slot minus its wait is Redis's
-    /// `now`); a batch that came back expired well within its timeout means the clock moved
+    /// Learns Redis's clock from a batch's replies (a queued grant's slot minus its wait is
+    /// Redis's `now`); a batch that came back expired well within its timeout means the clock moved
     /// ahead of the estimate, which is then forgotten.
     fn learn_clock(&self, sent: tokio::time::Instant, timeout: Duration, replies: &[Vec<String>]) {
         if !matches!(self.time, TimeSource::Server) {
@@ -459,11 +459,15 @@ impl RedisBackend {
         }
         for r in replies {
             match r.first().map(String::as_str) {
+                // A grant with a wait ahead says Redis's now exactly (a replayed grant whose slot
+                // has passed answers wait 0 and its old slot: nothing to learn from it).
                 Some("G") => {
                     if let (Ok(slot), Ok(wait)) = (number::<u64>(r, 2), number::<u64>(r, 3)) {
-                        self.clock
-                            .observe(sent.into_std(), slot.saturating_sub(wait));
-                        return;
+                        if wait > 0 {
+                            self.clock
+                                .observe(sent.into_std(), slot.saturating_sub(wait));
+                            return;
+                        }
                     }
                 }
                 Some("E") if sent.elapsed() < timeout / 2 => {

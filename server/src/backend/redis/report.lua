@@ -187,9 +187,10 @@ if lease and #usage == 3 then
           if delta > 0 then
             -- A charge beyond one burst counts as one burst: the bucket is overdrawn at most once.
             k, f = pair_add_units(k, f, math.min(inflated(delta, limits.scale), l.burst) * l.wg, l.a)
-          else
+          elseif limits.scale >= FULL then
             -- Lowering this lease's cost lowers the GCRA terms up to it; later leases' terms
-            -- bound the refund from below.
+            -- bound the refund from below. (A scaled bucket is not refunded: later leases were
+            -- charged at a scale the floor cannot see.)
             local refund = math.min(-delta, l.burst)
             local rk, rf = pair_add_units(k, f, -refund * l.wg, l.a)
             local rank = redis.call('ZRANK', KEYS[2], m)
