@@ -5,6 +5,7 @@
 //! of one service; [`SlidingWindow`] and [`TokenBucket`] hold the arithmetic of the two algorithms.
 
 pub mod adaptive;
+mod answer;
 mod bucket;
 mod family;
 mod lease;
@@ -14,14 +15,14 @@ mod report;
 mod spec;
 mod window;
 
+pub use answer::{
+    Cooldown, CooldownCause, Decider, Decision, Grant, LimitSnapshot, Observation, ReportOutcome,
+    ServiceSnapshot,
+};
 pub use bucket::{BucketShape, TokenBucket};
 pub use family::{acquire_in_family, Member};
 pub use lease::LeaseId;
-pub use ledger::{
-    AcquireError, AdminOp, Cooldown, CooldownCause, Decider, Decision, Grant, Ledger,
-    LimitSnapshot, Observation, ReportOutcome, ServiceSnapshot, UsageUpdate, MAX_DEFERRED,
-    MAX_LEASES,
-};
+pub use ledger::{AcquireError, AdminOp, Ledger, UsageUpdate, MAX_DEFERRED, MAX_LEASES};
 pub use priority::{Class, Priorities, MIN_SHARE};
 pub use report::{
     AdoptOrder, CooldownOrder, NotAdopted, OverloadOrder, RemainingReading, ReportCall,
