@@ -16,32 +16,13 @@ use std::{
 
 use anyhow::anyhow;
 use sluice_client::Usage;
-use sluice_e2e::Store;
-use sluice_sim::{budget, Enforcement, HeaderMode, ProviderConfig, SimClient, SimProvider, Style};
+use sluice_e2e::{
+    provider::{self, BUDGET, HEADERS},
+    Store,
+};
+use sluice_sim::{Enforcement, HeaderMode, SimClient, SimProvider};
 
-const WINDOW: Duration = Duration::from_secs(1);
-/// The key's real budget: requests per window.
-const BUDGET: u64 = 5;
 const WORKERS: usize = 8;
-
-/// Header rules for OpenAI-style names over one-second windows.
-const HEADERS: &str = r#"
-headers = [
-  { name = "x-ratelimit-limit-requests", dimension = "requests", meaning = "limit", window = "1s" },
-  { name = "x-ratelimit-remaining-requests", dimension = "requests", meaning = "remaining", window = "1s" },
-  { name = "x-ratelimit-reset-requests", dimension = "requests", meaning = "reset", format = "duration", window = "1s" },
-]
-"#;
-
-async fn provider(headers: HeaderMode, enforcement: Enforcement) -> anyhow::Result<SimProvider> {
-    Ok(SimProvider::start(ProviderConfig {
-        style: Style::OpenAi,
-        headers,
-        budgets: vec![budget(0, BUDGET, WINDOW, enforcement)],
-        latency: Duration::ZERO,
-    })
-    .await?)
-}
 
 /// Runs `WORKERS` workers through Sluice (acquire, call, report) until `successes` calls went
 /// through. Returns every call in the order they were answered, as (Sluice had heard the
@@ -110,7 +91,7 @@ async fn a_token_bucket_configured_too_high_adopts_the_providers_budget(
          limits = [{{ dimension = \"requests\", amount = 10, window = \"1s\", algorithm = \"token_bucket\" }}]\n{HEADERS}"
     );
     let server = store.spawn_server(&config).await?;
-    let provider = provider(HeaderMode::Always, Enforcement::TokenBucket).await?;
+    let provider = provider::start(HeaderMode::Always, Enforcement::TokenBucket).await?;
     let calls = fleet(&server, &provider, 25).await?;
     let late = calls.iter().filter(|(knew, s)| *knew && *s == 429).count();
     assert_eq!(
@@ -133,7 +114,7 @@ async fn an_adaptive_budget_keeps_a_fleet_inside_a_provider_without_headers(
     let config = "[[services]]\nname = \"llm\"\nadaptive = true\ndefault_cooldown = \"1s\"\n\
                   limits = [{ dimension = \"requests\", amount = 10, window = \"1s\" }]\n";
     let server = store.spawn_server(config).await?;
-    let provider = provider(HeaderMode::Never, Enforcement::FixedWindow).await?;
+    let provider = provider::start(HeaderMode::Never, Enforcement::FixedWindow).await?;
     let calls = fleet(&server, &provider, 50).await?;
     // Once the budget has come down (the first half of the run), few calls draw a 429 (about one
     // in ten here: the budget probes back up by 5 % a second). Without the adaptive budget the

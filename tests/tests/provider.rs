@@ -24,26 +24,16 @@ use std::{
 
 use anyhow::anyhow;
 use sluice_client::Usage;
-use sluice_e2e::Store;
-use sluice_sim::{budget, Enforcement, HeaderMode, ProviderConfig, SimClient, SimProvider, Style};
+use sluice_e2e::{
+    provider::{BUDGET, HEADERS, WINDOW},
+    Store,
+};
+use sluice_sim::{Enforcement, HeaderMode, SimClient, SimProvider};
 use tokio::sync::Barrier;
 
-const WINDOW: Duration = Duration::from_secs(1);
-/// The key's real budget: requests per window.
-const BUDGET: u64 = 5;
 const WORKERS: usize = 8;
 /// Tokens of a worker's call (the outside user's calls spend 1, which tells them apart).
 const WORKER_INPUT: u64 = 10;
-
-/// Header rules for OpenAI-style names over one-second windows (the `openai` profile assumes the
-/// per-minute windows of the real API).
-const HEADERS: &str = r#"
-headers = [
-  { name = "x-ratelimit-limit-requests", dimension = "requests", meaning = "limit", window = "1s" },
-  { name = "x-ratelimit-remaining-requests", dimension = "requests", meaning = "remaining", window = "1s" },
-  { name = "x-ratelimit-reset-requests", dimension = "requests", meaning = "reset", format = "duration", window = "1s" },
-]
-"#;
 
 /// The service `llm` with `settings` (lines of TOML) and `limits`, reading the OpenAI-style
 /// headers over one-second windows.
@@ -52,13 +42,7 @@ fn config(settings: &str, limits: &str) -> String {
 }
 
 async fn provider(headers: HeaderMode) -> anyhow::Result<SimProvider> {
-    Ok(SimProvider::start(ProviderConfig {
-        style: Style::OpenAi,
-        headers,
-        budgets: vec![budget(0, BUDGET, WINDOW, Enforcement::FixedWindow)],
-        latency: Duration::ZERO,
-    })
-    .await?)
+    sluice_e2e::provider::start(headers, Enforcement::FixedWindow).await
 }
 
 /// A worker's connection to the provider.

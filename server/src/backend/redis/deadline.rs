@@ -75,14 +75,24 @@ impl RedisClock {
         *self.estimate.lock().unwrap_or_else(PoisonError::into_inner) = Estimate::default();
     }
 
-    /// `deadline` in Redis's clock (µs since the Unix epoch), once the offset is known.
-    pub fn in_redis_time(&self, deadline: Instant) -> Option<u64> {
+    /// The offset of Redis's clock from this process's (µs), once learned.
+    pub fn offset(&self) -> Option<i64> {
         let e = self.estimate.lock().unwrap_or_else(PoisonError::into_inner);
-        let offset = match (e.current, e.previous) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b)?,
-        };
+        match (e.current, e.previous) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// `deadline` in Redis's clock (µs since the Unix epoch), given the [`RedisClock::offset`].
+    pub fn at_offset(&self, deadline: Instant, offset: i64) -> Option<u64> {
         u64::try_from(self.local(deadline).saturating_add(offset)).ok()
+    }
+
+    /// `deadline` in Redis's clock, once the offset is known.
+    #[cfg(test)]
+    fn in_redis_time(&self, deadline: Instant) -> Option<u64> {
+        self.at_offset(deadline, self.offset()?)
     }
 }
 

@@ -412,6 +412,11 @@ impl RedisBackend {
         let timeout = deadline.map_or(self.timeout, |d| {
             d.saturating_duration_since(sent).min(self.timeout)
         });
+        // Redis's clock, read once per batch.
+        let offset = match self.time {
+            TimeSource::Server => self.clock.offset(),
+            TimeSource::Manual(_) => None,
+        };
         for a in &acquires {
             let [c0, c1, c2, c3] = a.cost.0;
             args.push(format!("{c0} {c1} {c2} {c3}"));
@@ -421,7 +426,7 @@ impl RedisBackend {
                 args.push(format!("{} {}", a.class.rank, a.class.max_overtakes));
             }
             // Past the earlier of its caller's deadline and the batch's, nothing is booked.
-            args.push(self.deadline_arg(a.deadline.min(sent + timeout)));
+            args.push(self.deadline_arg(a.deadline.min(sent + timeout), offset));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let replies: Vec<Vec<String>> = if service.spec.family.is_none() {
@@ -438,16 +443,12 @@ impl RedisBackend {
         Ok(replies)
     }
 
-    /// A deadline as the scripts take it: Redis µs, or '' (no check) while Redis's clock is
-    /// unknown or time is set by hand.
-    fn deadline_arg(&self, deadline: tokio::time::Instant) -> String {
-        match self.time {
-            TimeSource::Server => self
-                .clock
-                .in_redis_time(deadline.into_std())
-                .map_or_else(String::new, |t| t.to_string()),
-            TimeSource::Manual(_) => String::new(),
-        }
+    /// A deadline as the scripts take it: Redis µs, or '' (no check) while Redis's clock
+    /// (`offset`) is unknown or time is set by hand.
+    fn deadline_arg(&self, deadline: tokio::time::Instant, offset: Option<i64>) -> String {
+        offset
+            .and_then(|o| self.clock.at_offset(deadline.into_std(), o))
+            .map_or_else(String::new, |t| t.to_string())
     }
 
     /// Learns Redis's clock from a batch's replies (a queued grant's slot minus its wait is
