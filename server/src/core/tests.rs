@@ -345,6 +345,116 @@ fn a_cooldown_defers_queued_slots_keeping_their_order_and_spacing() {
     );
 }
 
+/// Books `n` calls of `tokens` at `at`, each with its own request id; returns (id, slot).
+fn queue_calls(
+    l: &mut Ledger,
+    spec: &ServiceSpec,
+    at: Micros,
+    n: usize,
+    tokens: u64,
+) -> Vec<(LeaseId, Micros)> {
+    (0..n)
+        .map(|i| {
+            let cost = Cost::of_call(tokens, 0, 0);
+            let g = grant(
+                l.acquire(spec, at, cost, 3600 * S, Some(&format!("q{i}")))
+                    .unwrap(),
+            );
+            (g.lease_id, g.slot)
+        })
+        .collect()
+}
+
+#[test]
+fn a_lowered_budget_books_queued_slots_again_at_its_rate() {
+    // 10 calls per 10 s configured; the provider's budget is 5.
+    let mut spec = spec(vec![requests(10, 10 * S)]);
+    spec.adopt_provider_limits = true;
+    let mut l = Ledger::new(&spec, 1);
+    let booked = queue_calls(&mut l, &spec, T0, 30, 0);
+    assert_eq!(booked[10].1, T0 + 10 * S);
+    assert_eq!(booked[29].1, T0 + 20 * S);
+    // A 429 at T0 + 1 s with a 2 s cooldown and the provider's limit of 5.
+    let at = T0 + S;
+    let call = ReportCall {
+        cooldowns: vec![CooldownOrder {
+            dimension: Dimension::Requests,
+            length: 2 * S,
+            cause: CooldownCause {
+                status_code: 429,
+                source: "test".into(),
+            },
+        }],
+        adopt: vec![AdoptOrder {
+            limit: 0,
+            amount: 5,
+            burst: 5,
+        }],
+        ..ReportCall::default()
+    };
+    l.report(&spec, at, &call);
+    let moved: Vec<Micros> = booked
+        .iter()
+        .map(|(id, _)| l.slot_of(*id).unwrap())
+        .collect();
+    // Granted ones stay; the queued ones keep their ids and order, five per window now: the
+    // first five wait for the ten of T0 to leave (T0 + 10 s), and so on.
+    assert_eq!(&moved[..10], &[T0; 10]);
+    for (k, slot) in moved[10..].iter().enumerate() {
+        assert_eq!(*slot, T0 + 10 * S * (1 + k as u64 / 5), "queued call {k}");
+    }
+    // Without the lowered budget the same report only moves them past the cooldown.
+    let mut same = Ledger::new(&spec, 1);
+    let booked = queue_calls(&mut same, &spec, T0, 30, 0);
+    same.report(
+        &spec,
+        at,
+        &ReportCall {
+            adopt: vec![],
+            ..call
+        },
+    );
+    let kept: Vec<Micros> = booked
+        .iter()
+        .map(|(id, _)| same.slot_of(*id).unwrap())
+        .collect();
+    assert_eq!(kept, booked.iter().map(|b| b.1).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_adaptive_decrease_spaces_queued_bucket_slots_at_the_lowered_rate() {
+    // A bucket of 1,000 tokens per 10 s (burst 1,000); calls of 100 tokens queue 1 s apart.
+    let mut spec = spec(vec![tokens_bucket(1000, 10 * S, 1000)]);
+    spec.adaptive = true;
+    let mut l = Ledger::new(&spec, 1);
+    let booked = queue_calls(&mut l, &spec, T0, 20, 100);
+    assert_eq!(booked[11].1 - booked[10].1, S);
+    let at = T0 + S / 2;
+    let call = ReportCall {
+        cooldowns: vec![CooldownOrder {
+            dimension: Dimension::Requests,
+            length: S,
+            cause: CooldownCause {
+                status_code: 429,
+                source: "test".into(),
+            },
+        }],
+        throttled: true,
+        ..ReportCall::default()
+    };
+    let out = l.report(&spec, at, &call);
+    assert!(out.adaptive_lowered);
+    let moved: Vec<Micros> = booked
+        .iter()
+        .map(|(id, _)| l.slot_of(*id).unwrap())
+        .collect();
+    // At 0.7 of the rate a call of 100 tokens costs 143 tokens' time: 1.43 s apart.
+    for pair in moved[11..].windows(2) {
+        assert!(pair[1] - pair[0] >= 1_428_000, "{pair:?}");
+    }
+    assert!(moved.windows(2).all(|p| p[0] <= p[1]), "order kept");
+}
+
 #[test]
 fn request_id_makes_acquire_idempotent() {
     let spec = spec(vec![requests(2, 60 * S)]);
@@ -1032,5 +1142,68 @@ proptest! {
         prop_assume!(spec.check_fits(&cost).is_ok());
         let g = grant(ledger.acquire(&spec, T0, cost, 0, None).unwrap());
         prop_assert_eq!(g.wait, 0);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// After a report lowers a sliding window's budget, the queued calls keep their ids and
+    /// order, never move earlier nor into the cooldown, and every window ending at one of them
+    /// holds at most the lowered amount (the calls already started count too).
+    #[test]
+    fn a_lowered_budget_keeps_every_queued_window_within_it(
+        amount in 2u64..=12,
+        window_s in 1u64..=10,
+        calls in prop::collection::vec((0u64..=3, 0u64..=2_000_000), 1..60),
+        report_after in 0u64..=5_000_000,
+        cooldown in 0u64..=10_000_000,
+        lower_to in 1u64..=11,
+    ) {
+        let lower_to = lower_to.min(amount - 1);
+        let window = window_s * S;
+        let mut spec = spec(vec![requests(amount, window), tokens_window(amount * 10, window)]);
+        spec.adopt_provider_limits = true;
+        let mut ledger = Ledger::new(&spec, 1);
+        let mut now = T0;
+        let mut booked: Vec<(LeaseId, Micros, Cost)> = Vec::new();
+        for (tokens, gap) in calls {
+            now += gap;
+            let cost = Cost::of_call(tokens, 0, 0);
+            if let Decision::Granted(g) = ledger.acquire(&spec, now, cost, 3600 * S, None).unwrap() {
+                booked.push((g.lease_id, g.slot, cost));
+            }
+        }
+        now += report_after;
+        let call = ReportCall {
+            cooldowns: vec![CooldownOrder {
+                dimension: Dimension::Requests,
+                length: cooldown,
+                cause: CooldownCause { status_code: 429, source: "test".into() },
+            }],
+            adopt: vec![AdoptOrder { limit: 0, amount: lower_to, burst: lower_to }],
+            ..ReportCall::default()
+        };
+        ledger.report(&spec, now, &call);
+        let until = now + cooldown;
+        let mut last = 0;
+        let mut moved = Vec::new();
+        for (id, old, cost) in &booked {
+            let slot = ledger.slot_of(*id);
+            prop_assert!(slot.is_some() || *old <= now, "a queued call lost its lease");
+            let Some(slot) = slot else { continue };
+            prop_assert!(slot >= *old, "moved earlier");
+            prop_assert!(slot >= last, "order lost");
+            prop_assert!(*old <= now || (slot >= until || cooldown == 0), "inside the cooldown");
+            last = slot;
+            moved.push((slot, *old > now, *cost));
+        }
+        for &(t, queued, _) in &moved {
+            if !queued {
+                continue;
+            }
+            let calls = moved.iter().filter(|m| m.0 + window > t && m.0 <= t).count() as u64;
+            prop_assert!(calls <= lower_to, "{calls} calls in the window ending at {t}");
+        }
     }
 }

@@ -165,6 +165,38 @@ macro_rules! budget_suite {
         }
 
         #[tokio::test]
+        async fn queued_calls_are_released_at_the_lowered_budget_after_a_429() {
+            let l = limiter_for::<B>(BUDGETS).await;
+            let call = |i: usize| {
+                let mut r = req("quiet", 0, 60 * S);
+                r.output_tokens = 0;
+                r.request_id = format!("call-{i}");
+                r
+            };
+            // 100 requests per 10 s: 100 now, 100 queued 10 s out, 50 queued 20 s out.
+            let mut booked = Vec::new();
+            for i in 0..250 {
+                booked.push(granted(&l, &call(i)).await);
+            }
+            assert_eq!(booked[249].1, 20 * US);
+            // A 429 lowers the budget to 70 %: the queued calls are booked again at 70 per
+            // window, keeping their leases (asking again with the request id says when).
+            l.report(report("quiet", "", 429, &[]))
+                .await
+                .expect("report");
+            let mut per_window = std::collections::BTreeMap::new();
+            for (i, (lease, _)) in booked.iter().enumerate() {
+                let (again, wait) = granted(&l, &call(i)).await;
+                assert_eq!(&again, lease, "call {i} kept its lease");
+                *per_window.entry(wait / US).or_insert(0) += 1;
+            }
+            assert_eq!(
+                per_window.into_iter().collect::<Vec<_>>(),
+                vec![(0, 100), (10, 70), (20, 70), (30, 10)]
+            );
+        }
+
+        #[tokio::test]
         async fn an_adaptive_bucket_charges_at_its_scale() {
             let l = limiter_for::<B>(BUDGETS).await;
             l.report(report("quiet", "", 429, &[]))

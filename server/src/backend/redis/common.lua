@@ -396,8 +396,9 @@ end
 
 -- Earliest slot at or after t0 at which cost fits every one of `limits` on state st, after its
 -- cooldowns and its last booked slot (core Ledger::earliest); what decided it; and whether the
--- in-flight limit held it back. nil when the window state is inconsistent.
-local function earliest_on(st, limits, cost, t0, now)
+-- in-flight limit held it back. nil when the window state is inconsistent. A `moved` lease holds
+-- its in-flight slot already: the in-flight limit does not bind it (core Ledger::earliest_booked).
+local function earliest_on(st, limits, cost, t0, now, moved)
   local t, decider, held_back = t0, 'n', false
   for d = 0, 3 do
     local cu = num(st, 'cu' .. d)
@@ -410,7 +411,7 @@ local function earliest_on(st, limits, cost, t0, now)
     if l.bucket then
       ti = bucket_earliest(st, l, inflated(c, limits.scale or FULL), t)
     elseif l.conc then
-      ti = hold_earliest(l, now, t)
+      ti = moved and t or hold_earliest(l, now, t)
     else
       ti = window_earliest(st, l, c, t)
     end

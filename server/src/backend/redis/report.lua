@@ -92,40 +92,6 @@ if ARGV[17] == '1' and limits.period then
   apply_adaptive(st, limits, now)
 end
 
--- Queued slots (after now) that an active cooldown covers move to its end, all by the same
--- amount, so queued workers keep their order and spacing (at most MAX_DEFERRED of them).
-local cooldown_end = now
-for d = 0, 3 do cooldown_end = math.max(cooldown_end, num(st, 'cu' .. d)) end
-local first = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. s(now), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-if ARGV[16] ~= '1' and #first > 0 and tonumber(first[2]) < cooldown_end
-  and redis.call('ZCOUNT', KEYS[2], '(' .. s(now), '+inf') <= MAX_DEFERRED then
-  local delta = cooldown_end - tonumber(first[2])
-  for _, q in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. s(now), '+inf')) do
-    local rec = parse_lease(redis.call('HGET', KEYS[3], q))
-    rec.slot = rec.slot + delta
-    redis.call('HSET', KEYS[3], q, format_lease(rec))
-    redis.call('ZADD', KEYS[2], 'XX', s(rec.slot), q)
-    local hold_end = redis.call('ZSCORE', KEYS[9], q)
-    if hold_end then redis.call('ZADD', KEYS[9], s(tonumber(hold_end) + delta), q) end
-  end
-  if lease and lease.slot > now then lease.slot = lease.slot + delta end
-  st.ls = s(num(st, 'ls') + delta)
-  redis.call('HSET', KEYS[1], 'ls', st.ls)
-  if num(st, 'lm') > now then
-    st.lm = s(num(st, 'lm') + delta)
-    redis.call('HSET', KEYS[1], 'lm', st.lm)
-  end
-  for _, l in ipairs(limits) do
-    if l.bucket then
-      local k, f = num(st, l.kf), num(st, l.ff)
-      if k > now or (k == now and f > 0) then
-        st[l.kf] = s(k + delta)
-        redis.call('HSET', KEYS[1], l.kf, st[l.kf])
-      end
-    end
-  end
-end
-
 -- The reported call is over: its in-flight slot (if it still holds one) is free.
 local released = 0
 if lease then released = redis.call('ZREM', KEYS[9], m) end
@@ -216,6 +182,7 @@ if lease and #usage == 3 then
 end
 
 -- Provider budgets adopted in place of sliding limits' configured amounts.
+local lowered = adaptive_lowered == 1
 local adopt = {}
 for v in string.gmatch(ARGV[15], '%S+') do adopt[#adopt + 1] = tonumber(v) end
 for r = 1, #adopt - 4, 5 do
@@ -223,6 +190,7 @@ for r = 1, #adopt - 4, 5 do
   local amount, burst, a, wg = adopt[r + 1], adopt[r + 2], adopt[r + 3], adopt[r + 4]
   if l and l.abf and amount >= 1 and amount <= MAX_EXACT
     and (amount ~= l.amount or burst ~= l.burst) then
+    if amount < l.amount or burst < l.burst then lowered = true end
     -- A bucket's state in the new shape (core BucketShape::convert): what it owes carries over
     -- in whole tokens, rounded up, draining at the new rate.
     local k, f = num(st, l.kf), num(st, l.ff)
@@ -238,9 +206,111 @@ for r = 1, #adopt - 4, 5 do
     redis.call('HSET', KEYS[1], l.kf, st[l.kf], l.ff, st[l.ff], l.abf, st[l.abf])
   end
   if l and l.af and amount >= 1 and amount <= MAX_EXACT then
+    if l.adopt and amount < l.base then lowered = true end
     if l.adopt then l.base = amount; l.amount = scaled(amount, limits.scale) end
     st[l.af] = s(amount)
     redis.call('HSET', KEYS[1], l.af, st[l.af])
+  end
+end
+
+-- Queued slots (after now) that an active cooldown covers move to its end, all by the same
+-- amount, so queued workers keep their order and spacing (at most MAX_DEFERRED of them). When this
+-- report lowered a budget (adopted or adaptive), they are booked again in order under it instead
+-- (core Ledger::respace_queued), keeping their ids.
+local cooldown_end = now
+for d = 0, 3 do cooldown_end = math.max(cooldown_end, num(st, 'cu' .. d)) end
+local first = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. s(now), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+if ARGV[16] ~= '1' and #first > 0
+  and redis.call('ZCOUNT', KEYS[2], '(' .. s(now), '+inf') <= MAX_DEFERRED then
+  local delta = math.max(0, cooldown_end - tonumber(first[2]))
+  local queued = {}
+  local unreconciled = true
+  for _, q in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. s(now), '+inf')) do
+    local rec = parse_lease(redis.call('HGET', KEYS[3], q))
+    for d = 1, 4 do unreconciled = unreconciled and rec.cost[d] == rec.requested[d] end
+    queued[#queued + 1] = { m = q, rec = rec }
+  end
+  if lowered and unreconciled then
+    -- Step out (acquire.lua's step_out): the last lease left ends the log, buckets give back
+    -- the queued leases' raw costs.
+    local before = redis.call('ZREVRANGEBYSCORE', KEYS[2], s(now), '-inf', 'LIMIT', 0, 1)
+    st.lm = nil
+    st.ls, st.ld = '0', 'n'
+    if #before > 0 then
+      local rec = parse_lease(redis.call('HGET', KEYS[3], before[1]))
+      st.ls, st.ld = s(rec.slot), rec.decider
+    end
+    for d = 0, 3 do
+      if sliding[d] then
+        local total = num(st, 'b' .. d)
+        if #before > 0 then total = tonumber(redis.call('ZSCORE', KEYS[5 + d], before[1])) end
+        st['t' .. d] = s(total)
+      end
+    end
+    for _, l in ipairs(limits) do
+      if l.bucket then
+        local sum = 0
+        for _, q in ipairs(queued) do sum = sum + q.rec.cost[l.dim + 1] end
+        local kk, ff = pair_add_units(num(st, l.kf), num(st, l.ff), -sum * l.wg, l.a)
+        if kk < 0 then kk, ff = 0, 0 end
+        st[l.kf], st[l.ff] = s(kk), s(ff)
+      end
+    end
+    for _, q in ipairs(queued) do
+      local rec = q.rec
+      local t, decider = earliest_on(st, limits, rec.cost, rec.slot + delta, now, true)
+      if t == nil then return redis.error_reply('sluice: inconsistent window state') end
+      for _, l in ipairs(limits) do
+        if l.bucket then
+          local k, f = num(st, l.kf), num(st, l.ff)
+          if k < t then k, f = t, 0 end
+          k, f = pair_add_units(k, f, inflated(rec.cost[l.dim + 1], limits.scale) * l.wg, l.a)
+          st[l.kf], st[l.ff] = s(k), s(f)
+        elseif l.conc and redis.call('ZSCORE', KEYS[9], q.m) then
+          redis.call('ZADD', KEYS[9], s(t + l.window), q.m)
+        end
+      end
+      for d = 0, 3 do
+        if sliding[d] then st['t' .. d] = redis.call('ZSCORE', KEYS[5 + d], q.m) end
+      end
+      rec.slot, rec.decider = t, decider
+      redis.call('HSET', KEYS[3], q.m, format_lease(rec))
+      redis.call('ZADD', KEYS[2], 'XX', s(t), q.m)
+      st.ls, st.ld = s(t), decider
+    end
+    local fields = { 'ls', st.ls, 'ld', st.ld }
+    for _, l in ipairs(limits) do
+      if l.bucket then
+        fields[#fields + 1] = l.kf; fields[#fields + 1] = st[l.kf]
+        fields[#fields + 1] = l.ff; fields[#fields + 1] = st[l.ff]
+      end
+    end
+    redis.call('HSET', KEYS[1], unpack(fields))
+    redis.call('HDEL', KEYS[1], 'lm')
+  elseif delta > 0 then
+    for _, q in ipairs(queued) do
+      local rec = q.rec
+      rec.slot = rec.slot + delta
+      redis.call('HSET', KEYS[3], q.m, format_lease(rec))
+      redis.call('ZADD', KEYS[2], 'XX', s(rec.slot), q.m)
+      local hold_end = redis.call('ZSCORE', KEYS[9], q.m)
+      if hold_end then redis.call('ZADD', KEYS[9], s(tonumber(hold_end) + delta), q.m) end
+    end
+    st.ls = s(num(st, 'ls') + delta)
+    redis.call('HSET', KEYS[1], 'ls', st.ls)
+    if num(st, 'lm') > now then
+      st.lm = s(num(st, 'lm') + delta)
+      redis.call('HSET', KEYS[1], 'lm', st.lm)
+    end
+    for _, l in ipairs(limits) do
+      if l.bucket then
+        local k, f = num(st, l.kf), num(st, l.ff)
+        if k > now or (k == now and f > 0) then
+          st[l.kf] = s(k + delta)
+          redis.call('HSET', KEYS[1], l.kf, st[l.kf])
+        end
+      end
+    end
   end
 end
 

@@ -465,6 +465,28 @@ impl Ledger {
         t0: Micros,
         cost: &Cost,
     ) -> (Micros, Decider, bool) {
+        self.earliest_with(spec, t0, cost, true)
+    }
+
+    /// [`Ledger::earliest`] for a lease that holds its in-flight slot already (moved, not new):
+    /// the in-flight limit does not bind it.
+    pub(super) fn earliest_booked(
+        &self,
+        spec: &ServiceSpec,
+        t0: Micros,
+        cost: &Cost,
+    ) -> (Micros, Decider) {
+        let (t, decider, _) = self.earliest_with(spec, t0, cost, false);
+        (t, decider)
+    }
+
+    fn earliest_with(
+        &self,
+        spec: &ServiceSpec,
+        t0: Micros,
+        cost: &Cost,
+        holds_bind: bool,
+    ) -> (Micros, Decider, bool) {
         let mut t = t0;
         let mut decider = Decider::Now;
         let mut held_back = false;
@@ -488,7 +510,11 @@ impl Ledger {
                     self.buckets[i].earliest(shape, adaptive::inflated(c, self.scale), t)
                 }
                 None if limit.algorithm == Algorithm::Concurrent => {
-                    self.hold_earliest(limit.amount, t)
+                    if holds_bind {
+                        self.hold_earliest(limit.amount, t)
+                    } else {
+                        t
+                    }
                 }
                 None => {
                     // An adopted budget below this call's cost lets the call go alone.

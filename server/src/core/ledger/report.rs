@@ -4,6 +4,7 @@
 //! usage the provider saw from outside Sluice charged.
 
 use super::{same_bucket, shape, Ledger, NewLease, UsageUpdate, MAX_DEFERRED};
+use crate::core::lease::Lease;
 use crate::core::{
     adaptive::{self, FULL},
     AdoptOrder, Algorithm, BucketShape, Cooldown, Cost, Decider, Dimension, LeaseId, Micros,
@@ -55,11 +56,6 @@ impl Ledger {
             adaptive_lowered = self.adaptive.throttle(now, until, spec.adaptive_period());
             self.refresh_scale(spec, now);
         }
-        // A family's leases are booked in several ledgers at once; moving one copy would leave
-        // the others behind, so a family's queued slots keep their times.
-        if spec.family.is_none() {
-            self.defer_queued(spec, now);
-        }
         let seq = call
             .lease
             .filter(|id| id.nonce == self.nonce)
@@ -79,8 +75,14 @@ impl Ledger {
             }
             _ => false,
         };
+        let mut lowered = adaptive_lowered;
         for order in &call.adopt {
-            self.adopt(spec, now, order);
+            lowered |= self.adopt(spec, now, order);
+        }
+        // A family's leases are booked in several ledgers at once; moving one copy would leave
+        // the others behind, so a family's queued slots keep their times.
+        if spec.family.is_none() {
+            self.defer_queued(spec, now, lowered);
         }
         let mut outside_usage = 0;
         for reading in &call.remaining {
@@ -111,9 +113,11 @@ impl Ledger {
 
     /// Moves the queued slots (after `now`) that an active cooldown covers to its end, all by the
     /// same amount: queued workers keep their order and spacing, and resume spread out as booked
-    /// instead of all at once. Moving the tail of the log later keeps every window invariant. A
-    /// worker that waited learns its new slot by asking again with its `request_id`.
-    fn defer_queued(&mut self, spec: &ServiceSpec, now: Micros) {
+    /// instead of all at once. Moving the tail of the log later keeps every window invariant. When
+    /// the same report `lowered` a budget (adopted or adaptive), the old spacing is too tight for
+    /// it: the queued slots are booked again in order (see [`Ledger::respace_queued`]). A worker
+    /// that waited learns its new slot by asking again with its `request_id`.
+    fn defer_queued(&mut self, spec: &ServiceSpec, now: Micros, lowered: bool) {
         let until = self
             .cooldowns
             .iter()
@@ -124,10 +128,17 @@ impl Ledger {
         let Some(first_slot) = self.log.get(first).map(|l| l.slot) else {
             return;
         };
-        if first_slot >= until || self.log.len() - first > MAX_DEFERRED {
+        if self.log.len() - first > MAX_DEFERRED {
             return;
         }
-        let delta = until - first_slot;
+        let delta = until.saturating_sub(first_slot);
+        if lowered && self.log.range(first..).all(|l| l.cost == l.requested) {
+            self.respace_queued(spec, first, delta);
+            return;
+        }
+        if delta == 0 {
+            return;
+        }
         for lease in self.log.range_mut(first..) {
             lease.slot += delta;
             lease.reach = lease.slot;
@@ -155,18 +166,57 @@ impl Ledger {
         }
     }
 
+    /// Books the queued leases from log index `first` on again, in order, under the budgets in
+    /// force: each at the earliest slot from its own moved by `delta` (so never sooner, nor closer
+    /// to the one before, than booked) at which it fits every limit after the ones before it.
+    /// They keep their ids, costs and in-flight slots (an in-flight limit does not move them: the
+    /// slots they hold stay as many). They step out of the buckets first as an overtake's do
+    /// (their raw costs, so a bucket never looks emptier than it is).
+    fn respace_queued(&mut self, spec: &ServiceSpec, first: usize, delta: Micros) {
+        let queued: Vec<Lease> = self.log.split_off(first).into();
+        self.step_out(spec, &queued);
+        self.frontier = self
+            .log
+            .back()
+            .map_or((0, Decider::Now), |l| (l.slot, l.decider));
+        for mut lease in queued {
+            let (slot, decider) = self.earliest_booked(spec, lease.slot + delta, &lease.cost);
+            for (i, bucket) in self.buckets.iter_mut().enumerate() {
+                if let Some(shape) = shape(spec, &self.adopted, i) {
+                    let c = lease.cost.get(spec.limits[i].dimension);
+                    bucket.book(shape, adaptive::inflated(c, self.scale), slot);
+                }
+            }
+            if let Some(end) = lease.hold {
+                let moved = spec
+                    .concurrent()
+                    .map_or(end, |(_, limit)| slot.saturating_add(limit.window));
+                lease.hold = Some(moved);
+                self.holds.insert((moved, lease.seq));
+            }
+            lease.reach = self.log.back().map_or(slot, |l| l.reach.max(slot));
+            lease.slot = slot;
+            lease.decider = decider;
+            self.last_slot = self.last_slot.max(slot);
+            self.frontier = (slot, decider);
+            self.log.push_back(lease);
+        }
+    }
+
     /// Adopts a provider budget in place of limit `order.limit`'s. A token bucket's state is
     /// re-expressed for the new rate and burst (what it owes carries over in whole tokens); the
     /// same budget again changes nothing.
     /// Limits of the same identity share one adopted budget (the Redis scripts keep one per
     /// sliding dimension and window, one per bucket).
-    fn adopt(&mut self, spec: &ServiceSpec, now: Micros, order: &AdoptOrder) {
+    /// True if it lowered a budget in force (a sliding limit's amount, a bucket's rate or burst).
+    fn adopt(&mut self, spec: &ServiceSpec, now: Micros, order: &AdoptOrder) -> bool {
         let Some(limit) = spec.limits.get(order.limit) else {
-            return;
+            return false;
         };
         if !(1..=MAX_AMOUNT).contains(&order.amount) {
-            return;
+            return false;
         }
+        let mut lowered = false;
         let budget = (order.amount, order.burst);
         for (i, other) in spec.limits.iter().enumerate() {
             match other.algorithm {
@@ -174,6 +224,7 @@ impl Ledger {
                     if limit.algorithm == Algorithm::SlidingWindow
                         && (other.dimension, other.window) == (limit.dimension, limit.window) =>
                 {
+                    lowered |= spec.adopt_provider_limits && order.amount < self.amount(spec, i);
                     self.adopted[i] = Some(budget);
                 }
                 Algorithm::TokenBucket { .. }
@@ -188,6 +239,7 @@ impl Ledger {
                         burst: order.burst,
                     };
                     if from != to {
+                        lowered |= to.amount < from.amount || to.burst < from.burst;
                         self.buckets[i] = from.convert(self.buckets[i], to, now);
                         self.adopted[i] = Some(budget);
                     }
@@ -195,6 +247,7 @@ impl Ledger {
                 _ => {}
             }
         }
+        lowered
     }
 
     /// Ends the in-flight slot of lease `seq`, if it still holds one.
