@@ -1,14 +1,16 @@
 //! Adaptive budgets, for providers that send no rate-limit headers (Gemini, many gateways,
-//! self-hosted servers): the service learns its real budget from its 429s, additive increase and
-//! multiplicative decrease as TCP does. A 429 that is not a quota or spend cap scales every budget
-//! of the service by [`DECREASE`] (at most once per cooldown episode, never below [`FLOOR`]); each
-//! quiet period after the last 429 gives back [`STEP`] of the configured amounts, up to all of
-//! them ([`FULL`]).
+//! self-hosted servers): the service learns its real budget from its 429s, as TCP's CUBIC does
+//! (and the AWS SDKs' adaptive retry mode). A 429 that is not a quota or spend cap scales every
+//! budget of the service by [`DECREASE`] (at most once per cooldown episode, never below
+//! [`FLOOR`]). Each quiet period after the last 429 gives back half of what is left up to the
+//! scale the 429 came at (the budget is most likely just under it), until it is whole; from there
+//! on each one adds [`STEP`] of the configured amounts, up to all of them ([`FULL`]). The budget
+//! so spends most of its time close under the level that drew the 429 and probes above it slowly.
 //!
-//! The scale at any time is a pure function of the last throttle (its scale and time), so every
-//! backend computes it alike without writing as time passes. A sliding window's amount is scaled;
-//! a token bucket charges each cost scaled up by the inverse (the same as a bucket whose rate and
-//! burst are scaled, with no state to convert).
+//! The scale at any time is a pure function of the last throttle (its scale, the scale it came
+//! at, and its time), so every backend computes it alike without writing as time passes. A
+//! sliding window's amount is scaled; a token bucket charges each cost scaled up by the inverse
+//! (the same as a bucket whose rate and burst are scaled, with no state to convert).
 
 use super::Micros;
 
@@ -18,7 +20,7 @@ pub const FULL: u32 = 1000;
 pub const DECREASE: u32 = 700;
 /// Never below a tenth of the configured budget.
 pub const FLOOR: u32 = 100;
-/// Each quiet period gives back 5 % of the configured budget.
+/// Beyond the scale the last 429 came at, each quiet period adds 5 % of the configured budget.
 pub const STEP: u32 = 50;
 /// Costs charged to a scaled bucket stay below 2^52.
 const MAX_INFLATED: u64 = 1 << 52;
@@ -33,18 +35,35 @@ pub struct Adaptive {
     /// The end of the cooldown episode the last decrease belongs to: throttles before it lower
     /// nothing more.
     pub episode_end: Micros,
+    /// The scale in force when the last decrease came (what recovery climbs back to first).
+    pub peak: u32,
 }
 
 impl Adaptive {
-    /// The scale in force at `now`, recovering one [`STEP`] per full `period` since the last
-    /// throttle.
+    /// The scale in force at `now`: `scale`, recovering once per full `period` since the last
+    /// throttle (see the module's doc).
     pub fn scale_at(&self, now: Micros, period: Micros) -> u32 {
         if self.scale == 0 {
             return FULL;
         }
         let steps = now.saturating_sub(self.since) / period.max(1);
-        let recovered = u64::from(self.scale) + steps.saturating_mul(u64::from(STEP));
-        u32::try_from(recovered.min(u64::from(FULL))).unwrap_or(FULL)
+        let peak = self.peak.max(self.scale);
+        let gap = peak - self.scale;
+        let halvings = halvings(gap);
+        if steps < halvings {
+            return peak - (gap >> steps);
+        }
+        let probed = u64::from(peak) + (steps - halvings).saturating_mul(u64::from(STEP));
+        u32::try_from(probed.min(u64::from(FULL))).unwrap_or(FULL)
+    }
+
+    /// How many quiet periods after the last throttle the budget is whole again (0 if it is).
+    pub fn periods_to_full(&self) -> u64 {
+        if self.scale == 0 || self.scale >= FULL {
+            return 0;
+        }
+        let peak = self.peak.max(self.scale).min(FULL);
+        halvings(peak - self.scale) + u64::from((FULL - peak).div_ceil(STEP))
     }
 
     /// A throttle at `now` whose cooldown ends at `until`: lowers the scale if no decrease of
@@ -52,17 +71,25 @@ impl Adaptive {
     pub fn throttle(&mut self, now: Micros, until: Micros, period: Micros) -> bool {
         let current = self.scale_at(now, period);
         let lower = now >= self.episode_end;
-        self.scale = if lower {
-            (current * DECREASE / FULL).max(FLOOR)
+        if lower {
+            self.peak = current;
+            self.scale = (current * DECREASE / FULL).max(FLOOR);
         } else {
-            current
-        };
+            // The quiet period restarts from the scale of the moment, toward the same peak.
+            self.peak = self.peak.max(current);
+            self.scale = current;
+        }
         self.since = now;
         if lower {
             self.episode_end = until.max(now);
         }
         lower
     }
+}
+
+/// How many halvings bring `gap` to 0: its bit length.
+fn halvings(gap: u32) -> u64 {
+    u64::from(u32::BITS - gap.leading_zeros())
 }
 
 /// An amount at `scale` permille: at least 1.
@@ -103,7 +130,7 @@ mod tests {
     const P: Micros = 60_000_000;
 
     #[test]
-    fn decreases_once_per_episode_and_recovers_additively() {
+    fn decreases_once_per_episode_and_recovers_to_the_peak_first() {
         let mut a = Adaptive::default();
         assert_eq!(a.scale_at(0, P), FULL);
         assert!(a.throttle(10, 10 + 5_000_000, P));
@@ -111,11 +138,21 @@ mod tests {
         // A second 429 of the same cooldown lowers nothing, but the quiet period restarts.
         assert!(!a.throttle(1_000_000, 6_000_000, P));
         assert_eq!(a.scale_at(1_000_000 + P - 1, P), 700);
-        assert_eq!(a.scale_at(1_000_000 + P, P), 750);
-        // The next episode lowers again, from the recovered scale.
-        assert!(a.throttle(1_000_000 + P, 1_000_000 + P + 1, P));
-        assert_eq!(a.scale_at(1_000_000 + P, P), 525);
-        assert_eq!(a.scale_at(1_000_000 + 100 * P, P), FULL);
+        // Each quiet period gives back half the gap to 1000 (the scale the 429 came at).
+        let at = |k: u64| a.scale_at(1_000_000 + k * P, P);
+        let climb: Vec<u32> = (1..=9).map(at).collect();
+        assert_eq!(climb, vec![850, 925, 963, 982, 991, 996, 998, 999, 1000]);
+        assert_eq!(a.periods_to_full(), 9);
+        // The next episode lowers from the recovered scale; beyond its peak it probes by STEP.
+        assert!(a.throttle(1_000_000 + 2 * P, 1_000_000 + 2 * P + 1, P));
+        assert_eq!((a.peak, a.scale), (925, 647));
+        let t = 1_000_000 + 2 * P;
+        let climb: Vec<u32> = (0..=12).map(|k| a.scale_at(t + k * P, P)).collect();
+        assert_eq!(
+            climb,
+            vec![647, 786, 856, 891, 908, 917, 921, 923, 924, 925, 975, 1000, 1000]
+        );
+        assert_eq!(a.periods_to_full(), 9 + 2);
     }
 
     #[test]

@@ -144,7 +144,8 @@ macro_rules! budget_suite {
             r.output_tokens = 0;
             denied(&l, &r).await;
             // A 429 of a later episode lowers again; each quiet period (10 s, the longest window)
-            // gives back 5 % of the configured budget, up to all of it.
+            // gives back half the gap to the scale the 429 came at (70 %), then 5 % of the
+            // configured budget, up to all of it.
             let c = l
                 .report(report("quiet", "", 429, &[]))
                 .await
@@ -155,8 +156,13 @@ macro_rules! budget_suite {
                 c.detail
             );
             l.backend().advance(10 * S).await;
-            assert_eq!(scale(&l).await.adaptive_scale, 540);
-            l.backend().advance(100 * S).await;
+            assert_eq!(scale(&l).await.adaptive_scale, 595);
+            l.backend().advance(10 * S).await;
+            assert_eq!(scale(&l).await.adaptive_scale, 648);
+            // 8 halvings up to 70 %, then 6 steps of 5 %.
+            l.backend().advance(110 * S).await;
+            assert_eq!(scale(&l).await.adaptive_scale, 950);
+            l.backend().advance(10 * S).await;
             let s = scale(&l).await;
             assert_eq!(
                 (s.adaptive_scale, s.limits[0].amount, s.limits[1].amount),

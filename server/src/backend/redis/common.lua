@@ -99,14 +99,33 @@ end
 
 local function num(st, field) return tonumber(st[field] or '0') end
 
--- Adaptive budgets (core/adaptive.rs): the scale in permille, from the last throttle's scale (as)
--- and time (at), one step back per quiet period.
+-- Adaptive budgets (core/adaptive.rs): the scale in permille, from the last throttle's scale (as),
+-- the scale it came at (ap) and its time (at): each quiet period halves the gap up to ap, then
+-- adds STEP.
 local FULL, STEP, MAX_INFLATED = 1000, 50, 4503599627370496
+-- How many halvings bring gap to 0.
+local function halvings(gap)
+  local h = 0
+  while gap > 0 do gap = fdiv(gap, 2); h = h + 1 end
+  return h
+end
 local function adaptive_scale(st, limits, now)
   local sc = num(st, 'as')
   if not limits.period or sc == 0 then return FULL end
   local steps = fdiv(math.max(0, now - num(st, 'at')), limits.period)
-  return math.min(FULL, sc + steps * STEP)
+  local peak = math.max(num(st, 'ap'), sc)
+  local gap = peak - sc
+  local h = halvings(gap)
+  if steps < h then return peak - fdiv(gap, 2 ^ steps) end
+  return math.min(FULL, peak + (steps - h) * STEP)
+end
+-- How many quiet periods after the last throttle the scale is whole again (core
+-- Adaptive::periods_to_full).
+local function periods_to_full(st)
+  local sc = num(st, 'as')
+  if sc == 0 or sc >= FULL then return 0 end
+  local peak = math.min(FULL, math.max(num(st, 'ap'), sc))
+  return halvings(peak - sc) - fdiv(-(FULL - peak), STEP)
 end
 
 -- x × sc / 1000, rounded down.

@@ -685,9 +685,8 @@ impl Ledger {
         if !spec.adaptive || a.scale == 0 || a.scale >= FULL {
             return 0;
         }
-        let steps = u64::from((FULL - a.scale).div_ceil(adaptive::STEP));
         a.since
-            .saturating_add(steps.saturating_mul(spec.adaptive_period()))
+            .saturating_add(a.periods_to_full().saturating_mul(spec.adaptive_period()))
     }
 
     /// Drops leases whose longest window has passed and an expired cooldown.
