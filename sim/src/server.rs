@@ -19,6 +19,7 @@ use tokio::{net::TcpListener, task::JoinSet};
 use crate::{
     budget::{Budget, Enforcement},
     headers::{self, BudgetView, HeaderMode, Style},
+    sdk,
 };
 
 /// What the simulated provider enforces and how it answers.
@@ -156,9 +157,15 @@ async fn answer(
             )
         }
     };
-    let tokens = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| Some((field(&v, "input_tokens")?, field(&v, "output_tokens")?)));
+    let parsed = serde_json::from_slice::<serde_json::Value>(&body).ok();
+    // An official SDK's request (it names a model), else the benchmark's own shape.
+    let sdk_call = parsed.as_ref().and_then(sdk::read);
+    let tokens = match &sdk_call {
+        Some(call) => Some((call.input_tokens, call.output_tokens)),
+        None => parsed
+            .as_ref()
+            .and_then(|v| Some((field(v, "input_tokens")?, field(v, "output_tokens")?))),
+    };
     let now = started.elapsed();
     let (status, headers, body, latency) = {
         let Ok(mut state) = state.lock() else {
@@ -174,7 +181,7 @@ async fn answer(
             return respond(
                 StatusCode::BAD_REQUEST,
                 Vec::new(),
-                r#"{"error":{"message":"body must be {\"input_tokens\":n,\"output_tokens\":m}"}}"#
+                r#"{"error":{"message":"body must be an SDK's model call or {\"input_tokens\":n,\"output_tokens\":m}"}}"#
                     .into(),
             );
         };
@@ -221,11 +228,15 @@ async fn answer(
             input_tokens: input,
             output_tokens: output,
         });
-        let body = if fits {
-            headers::success_body(style, input, output)
-        } else {
-            headers::limited_body(style).to_string()
+        let (kind, body) = match (&sdk_call, fits) {
+            (Some(call), true) => sdk::answer(style, call),
+            (None, true) => (
+                "application/json",
+                headers::success_body(style, input, output),
+            ),
+            (_, false) => ("application/json", headers::limited_body(style).to_string()),
         };
+        headers.push(("content-type".into(), kind.into()));
         (status, headers, body, state.config.latency)
     };
     if !latency.is_zero() {
@@ -250,10 +261,12 @@ fn respond(
             response.headers_mut().append(name, value);
         }
     }
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
+    if !response.headers().contains_key(http::header::CONTENT_TYPE) {
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+    }
     response
 }
 
