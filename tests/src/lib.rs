@@ -3,6 +3,7 @@
 //! serves. The process is killed when the [`TestServer`] is dropped.
 
 pub mod pki;
+pub mod polyglot;
 pub mod provider;
 pub mod proxy;
 pub mod redis_server;

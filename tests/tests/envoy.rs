@@ -4,11 +4,10 @@
 //! `x-ratelimit-*` headers, an unmapped descriptor is not limited, another domain is refused, and
 //! Envoy's calls count against the same budget as the workers'.
 
-use std::{path::PathBuf, process::Command};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context};
 use serde_json::{json, Value};
-use sluice_e2e::Store;
+use sluice_e2e::{polyglot, Store};
 
 const CONFIG: &str = r#"
 [[services]]
@@ -30,20 +29,9 @@ service = "openai/gpt-4o"
 /// Runs the Python client with `calls`; one answer per call.
 fn should_rate_limit(addr: &str, calls: &Value) -> anyhow::Result<Vec<Value>> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("envoy/should_rate_limit.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(addr)
-        .arg(calls.to_string())
-        .output()
-        .context("running python3")?;
-    if !out.status.success() {
-        bail!(
-            "the Envoy client failed ({}); `pip install -r tests/envoy/requirements.txt` \
-             installs what it needs (.ci/run does)\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let script = script.to_string_lossy().into_owned();
+    let calls = calls.to_string();
+    let out = polyglot::run_python(&polyglot::root(), &[&script, addr, &calls], &[])?;
     String::from_utf8(out.stdout)?
         .lines()
         .map(|l| Ok(serde_json::from_str(l)?))

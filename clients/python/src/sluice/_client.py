@@ -1,22 +1,4 @@
-"""A small Sluice worker client for Python.
-
-    import sluice
-
-    with sluice.acquire("openai/gpt-4o", tokens=1200) as permit:
-        resp = call_the_api()          # after the slot's wait has been slept
-        permit.report(resp)            # status, headers and usage go back to Sluice
-
-`acquire` books a slot (waiting up to `max_wait`), sleeps until it comes, and asks again with the
-same request id before returning: a cooldown reported meanwhile moves the slot back. A denial
-raises `Denied` with the hint `retry_after`. `permit.report` takes an HTTP response object
-(`requests`, `httpx`: anything with `status_code` and `headers`) or explicit values. The asyncio
-variant is `AsyncClient` (`async with client.acquire(...) as permit`).
-
-A server configured with `[auth]` tokens needs one: `Client(token=...)` or `SLUICE_TOKEN`; it goes
-with every call as `authorization: Bearer <token>`.
-
-The stubs are generated from proto/ by make_stubs.py (see requirements.txt).
-"""
+"""The gRPC clients: `Client` (blocking) and `AsyncClient` (asyncio), their permits, `Denied`."""
 
 from __future__ import annotations
 
@@ -34,7 +16,7 @@ from google.protobuf import duration_pb2
 from ._gen.sluice.v1 import sluice_pb2 as pb
 from ._gen.sluice.v1 import sluice_pb2_grpc as pb_grpc
 
-__all__ = ["Client", "AsyncClient", "Permit", "Denied", "acquire", "usage_from_json"]
+__all__ = ["Client", "AsyncClient", "Permit", "AsyncPermit", "Denied", "acquire", "usage_from_json"]
 
 _RETRIES = (0.05, 0.25)
 _MAX_RECHECKS = 64  # a lower-priority slot may move back up to once per overtake

@@ -7,10 +7,7 @@ import os
 import sys
 
 import grpc
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import sluice  # noqa: E402
+import sluice
 
 
 def main() -> None:
