@@ -114,18 +114,31 @@ def _usage_of(body: bytes) -> Optional[Tuple[int, int]]:
     return usage_from_json(body)
 
 
-def _report_sync(permit: Any, status: int, headers: Any, usage: Any, body: bytes = b"") -> None:
+def _report_sync(permit: Any, status: int, headers: Any, usage: Any, body: bytes = b"") -> Any:
     try:
-        permit.report(status, headers, usage, body)
+        return permit.report(status, headers, usage, body)
     except grpc.RpcError as e:
         _log.warning("sluice: report of %s failed: %s", permit.service, e.code())
+        return None
 
 
-async def _report_async(permit: Any, status: int, headers: Any, usage: Any, body: bytes = b"") -> None:
+async def _report_async(permit: Any, status: int, headers: Any, usage: Any, body: bytes = b"") -> Any:
     try:
-        await permit.report(status, headers, usage, body)
+        return await permit.report(status, headers, usage, body)
     except grpc.RpcError as e:
         _log.warning("sluice: report of %s failed: %s", permit.service, e.code())
+        return None
+
+
+def _note(response: Any, permit: Any, answer: Any) -> None:
+    """Leaves Sluice's view of the call on the response, `response.extensions["sluice"]`: its
+    service, how long it waited for its slot, and the cooldown Sluice answered the report with
+    (the Celery integration retries a 429 after it)."""
+    cooldown = 0.0
+    if answer is not None and answer.HasField("cooldown"):
+        cooldown = answer.cooldown.seconds + answer.cooldown.nanos / 1e9
+    response.extensions["sluice"] = {"service": permit.service, "waited": permit.wait,
+                                     "cooldown": cooldown}
 
 
 _CLASSES: Dict[int, Tuple[type, type]] = {}
@@ -201,7 +214,8 @@ def _classes(mod: Any) -> Tuple[type, type]:
             body = response.read()
             usage = _usage_of(body) if response.status_code < 300 else None
             errors = body if response.status_code >= 400 and len(body) <= _MAX_BODY else b""
-            _report_sync(permit, response.status_code, response.headers, usage, errors)
+            answer = _report_sync(permit, response.status_code, response.headers, usage, errors)
+            _note(response, permit, answer)
             return response
 
         def close(self) -> None:
@@ -275,7 +289,9 @@ def _classes(mod: Any) -> Tuple[type, type]:
             body = await response.aread()
             usage = _usage_of(body) if response.status_code < 300 else None
             errors = body if response.status_code >= 400 and len(body) <= _MAX_BODY else b""
-            await _report_async(permit, response.status_code, response.headers, usage, errors)
+            answer = await _report_async(permit, response.status_code, response.headers, usage,
+                                         errors)
+            _note(response, permit, answer)
             return response
 
         async def aclose(self) -> None:
