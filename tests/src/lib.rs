@@ -7,6 +7,7 @@ pub mod polyglot;
 pub mod provider;
 pub mod proxy;
 pub mod redis_server;
+pub mod sdk;
 mod store;
 
 pub use store::Store;
@@ -27,7 +28,7 @@ use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
 
-/// The services the worker examples' test scripts (`examples/python`, `examples/node`) expect:
+/// The services the clients' test scripts (`clients/python/tests`, `clients/node/test`) expect:
 /// `llm` with request and token limits, and `slow`, one request per second.
 pub const WORKER_EXAMPLES_CONFIG: &str = r#"
 [[services]]

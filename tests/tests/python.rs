@@ -52,3 +52,22 @@ async fn a_python_worker_sends_its_bearer_token() -> anyhow::Result<()> {
     assert!(!server.log().contains(TOKEN));
     Ok(())
 }
+
+#[test]
+fn the_celery_example_maps_its_models_onto_the_example_services() -> anyhow::Result<()> {
+    let check = r#"
+import tasks
+for url, model, want in [
+    ("https://api.anthropic.com/v1/messages", "claude-sonnet-4-20250514", "anthropic/claude-sonnet"),
+    ("https://api.openai.com/v1/chat/completions", "gpt-4o-mini", "openai/gpt-4o-mini"),
+    ("https://api.openai.com/v1/chat/completions", "gpt-4o-2024-08-06", "openai/gpt-4o"),
+]:
+    got = tasks.service("POST", url, {"model": model})
+    assert got == want, (got, want)
+    assert f'name = "{want}"' in open("../sluice.toml").read(), want
+print("ok")
+"#;
+    let dir = polyglot::root().join("examples/celery");
+    polyglot::run_python(&dir, &["-c", check], &[("CELERY_BROKER_URL", "memory://")])?;
+    Ok(())
+}

@@ -3,7 +3,7 @@
 // non-zero on the first failed check.
 
 import assert from "node:assert/strict";
-import { Client, Denied } from "./sluice.mjs";
+import { Client, Denied } from "../src/index.mjs";
 
 const sluice = new Client(process.env.SLUICE_ADDR, "node-test");
 

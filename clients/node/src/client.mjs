@@ -1,6 +1,6 @@
-// A small Sluice worker client for Node (and TypeScript: see sluice.d.ts).
+// The gRPC client of Sluice for Node: `Client`, its `Permit`s, `Denied`.
 //
-//   import { Client } from "./sluice.mjs";
+//   import { Client } from "sluice-client";
 //   const sluice = new Client(process.env.SLUICE_ADDR ?? "127.0.0.1:50051");
 //   await sluice.withPermit("openai/gpt-4o", { tokens: 1200 }, async (permit) => {
 //     const resp = await fetch(url, init);      // after the slot's wait has been slept
@@ -13,7 +13,7 @@
 // backing off from 20 ms to 250 ms, within `maxWait`. `withPermit` reports a call that ends
 // without a report (an exception) as abandoned, freeing its in-flight slot at once.
 // A denial rejects with `Denied` (`retryAfter` seconds, `reason`, `limit`). The API is loaded
-// from proto/ at runtime with @grpc/proto-loader: nothing is generated or committed.
+// at runtime with @grpc/proto-loader from the proto shipped in the package: nothing generated.
 
 import { randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
@@ -22,7 +22,8 @@ import grpc from "@grpc/grpc-js";
 import protoLoader from "@grpc/proto-loader";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const PROTO = path.join(HERE, "..", "..", "proto", "sluice", "v1", "sluice.proto");
+// The API, shipped with the package (a copy of the repository's proto/, checked by a test).
+const PROTO = path.join(HERE, "..", "proto", "sluice", "v1", "sluice.proto");
 const RETRIES = [50, 250];
 const MAX_RECHECKS = 64; // a lower-priority slot may move back once per overtake
 const IN_FLIGHT_POLL = [0.02, 0.25];
@@ -89,7 +90,7 @@ export class Permit {
    * Reports the provider's answer: a fetch Response (its body is read for usage when it is JSON
    * and not yet used), or a status, headers and optional [input, output] usage.
    */
-  async report(status, headers, usage) {
+  async report(status, headers, usage, body) {
     if (typeof status === "object" && status !== null && "status" in status) {
       const response = status;
       status = response.status;
@@ -105,6 +106,8 @@ export class Permit {
       headers: rateLimitHeaders(headers),
     };
     if (usage) request.usage = { input_tokens: usage[0], output_tokens: usage[1] };
+    // An error's body tells quota from rate limits; bodies over 64 KiB are not sent.
+    if (body && body.length <= 64 * 1024) request.body = Buffer.from(body);
     return this.#send(request);
   }
 
