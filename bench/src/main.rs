@@ -15,6 +15,7 @@ mod goodput;
 mod load;
 mod noop;
 mod raw_redis;
+mod sdk_latency;
 mod stats;
 mod target;
 
@@ -63,6 +64,8 @@ enum Command {
     Goodput(goodput::GoodputArgs),
     /// The memory backend's footprint: many services, many live leases.
     Memory(footprint::FootprintArgs),
+    /// What Sluice's Python transport adds to an official SDK call.
+    SdkLatency(sdk_latency::SdkLatencyArgs),
     /// Prints the services of the decision benchmarks as a config file.
     Config {
         /// Number of services.
@@ -99,6 +102,7 @@ fn main() -> anyhow::Result<()> {
             Command::Suite { redis_url, load } => decisions::suite(redis_url, &load).await?,
             Command::Goodput(args) => goodput::run(args).await?,
             Command::Memory(args) => footprint::run(args).await?,
+            Command::SdkLatency(args) => sdk_latency::run(args).await?,
             Command::Config { services, mix } => print!("{}", target::services_toml(services, mix)),
         }
         anyhow::Ok(())

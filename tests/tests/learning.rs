@@ -117,7 +117,7 @@ async fn an_adaptive_budget_keeps_a_fleet_inside_a_provider_without_headers(
     let provider = provider::start(HeaderMode::Never, Enforcement::FixedWindow).await?;
     let calls = fleet(&server, &provider, 50).await?;
     // Once the budget has come down (the first half of the run), few calls draw a 429 (about one
-    // in ten here: the budget probes back up by 5 % a second). Without the adaptive budget the
+    // in ten here: the budget probes back up after each decrease). Without the adaptive budget the
     // same fleet draws one on nearly every other call (45 % when tried).
     let later = &calls[calls.len() / 2..];
     let limited = later.iter().filter(|(_, s)| *s == 429).count();

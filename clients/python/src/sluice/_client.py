@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
+import logging
 import os
+import queue
+import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Tuple
 
@@ -17,6 +22,17 @@ from ._gen.sluice.v1 import sluice_pb2 as pb
 from ._gen.sluice.v1 import sluice_pb2_grpc as pb_grpc
 
 __all__ = ["Client", "AsyncClient", "Permit", "AsyncPermit", "Denied", "acquire", "usage_from_json"]
+
+_log = logging.getLogger("sluice")
+# Clients with reports that may still be on their way: flushed when the interpreter exits.
+_unflushed: "weakref.WeakSet[Client]" = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for client in list(_unflushed):
+        client.flush()
+
 
 _RETRIES = (0.05, 0.25)
 _MAX_RECHECKS = 64  # a lower-priority slot may move back up to once per overtake
@@ -123,6 +139,14 @@ class Permit:
         return self._client._stub.ReportResponse(self._request(status, headers, usage, body),
                                                 metadata=self._client._metadata)
 
+    def report_soon(self, status: Any, headers: Any = None, usage: Optional[Tuple[int, int]] = None,
+                    body: bytes = b"") -> None:
+        """`report` without waiting for Sluice's answer (the SDK transport does it for answers
+        that set no cooldown, so the call returns sooner). The client keeps it until it is
+        answered: `Client.flush()`, `close()` and the interpreter's exit wait for it; a failure
+        is logged on the `sluice` logger."""
+        self._client._send_soon(self._request(status, headers, usage, body))
+
     def abandon(self):
         """Reports that the call got no answer: its in-flight slot is released, nothing else."""
         return self._client._stub.ReportResponse(self._request(0), metadata=self._client._metadata)
@@ -156,6 +180,37 @@ class Client:
         self._metadata = _credentials(token)
         self._channel = grpc.insecure_channel(self.target)
         self._stub = pb_grpc.RateLimiterStub(self._channel)
+        # Reports sent in the background (report_soon), in order, by one thread per process.
+        self._reports: "queue.Queue" = queue.Queue()
+        self._reporter_pid = 0
+        self._reporter_lock = threading.Lock()
+        _unflushed.add(self)
+
+    def _send_soon(self, request) -> None:
+        with self._reporter_lock:
+            if self._reporter_pid != os.getpid():  # none yet, or this is a forked child
+                self._reporter_pid = os.getpid()
+                threading.Thread(target=self._send_reports, name="sluice-reports",
+                                 daemon=True).start()
+        self._reports.put(request)
+
+    def _send_reports(self) -> None:
+        while True:
+            request = self._reports.get()
+            try:
+                self._stub.ReportResponse(request, metadata=self._metadata)
+            except grpc.RpcError as e:
+                _log.warning("sluice: report of %s failed: %s", request.service, e.code())
+            except ValueError:  # the channel was closed
+                pass
+            finally:
+                self._reports.task_done()
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Waits (at most `timeout` seconds) until every `report_soon` was answered."""
+        deadline = time.monotonic() + timeout
+        while self._reports.unfinished_tasks > 0 and time.monotonic() < deadline:
+            time.sleep(0.002)
 
     def _send(self, request):
         for pause in (*_RETRIES, None):
@@ -203,6 +258,8 @@ class Client:
         return self._stub.GetStatus(request, metadata=self._metadata).status
 
     def close(self) -> None:
+        self.flush()
+        _unflushed.discard(self)
         self._channel.close()
 
 

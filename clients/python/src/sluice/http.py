@@ -21,7 +21,10 @@ it is: `sluice.http.denial(err)` finds it) or answers the SDK with a 429 carryin
 `retry-after-ms` (`on_denied="429"`), so the SDK's own backoff waits and retries, and raises its
 own `RateLimitError` when its retries are spent.
 
-If Sluice cannot be reached for a report, the call's answer still goes to the SDK (the error is
+A success is reported without waiting for Sluice's answer (the blocking client sends it in the
+background and waits for what is still on its way at `flush()`, `close()` and exit); an error
+answer (a 429) is reported before the SDK sees it, so its retry finds the cooldown in place. If
+Sluice cannot be reached for a report, the call's answer still goes to the SDK (the error is
 logged on the `sluice` logger); an acquire that fails raises, as the call must not go unbooked.
 """
 
@@ -175,7 +178,10 @@ def _classes(mod: Any) -> Tuple[type, type]:
             if not self._done:
                 self._done = True
                 usage = self._sse.usage() if self._sse is not None else None
-                _report_sync(self._permit, self._status, self._headers, usage)
+                try:
+                    self._permit.report_soon(self._status, self._headers, usage)
+                except grpc.RpcError as e:
+                    _log.warning("sluice: report of %s failed: %s", self._permit.service, e.code())
 
     class SluiceTransport(mod.BaseTransport):
         """Acquires every model call before `inner` sends it; reports the answer."""
@@ -212,9 +218,13 @@ def _classes(mod: Any) -> Tuple[type, type]:
                                                 response.headers, encoded)
                 return response
             body = response.read()
-            usage = _usage_of(body) if response.status_code < 300 else None
-            errors = body if response.status_code >= 400 and len(body) <= _MAX_BODY else b""
-            answer = _report_sync(permit, response.status_code, response.headers, usage, errors)
+            if response.status_code < 300:
+                # A success sets no cooldown: the call need not wait for Sluice's answer.
+                permit.report_soon(response.status_code, response.headers, _usage_of(body))
+                _note(response, permit, None)
+                return response
+            errors = body if len(body) <= _MAX_BODY else b""
+            answer = _report_sync(permit, response.status_code, response.headers, None, errors)
             _note(response, permit, answer)
             return response
 
