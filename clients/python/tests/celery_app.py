@@ -39,7 +39,7 @@ def ask(self, i):
         return {"i": i, "retries": self.request.retries, "waited": waited,
                 "text": reply.choices[0].message.content}
     except Exception as err:
-        outcome = type(err).__name__  # a denial comes wrapped as APIConnectionError
+        outcome = type(err).__name__  # Denied, RateLimitError, ...
         raise
     finally:
         _log.rpush("attempts", json.dumps({"i": i, "retries": self.request.retries, "outcome": outcome,

@@ -16,8 +16,9 @@ error, timeout) is abandoned: its in-flight slot is freed at once. Requests that
 calls (no JSON body naming a model) pass through untouched.
 
 When no slot comes within `max_wait` the transport either raises `sluice.Denied`
-(`on_denied="raise"`, the default; the SDKs wrap it as their connection error, whose `__cause__`
-it is: `sluice.http.denial(err)` finds it) or answers the SDK with a 429 carrying
+(`on_denied="raise"`, the default; the current SDKs let it through to the caller as it is, older
+ones wrapped it as their connection error: `sluice.http.denial(err)` finds it either way) or
+answers the SDK with a 429 carrying
 `retry-after-ms` (`on_denied="429"`), so the SDK's own backoff waits and retries, and raises its
 own `RateLimitError` when its retries are spent.
 

@@ -1,0 +1,36 @@
+// How `sluiceFetch` answers a denial, through the openai SDK against the simulated provider (run
+// by tests/tests/sdk_denials.rs, after the Python twin used the minute's one call of `tight`):
+// `onDenied: "throw"` makes the SDK reject with its connection error, `Denied` as its cause;
+// `onDenied: "429"` answers the SDK a 429 carrying `retry-after-ms`. Exits non-zero on a
+// failed check. Environment: SLUICE_ADDR, OPENAI_BASE_URL.
+
+import assert from "node:assert/strict";
+import OpenAI from "openai";
+import { Client, Denied, sluiceFetch } from "../src/index.mjs";
+
+const sluice = new Client(process.env.SLUICE_ADDR);
+const sdk = (onDenied) => new OpenAI({
+  baseURL: process.env.OPENAI_BASE_URL, apiKey: "sk-test", maxRetries: 0,
+  fetch: sluiceFetch(sluice, { service: "tight", maxWait: 0.1, onDenied }),
+});
+const call = { model: "gpt-4o-mini", max_tokens: 8, messages: [{ role: "user", content: "hi" }] };
+
+await assert.rejects(sdk("throw").chat.completions.create(call), (err) => {
+  assert.ok(err instanceof OpenAI.APIConnectionError, String(err));
+  assert.ok(err.cause instanceof Denied, String(err.cause));
+  assert.ok(err.cause.retryAfter > 50 && err.cause.retryAfter <= 60, String(err.cause.retryAfter));
+  return true;
+});
+
+await assert.rejects(sdk("429").chat.completions.create(call), (err) => {
+  assert.ok(err instanceof OpenAI.RateLimitError, String(err));
+  const ms = Number(err.headers.get("retry-after-ms"));
+  assert.ok(ms > 50_000 && ms <= 60_000, String(ms));
+  assert.ok(err.headers.get("x-sluice-denied"));
+  return true;
+});
+
+const status = await sluice.status("tight");
+assert.equal(Number(status.limits[0].used), 1);
+sluice.close();
+console.log("ok");
