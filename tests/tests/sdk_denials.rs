@@ -3,7 +3,8 @@
 //! script spends it (through plain `httpx` on the transport), then checks both `on_denied`
 //! modes: the SDK's connection error with `sluice.Denied` behind it, and a 429 with
 //! `retry-after-ms` for the SDK's own backoff. The Node script checks the same of `sluiceFetch`.
-//! The provider sees the one call only: a denied call is never sent.
+//! The provider sees the one call only: a denied call is never sent. A Python SDK request that
+//! gets no answer is abandoned: the in-flight slot it held is free at once.
 
 use std::{process::Command, time::Duration};
 
@@ -15,6 +16,10 @@ const CONFIG: &str = r#"
 [[services]]
 name = "tight"
 limits = [{ dimension = "requests", amount = 1, window = "1m" }]
+
+[[services]]
+name = "single"
+limits = [{ dimension = "concurrent", amount = 1, timeout = "1m" }]
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

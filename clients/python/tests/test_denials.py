@@ -1,8 +1,8 @@
 """How the SDK transport answers a denial, through the openai SDK against the simulated provider
 (run by tests/tests/sdk_denials.rs). The service `tight` allows one call per minute: the first
 goes through; then `on_denied="raise"` makes the SDK call raise `sluice.Denied`, and `on_denied="429"` answers the SDK a 429 carrying
-`retry-after-ms`. Plain `httpx` works as the transport's library too. Exits non-zero on a failed
-check.
+`retry-after-ms`. Plain `httpx` works as the transport's library too. A request that gets no
+answer is abandoned, freeing its in-flight slot. Exits non-zero on a failed check.
 
 Environment: SLUICE_ADDR, OPENAI_BASE_URL.
 """
@@ -52,4 +52,17 @@ except openai.RateLimitError as err:
 
 status = sc.status("tight")
 assert status.limits[0].used == 1, status
+
+# A request that gets no answer (nothing listens on port 9) is abandoned: the in-flight slot of
+# `single` (one call at a time, held for a minute unless reported) is free again at once.
+dead = openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="sk-test", max_retries=0,
+                     http_client=sluice.http.client(sc, service="single"))
+try:
+    dead.chat.completions.create(**kwargs)
+    raise SystemExit("expected a connection error")
+except openai.APIConnectionError:
+    pass
+assert sc.status("single").limits[0].used == 0, sc.status("single")
+with sc.acquire("single", max_wait=0.0):
+    pass
 print("ok")
