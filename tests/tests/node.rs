@@ -50,3 +50,20 @@ async fn a_node_worker_acquires_waits_reports_and_sees_the_cooldown() -> anyhow:
     );
     Ok(())
 }
+
+#[test]
+fn the_node_call_rules_agree_with_the_python_ones() -> anyhow::Result<()> {
+    let out = Command::new("node")
+        .arg("test/test_calls.mjs")
+        .current_dir(polyglot::node_client()?)
+        .output()
+        .context("running node")?;
+    if !out.status.success() {
+        bail!(
+            "node test/test_calls.mjs failed ({})\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}

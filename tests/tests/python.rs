@@ -71,3 +71,9 @@ print("ok")
     polyglot::run_python(&dir, &["-c", check], &[("CELERY_BROKER_URL", "memory://")])?;
     Ok(())
 }
+
+#[test]
+fn the_call_rules_read_services_costs_and_streamed_usage() -> anyhow::Result<()> {
+    polyglot::run_python(&package().join("tests"), &["test_calls.py"], &[])?;
+    Ok(())
+}

@@ -4,8 +4,9 @@
 // - Service: a template, by default "{provider}/{model}". `provider` comes from the host
 //   (api.openai.com → openai, api.anthropic.com → anthropic, *.openai.azure.com → azure,
 //   generativelanguage.googleapis.com → gemini, …; any other host stands for itself), `model`
-//   from the JSON body's "model" (or a Gemini URL's models/<name>:), `host` and `path` too. Or a
-//   function ({ method, url, body }) => name.
+//   from the JSON body's "model" (or a Gemini URL's models/<name>:), `host` and `path` too. Or an
+//   object mapping model names ("openai/gpt-4o-2024-08-06" or "gpt-4o-2024-08-06") onto service
+//   names (the others by default), or a function ({ method, url, body }) => name.
 // - Cost: the prompt at one token per 4 characters of its text plus 4 per message, rounded up
 //   (or `estimateInput(body)`); the output at the request's max_tokens / max_completion_tokens /
 //   max_output_tokens (Gemini: generationConfig.maxOutputTokens), else `defaultOutput` (1024).
@@ -101,13 +102,21 @@ export function readCall({ method, url, body: raw }, rules = {}) {
   if (model === null) model = GEMINI_MODEL.exec(parts.pathname)?.[1] ?? null;
   if (model === null || method.toUpperCase() !== "POST") return null;
   const host = parts.hostname;
-  const name = typeof service === "function"
-    ? service({ method, url, body })
-    : service
-      .replaceAll("{provider}", providerOf(host, providers))
+  const provider = providerOf(host, providers);
+  let name;
+  if (typeof service === "function") {
+    name = service({ method, url, body });
+  } else if (typeof service === "object" && service !== null) {
+    // Model names (as "provider/model" or "model") onto services; others by default.
+    const fallback = `${provider}/${model}`;
+    name = service[fallback] ?? service[model] ?? fallback;
+  } else {
+    name = service
+      .replaceAll("{provider}", provider)
       .replaceAll("{model}", model)
       .replaceAll("{host}", host)
       .replaceAll("{path}", parts.pathname);
+  }
   const b = body ?? {};
   const c = ceiling(b);
   return { service: name, inputTokens: Math.max(0, Math.floor(estimateInput(b))), outputTokens: c ?? defaultOutput };

@@ -49,8 +49,8 @@ export function usageFromJson(body: unknown): [number, number] | null;
 
 /** How requests map to Sluice services and costs (see calls.mjs). */
 export interface CallRules {
-  /** A template ("{provider}/{model}", also {host}, {path}) or a function of the request. */
-  service?: string | ((request: { method: string; url: string; body: Record<string, unknown> | null }) => string);
+  /** A template ("{provider}/{model}", also {host}, {path}), model names onto services, or a function of the request. */
+  service?: string | Record<string, string> | ((request: { method: string; url: string; body: Record<string, unknown> | null }) => string);
   /** Prompt tokens of a request body; default ⌈characters / 4⌉ + 4 per message. */
   estimateInput?: (body: Record<string, unknown>) => number;
   /** Output tokens booked when the request sets no max_tokens; default 1024. */

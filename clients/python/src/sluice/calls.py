@@ -6,7 +6,9 @@ The SDK transports (`sluice.http`) and the Node `fetch` wrapper follow the same 
   (`api.openai.com` → `openai`, `api.anthropic.com` → `anthropic`, `*.openai.azure.com` → `azure`,
   `generativelanguage.googleapis.com` → `gemini`, …; any other host stands for itself, port
   dropped), `model` from the JSON body's `"model"` (or a Gemini URL's `models/<name>:`), `host`
-  and `path` are there too. Or any function of (method, url, body) returning the name.
+  and `path` are there too. Or a mapping of model names (`"openai/gpt-4o-2024-08-06"` or
+  `"gpt-4o-2024-08-06"`) onto service names, the template's default for the others; or any
+  function of (method, url, body) returning the name.
 - **Cost**: the prompt is estimated at one token per 4 characters of its text (messages, system
   prompt, `input`, `prompt`, Gemini `contents`) plus 4 per message, rounded up: OpenAI's rule of
   thumb for English, a little over for code. Pass `estimate_input=` for your own (e.g. tiktoken).
@@ -113,7 +115,7 @@ def _ceiling(body: Mapping[str, Any]) -> Optional[int]:
     return None
 
 
-ServiceRule = Union[str, Callable[[str, str, Optional[Mapping[str, Any]]], str]]
+ServiceRule = Union[str, Mapping[str, str], Callable[[str, str, Optional[Mapping[str, Any]]], str]]
 
 
 @dataclass
@@ -143,12 +145,15 @@ class CallRules:
         if model is None or method.upper() != "POST":
             return None
         host = parts.hostname or ""
+        provider = provider_of(host, self.providers)
         if callable(self.service):
             service = self.service(method, url, body)
+        elif isinstance(self.service, Mapping):
+            # Model names (as "provider/model" or "model") onto services; others by default.
+            default = f"{provider}/{model}"
+            service = self.service.get(default, self.service.get(model, default))
         else:
-            service = self.service.format(
-                provider=provider_of(host, self.providers), model=model, host=host, path=parts.path
-            )
+            service = self.service.format(provider=provider, model=model, host=host, path=parts.path)
         body = body or {}
         ceiling = _ceiling(body)
         output = self.default_output if ceiling is None else ceiling
