@@ -15,7 +15,11 @@ use std::{
 use sluice::v1::{AcquireRequest, Reason};
 use tonic::Code;
 
-use crate::{permit::ReleaseOnDrop, Client, Error, Permit};
+use crate::{
+    convert::{from_proto, to_proto},
+    permit::ReleaseOnDrop,
+    Client, Error, Permit,
+};
 
 const RETRIES: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(250)];
 /// Most times a waiting worker asks again whether its slot moved (a cooldown, or a higher
@@ -32,22 +36,6 @@ pub struct Acquire<'a> {
     client: &'a Client,
     request: AcquireRequest,
     sleep: bool,
-}
-
-fn to_proto(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: d.subsec_nanos() as i32,
-    }
-}
-
-pub(crate) fn from_proto(d: Option<prost_types::Duration>) -> Duration {
-    d.map_or(Duration::ZERO, |d| {
-        Duration::new(
-            u64::try_from(d.seconds).unwrap_or(0),
-            u32::try_from(d.nanos).unwrap_or(0),
-        )
-    })
 }
 
 impl<'a> Acquire<'a> {

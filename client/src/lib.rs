@@ -26,6 +26,7 @@
 //! [Sluice]: https://github.com/sluice-rs/sluice
 
 mod acquire;
+mod convert;
 mod error;
 mod permit;
 

@@ -13,7 +13,7 @@ use std::{
 
 use sluice::v1::{Header, ReportResponseRequest, Scope};
 
-use crate::{acquire::from_proto, Client, Error};
+use crate::{convert::from_proto, Client, Error};
 
 /// Most headers sent with one report (the server's bound).
 const MAX_HEADERS: usize = 100;

@@ -2,7 +2,7 @@
 //! its state, reload the config. Served only when enabled (`--admin` / `admin = true`); otherwise callers get
 //! UNIMPLEMENTED. Like [`crate::grpc`], it only converts types.
 
-use std::sync::Arc;
+use std::{future::Future, pin::Pin, sync::Arc};
 
 use sluice::v1::{
     admin_server::Admin, AdminResponse, ReloadConfigRequest, ReloadConfigResponse, ServiceRequest,
@@ -14,20 +14,36 @@ use crate::{
     backend::Backend,
     core::AdminOp,
     grpc::{from_duration, service_status},
-    limiter::{Limiter, MAX_WAIT_LIMIT},
-    reload::Reloader,
+    limiter::{Limiter, ReloadSummary, MAX_WAIT_LIMIT},
 };
 
+/// What `ReloadConfig` runs: the server wires its config reloader in (see `crate::reload`), so
+/// this API layer does not reach up into the wiring. Returns what changed and the settings that
+/// need a restart, or why nothing was applied.
+pub trait ConfigReloader: Send + Sync + 'static {
+    /// Re-reads the config and applies it; `trigger` says who asked, for the logs.
+    fn reload<'a>(&'a self, trigger: &'static str) -> Reloading<'a>;
+}
+
+/// A reload under way: what changed and what needs a restart, or why nothing was applied.
+pub type Reloading<'a> =
+    Pin<Box<dyn Future<Output = Result<(ReloadSummary, Vec<&'static str>), String>> + Send + 'a>>;
+
 /// The gRPC face of the limiter's operator actions.
-#[derive(Debug)]
 pub struct AdminService<B> {
     limiter: Arc<Limiter<B>>,
-    reloader: Arc<Reloader<B>>,
+    reloader: Arc<dyn ConfigReloader>,
+}
+
+impl<B> std::fmt::Debug for AdminService<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminService").finish_non_exhaustive()
+    }
 }
 
 impl<B> AdminService<B> {
     /// Serves `limiter`'s operator actions, reloading its config with `reloader`.
-    pub fn new(limiter: Arc<Limiter<B>>, reloader: Arc<Reloader<B>>) -> Self {
+    pub fn new(limiter: Arc<Limiter<B>>, reloader: Arc<dyn ConfigReloader>) -> Self {
         Self { limiter, reloader }
     }
 }
@@ -78,17 +94,17 @@ impl<B: Backend> Admin for AdminService<B> {
         &self,
         _request: Request<ReloadConfigRequest>,
     ) -> Result<Response<ReloadConfigResponse>, Status> {
-        let done = self
+        let (summary, needs_restart) = self
             .reloader
             .reload("admin")
             .await
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            .map_err(Status::failed_precondition)?;
         Ok(Response::new(ReloadConfigResponse {
-            added: done.summary.added,
-            removed: done.summary.removed,
-            changed: done.summary.changed,
-            unchanged: done.summary.unchanged,
-            needs_restart: done.needs_restart.into_iter().map(str::to_string).collect(),
+            added: summary.added,
+            removed: summary.removed,
+            changed: summary.changed,
+            unchanged: summary.unchanged,
+            needs_restart: needs_restart.into_iter().map(str::to_string).collect(),
         }))
     }
 }

@@ -11,6 +11,11 @@ use std::{
 
 use serde::Deserialize;
 
+pub use crate::backend::{
+    validate_key_prefix, OnFailure, RedisConfig, RedisUrl, DEFAULT_KEY_PREFIX,
+    DEFAULT_REDIS_TIMEOUT,
+};
+pub use crate::core::{validate_service_name, MAX_ANCESTORS};
 use crate::{
     auth::{validate_token, AuthConfig, Secret},
     core::{
@@ -25,7 +30,6 @@ use crate::{
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 const MAX_WINDOW: Micros = 31 * 86_400 * 1_000_000;
-const MAX_NAME_LEN: usize = 128;
 
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -54,92 +58,6 @@ pub enum BackendConfig {
     /// Shared by many replicas in Redis or Redis Cluster.
     Redis(RedisConfig),
 }
-
-/// What the Redis backend answers when Redis cannot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OnFailure {
-    /// Answer `UNAVAILABLE` (the default): never a grant that hides an error.
-    FailClosed,
-    /// Grant without waiting and log a warning: the operator prefers over-admission to an outage.
-    FailOpen,
-    /// Decide in this replica's memory with its share of every limit (amount and burst divided by
-    /// `replicas`, at least 1), until Redis answers again.
-    Local {
-        /// How many replicas share the limits.
-        replicas: u32,
-    },
-}
-
-/// Settings of the Redis backend.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RedisConfig {
-    /// `redis://` or `rediss://` URL, possibly with ACL user and password.
-    pub url: RedisUrl,
-    /// Connect to a Redis Cluster (the URL names one of its nodes).
-    pub cluster: bool,
-    /// Namespace of every key, inside the hash tag: `{<prefix>:<service>}`.
-    pub key_prefix: String,
-    /// Bound on every Redis call.
-    pub timeout: Duration,
-    /// Behaviour when Redis fails.
-    pub on_failure: OnFailure,
-    /// PEM file of the CA that signed the server's certificate (`rediss://` only); without it
-    /// the system's trust store is used.
-    pub tls_ca_file: Option<std::path::PathBuf>,
-}
-
-/// A Redis URL. Its password never appears in `Debug` or `Display` output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RedisUrl(String);
-
-impl RedisUrl {
-    /// Checks the scheme (`redis://` or `rediss://`) and that a host follows.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("redis://")
-            .or_else(|| url.strip_prefix("rediss://"))
-            .ok_or_else(|| {
-                format!(
-                    "{:?} must start with redis:// or rediss://",
-                    RedisUrl(url.to_string()).to_string()
-                )
-            })?;
-        if rest.is_empty() || rest.starts_with('/') {
-            return Err("has no host".into());
-        }
-        Ok(Self(url.to_string()))
-    }
-
-    /// The URL with its password, for connecting only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for RedisUrl {
-    /// The URL with any password replaced by `***`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (scheme, rest) = self.0.split_once("://").unwrap_or(("", &self.0));
-        match rest.rsplit_once('@') {
-            Some((auth, host)) => {
-                let user = auth.split_once(':').map_or("", |(u, _)| u);
-                write!(f, "{scheme}://{user}:***@{host}")
-            }
-            None => write!(f, "{}", self.0),
-        }
-    }
-}
-
-impl std::fmt::Debug for RedisUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RedisUrl({self})")
-    }
-}
-
-/// Default key prefix of the Redis backend.
-pub const DEFAULT_KEY_PREFIX: &str = "sluice";
-/// Default bound on a Redis call.
-pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// A validated configuration.
 #[derive(Clone, Debug)]
@@ -171,8 +89,7 @@ pub struct Config {
     pub max_in_flight: usize,
 }
 
-/// Default for [`Config::max_in_flight`].
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
+pub use crate::grpc::DEFAULT_MAX_IN_FLIGHT;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -522,42 +439,6 @@ impl RawBackend {
     }
 }
 
-/// Checks a Redis key prefix: 1–64 bytes, no braces (they would break the hash tag), no spaces.
-pub fn validate_key_prefix(prefix: &str) -> Result<(), String> {
-    if prefix.is_empty() || prefix.len() > 64 {
-        return Err(format!("{prefix:?} must be 1 to 64 bytes long"));
-    }
-    if prefix
-        .chars()
-        .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
-    {
-        return Err(format!("{prefix:?} must not contain braces or whitespace"));
-    }
-    Ok(())
-}
-
-/// Checks a service name: 1–128 bytes of `[A-Za-z0-9._:/-]`.
-pub fn validate_service_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("service name is empty".into());
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(format!(
-            "service name is {} bytes long (at most {MAX_NAME_LEN})",
-            name.len()
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "._:/-".contains(*c)))
-    {
-        return Err(format!(
-            "service name contains {c:?} (allowed: letters, digits and . _ : / -)"
-        ));
-    }
-    Ok(())
-}
-
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -764,9 +645,6 @@ impl RawService {
         Ok((spec, reader))
     }
 }
-
-/// Most ancestors a service may have (`a` → `b` → `c` → `d` → `e`).
-pub const MAX_ANCESTORS: usize = 4;
 
 /// Checks every `parent` (a configured service, no cycle, at most [`MAX_ANCESTORS`] levels) and
 /// names each family member's root in `family`.

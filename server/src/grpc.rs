@@ -14,7 +14,6 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     backend::Backend,
-    config::DEFAULT_MAX_IN_FLIGHT,
     core::{Algorithm, CooldownCause, Decider, Decision, Dimension, Micros, Scope, MICROS_PER_SEC},
     error::Error,
     limiter::{self, Limiter, ServiceStatus, UsageReport},
@@ -46,6 +45,9 @@ impl From<Error> for Status {
 /// them, calls are refused at once with `RESOURCE_EXHAUSTED` instead of queueing (load shedding).
 #[derive(Clone, Debug)]
 pub struct InFlight(Arc<Semaphore>);
+
+/// How many calls the server decides at once unless `max_in_flight` says otherwise.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
 
 impl InFlight {
     /// Room for `max` calls at once.

@@ -13,7 +13,7 @@ use std::{
 
 use crate::{
     backend::{AcquireCall, Backend},
-    config::validate_service_name,
+    core::validate_service_name,
     core::{
         AdminOp, Algorithm, Class, CooldownCause, CooldownOrder, Cost, Decider, Decision,
         Dimension, LeaseId, Micros, Priorities, ReportCall, Scope, ServiceSnapshot, ServiceSpec,
@@ -286,7 +286,7 @@ impl<B: Backend> Limiter<B> {
             let Some(service) = catalog.by_name.get(name) else {
                 break;
             };
-            if chain.len() >= crate::config::MAX_ANCESTORS {
+            if chain.len() >= crate::core::MAX_ANCESTORS {
                 break;
             }
             chain.push(service.spec.clone());

@@ -100,6 +100,17 @@ impl StartupSettings {
     }
 }
 
+impl<B: Backend> crate::admin::ConfigReloader for Reloader<B> {
+    fn reload<'a>(&'a self, trigger: &'static str) -> crate::admin::Reloading<'a> {
+        Box::pin(async move {
+            let done = Reloader::reload(self, trigger)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((done.summary, done.needs_restart))
+        })
+    }
+}
+
 /// Reloads a running limiter's services from its config source.
 pub struct Reloader<B> {
     /// Held for a whole reload: reloads apply one after the other, in the order they read.

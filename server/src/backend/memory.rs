@@ -155,7 +155,7 @@ impl MemoryBackend {
             let slot = slots.get(&name).ok_or_else(reconfigured)?.clone();
             // A slot seen twice: a reload is turning parents around. Retried after it.
             if chain.iter().any(|s| Arc::ptr_eq(s, &slot))
-                || chain.len() > crate::config::MAX_ANCESTORS
+                || chain.len() > crate::core::MAX_ANCESTORS
             {
                 return Err(reconfigured());
             }

@@ -7,7 +7,13 @@ mod redis;
 
 use std::{future::Future, sync::Arc};
 
-pub use self::redis::{RedisBackend, RedisSetupError, ServiceKeys};
+pub use self::redis::{
+    settings::{
+        validate_key_prefix, OnFailure, RedisConfig, RedisUrl, DEFAULT_KEY_PREFIX,
+        DEFAULT_REDIS_TIMEOUT,
+    },
+    RedisBackend, RedisSetupError, ServiceKeys,
+};
 pub use memory::{Clock, MemoryBackend};
 
 pub use crate::core::ReportCall;

@@ -10,6 +10,7 @@ mod bucket;
 mod family;
 mod lease;
 mod ledger;
+mod names;
 mod priority;
 mod report;
 mod spec;
@@ -23,6 +24,7 @@ pub use bucket::{BucketShape, TokenBucket};
 pub use family::{acquire_in_family, Member};
 pub use lease::LeaseId;
 pub use ledger::{AcquireError, AdminOp, Ledger, UsageUpdate, MAX_DEFERRED, MAX_LEASES};
+pub use names::{validate_service_name, MAX_ANCESTORS};
 pub use priority::{Class, Priorities, MIN_SHARE};
 pub use report::{
     AdoptOrder, CooldownOrder, NotAdopted, OverloadOrder, RemainingReading, ReportCall,

@@ -14,8 +14,8 @@ use redis::{
     cluster_async::ClusterConnection, Cmd, FromRedisValue, RedisError,
 };
 
+use super::settings::{RedisConfig, RedisUrl};
 use super::RedisSetupError;
-use crate::config::{RedisConfig, RedisUrl};
 
 /// First wait between connection attempts; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);

@@ -11,6 +11,7 @@ mod deadline;
 mod fallback;
 mod layout;
 mod link;
+pub mod settings;
 
 use std::{
     collections::{hash_map::RandomState, HashMap},
@@ -25,15 +26,13 @@ use std::{
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
 
 pub use layout::ServiceKeys;
+use settings::{OnFailure, RedisConfig};
 
 use super::{AcquireCall, Backend, BackendError, MemoryBackend, ReportCall};
-use crate::{
-    config::{OnFailure, RedisConfig},
-    core::{
-        AcquireError, AdminOp, BucketShape, CooldownCause, Cost, Decider, Decision, Dimension,
-        Grant, LeaseId, LimitSnapshot, Micros, Observation, ReportOutcome, Scope, ServiceSnapshot,
-        ServiceSpec, MAX_LEASES,
-    },
+use crate::core::{
+    AcquireError, AdminOp, BucketShape, CooldownCause, Cost, Decider, Decision, Dimension, Grant,
+    LeaseId, LimitSnapshot, Micros, Observation, ReportOutcome, Scope, ServiceSnapshot,
+    ServiceSpec, MAX_LEASES,
 };
 
 const COMMON: &str = include_str!("common.lua");
@@ -502,8 +501,7 @@ impl RedisBackend {
         let mut parent = service.spec.parent.as_deref();
         while let Some(name) = parent {
             let args = services.get(name).ok_or_else(reconfigured)?;
-            if chain.len() >= crate::config::MAX_ANCESTORS
-                || args.spec.family != service.spec.family
+            if chain.len() >= crate::core::MAX_ANCESTORS || args.spec.family != service.spec.family
             {
                 return Err(reconfigured());
             }
