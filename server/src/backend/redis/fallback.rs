@@ -14,8 +14,8 @@ use std::sync::{
 use std::collections::HashMap;
 
 use crate::{
-    backend::{Backend, BackendError, Clock, MemoryBackend},
-    core::{Algorithm, ServiceSpec},
+    backend::{AcquireCall, Backend, BackendError, Clock, MemoryBackend},
+    core::{Algorithm, Decision, Grant, ReportOutcome, Scope, ServiceSnapshot, ServiceSpec},
 };
 
 /// `spec` with every limit divided by `replicas` (at least 1 each).
@@ -118,6 +118,85 @@ impl LocalShare {
         *self.shares.write().unwrap_or_else(PoisonError::into_inner) =
             shares.into_iter().map(|s| (s.name.clone(), s)).collect();
         Ok(())
+    }
+}
+
+// How the Redis backend falls back on its local share.
+
+/// An answer that says which state it comes from.
+pub(super) trait Scoped {
+    fn set_scope(&mut self, scope: Scope);
+}
+
+impl Scoped for ReportOutcome {
+    fn set_scope(&mut self, scope: Scope) {
+        self.scope = scope;
+    }
+}
+
+impl Scoped for ServiceSnapshot {
+    fn set_scope(&mut self, scope: Scope) {
+        self.scope = scope;
+    }
+}
+
+/// Decisions in the shared state, and the local fallback.
+impl super::RedisBackend {
+    /// The local share, if `on_failure = "local"` and Redis is considered down.
+    pub(super) fn open_local(&self) -> Option<&LocalShare> {
+        self.local.as_ref().filter(|l| l.is_open())
+    }
+
+    /// Redis failed with `error`: opens the circuit and names `spec`'s local share.
+    pub(super) fn fall_back(
+        &self,
+        spec: &ServiceSpec,
+        error: &str,
+    ) -> Result<(&MemoryBackend, Arc<ServiceSpec>), BackendError> {
+        let local = self
+            .local
+            .as_ref()
+            .ok_or_else(|| BackendError::Unavailable(error.to_string()))?;
+        local.trip(error);
+        local.share(spec)
+    }
+
+    /// Marks an answer of the local share as such.
+    pub(super) fn mark_local<T: Scoped>(
+        answer: Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        answer.map(|mut a| {
+            a.set_scope(Scope::Local);
+            a
+        })
+    }
+
+    /// Decides `call` in the local share of `spec`.
+    pub(super) async fn acquire_locally(
+        memory: &MemoryBackend,
+        share: &ServiceSpec,
+        call: AcquireCall<'_>,
+    ) -> Result<Decision, BackendError> {
+        share.check_fits(&call.cost).map_err(|e| {
+            BackendError::Unavailable(format!(
+                "redis is down and {e} in this replica's local share"
+            ))
+        })?;
+        Ok(match memory.acquire(share, call).await? {
+            Decision::Granted(grant) => Decision::Granted(Grant {
+                scope: Scope::Local,
+                ..grant
+            }),
+            Decision::Denied {
+                retry_after,
+                decider,
+                ..
+            } => Decision::Denied {
+                retry_after,
+                decider,
+                scope: Scope::Local,
+            },
+        })
     }
 }
 

@@ -1,0 +1,312 @@
+//! Calling the scripts: `EVALSHA` (then `EVAL` on `NOSCRIPT`) with a service's keys and common
+//! arguments, every call bounded by the timeout; acquires go in batches per service (see
+//! `batch`), each carrying its caller's deadline in Redis's clock (see `deadline`), and grants
+//! teach that clock; a family member's acquire names its ancestors' keys too.
+
+use std::{
+    hash::{BuildHasher, Hasher},
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use redis::{Cmd, ErrorKind, FromRedisValue, ServerErrorKind};
+
+use super::{
+    batch, protocol, scripts::LuaScript, unavailable, RedisBackend, ServiceArgs, TimeSource,
+};
+use crate::{
+    backend::{AcquireCall, BackendError},
+    core::{Cost, Decision, Micros, ServiceSpec, MAX_LEASES},
+};
+
+impl RedisBackend {
+    pub(super) fn fresh_nonce(&self) -> String {
+        let mut hasher = self.nonces.build_hasher();
+        hasher.write_u64(self.calls.fetch_add(1, Ordering::Relaxed));
+        format!("{:016x}", hasher.finish())
+    }
+
+    pub(super) fn time_arg(&self) -> String {
+        match &self.time {
+            TimeSource::Server => String::new(),
+            TimeSource::Manual(now) => now.load(Ordering::SeqCst).to_string(),
+        }
+    }
+
+    /// Runs `script` with the service's keys and common arguments followed by `args`, bounded by
+    /// the timeout. `EVALSHA` first; on `NOSCRIPT`, `EVAL` (which also caches the script).
+    pub(super) async fn eval(
+        &self,
+        script: &LuaScript,
+        service: &ServiceArgs,
+        args: &[&str],
+    ) -> Result<Vec<String>, BackendError> {
+        self.eval_as(script, service, args).await
+    }
+
+    /// `verb` (`EVALSHA` or `EVAL`) of `body` with the keys of `chain` (a service, then its
+    /// ancestors for a family's acquire), the service's common arguments and `args`.
+    pub(super) fn command(
+        &self,
+        verb: &str,
+        body: &str,
+        chain: &[&ServiceArgs],
+        args: &[&str],
+    ) -> Cmd {
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(body).arg(chain.len() * 9);
+        for member in chain {
+            for key in &member.keys.keys {
+                cmd.arg(key);
+            }
+        }
+        let service = chain[0];
+        cmd.arg(self.time_arg())
+            .arg(&service.limits)
+            .arg(&service.retention)
+            .arg(self.fresh_nonce());
+        for a in args {
+            cmd.arg(*a);
+        }
+        cmd
+    }
+
+    /// The `EVALSHA` an acquire of `cost` with `max_wait` on `spec` sends (no request id), for
+    /// benchmarks that measure Redis alone. The script is loaded by any decision made before.
+    pub fn acquire_command(
+        &self,
+        spec: &ServiceSpec,
+        cost: Cost,
+        max_wait: Micros,
+    ) -> Result<Cmd, BackendError> {
+        let service = self.service(spec)?;
+        let [c0, c1, c2, c3] = cost.0;
+        Ok(self.command(
+            "EVALSHA",
+            &self.scripts.acquire.sha,
+            &[&service],
+            &[
+                &MAX_LEASES.to_string(),
+                "1",
+                &format!("{c0} {c1} {c2} {c3}"),
+                &max_wait.to_string(),
+                "",
+                "0 0",
+                "",
+            ],
+        ))
+    }
+
+    /// Decides `acquires` of `spec` in order in one script call, at one `now`: what concurrent
+    /// acquires of a service share. One reply per acquire.
+    pub(super) async fn run_acquires(
+        &self,
+        service: &ServiceArgs,
+        acquires: Vec<batch::QueuedAcquire>,
+    ) -> Result<Vec<Vec<String>>, BackendError> {
+        self.run_acquires_until(service, acquires, None).await
+    }
+
+    /// [`Self::run_acquires`], answering by `deadline` at the latest (and within the timeout).
+    pub(super) async fn run_acquires_until(
+        &self,
+        service: &ServiceArgs,
+        acquires: Vec<batch::QueuedAcquire>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Vec<Vec<String>>, BackendError> {
+        let ancestors = self.ancestors(service)?;
+        let mut args: Vec<String> =
+            Vec::with_capacity(3 + 3 * ancestors.len() + 3 * acquires.len());
+        args.push(MAX_LEASES.to_string());
+        args.push(acquires.len().to_string());
+        if service.spec.family.is_some() {
+            args.push((1 + ancestors.len()).to_string());
+            for a in &ancestors {
+                args.push(a.limits.clone());
+                args.push(a.retention.clone());
+                args.push(self.fresh_nonce());
+            }
+        }
+        let sent = tokio::time::Instant::now();
+        let timeout = deadline.map_or(self.timeout, |d| {
+            d.saturating_duration_since(sent).min(self.timeout)
+        });
+        // Redis's clock, read once per batch.
+        let offset = match self.time {
+            TimeSource::Server => self.clock.offset(),
+            TimeSource::Manual(_) => None,
+        };
+        for a in &acquires {
+            let [c0, c1, c2, c3] = a.cost.0;
+            args.push(format!("{c0} {c1} {c2} {c3}"));
+            args.push(a.max_wait.to_string());
+            args.push(a.request_id.clone());
+            if service.spec.family.is_none() {
+                args.push(format!("{} {}", a.class.rank, a.class.max_overtakes));
+            }
+            // Past the earlier of its caller's deadline and the batch's, nothing is booked.
+            args.push(self.deadline_arg(a.deadline.min(sent + timeout), offset));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let replies: Vec<Vec<String>> = if service.spec.family.is_none() {
+            self.eval_within(&self.scripts.acquire, &[service], &args, timeout)
+                .await?
+        } else {
+            let chain: Vec<&ServiceArgs> = std::iter::once(service)
+                .chain(ancestors.iter().map(Arc::as_ref))
+                .collect();
+            self.eval_within(&self.scripts.family, &chain, &args, timeout)
+                .await?
+        };
+        self.learn_clock(sent, timeout, &replies);
+        Ok(replies)
+    }
+
+    /// A deadline as the scripts take it: Redis µs, or '' (no check) while Redis's clock
+    /// (`offset`) is unknown or time is set by hand.
+    pub(super) fn deadline_arg(
+        &self,
+        deadline: tokio::time::Instant,
+        offset: Option<i64>,
+    ) -> String {
+        offset
+            .and_then(|o| self.clock.at_offset(deadline.into_std(), o))
+            .map_or_else(String::new, |t| t.to_string())
+    }
+
+    /// Learns Redis's clock from a batch's replies (a queued grant's slot minus its wait is
+    /// Redis's `now`); a batch that came back expired well within its timeout means the clock moved
+    /// ahead of the estimate, which is then forgotten.
+    pub(super) fn learn_clock(
+        &self,
+        sent: tokio::time::Instant,
+        timeout: Duration,
+        replies: &[Vec<String>],
+    ) {
+        if !matches!(self.time, TimeSource::Server) {
+            return;
+        }
+        for r in replies {
+            match r.first().map(String::as_str) {
+                // A grant with a wait ahead says Redis's now exactly (a replayed grant whose slot
+                // has passed answers wait 0 and its old slot: nothing to learn from it).
+                Some("G") => {
+                    if let Some((slot, wait)) = protocol::slot_and_wait(r) {
+                        if wait > 0 {
+                            self.clock
+                                .observe(sent.into_std(), slot.saturating_sub(wait));
+                            return;
+                        }
+                    }
+                }
+                Some("E") if sent.elapsed() < timeout / 2 => {
+                    tracing::warn!(
+                        "redis: a decision came back expired at once; relearning its clock"
+                    );
+                    self.clock.forget();
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The ancestors of `service` as configured now, parent first. A service whose arguments a
+    /// reload has replaced, or a chain whose members do not share its family (its hash tag), is
+    /// [`BackendError::Reconfigured`]: the call is retried on the new configuration.
+    pub(super) fn ancestors(
+        &self,
+        service: &ServiceArgs,
+    ) -> Result<Vec<Arc<ServiceArgs>>, BackendError> {
+        if service.spec.family.is_none() {
+            return Ok(Vec::new());
+        }
+        let reconfigured = || BackendError::Reconfigured(service.spec.name.clone());
+        let services = self.services();
+        let current = services
+            .get(&service.spec.name)
+            .is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), service));
+        if !current {
+            return Err(reconfigured());
+        }
+        let mut chain: Vec<Arc<ServiceArgs>> = Vec::new();
+        let mut parent = service.spec.parent.as_deref();
+        while let Some(name) = parent {
+            let args = services.get(name).ok_or_else(reconfigured)?;
+            if chain.len() >= crate::core::MAX_ANCESTORS || args.spec.family != service.spec.family
+            {
+                return Err(reconfigured());
+            }
+            chain.push(args.clone());
+            parent = args.spec.parent.as_deref();
+        }
+        Ok(chain)
+    }
+
+    /// Decides `calls` of `spec` in order as one batch (what concurrent acquires share), without
+    /// the fail-open policy: for tests that compare batches with one-by-one decisions.
+    pub async fn acquire_batch(
+        &self,
+        spec: &ServiceSpec,
+        calls: &[AcquireCall<'_>],
+    ) -> Result<Vec<Result<Decision, BackendError>>, BackendError> {
+        let service = self.service(spec)?;
+        let acquires = calls
+            .iter()
+            .map(|c| batch::QueuedAcquire {
+                cost: c.cost,
+                max_wait: c.max_wait,
+                request_id: c.request_id.unwrap_or_default().to_string(),
+                class: c.class,
+                deadline: tokio::time::Instant::now() + self.timeout,
+            })
+            .collect();
+        let replies = self.run_acquires(&service, acquires).await?;
+        Ok(replies
+            .into_iter()
+            .zip(calls)
+            .map(|(reply, call)| protocol::decision(spec, call, reply))
+            .collect())
+    }
+
+    pub(super) async fn eval_as<T: FromRedisValue>(
+        &self,
+        script: &LuaScript,
+        service: &ServiceArgs,
+        args: &[&str],
+    ) -> Result<T, BackendError> {
+        self.eval_within(script, &[service], args, self.timeout)
+            .await
+    }
+
+    /// [`Self::eval_as`] bounded by `timeout`.
+    pub(super) async fn eval_within<T: FromRedisValue>(
+        &self,
+        script: &LuaScript,
+        service: &[&ServiceArgs],
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<T, BackendError> {
+        let connection = self
+            .link
+            .get()
+            .map_err(|e| BackendError::Unavailable(format!("redis: {e}")))?;
+        let command = |verb: &str, body: &str| self.command(verb, body, service, args);
+        let call = async {
+            match connection.query(&command("EVALSHA", &script.sha)).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    tracing::debug!("script not cached on the server; sending it");
+                    connection.query(&command("EVAL", &script.source)).await
+                }
+                other => other,
+            }
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(unavailable(&e)),
+            Err(_) => Err(BackendError::Unavailable(format!(
+                "redis: no answer within {timeout:?}"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The protocol between the Redis backend and its scripts, on the Rust side: the arguments a
+//! report is encoded into and what each script's reply means, with every reply offset named
+//! here (the scripts' side: the header of each `.lua` file; the whole layout: `LAYOUT.md`).
+
+use super::{AcquireCall, BackendError, ReportCall};
+use crate::core::{
+    AcquireError, BucketShape, CooldownCause, Decider, Decision, Dimension, Grant, LeaseId,
+    LimitSnapshot, Micros, Observation, ReportOutcome, Scope, ServiceSnapshot, ServiceSpec,
+    MAX_LEASES,
+};
+
+/// Offsets in `acquire.lua`'s (and `family.lua`'s) reply of a grant `{'G', seq, slot, wait,
+/// decider, nonce}` or a denial `{'D', retry_after, decider}`.
+mod grant {
+    pub const SEQ: usize = 1;
+    pub const SLOT: usize = 2;
+    pub const WAIT: usize = 3;
+    pub const DECIDER: usize = 4;
+    pub const NONCE: usize = 5;
+    pub const RETRY_AFTER: usize = 1;
+    pub const DENIAL_DECIDER: usize = 2;
+}
+
+/// Offsets in `report.lua`'s reply.
+mod report {
+    pub const COOLDOWN: usize = 0;
+    pub const COOLDOWN_SET: usize = 1;
+    pub const USAGE_APPLIED: usize = 2;
+    pub const LEASE_UNKNOWN: usize = 3;
+    pub const OUTSIDE_USAGE: usize = 4;
+    pub const RELEASED: usize = 5;
+    pub const UPLINKS: usize = 6;
+    pub const ADAPTIVE_SCALE: usize = 7;
+    pub const ADAPTIVE_LOWERED: usize = 8;
+}
+
+/// Offsets in `status.lua`'s reply: the service's fields, then [`PER_LIMIT`] values per limit
+/// from [`LIMITS`], then [`DIMENSION_COOLDOWN`] values per token dimension, then the scale.
+mod status {
+    pub const NOW: usize = 0;
+    pub const COOLDOWN: usize = 1;
+    pub const COOLDOWN_STATUS: usize = 2;
+    pub const COOLDOWN_SOURCE: usize = 3;
+    pub const QUEUED: usize = 4;
+    pub const REPORT_STATUS: usize = 5;
+    pub const REPORT_AT: usize = 6;
+    pub const REPORT_HEADERS: usize = 7;
+    /// Leases held (offset 8; read by tests through `lease_count`, not here).
+    pub const LIMITS: usize = 9;
+    pub const PER_LIMIT: usize = 4;
+    pub const USED: usize = 0;
+    pub const RESET: usize = 1;
+    pub const AMOUNT: usize = 2;
+    pub const REMAINING: usize = 3;
+    /// Remaining, status, source of each of the three token dimensions' cooldowns.
+    pub const DIMENSION_COOLDOWN: usize = 3;
+    /// After the limits: past the three dimension cooldowns.
+    pub const ADAPTIVE_SCALE: usize = 3 * DIMENSION_COOLDOWN;
+
+    /// Where limit `i`'s values start.
+    pub const fn limit(i: usize) -> usize {
+        LIMITS + PER_LIMIT * i
+    }
+
+    /// The reply's length for `limits` limits.
+    pub const fn len(limits: usize) -> usize {
+        limit(limits) + ADAPTIVE_SCALE + 1
+    }
+}
+
+/// The slot and wait of a grant reply, if they read.
+pub(super) fn slot_and_wait(reply: &[String]) -> Option<(Micros, Micros)> {
+    Some((
+        number(reply, grant::SLOT).ok()?,
+        number(reply, grant::WAIT).ok()?,
+    ))
+}
+
+/// A reply that is not what the scripts send.
+pub(super) fn protocol(what: &str) -> BackendError {
+    BackendError::Unavailable(format!("redis: unexpected script reply ({what})"))
+}
+
+/// Number `i` of a reply.
+pub(super) fn number<T: std::str::FromStr>(reply: &[String], i: usize) -> Result<T, BackendError> {
+    reply
+        .get(i)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| protocol("a number was expected"))
+}
+
+/// The leases a family member's lease booked in its ancestors: `nonce:seq` pairs (nonces in
+/// hex), comma-separated, parent first.
+pub(super) fn parse_uplinks(text: &str) -> Result<Vec<LeaseId>, BackendError> {
+    text.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (nonce, seq) = pair.split_once(':').ok_or_else(|| protocol("bad uplink"))?;
+            Ok(LeaseId {
+                nonce: u64::from_str_radix(nonce, 16).map_err(|_| protocol("bad uplink"))?,
+                seq: seq.parse().map_err(|_| protocol("bad uplink"))?,
+            })
+        })
+        .collect()
+}
+
+/// The decision one acquire reply says.
+pub(super) fn decision(
+    spec: &ServiceSpec,
+    call: &AcquireCall<'_>,
+    reply: Vec<String>,
+) -> Result<Decision, BackendError> {
+    match reply.first().map(String::as_str) {
+        Some("G") => {
+            let nonce = reply
+                .get(grant::NONCE)
+                .and_then(|n| u64::from_str_radix(n, 16).ok())
+                .ok_or_else(|| protocol("bad nonce"))?;
+            Ok(Decision::Granted(Grant {
+                lease_id: LeaseId {
+                    nonce,
+                    seq: number(&reply, grant::SEQ)?,
+                },
+                slot: number(&reply, grant::SLOT)?,
+                wait: number(&reply, grant::WAIT)?,
+                decider: decider(spec, reply.get(grant::DECIDER))?,
+                scope: Scope::Shared,
+            }))
+        }
+        Some("D") => Ok(Decision::Denied {
+            retry_after: number(&reply, grant::RETRY_AFTER)?,
+            decider: decider(spec, reply.get(grant::DENIAL_DECIDER))?,
+            scope: Scope::Shared,
+        }),
+        Some("R") => Err(BackendError::Refused(AcquireError::RequestIdReused(
+            call.request_id.unwrap_or_default().to_string(),
+        ))),
+        Some("F") => Err(BackendError::Refused(AcquireError::Full)),
+        Some("O") => Err(BackendError::Refused(AcquireError::TotalTooLarge)),
+        // Redis ran it after its caller was answered: nothing was booked.
+        Some("E") => Err(BackendError::Unavailable(
+            "redis: the decision ran after its deadline; nothing was booked".into(),
+        )),
+        _ => Err(protocol("unknown acquire answer")),
+    }
+}
+
+/// What decided a slot, from its code (see LAYOUT.md, "Decider codes").
+pub(super) fn decider(spec: &ServiceSpec, code: Option<&String>) -> Result<Decider, BackendError> {
+    match code.map(String::as_str) {
+        Some("n") => Ok(Decider::Now),
+        Some("c") => Ok(Decider::Cooldown),
+        Some(p) if p.starts_with('p') => {
+            let (level, what) = p[1..]
+                .split_once('_')
+                .ok_or_else(|| protocol("unknown decider"))?;
+            let level = level.parse().map_err(|_| protocol("unknown decider"))?;
+            let limit = match what {
+                "c" => None,
+                i => Some(i.parse().map_err(|_| protocol("unknown decider"))?),
+            };
+            Ok(Decider::Ancestor { level, limit })
+        }
+        Some(i) => match i.parse::<usize>() {
+            Ok(i) if i < spec.limits.len() => Ok(Decider::Limit(i)),
+            // A slot booked under a config a reload replaced (or another replica's) may name
+            // a limit this config does not have: the slot stands, its label is unknown.
+            Ok(_) => Ok(Decider::Now),
+            Err(_) => Err(protocol("unknown decider")),
+        },
+        None => Err(protocol("missing decider")),
+    }
+}
+
+/// `report.lua`'s ARGV from 5 on (see its header) for `call` on `spec`.
+pub(super) fn report_args(
+    spec: &ServiceSpec,
+    call: &ReportCall,
+) -> Result<Vec<String>, BackendError> {
+    let (lease_nonce, lease_seq) = call.lease.map_or((String::new(), String::new()), |l| {
+        (format!("{:016x}", l.nonce), l.seq.to_string())
+    });
+    let usage = call.usage.map_or(String::new(), |u| {
+        u[1..]
+            .iter()
+            .map(|v| v.map_or("-".to_string(), |v| v.to_string()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    // Sources are our own text; newlines would split an order, so none may pass.
+    let cooldowns = call
+        .cooldowns
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {} {} {}",
+                o.dimension.index(),
+                o.length,
+                o.cause.status_code,
+                o.cause.source.replace('\n', " ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let overload = call.overload.as_ref().map_or(String::new(), |o| {
+        format!(
+            "{} {} {} {} {} {}",
+            o.base,
+            o.cap,
+            o.jitter_permille,
+            o.at_least,
+            o.cause.status_code,
+            o.cause.source.replace('\n', " ")
+        )
+    });
+    let success = if call.success { "1" } else { "0" };
+    let remaining = call
+        .remaining
+        .iter()
+        .map(|r| format!("{} {} {}", r.limit, r.remaining, r.tolerance))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let adopt = call
+        .adopt
+        .iter()
+        .map(|o| {
+            let window = spec.limits.get(o.limit).map_or(1, |l| l.window);
+            let (a, wg) = BucketShape {
+                amount: o.amount,
+                window,
+                burst: o.burst,
+            }
+            .reduced();
+            format!("{} {} {} {a} {wg}", o.limit, o.amount, o.burst)
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let max_leases = MAX_LEASES.to_string();
+    let (observed, headers) = match &call.observation {
+        Some((status, headers)) => (
+            status.to_string(),
+            serde_json::to_string(headers).map_err(|e| BackendError::Unavailable(e.to_string()))?,
+        ),
+        None => Default::default(),
+    };
+    Ok(vec![
+        lease_nonce,
+        lease_seq,
+        usage,
+        cooldowns,
+        overload,
+        success.to_string(),
+        remaining,
+        observed,
+        headers,
+        max_leases,
+        adopt,
+        if spec.family.is_some() { "1" } else { "0" }.to_string(),
+        if call.throttled { "1" } else { "0" }.to_string(),
+    ])
+}
+
+/// What `report.lua` answered.
+pub(super) fn report_outcome(reply: &[String]) -> Result<ReportOutcome, BackendError> {
+    Ok(ReportOutcome {
+        cooldown_remaining: number(reply, report::COOLDOWN)?,
+        cooldown_set: number::<u8>(reply, report::COOLDOWN_SET)? == 1,
+        usage_applied: number::<u8>(reply, report::USAGE_APPLIED)? == 1,
+        lease_unknown: number::<u8>(reply, report::LEASE_UNKNOWN)? == 1,
+        outside_usage: number(reply, report::OUTSIDE_USAGE)?,
+        released: number::<u8>(reply, report::RELEASED)? == 1,
+        uplinks: reply
+            .get(report::UPLINKS)
+            .map(|up| parse_uplinks(up))
+            .transpose()?
+            .unwrap_or_default(),
+        adaptive_scale: number(reply, report::ADAPTIVE_SCALE)?,
+        adaptive_lowered: number::<u8>(reply, report::ADAPTIVE_LOWERED)? == 1,
+        scope: Scope::Shared,
+    })
+}
+
+/// The snapshot `status.lua` answered for `spec`.
+pub(super) fn snapshot(
+    spec: &ServiceSpec,
+    reply: &[String],
+) -> Result<ServiceSnapshot, BackendError> {
+    if reply.len() != status::len(spec.limits.len()) {
+        return Err(protocol("status length"));
+    }
+    let now: Micros = number(reply, status::NOW)?;
+    let cooldown_remaining: Micros = number(reply, status::COOLDOWN)?;
+    let cooldown = (cooldown_remaining > 0)
+        .then(|| {
+            Ok::<_, BackendError>((
+                cooldown_remaining,
+                CooldownCause {
+                    status_code: number(reply, status::COOLDOWN_STATUS)?,
+                    source: reply[status::COOLDOWN_SOURCE].clone(),
+                },
+            ))
+        })
+        .transpose()?;
+    let last_report = if reply[status::REPORT_STATUS].is_empty() {
+        None
+    } else {
+        Some(Observation {
+            at: number(reply, status::REPORT_AT)?,
+            status_code: number(reply, status::REPORT_STATUS)?,
+            headers: serde_json::from_str(&reply[status::REPORT_HEADERS])
+                .map_err(|_| protocol("headers"))?,
+        })
+    };
+    let limits = spec
+        .limits
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            Ok(LimitSnapshot {
+                used: number(reply, status::limit(i) + status::USED)?,
+                reset_after: number(reply, status::limit(i) + status::RESET)?,
+                amount: number(reply, status::limit(i) + status::AMOUNT)?,
+                remaining: number(reply, status::limit(i) + status::REMAINING)?,
+            })
+        })
+        .collect::<Result<_, BackendError>>()?;
+    let base = status::limit(spec.limits.len());
+    let mut dimension_cooldowns = Vec::new();
+    for (k, dimension) in Dimension::ALL[1..].iter().enumerate() {
+        let remaining: Micros = number(reply, base + status::DIMENSION_COOLDOWN * k)?;
+        if remaining > 0 {
+            dimension_cooldowns.push((
+                *dimension,
+                remaining,
+                CooldownCause {
+                    status_code: number(reply, base + status::DIMENSION_COOLDOWN * k + 1)?,
+                    source: reply[base + status::DIMENSION_COOLDOWN * k + 2].clone(),
+                },
+            ));
+        }
+    }
+    Ok(ServiceSnapshot {
+        now,
+        limits,
+        cooldown,
+        dimension_cooldowns,
+        queued: number(reply, status::QUEUED)?,
+        last_report,
+        adaptive_scale: number(reply, base + status::ADAPTIVE_SCALE)?,
+        scope: Scope::Shared,
+    })
+}
