@@ -1,5 +1,7 @@
--- Shared by every Sluice script (concatenated in front of acquire.lua, report.lua, status.lua).
--- Semantics are those of the memory backend's Ledger (server/src/core/ledger.rs); all numbers
+-- Shared by every Sluice script (concatenated in front of each of them). The whole data layout
+-- and protocol (keys, state fields, lease records, decider codes, each script's ARGV and reply)
+-- is LAYOUT.md, beside this file; what follows is the summary the code is read with.
+-- Semantics are those of the memory backend's Ledger (server/src/core/ledger/); all numbers
 -- are integers below 2^53, kept exact in Lua's doubles, and written with string.format('%d').
 --
 -- KEYS (one hash tag, so one cluster slot; a family's acquire passes 9 keys per member and works
@@ -182,8 +184,8 @@ local function apply_adopted(st, limits)
   end
 end
 
--- "slot c0 c1 c2 c3 r0 r1 r2 r3 decider[ uplinks]|request_id" -> table; uplinks (a family
--- member's leases in its ancestors, parent first) are "nonce:seq,nonce:seq".
+-- "slot c0 c1 c2 c3 r0 r1 r2 r3 decider[ uplinks][ o<rank>.<left>]|request_id" -> table; uplinks
+-- (a family member's leases in its ancestors, parent first) are "nonce:seq,nonce:seq" (LAYOUT.md).
 local function parse_lease(rec)
   local bar = string.find(rec, '|', 1, true)
   local head, rid = rec, ''
@@ -193,9 +195,10 @@ local function parse_lease(rec)
   local lease = { slot = tonumber(f[1]), cost = { tonumber(f[2]), tonumber(f[3]), tonumber(f[4]), tonumber(f[5]) },
     requested = { tonumber(f[6]), tonumber(f[7]), tonumber(f[8]), tonumber(f[9]) }, decider = f[10],
     up = '', rank = 0, left = 0, rid = rid }
-  -- Optional fields: uplinks, and the priority class "k<rank>.<overtakes left>".
+  -- Optional fields: uplinks, and the priority class "o<rank>.<overtakes left>" (written "k…"
+  -- before 2026-12: read both, so leases booked by an older replica keep their class).
   for i = 11, #f do
-    local rank, left = string.match(f[i], '^k(%d+)%.(%d+)$')
+    local rank, left = string.match(f[i], '^[ok](%d+)%.(%d+)$')
     if rank then lease.rank, lease.left = tonumber(rank), tonumber(left) else lease.up = f[i] end
   end
   return lease
@@ -205,7 +208,7 @@ local function format_lease(l)
   return s(l.slot) .. ' ' .. s(l.cost[1]) .. ' ' .. s(l.cost[2]) .. ' ' .. s(l.cost[3]) .. ' ' .. s(l.cost[4])
     .. ' ' .. s(l.requested[1]) .. ' ' .. s(l.requested[2]) .. ' ' .. s(l.requested[3]) .. ' '
     .. s(l.requested[4]) .. ' ' .. l.decider .. ((l.up or '') ~= '' and (' ' .. l.up) or '')
-    .. (((l.rank or 0) > 0) and (' k' .. s(l.rank) .. '.' .. s(l.left)) or '') .. '|' .. l.rid
+    .. (((l.rank or 0) > 0) and (' o' .. s(l.rank) .. '.' .. s(l.left)) or '') .. '|' .. l.rid
 end
 
 -- Drops leases whose longest span has passed and expired cooldowns. Leases go in batches of
