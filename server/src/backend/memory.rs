@@ -55,7 +55,7 @@ impl Default for Clock {
 
 /// One service's state with the configuration it was shaped for.
 #[derive(Debug)]
-struct Slot {
+struct ServiceState {
     spec: Arc<ServiceSpec>,
     ledger: Ledger,
 }
@@ -70,7 +70,7 @@ pub struct MemoryBackend {
     /// back by reloads never hands out the ids of its earlier state.
     created: AtomicU64,
     /// The services, by name; replaced whole by [`Backend::reconfigure`].
-    slots: RwLock<Arc<HashMap<String, Arc<Mutex<Slot>>>>>,
+    states: RwLock<Arc<HashMap<String, Arc<Mutex<ServiceState>>>>>,
 }
 
 impl MemoryBackend {
@@ -80,38 +80,38 @@ impl MemoryBackend {
             clock,
             nonces: RandomState::new(),
             created: AtomicU64::new(0),
-            slots: RwLock::default(),
+            states: RwLock::default(),
         };
-        let slots = specs
+        let states = specs
             .iter()
-            .map(|spec| (spec.name.clone(), backend.fresh_slot(spec)))
+            .map(|spec| (spec.name.clone(), backend.fresh_state(spec)))
             .collect();
-        backend.install(slots);
+        backend.install(states);
         backend
     }
 
     /// An empty state for `spec`. One random nonce per state, so a lease id names its service
     /// (and which of its states) as well as this process: reporting service A's lease under
     /// service B, or under a B removed and added back, finds nothing instead of another lease.
-    fn fresh_slot(&self, spec: &Arc<ServiceSpec>) -> Arc<Mutex<Slot>> {
+    fn fresh_state(&self, spec: &Arc<ServiceSpec>) -> Arc<Mutex<ServiceState>> {
         let mut hasher = self.nonces.build_hasher();
         hasher.write(spec.name.as_bytes());
         hasher.write_u64(self.created.fetch_add(1, Ordering::Relaxed));
-        Arc::new(Mutex::new(Slot {
+        Arc::new(Mutex::new(ServiceState {
             spec: spec.clone(),
             ledger: Ledger::new(spec, hasher.finish()),
         }))
     }
 
-    fn slots(&self) -> Arc<HashMap<String, Arc<Mutex<Slot>>>> {
-        self.slots
+    fn states(&self) -> Arc<HashMap<String, Arc<Mutex<ServiceState>>>> {
+        self.states
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    fn install(&self, slots: HashMap<String, Arc<Mutex<Slot>>>) {
-        *self.slots.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(slots);
+    fn install(&self, states: HashMap<String, Arc<Mutex<ServiceState>>>) {
+        *self.states.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(states);
     }
 
     /// Runs `f` on the ledger of `spec`, which must be the configuration the state is shaped for
@@ -121,8 +121,8 @@ impl MemoryBackend {
         spec: &ServiceSpec,
         f: impl FnOnce(&mut Ledger, Micros) -> T,
     ) -> Result<T, BackendError> {
-        let slot = self
-            .slots
+        let state = self
+            .states
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&spec.name)
@@ -130,16 +130,16 @@ impl MemoryBackend {
             .ok_or_else(|| BackendError::Reconfigured(spec.name.clone()))?;
         // A panic while holding the lock cannot leave a ledger half-updated in a way that breaks
         // its invariants worse than losing it would; keep serving.
-        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-        if !std::ptr::eq(Arc::as_ptr(&slot.spec), spec) {
+        let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+        if !std::ptr::eq(Arc::as_ptr(&state.spec), spec) {
             return Err(BackendError::Reconfigured(spec.name.clone()));
         }
         let now = self.clock.now();
-        Ok(f(&mut slot.ledger, now))
+        Ok(f(&mut state.ledger, now))
     }
 
     /// Decides an acquire of `spec`, a member of a family, on its ledger and its ancestors'
-    /// together. The slots are locked in one global order (by address), whatever the family's
+    /// together. The states are locked in one global order (by address), whatever the family's
     /// shape, so acquires never wait on each other in a cycle, not even while a reload rewrites
     /// the parents; the chain is checked again under the locks.
     fn acquire_in_family(
@@ -148,24 +148,24 @@ impl MemoryBackend {
         call: &AcquireCall<'_>,
     ) -> Result<Decision, BackendError> {
         let reconfigured = || BackendError::Reconfigured(spec.name.clone());
-        let slots = self.slots();
-        let mut chain: Vec<Arc<Mutex<Slot>>> = Vec::new();
+        let states = self.states();
+        let mut chain: Vec<Arc<Mutex<ServiceState>>> = Vec::new();
         let mut name = spec.name.clone();
         loop {
-            let slot = slots.get(&name).ok_or_else(reconfigured)?.clone();
-            // A slot seen twice: a reload is turning parents around. Retried after it.
-            if chain.iter().any(|s| Arc::ptr_eq(s, &slot))
+            let state = states.get(&name).ok_or_else(reconfigured)?.clone();
+            // A state seen twice: a reload is turning parents around. Retried after it.
+            if chain.iter().any(|s| Arc::ptr_eq(s, &state))
                 || chain.len() > crate::core::MAX_ANCESTORS
             {
                 return Err(reconfigured());
             }
-            let parent = slot
+            let parent = state
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .spec
                 .parent
                 .clone();
-            chain.push(slot);
+            chain.push(state);
             match parent {
                 Some(p) => name = p,
                 None => break,
@@ -173,11 +173,12 @@ impl MemoryBackend {
         }
         let mut order: Vec<usize> = (0..chain.len()).collect();
         order.sort_by_key(|&i| Arc::as_ptr(&chain[i]) as usize);
-        let mut locked: Vec<Option<MutexGuard<'_, Slot>>> = chain.iter().map(|_| None).collect();
+        let mut locked: Vec<Option<MutexGuard<'_, ServiceState>>> =
+            chain.iter().map(|_| None).collect();
         for i in order {
             locked[i] = Some(chain[i].lock().unwrap_or_else(PoisonError::into_inner));
         }
-        let mut guards: Vec<MutexGuard<'_, Slot>> = locked.into_iter().flatten().collect();
+        let mut guards: Vec<MutexGuard<'_, ServiceState>> = locked.into_iter().flatten().collect();
         let linked = guards
             .windows(2)
             .all(|w| w[0].spec.parent.as_deref() == Some(w[1].spec.name.as_str()));
@@ -191,7 +192,7 @@ impl MemoryBackend {
         let mut members: Vec<Member<'_>> = guards
             .iter_mut()
             .map(|g| {
-                let Slot { spec, ledger } = &mut **g;
+                let ServiceState { spec, ledger } = &mut **g;
                 Member { spec, ledger }
             })
             .collect();
@@ -250,36 +251,36 @@ impl Backend for MemoryBackend {
     }
 
     async fn maintain(&self) {
-        for slot in self.slots().values() {
-            let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        for state in self.states().values() {
+            let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
             let now = self.clock.now();
-            let Slot { spec, ledger } = &mut *slot;
+            let ServiceState { spec, ledger } = &mut *state;
             ledger.compact(spec, now);
         }
     }
 
     async fn reconfigure(&self, specs: &[Arc<ServiceSpec>]) -> Result<(), BackendError> {
-        let old = self.slots();
-        let mut slots = HashMap::with_capacity(specs.len());
+        let old = self.states();
+        let mut states = HashMap::with_capacity(specs.len());
         for spec in specs {
-            let slot = match old.get(&spec.name) {
-                Some(slot) => {
-                    let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            let state = match old.get(&spec.name) {
+                Some(state) => {
+                    let mut guard = state.lock().unwrap_or_else(PoisonError::into_inner);
                     if !Arc::ptr_eq(&guard.spec, spec) {
-                        let Slot {
+                        let ServiceState {
                             spec: before,
                             ledger,
                         } = &mut *guard;
                         ledger.reshape(before, spec);
                         guard.spec = spec.clone();
                     }
-                    slot.clone()
+                    state.clone()
                 }
-                None => self.fresh_slot(spec),
+                None => self.fresh_state(spec),
             };
-            slots.insert(spec.name.clone(), slot);
+            states.insert(spec.name.clone(), state);
         }
-        self.install(slots);
+        self.install(states);
         Ok(())
     }
 }
