@@ -73,7 +73,7 @@ impl LoadArgs {
 
 /// Parses `10s`, `500ms`, `2m`.
 pub fn duration(s: &str) -> Result<Duration, String> {
-    sluice_server::duration::parse_duration(s)
+    sluice_server::core::parse_duration(s)
         .map(Duration::from_micros)
         .map_err(|e| e.to_string())
 }

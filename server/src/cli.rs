@@ -5,12 +5,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 
-use crate::{
-    config::{
-        BackendConfig, Config, ConfigError, OnFailure, RedisConfig, RedisUrl, DEFAULT_KEY_PREFIX,
-        DEFAULT_REDIS_TIMEOUT,
-    },
-    duration::parse_duration,
+use crate::config::{
+    BackendConfig, Config, ConfigError, OnFailure, RedisConfig, RedisUrl, DEFAULT_KEY_PREFIX,
+    DEFAULT_REDIS_TIMEOUT,
 };
 
 /// Sluice: rate-limit coordination for fleets of workers calling rate-limited APIs.
@@ -77,7 +74,7 @@ fn parse_backend_url(s: &str) -> Result<RedisUrl, String> {
 }
 
 fn parse_grace(s: &str) -> Result<Duration, String> {
-    parse_duration(s)
+    crate::core::parse_duration(s)
         .map(Duration::from_micros)
         .map_err(|e| e.to_string())
 }

@@ -13,7 +13,6 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod core;
-pub mod duration;
 pub mod envoy;
 pub mod error;
 pub mod grpc;

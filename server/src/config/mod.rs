@@ -37,7 +37,6 @@ use crate::{
     core::{
         Algorithm, Dimension, LimitSpec, Micros, Priorities, ServiceSpec, MAX_AMOUNT, MIN_SHARE,
     },
-    duration::parse_duration,
     envoy::{DescriptorRoute, EnvoyConfig, DEFAULT_SERVICE_KEY},
     provider::{is_header_name, profile::BUILTIN, HeaderRule, Meaning, Profile, TimeFormat},
     tls::TlsConfig,
@@ -180,7 +179,7 @@ fn parse_error(text: &str, e: &toml::de::Error) -> String {
 }
 
 fn duration_field(field: &str, value: &str) -> Result<Micros, String> {
-    parse_duration(value).map_err(|e| format!("{field}: {e}"))
+    crate::core::parse_duration(value).map_err(|e| format!("{field}: {e}"))
 }
 
 impl RawConfig {

@@ -7,6 +7,7 @@
 pub mod adaptive;
 mod answer;
 mod bucket;
+pub mod duration;
 mod family;
 mod lease;
 mod ledger;
@@ -21,6 +22,7 @@ pub use answer::{
     ServiceSnapshot,
 };
 pub use bucket::{BucketShape, TokenBucket};
+pub use duration::{format_duration, parse_duration, DurationError};
 pub use family::{acquire_in_family, Member};
 pub use lease::LeaseId;
 pub use ledger::{AcquireError, AdminOp, Ledger, UsageUpdate, MAX_DEFERRED, MAX_LEASES};
@@ -32,8 +34,8 @@ pub use report::{
 mod scope;
 pub use scope::Scope;
 pub use spec::{
-    format_duration, Algorithm, Cost, Dimension, LimitSpec, NeverFits, ServiceSpec, MAX_AMOUNT,
-    MAX_TOTAL, MAX_WAIT_LIMIT,
+    Algorithm, Cost, Dimension, LimitSpec, NeverFits, ServiceSpec, MAX_AMOUNT, MAX_TOTAL,
+    MAX_WAIT_LIMIT,
 };
 pub use window::SlidingWindow;
 

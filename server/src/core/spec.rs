@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::{Micros, MICROS_PER_SEC};
+use super::{duration::format_duration, Micros, MICROS_PER_SEC};
 
 /// Largest amount, burst, cost or usage accepted anywhere (2^50): every number stays exact in a
 /// Lua double, with room for the running totals of the Redis backend's sliding windows.
@@ -324,30 +324,6 @@ impl ServiceSpec {
     }
 }
 
-/// Formats a duration compactly in the config syntax: `1m`, `1h30m`, `250ms`, `1d`.
-pub fn format_duration(micros: Micros) -> String {
-    if micros == 0 {
-        return "0s".to_string();
-    }
-    const UNITS: [(&str, u64); 6] = [
-        ("d", 86_400 * MICROS_PER_SEC),
-        ("h", 3_600 * MICROS_PER_SEC),
-        ("m", 60 * MICROS_PER_SEC),
-        ("s", MICROS_PER_SEC),
-        ("ms", 1_000),
-        ("us", 1),
-    ];
-    let mut rest = micros;
-    let mut out = String::new();
-    for (unit, size) in UNITS {
-        if rest >= size {
-            out.push_str(&format!("{}{unit}", rest / size));
-            rest %= size;
-        }
-    }
-    out
-}
-
 impl fmt::Display for Dimension {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -357,14 +333,6 @@ impl fmt::Display for Dimension {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_format_compactly() {
-        assert_eq!(format_duration(60 * MICROS_PER_SEC), "1m");
-        assert_eq!(format_duration(90 * MICROS_PER_SEC), "1m30s");
-        assert_eq!(format_duration(250_000), "250ms");
-        assert_eq!(format_duration(86_400 * MICROS_PER_SEC), "1d");
-    }
 
     #[test]
     fn tokens_default_to_input_plus_output() {

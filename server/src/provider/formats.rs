@@ -122,83 +122,15 @@ pub fn parse_count(value: &str) -> Result<u64, Ignored> {
     whole.parse().map_err(|_| Ignored("count too large"))
 }
 
-/// A non-negative decimal number of `unit` µs: `37`, `1.5`, `.25`.
+/// A non-negative decimal number of `unit` µs: `37`, `1.5`, `.25` (saturating).
 pub fn parse_decimal(v: &str, unit: Micros) -> Result<Micros, Ignored> {
-    let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
-    if (whole.is_empty() && frac.is_empty())
-        || !whole.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Err(Ignored("not a number"));
-    }
-    if whole.len() > 15 {
-        // Absurdly far: saturate, and let the caller clamp it.
-        return Ok(Micros::MAX);
-    }
-    let mut total = if whole.is_empty() {
-        0
-    } else {
-        whole
-            .parse::<Micros>()
-            .map_err(|_| Ignored("not a number"))?
-            .saturating_mul(unit)
-    };
-    let mut place = unit;
-    for d in frac.bytes().take(12) {
-        place /= 10;
-        total = total.saturating_add(Micros::from(d - b'0') * place);
-    }
-    Ok(total)
+    crate::core::duration::decimal(v, unit).map_err(Ignored)
 }
 
 /// A Go-style duration (`time.Duration.String()`): a sequence of decimal numbers with units
 /// `h`, `m`, `s`, `ms`, `us`/`µs`, `ns`; also a protobuf Duration string such as `34s` or `1.5s`.
 pub fn parse_go_duration(v: &str) -> Result<Micros, Ignored> {
-    if v == "0" {
-        return Ok(0);
-    }
-    let mut rest = v;
-    let mut total: Micros = 0;
-    let mut parts = 0;
-    while !rest.is_empty() {
-        parts += 1;
-        if parts > 8 {
-            return Err(Ignored("too many duration parts"));
-        }
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or(Ignored("duration without a unit"))?;
-        if number_len == 0 {
-            return Err(Ignored("not a duration"));
-        }
-        let (number, after) = rest.split_at(number_len);
-        let (unit, tail) = if let Some(t) = after.strip_prefix("ms") {
-            (1_000, t)
-        } else if let Some(t) = after.strip_prefix("us") {
-            (1, t)
-        } else if let Some(t) = after.strip_prefix("µs") {
-            (1, t)
-        } else if let Some(t) = after.strip_prefix("ns") {
-            (0, t)
-        } else if let Some(t) = after.strip_prefix('h') {
-            (3_600 * MICROS_PER_SEC, t)
-        } else if let Some(t) = after.strip_prefix('m') {
-            (60 * MICROS_PER_SEC, t)
-        } else if let Some(t) = after.strip_prefix('s') {
-            (MICROS_PER_SEC, t)
-        } else {
-            return Err(Ignored("unknown duration unit"));
-        };
-        // Nanoseconds: count whole microseconds only.
-        let part = if unit == 0 {
-            parse_decimal(number, 1)? / 1_000
-        } else {
-            parse_decimal(number, unit)?
-        };
-        total = total.saturating_add(part);
-        rest = tail;
-    }
-    Ok(total)
+    crate::core::duration::parse_go_duration(v).map_err(Ignored)
 }
 
 #[cfg(test)]
