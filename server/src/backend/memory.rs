@@ -149,28 +149,21 @@ impl MemoryBackend {
     ) -> Result<Decision, BackendError> {
         let reconfigured = || BackendError::Reconfigured(spec.name.clone());
         let states = self.states();
-        let mut chain: Vec<Arc<Mutex<ServiceState>>> = Vec::new();
-        let mut name = spec.name.clone();
-        loop {
-            let state = states.get(&name).ok_or_else(reconfigured)?.clone();
-            // A state seen twice: a reload is turning parents around. Retried after it.
-            if chain.iter().any(|s| Arc::ptr_eq(s, &state))
-                || chain.len() > crate::core::MAX_ANCESTORS
-            {
-                return Err(reconfigured());
-            }
-            let parent = state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .spec
-                .parent
-                .clone();
-            chain.push(state);
-            match parent {
-                Some(p) => name = p,
-                None => break,
-            }
-        }
+        let parent_of = |state: &Arc<Mutex<ServiceState>>| {
+            let state = state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.spec.parent.clone()
+        };
+        let first = states.get(&spec.name).ok_or_else(reconfigured)?.clone();
+        // A parent gone, or seen twice: a reload is turning parents around. Retried after it.
+        let ancestors = crate::core::ancestors(
+            &spec.name,
+            parent_of(&first),
+            |name| states.get(name).cloned(),
+            parent_of,
+        )
+        .map_err(|_| reconfigured())?;
+        let mut chain = vec![first];
+        chain.extend(ancestors);
         let mut order: Vec<usize> = (0..chain.len()).collect();
         order.sort_by_key(|&i| Arc::as_ptr(&chain[i]) as usize);
         let mut locked: Vec<Option<MutexGuard<'_, ServiceState>>> =

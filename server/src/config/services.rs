@@ -2,6 +2,7 @@
 //! [`ServiceSpec`]s; the family graph (parents, no cycle, at most [`MAX_ANCESTORS`] levels).
 
 use super::*;
+use crate::core::BrokenLineage;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,25 +186,23 @@ pub(super) fn resolve_families(services: &mut [ServiceSpec]) -> Result<(), Strin
         .collect();
     let mut roots = Vec::with_capacity(services.len());
     for s in services.iter() {
-        let mut at = s;
-        let mut levels = 0;
-        while let Some(parent) = &at.parent {
-            let Some(&p) = index.get(parent.as_str()) else {
-                return Err(format!(
-                    "service {:?}: parent: {parent:?} is not a configured service",
-                    s.name
-                ));
-            };
-            levels += 1;
-            if parent == &s.name || levels > MAX_ANCESTORS {
-                return Err(format!(
-                    "service {:?}: parent: a cycle or more than {MAX_ANCESTORS} levels of parents",
-                    s.name
-                ));
-            }
-            at = &services[p];
-        }
-        roots.push(at.name.clone());
+        let chain = crate::core::ancestors(
+            &s.name,
+            s.parent.clone(),
+            |name| index.get(name).copied(),
+            |&i| services[i].parent.clone(),
+        )
+        .map_err(|e| match e {
+            BrokenLineage::Unknown(parent) => format!(
+                "service {:?}: parent: {parent:?} is not a configured service",
+                s.name
+            ),
+            BrokenLineage::Cycle(_) | BrokenLineage::TooDeep => format!(
+                "service {:?}: parent: a cycle or more than {MAX_ANCESTORS} levels of parents",
+                s.name
+            ),
+        })?;
+        roots.push(chain.last().map_or(&s.name, |&i| &services[i].name).clone());
     }
     let has_children: HashSet<&str> = services
         .iter()

@@ -26,7 +26,7 @@ pub use duration::{format_duration, parse_duration, DurationError};
 pub use family::{acquire_in_family, Member};
 pub use lease::LeaseId;
 pub use ledger::{AcquireError, AdminOp, Ledger, UsageUpdate, MAX_DEFERRED, MAX_LEASES};
-pub use names::{validate_service_name, MAX_ANCESTORS};
+pub use names::{ancestors, validate_service_name, BrokenLineage, MAX_ANCESTORS};
 pub use priority::{Class, Priorities, MIN_SHARE};
 pub use report::{
     AdoptOrder, CooldownOrder, NotAdopted, OverloadOrder, RemainingReading, ReportCall,

@@ -284,19 +284,14 @@ impl<B: Backend> Limiter<B> {
     /// The ancestors of `spec` as configured now, parent first.
     pub fn ancestors(&self, spec: &ServiceSpec) -> Vec<Arc<ServiceSpec>> {
         let catalog = self.catalog.read().unwrap_or_else(PoisonError::into_inner);
-        let mut chain: Vec<Arc<ServiceSpec>> = Vec::new();
-        let mut parent = spec.parent.as_deref();
-        while let Some(name) = parent {
-            let Some(service) = catalog.by_name.get(name) else {
-                break;
-            };
-            if chain.len() >= crate::core::MAX_ANCESTORS {
-                break;
-            }
-            chain.push(service.spec.clone());
-            parent = service.spec.parent.as_deref();
-        }
-        chain
+        // A catalog is validated whole (config::services), so the walk never breaks here.
+        crate::core::ancestors(
+            &spec.name,
+            spec.parent.clone(),
+            |name| catalog.by_name.get(name).map(|s| s.spec.clone()),
+            |spec| spec.parent.clone(),
+        )
+        .unwrap_or_default()
     }
 
     /// The limit `decider` points at, as `(service, limit)`: one of `spec`'s or an ancestor's.

@@ -229,18 +229,19 @@ impl RedisBackend {
         if !current {
             return Err(reconfigured());
         }
-        let mut chain: Vec<Arc<ServiceArgs>> = Vec::new();
-        let mut parent = service.spec.parent.as_deref();
-        while let Some(name) = parent {
-            let args = services.get(name).ok_or_else(reconfigured)?;
-            if chain.len() >= crate::core::MAX_ANCESTORS || args.spec.family != service.spec.family
-            {
-                return Err(reconfigured());
-            }
-            chain.push(args.clone());
-            parent = args.spec.parent.as_deref();
-        }
-        Ok(chain)
+        // A parent of another family, or none at all: a reload is under way.
+        crate::core::ancestors(
+            &service.spec.name,
+            service.spec.parent.clone(),
+            |name| {
+                services
+                    .get(name)
+                    .filter(|a| a.spec.family == service.spec.family)
+                    .cloned()
+            },
+            |args| args.spec.parent.clone(),
+        )
+        .map_err(|_| reconfigured())
     }
 
     /// Decides `calls` of `spec` in order as one batch (what concurrent acquires share), without
