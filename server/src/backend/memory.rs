@@ -5,12 +5,8 @@
 //! `tokio::time::pause()` controls in tests.
 
 use std::{
-    collections::{hash_map::RandomState, HashMap},
-    hash::{BuildHasher, Hasher},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex, MutexGuard, PoisonError, RwLock,
-    },
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -64,11 +60,9 @@ struct ServiceState {
 #[derive(Debug)]
 pub struct MemoryBackend {
     clock: Clock,
-    /// Keys for lease-id nonces.
-    nonces: RandomState,
-    /// States created so far: every state gets a nonce of its own, so a service removed and added
-    /// back by reloads never hands out the ids of its earlier state.
-    created: AtomicU64,
+    /// Lease-id nonces: every state gets one of its own, so a service removed and added back by
+    /// reloads never hands out the ids of its earlier state.
+    nonces: crate::core::Unpredictable,
     /// The services, by name; replaced whole by [`Backend::reconfigure`].
     states: RwLock<Arc<HashMap<String, Arc<Mutex<ServiceState>>>>>,
 }
@@ -78,8 +72,7 @@ impl MemoryBackend {
     pub fn new(specs: &[Arc<ServiceSpec>], clock: Clock) -> Self {
         let backend = Self {
             clock,
-            nonces: RandomState::new(),
-            created: AtomicU64::new(0),
+            nonces: crate::core::Unpredictable::new(),
             states: RwLock::default(),
         };
         let states = specs
@@ -94,12 +87,9 @@ impl MemoryBackend {
     /// (and which of its states) as well as this process: reporting service A's lease under
     /// service B, or under a B removed and added back, finds nothing instead of another lease.
     fn fresh_state(&self, spec: &Arc<ServiceSpec>) -> Arc<Mutex<ServiceState>> {
-        let mut hasher = self.nonces.build_hasher();
-        hasher.write(spec.name.as_bytes());
-        hasher.write_u64(self.created.fetch_add(1, Ordering::Relaxed));
         Arc::new(Mutex::new(ServiceState {
             spec: spec.clone(),
-            ledger: Ledger::new(spec, hasher.finish()),
+            ledger: Ledger::new(spec, self.nonces.next_for(spec.name.as_bytes())),
         }))
     }
 

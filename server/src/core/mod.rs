@@ -15,6 +15,7 @@ mod names;
 mod priority;
 mod report;
 mod spec;
+mod unpredictable;
 mod window;
 
 pub use answer::{
@@ -37,6 +38,7 @@ pub use spec::{
     Algorithm, Cost, Dimension, LimitSpec, NeverFits, ServiceSpec, MAX_AMOUNT, MAX_TOTAL,
     MAX_WAIT_LIMIT,
 };
+pub use unpredictable::Unpredictable;
 pub use window::SlidingWindow;
 
 /// Microseconds: a point in time since the Unix epoch, or a duration.

@@ -4,12 +4,8 @@
 //! reloads are here; reports in [`report`], status and operator actions in [`status`].
 
 use std::{
-    collections::{hash_map::RandomState, HashMap},
-    hash::{BuildHasher, Hasher},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, PoisonError, RwLock,
-    },
+    collections::HashMap,
+    sync::{Arc, PoisonError, RwLock},
 };
 
 mod report;
@@ -157,18 +153,13 @@ pub struct Limiter<B> {
     jitter: Jitter,
 }
 
-/// Jitter for overload cooldowns: 800–1200 ‰, from a keyed hash of a counter.
+/// Jitter for overload cooldowns: 800–1200 ‰.
 #[derive(Debug, Default)]
-struct Jitter {
-    keys: RandomState,
-    calls: AtomicU64,
-}
+struct Jitter(crate::core::Unpredictable);
 
 impl Jitter {
     fn next(&self) -> u32 {
-        let mut hasher = self.keys.build_hasher();
-        hasher.write_u64(self.calls.fetch_add(1, Ordering::Relaxed));
-        800 + (hasher.finish() % 401) as u32
+        self.0.next_in(800, 1200)
     }
 }
 

@@ -4,7 +4,6 @@
 //! teach that clock; a family member's acquire names its ancestors' keys too.
 
 use std::{
-    hash::{BuildHasher, Hasher},
     sync::{atomic::Ordering, Arc},
     time::Duration,
 };
@@ -21,9 +20,7 @@ use crate::{
 
 impl RedisBackend {
     pub(super) fn fresh_nonce(&self) -> String {
-        let mut hasher = self.nonces.build_hasher();
-        hasher.write_u64(self.calls.fetch_add(1, Ordering::Relaxed));
-        format!("{:016x}", hasher.finish())
+        format!("{:016x}", self.nonces.next_u64())
     }
 
     pub(super) fn time_arg(&self) -> String {

@@ -19,7 +19,7 @@ mod scripts;
 pub mod settings;
 
 use std::{
-    collections::{hash_map::RandomState, HashMap},
+    collections::HashMap,
     sync::{atomic::AtomicU64, Arc, PoisonError, RwLock},
     time::Duration,
 };
@@ -84,10 +84,9 @@ pub struct RedisBackend {
     timeout: Duration,
     on_failure: OnFailure,
     time: TimeSource,
-    /// Keyed hasher for nonces: a state created by a call gets a nonce no other call offers, so
-    /// lease ids of a service's earlier (expired) state never name a lease of its new one.
-    nonces: RandomState,
-    calls: AtomicU64,
+    /// Nonces: a state created by a call gets a nonce no other call offers, so lease ids of a
+    /// service's earlier (expired) state never name a lease of its new one.
+    nonces: crate::core::Unpredictable,
     /// This replica's share of the limits, with `on_failure = "local"`.
     local: Option<fallback::LocalShare>,
     /// The offset of Redis's clock, for the acquires' deadlines.
@@ -191,8 +190,7 @@ impl RedisBackend {
             timeout: config.timeout,
             on_failure: config.on_failure,
             time: TimeSource::Server,
-            nonces: RandomState::new(),
-            calls: AtomicU64::new(0),
+            nonces: crate::core::Unpredictable::new(),
             local,
             clock: deadline::RedisClock::default(),
         }
