@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use redis::aio::ConnectionLike;
 use sluice_server::{
     backend::{AcquireCall, Backend, RedisBackend},
-    config::{Config, OnFailure, RedisConfig, RedisUrl},
+    config::{Config, RedisConfig, RedisUrl},
     core::Cost,
 };
 
@@ -42,14 +42,10 @@ pub async fn evalsha(
 ) -> anyhow::Result<Measured> {
     let config = Config::parse(&services_toml(services, mix))?;
     let specs: Vec<_> = config.services.into_iter().map(Arc::new).collect();
-    let redis_config = RedisConfig {
-        url: RedisUrl::parse(&redis.url()).map_err(anyhow::Error::msg)?,
-        cluster: redis.cluster(),
-        key_prefix: format!("raw-{}", std::process::id()),
-        timeout: Duration::from_secs(5),
-        on_failure: OnFailure::FailClosed,
-        tls_ca_file: None,
-    };
+    let redis_config = RedisConfig::new(RedisUrl::parse(&redis.url()).map_err(anyhow::Error::msg)?)
+        .cluster(redis.cluster())
+        .key_prefix(format!("raw-{}", std::process::id()))
+        .timeout(Duration::from_secs(5));
     let backend = Arc::new(RedisBackend::connect(&specs, &redis_config).await?);
     let cost = Cost::of_call(100, 0, 0);
     // Loads the script (EVAL on NOSCRIPT) before the raw calls.

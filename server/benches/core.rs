@@ -21,21 +21,12 @@ fn spec(algorithm: Algorithm, limits: usize, amount: u64) -> ServiceSpec {
         Dimension::InputTokens,
         Dimension::OutputTokens,
     ];
-    ServiceSpec {
-        index: 0,
-        name: "bench".into(),
-        profile: "generic".into(),
-        limits: (0..limits)
+    ServiceSpec::new(
+        "bench",
+        (0..limits)
             .map(|i| LimitSpec::new(dims[i % 4], amount, S * (1 + (i / 4) as u64), algorithm))
             .collect(),
-        default_cooldown: S,
-        max_cooldown: 3600 * S,
-        quota_cooldown: 3600 * S,
-        adopt_provider_limits: false,
-        adaptive: false,
-        parent: None,
-        family: None,
-    }
+    )
 }
 
 fn algorithms(burst: u64) -> [(&'static str, Algorithm); 2] {

@@ -15,7 +15,7 @@ use std::{
 use sluice_e2e::redis_server::{RedisCluster, RedisServer};
 use sluice_server::{
     backend::RedisBackend,
-    config::{Config, OnFailure, RedisConfig, RedisUrl},
+    config::{Config, RedisConfig, RedisUrl},
     core::Decision,
     limiter::{AcquireRequest, Limiter},
 };
@@ -40,14 +40,10 @@ async fn limiter(
         .into_iter()
         .map(Arc::new)
         .collect();
-    let config = RedisConfig {
-        url: RedisUrl::parse(&url).map_err(anyhow::Error::msg)?,
-        cluster,
-        key_prefix: "clock".into(),
-        timeout: Duration::from_secs(5),
-        on_failure: OnFailure::FailClosed,
-        tls_ca_file: None,
-    };
+    let config = RedisConfig::new(RedisUrl::parse(&url).map_err(anyhow::Error::msg)?)
+        .cluster(cluster)
+        .key_prefix("clock")
+        .timeout(Duration::from_secs(5));
     let now = Arc::new(AtomicU64::new(
         SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as u64,
     ));

@@ -16,7 +16,7 @@ use proptest::{prelude::*, test_runner::TestRunner};
 use sluice_e2e::redis_server::RedisServer;
 use sluice_server::{
     backend::{AcquireCall, Backend, BackendError, RedisBackend},
-    config::{OnFailure, RedisConfig, RedisUrl},
+    config::{RedisConfig, RedisUrl},
     core::{
         acquire_in_family, AcquireError, AdminOp, AdoptOrder, Algorithm, Class, CooldownCause,
         CooldownOrder, Cost, Decision, Dimension, LeaseId, Ledger, LimitSpec, Member, Micros,
@@ -139,19 +139,7 @@ fn spec(mut limits: Vec<LimitSpec>) -> ServiceSpec {
             i - 1 == first || !concurrent(l)
         });
     }
-    ServiceSpec {
-        index: 0,
-        name: "diff/svc".into(),
-        profile: "generic".into(),
-        limits,
-        default_cooldown: S,
-        max_cooldown: 3600 * S,
-        quota_cooldown: 3600 * S,
-        adopt_provider_limits: false,
-        adaptive: false,
-        parent: None,
-        family: None,
-    }
+    ServiceSpec::new("diff/svc", limits)
 }
 
 /// Same outcome. Lease ids are not compared: the nonces differ by design, and Redis restarts a
@@ -206,14 +194,9 @@ async fn run_case(
         ..spec(limits)
     });
     let now = Arc::new(AtomicU64::new(T0));
-    let config = RedisConfig {
-        url: RedisUrl::parse(&redis_url).map_err(TestCaseError::fail)?,
-        cluster: false,
-        key_prefix: format!("case{case}"),
-        timeout: Duration::from_secs(5),
-        on_failure: OnFailure::FailClosed,
-        tls_ca_file: None,
-    };
+    let config = RedisConfig::new(RedisUrl::parse(&redis_url).map_err(TestCaseError::fail)?)
+        .key_prefix(format!("case{case}"))
+        .timeout(Duration::from_secs(5));
     let backend = RedisBackend::connect(std::slice::from_ref(&spec), &config)
         .await
         .map_err(|e| TestCaseError::fail(e.to_string()))?
@@ -523,14 +506,9 @@ async fn run_family_case(
 ) -> Result<(), TestCaseError> {
     let specs = family_specs(limits);
     let now = Arc::new(AtomicU64::new(T0));
-    let config = RedisConfig {
-        url: RedisUrl::parse(&redis_url).map_err(TestCaseError::fail)?,
-        cluster: false,
-        key_prefix: format!("family{case}"),
-        timeout: Duration::from_secs(5),
-        on_failure: OnFailure::FailClosed,
-        tls_ca_file: None,
-    };
+    let config = RedisConfig::new(RedisUrl::parse(&redis_url).map_err(TestCaseError::fail)?)
+        .key_prefix(format!("family{case}"))
+        .timeout(Duration::from_secs(5));
     let backend = RedisBackend::connect(&specs, &config)
         .await
         .map_err(|e| TestCaseError::fail(e.to_string()))?

@@ -11,7 +11,7 @@ use std::{
 use sluice_e2e::redis_server::{RedisCluster, RedisServer};
 use sluice_server::{
     backend::{Backend, RedisBackend},
-    config::{Config, OnFailure, RedisConfig, RedisUrl},
+    config::{Config, RedisConfig, RedisUrl},
     core::Decision,
     error::Error,
     limiter::{AcquireRequest, Limiter, ReportRequest},
@@ -34,14 +34,10 @@ async fn limiter(url: String, cluster: bool) -> anyhow::Result<Arc<Limiter<Redis
         .into_iter()
         .map(Arc::new)
         .collect();
-    let config = RedisConfig {
-        url: RedisUrl::parse(&url).map_err(anyhow::Error::msg)?,
-        cluster,
-        key_prefix: "stall".into(),
-        timeout: Duration::from_millis(250),
-        on_failure: OnFailure::FailClosed,
-        tls_ca_file: None,
-    };
+    let config = RedisConfig::new(RedisUrl::parse(&url).map_err(anyhow::Error::msg)?)
+        .cluster(cluster)
+        .key_prefix("stall")
+        .timeout(Duration::from_millis(250));
     let backend = RedisBackend::connect(&specs, &config).await?;
     Ok(Arc::new(Limiter::new(specs, backend)))
 }

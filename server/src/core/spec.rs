@@ -242,6 +242,25 @@ pub struct ServiceSpec {
 }
 
 impl ServiceSpec {
+    /// Service `name` with `limits` and the config's defaults otherwise: the generic profile, a
+    /// 1 s default cooldown, at most 1 h for any cooldown (quotas too), nothing learned, no
+    /// parent. For tools and tests that build services without a config file.
+    pub fn new(name: &str, limits: Vec<LimitSpec>) -> Self {
+        Self {
+            index: 0,
+            name: name.to_string(),
+            profile: "generic".into(),
+            limits,
+            default_cooldown: MICROS_PER_SEC,
+            max_cooldown: 3600 * MICROS_PER_SEC,
+            quota_cooldown: 3600 * MICROS_PER_SEC,
+            adopt_provider_limits: false,
+            adaptive: false,
+            parent: None,
+            family: None,
+        }
+    }
+
     /// Whether `other` configures this service the same way (its position in the config aside).
     pub fn same_as(&self, other: &ServiceSpec) -> bool {
         let ServiceSpec {
@@ -343,11 +362,9 @@ mod tests {
 
     #[test]
     fn never_fits_names_the_limit() {
-        let spec = ServiceSpec {
-            index: 0,
-            name: "s".into(),
-            profile: "generic".into(),
-            limits: vec![
+        let spec = ServiceSpec::new(
+            "s",
+            vec![
                 LimitSpec::new(
                     Dimension::Requests,
                     10,
@@ -361,14 +378,7 @@ mod tests {
                     Algorithm::TokenBucket { burst: 100 },
                 ),
             ],
-            default_cooldown: MICROS_PER_SEC,
-            max_cooldown: 3600 * MICROS_PER_SEC,
-            quota_cooldown: MICROS_PER_SEC,
-            adopt_provider_limits: false,
-            adaptive: false,
-            parent: None,
-            family: None,
-        };
+        );
         assert!(spec.check_fits(&Cost::of_call(100, 0, 0)).is_ok());
         let err = spec.check_fits(&Cost::of_call(101, 0, 0)).unwrap_err();
         assert_eq!(err.limit, "tokens/1m");

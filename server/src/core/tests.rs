@@ -7,19 +7,7 @@ use super::*;
 const S: Micros = MICROS_PER_SEC;
 
 fn spec(limits: Vec<LimitSpec>) -> ServiceSpec {
-    ServiceSpec {
-        index: 0,
-        name: "test/svc".into(),
-        profile: "generic".into(),
-        limits,
-        default_cooldown: S,
-        max_cooldown: 3600 * S,
-        quota_cooldown: 3600 * S,
-        adopt_provider_limits: false,
-        adaptive: false,
-        parent: None,
-        family: None,
-    }
+    ServiceSpec::new("test/svc", limits)
 }
 
 /// The ledger's report with a service-wide cooldown given as an end time.

@@ -19,7 +19,7 @@ use std::{
 use sluice_e2e::redis_server::{RedisCluster, RedisServer};
 use sluice_server::{
     backend::{AcquireCall, Backend, BackendError, Clock, MemoryBackend, RedisBackend, ReportCall},
-    config::{OnFailure, RedisConfig, RedisUrl},
+    config::{RedisConfig, RedisUrl},
     core::{AdminOp, Decision, ReportOutcome, ServiceSnapshot, ServiceSpec},
 };
 
@@ -195,12 +195,11 @@ impl<D: RedisDeployment> TestBackend for OnRedis<D> {
             .expect("redis start task")
             .expect("redis starts");
         let config = RedisConfig {
-            url: RedisUrl::parse(&deployment.url()).expect("valid url"),
-            cluster: D::CLUSTER,
-            key_prefix: "suite".into(),
-            timeout: Duration::from_secs(5),
-            on_failure: OnFailure::FailClosed,
             tls_ca_file: deployment.ca_file(),
+            ..RedisConfig::new(RedisUrl::parse(&deployment.url()).expect("valid url"))
+                .cluster(D::CLUSTER)
+                .key_prefix("suite")
+                .timeout(Duration::from_secs(5))
         };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -38,6 +38,40 @@ pub struct RedisConfig {
     pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
+impl RedisConfig {
+    /// Redis at `url` with the defaults of the config's `[backend]`: one server (not a cluster),
+    /// keys under [`DEFAULT_KEY_PREFIX`], calls bounded by [`DEFAULT_REDIS_TIMEOUT`], fail closed,
+    /// the system's trust store.
+    pub fn new(url: RedisUrl) -> Self {
+        Self {
+            url,
+            cluster: false,
+            key_prefix: DEFAULT_KEY_PREFIX.to_string(),
+            timeout: DEFAULT_REDIS_TIMEOUT,
+            on_failure: OnFailure::FailClosed,
+            tls_ca_file: None,
+        }
+    }
+
+    /// The same, on a Redis Cluster if `cluster`.
+    pub fn cluster(self, cluster: bool) -> Self {
+        Self { cluster, ..self }
+    }
+
+    /// The same, with keys under `prefix`.
+    pub fn key_prefix(self, prefix: impl Into<String>) -> Self {
+        Self {
+            key_prefix: prefix.into(),
+            ..self
+        }
+    }
+
+    /// The same, with every call bounded by `timeout`.
+    pub fn timeout(self, timeout: Duration) -> Self {
+        Self { timeout, ..self }
+    }
+}
+
 /// A Redis URL. Its password never appears in `Debug` or `Display` output.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl(String);
