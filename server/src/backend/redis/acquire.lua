@@ -85,11 +85,8 @@ local function step_out(behind)
   end
   for _, l in ipairs(limits) do
     if l.bucket then
-      local sum = 0
-      for _, b in ipairs(behind) do sum = sum + b.rec.cost[l.dim + 1] end
-      local kk, ff = pair_add_units(num(st, l.kf), num(st, l.ff), -sum * l.wg, l.a)
-      if kk < 0 then kk, ff = 0, 0 end
-      set(l.kf, s(kk)); set(l.ff, s(ff))
+      local k, f = tat_without(st, l, behind)
+      set(l.kf, s(k)); set(l.ff, s(f))
     end
   end
   return saved

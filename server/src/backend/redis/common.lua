@@ -501,6 +501,17 @@ local function totals_fit(st, sliding, costs, now, retention)
 end
 
 -- The latest slot ever booked.
+-- Bucket limit l's TAT without the raw costs of `leases` ({rec = lease record} entries that step
+-- out of the state, core Ledger::step_out): TAT − Wg × their cost, not below zero (above the true
+-- TAT unless they were booked on a full bucket: the bucket then looks fuller, never emptier).
+local function tat_without(st, l, leases)
+  local sum = 0
+  for _, q in ipairs(leases) do sum = sum + q.rec.cost[l.dim + 1] end
+  local k, f = pair_add_units(num(st, l.kf), num(st, l.ff), -sum * l.wg, l.a)
+  if k < 0 then k, f = 0, 0 end
+  return k, f
+end
+
 local function latest_slot(st) return math.max(num(st, 'ls'), num(st, 'lm')) end
 
 -- Books cost (a table of 4) at slot t with decider, as the next lease; writes every structure

@@ -254,11 +254,8 @@ if ARGV[16] ~= '1' and #first > 0
     end
     for _, l in ipairs(limits) do
       if l.bucket then
-        local sum = 0
-        for _, q in ipairs(queued) do sum = sum + q.rec.cost[l.dim + 1] end
-        local kk, ff = pair_add_units(num(st, l.kf), num(st, l.ff), -sum * l.wg, l.a)
-        if kk < 0 then kk, ff = 0, 0 end
-        st[l.kf], st[l.ff] = s(kk), s(ff)
+        local k, f = tat_without(st, l, queued)
+        st[l.kf], st[l.ff] = s(k), s(f)
       end
     end
     for _, q in ipairs(queued) do
