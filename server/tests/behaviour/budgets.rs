@@ -1,6 +1,10 @@
-//! Learning the provider's real budget (issue 16), instantiated per backend by [`budget_suite!`]:
+//! Learning the provider's real budget (issue 16), instantiated per backend by the per-backend macro in `main.rs`:
 //! token buckets adopt a provider's `limit` (rate and burst follow, the state carries over) and
 //! are drained by a `remaining` below Sluice's view, never filled.
+
+use std::time::Duration;
+
+use crate::{families::limiter_for, suite::*, TestBackend};
 
 /// Services of the budget tests.
 pub const BUDGETS: &str = r#"
@@ -28,234 +32,222 @@ profile = "openai"
 limits = [{ dimension = "tokens", amount = 20000, window = "1m", algorithm = "token_bucket" }]
 "#;
 
-/// Instantiates the budget tests for one backend type.
-#[macro_export]
-macro_rules! budget_suite {
-    ($backend:ty) => {
-        use std::time::Duration;
+const S: Duration = Duration::from_secs(1);
 
-        use $crate::{budgets::*, families::limiter_for, suite::*, TestBackend};
+/// The live state of the adaptive service.
+async fn scale<B: TestBackend>(
+    l: &sluice_server::limiter::Limiter<B>,
+) -> sluice_server::core::ServiceSnapshot {
+    l.status("quiet").await.expect("status").snapshot
+}
 
-        type B = $backend;
-        const S: Duration = Duration::from_secs(1);
+pub(crate) async fn a_token_bucket_adopts_the_providers_budget_with_its_rate_and_burst<
+    B: TestBackend,
+>() {
+    let l = limiter_for::<B>(BUDGETS).await;
+    let (lease, _) = granted(&l, &req("oai-bucket", 10_000, Duration::ZERO)).await;
+    // The provider's budget is half the configured one.
+    let a = l
+        .report(report(
+            "oai-bucket",
+            &lease,
+            200,
+            &[
+                ("x-ratelimit-limit-tokens", "10000"),
+                ("x-ratelimit-remaining-tokens", "0"),
+            ],
+        ))
+        .await
+        .expect("report");
+    assert!(
+        a.detail.contains("adopted provider budget 10000"),
+        "{}",
+        a.detail
+    );
+    let status = l.status("oai-bucket").await.expect("status");
+    assert_eq!(status.snapshot.limits[1].amount, 10_000);
+    // The 10,000 tokens spent carry over: the bucket is empty at the new burst, and
+    // refills at the new rate (10,000 a minute: 1,000 tokens take 6 s).
+    assert_eq!(status.snapshot.limits[1].used, 10_000);
+    assert_eq!(
+        denied(&l, &req("oai-bucket", 1_000, Duration::ZERO)).await,
+        6 * US
+    );
+    l.backend().advance(6 * S).await;
+    granted(&l, &req("oai-bucket", 1_000, Duration::ZERO)).await;
+    // The same budget again changes nothing (no rounding creeps in).
+    l.report(report(
+        "oai-bucket",
+        "",
+        200,
+        &[("x-ratelimit-limit-tokens", "10000")],
+    ))
+    .await
+    .expect("report");
+    assert_eq!(
+        denied(&l, &req("oai-bucket", 1_000, Duration::ZERO)).await,
+        6 * US
+    );
+    // A higher budget raises rate and burst: the debt drains twice as fast.
+    l.report(report(
+        "oai-bucket",
+        "",
+        200,
+        &[("x-ratelimit-limit-tokens", "20000")],
+    ))
+    .await
+    .expect("report");
+    let status = l.status("oai-bucket").await.expect("status");
+    assert_eq!(status.snapshot.limits[1].amount, 20_000);
+    assert_eq!(status.snapshot.limits[1].used, 10_000);
+    granted(&l, &req("oai-bucket", 10_000, Duration::ZERO)).await;
+    assert_eq!(
+        denied(&l, &req("oai-bucket", 1_000, Duration::ZERO)).await,
+        3 * US
+    );
+}
 
-        /// The live state of the adaptive service.
-        async fn scale(
-            l: &sluice_server::limiter::Limiter<B>,
-        ) -> sluice_server::core::ServiceSnapshot {
-            l.status("quiet").await.expect("status").snapshot
-        }
+pub(crate) async fn an_adaptive_budget_lowers_on_429s_and_recovers_when_quiet<B: TestBackend>() {
+    let l = limiter_for::<B>(BUDGETS).await;
+    let a = l
+        .report(report("quiet", "", 429, &[]))
+        .await
+        .expect("report");
+    assert!(
+        a.detail.contains("adaptive budget lowered to 70%"),
+        "{}",
+        a.detail
+    );
+    let s = scale(&l).await;
+    assert_eq!(s.adaptive_scale, 700);
+    assert_eq!((s.limits[0].amount, s.limits[1].amount), (70, 7000));
+    // A second 429 of the same cooldown lowers nothing more.
+    let b = l
+        .report(report("quiet", "", 429, &[]))
+        .await
+        .expect("report");
+    assert!(!b.detail.contains("adaptive"), "{}", b.detail);
+    assert_eq!(scale(&l).await.adaptive_scale, 700);
+    // After the cooldown: 70 requests in the window, not 100; the bucket at 70 % rate.
+    l.backend().advance(2 * S).await;
+    for _ in 0..70 {
+        let mut r = req("quiet", 0, Duration::ZERO);
+        r.output_tokens = 0;
+        granted(&l, &r).await;
+    }
+    let mut r = req("quiet", 0, Duration::ZERO);
+    r.output_tokens = 0;
+    denied(&l, &r).await;
+    // A 429 of a later episode lowers again; each quiet period (10 s, the longest window)
+    // gives back half the gap to the scale the 429 came at (70 %), then 5 % of the
+    // configured budget, up to all of it.
+    let c = l
+        .report(report("quiet", "", 429, &[]))
+        .await
+        .expect("report");
+    assert!(
+        c.detail.contains("adaptive budget lowered to 49%"),
+        "{}",
+        c.detail
+    );
+    l.backend().advance(10 * S).await;
+    assert_eq!(scale(&l).await.adaptive_scale, 595);
+    l.backend().advance(10 * S).await;
+    assert_eq!(scale(&l).await.adaptive_scale, 648);
+    // 8 halvings up to 70 %, then 6 steps of 5 %.
+    l.backend().advance(110 * S).await;
+    assert_eq!(scale(&l).await.adaptive_scale, 950);
+    l.backend().advance(10 * S).await;
+    let s = scale(&l).await;
+    assert_eq!(
+        (s.adaptive_scale, s.limits[0].amount, s.limits[1].amount),
+        (1000, 100, 10000)
+    );
+}
 
-        #[tokio::test]
-        async fn a_token_bucket_adopts_the_providers_budget_with_its_rate_and_burst() {
-            let l = limiter_for::<B>(BUDGETS).await;
-            let (lease, _) = granted(&l, &req("oai-bucket", 10_000, Duration::ZERO)).await;
-            // The provider's budget is half the configured one.
-            let a = l
-                .report(report(
-                    "oai-bucket",
-                    &lease,
-                    200,
-                    &[
-                        ("x-ratelimit-limit-tokens", "10000"),
-                        ("x-ratelimit-remaining-tokens", "0"),
-                    ],
-                ))
-                .await
-                .expect("report");
-            assert!(
-                a.detail.contains("adopted provider budget 10000"),
-                "{}",
-                a.detail
-            );
-            let status = l.status("oai-bucket").await.expect("status");
-            assert_eq!(status.snapshot.limits[1].amount, 10_000);
-            // The 10,000 tokens spent carry over: the bucket is empty at the new burst, and
-            // refills at the new rate (10,000 a minute: 1,000 tokens take 6 s).
-            assert_eq!(status.snapshot.limits[1].used, 10_000);
-            assert_eq!(
-                denied(&l, &req("oai-bucket", 1_000, Duration::ZERO)).await,
-                6 * US
-            );
-            l.backend().advance(6 * S).await;
-            granted(&l, &req("oai-bucket", 1_000, Duration::ZERO)).await;
-            // The same budget again changes nothing (no rounding creeps in).
-            l.report(report(
-                "oai-bucket",
-                "",
-                200,
-                &[("x-ratelimit-limit-tokens", "10000")],
-            ))
-            .await
-            .expect("report");
-            assert_eq!(
-                denied(&l, &req("oai-bucket", 1_000, Duration::ZERO)).await,
-                6 * US
-            );
-            // A higher budget raises rate and burst: the debt drains twice as fast.
-            l.report(report(
-                "oai-bucket",
-                "",
-                200,
-                &[("x-ratelimit-limit-tokens", "20000")],
-            ))
-            .await
-            .expect("report");
-            let status = l.status("oai-bucket").await.expect("status");
-            assert_eq!(status.snapshot.limits[1].amount, 20_000);
-            assert_eq!(status.snapshot.limits[1].used, 10_000);
-            granted(&l, &req("oai-bucket", 10_000, Duration::ZERO)).await;
-            assert_eq!(
-                denied(&l, &req("oai-bucket", 1_000, Duration::ZERO)).await,
-                3 * US
-            );
-        }
-
-        #[tokio::test]
-        async fn an_adaptive_budget_lowers_on_429s_and_recovers_when_quiet() {
-            let l = limiter_for::<B>(BUDGETS).await;
-            let a = l
-                .report(report("quiet", "", 429, &[]))
-                .await
-                .expect("report");
-            assert!(
-                a.detail.contains("adaptive budget lowered to 70%"),
-                "{}",
-                a.detail
-            );
-            let s = scale(&l).await;
-            assert_eq!(s.adaptive_scale, 700);
-            assert_eq!((s.limits[0].amount, s.limits[1].amount), (70, 7000));
-            // A second 429 of the same cooldown lowers nothing more.
-            let b = l
-                .report(report("quiet", "", 429, &[]))
-                .await
-                .expect("report");
-            assert!(!b.detail.contains("adaptive"), "{}", b.detail);
-            assert_eq!(scale(&l).await.adaptive_scale, 700);
-            // After the cooldown: 70 requests in the window, not 100; the bucket at 70 % rate.
-            l.backend().advance(2 * S).await;
-            for _ in 0..70 {
-                let mut r = req("quiet", 0, Duration::ZERO);
-                r.output_tokens = 0;
-                granted(&l, &r).await;
-            }
-            let mut r = req("quiet", 0, Duration::ZERO);
-            r.output_tokens = 0;
-            denied(&l, &r).await;
-            // A 429 of a later episode lowers again; each quiet period (10 s, the longest window)
-            // gives back half the gap to the scale the 429 came at (70 %), then 5 % of the
-            // configured budget, up to all of it.
-            let c = l
-                .report(report("quiet", "", 429, &[]))
-                .await
-                .expect("report");
-            assert!(
-                c.detail.contains("adaptive budget lowered to 49%"),
-                "{}",
-                c.detail
-            );
-            l.backend().advance(10 * S).await;
-            assert_eq!(scale(&l).await.adaptive_scale, 595);
-            l.backend().advance(10 * S).await;
-            assert_eq!(scale(&l).await.adaptive_scale, 648);
-            // 8 halvings up to 70 %, then 6 steps of 5 %.
-            l.backend().advance(110 * S).await;
-            assert_eq!(scale(&l).await.adaptive_scale, 950);
-            l.backend().advance(10 * S).await;
-            let s = scale(&l).await;
-            assert_eq!(
-                (s.adaptive_scale, s.limits[0].amount, s.limits[1].amount),
-                (1000, 100, 10000)
-            );
-        }
-
-        #[tokio::test]
-        async fn queued_calls_are_released_at_the_lowered_budget_after_a_429() {
-            let l = limiter_for::<B>(BUDGETS).await;
-            let call = |i: usize| {
-                let mut r = req("quiet", 0, 60 * S);
-                r.output_tokens = 0;
-                r.request_id = format!("call-{i}");
-                r
-            };
-            // 100 requests per 10 s: 100 now, 100 queued 10 s out, 50 queued 20 s out.
-            let mut booked = Vec::new();
-            for i in 0..250 {
-                booked.push(granted(&l, &call(i)).await);
-            }
-            assert_eq!(booked[249].1, 20 * US);
-            // A 429 lowers the budget to 70 %: the queued calls are booked again at 70 per
-            // window, keeping their leases (asking again with the request id says when).
-            l.report(report("quiet", "", 429, &[]))
-                .await
-                .expect("report");
-            let mut per_window = std::collections::BTreeMap::new();
-            for (i, (lease, _)) in booked.iter().enumerate() {
-                let (again, wait) = granted(&l, &call(i)).await;
-                assert_eq!(&again, lease, "call {i} kept its lease");
-                *per_window.entry(wait / US).or_insert(0) += 1;
-            }
-            assert_eq!(
-                per_window.into_iter().collect::<Vec<_>>(),
-                vec![(0, 100), (10, 70), (20, 70), (30, 10)]
-            );
-        }
-
-        #[tokio::test]
-        async fn an_adaptive_bucket_charges_at_its_scale() {
-            let l = limiter_for::<B>(BUDGETS).await;
-            l.report(report("quiet", "", 429, &[]))
-                .await
-                .expect("report");
-            l.backend().advance(2 * S).await;
-            // 7,000 tokens empty the bucket at 70 %; the next 700 come after 1 s (700 a second).
-            granted(&l, &req("quiet", 7000, Duration::ZERO)).await;
-            let s = scale(&l).await;
-            assert_eq!((s.limits[1].used, s.limits[1].remaining), (7000, 0));
-            assert_eq!(
-                denied(&l, &req("quiet", 700, Duration::ZERO)).await,
-                S.as_micros() as u64
-            );
-        }
-
-        #[tokio::test]
-        async fn a_providers_remaining_below_the_view_drains_a_token_bucket_and_never_fills_it() {
-            let l = limiter_for::<B>(BUDGETS).await;
-            let (lease, _) = granted(&l, &req("oai-bucket-fixed", 1_000, Duration::ZERO)).await;
-            // Someone else spent 14,000 of the provider's budget: the bucket takes it as used.
-            let a = l
-                .report(report(
-                    "oai-bucket-fixed",
-                    &lease,
-                    200,
-                    &[("x-ratelimit-remaining-tokens", "5000")],
-                ))
-                .await
-                .expect("report");
-            assert!(a.detail.contains("charged 14000"), "{}", a.detail);
-            let status = l.status("oai-bucket-fixed").await.expect("status");
-            assert_eq!(status.snapshot.limits[0].used, 15_000);
-            // A provider that sees more left than Sluice does frees nothing.
-            l.report(report(
-                "oai-bucket-fixed",
-                "",
-                200,
-                &[("x-ratelimit-remaining-tokens", "19000")],
-            ))
-            .await
-            .expect("report");
-            assert_eq!(
-                l.status("oai-bucket-fixed")
-                    .await
-                    .expect("status")
-                    .snapshot
-                    .limits[0]
-                    .used,
-                15_000
-            );
-            granted(&l, &req("oai-bucket-fixed", 5_000, Duration::ZERO)).await;
-            denied(&l, &req("oai-bucket-fixed", 1_000, Duration::ZERO)).await;
-        }
+pub(crate) async fn queued_calls_are_released_at_the_lowered_budget_after_a_429<B: TestBackend>() {
+    let l = limiter_for::<B>(BUDGETS).await;
+    let call = |i: usize| {
+        let mut r = req("quiet", 0, 60 * S);
+        r.output_tokens = 0;
+        r.request_id = format!("call-{i}");
+        r
     };
+    // 100 requests per 10 s: 100 now, 100 queued 10 s out, 50 queued 20 s out.
+    let mut booked = Vec::new();
+    for i in 0..250 {
+        booked.push(granted(&l, &call(i)).await);
+    }
+    assert_eq!(booked[249].1, 20 * US);
+    // A 429 lowers the budget to 70 %: the queued calls are booked again at 70 per
+    // window, keeping their leases (asking again with the request id says when).
+    l.report(report("quiet", "", 429, &[]))
+        .await
+        .expect("report");
+    let mut per_window = std::collections::BTreeMap::new();
+    for (i, (lease, _)) in booked.iter().enumerate() {
+        let (again, wait) = granted(&l, &call(i)).await;
+        assert_eq!(&again, lease, "call {i} kept its lease");
+        *per_window.entry(wait / US).or_insert(0) += 1;
+    }
+    assert_eq!(
+        per_window.into_iter().collect::<Vec<_>>(),
+        vec![(0, 100), (10, 70), (20, 70), (30, 10)]
+    );
+}
+
+pub(crate) async fn an_adaptive_bucket_charges_at_its_scale<B: TestBackend>() {
+    let l = limiter_for::<B>(BUDGETS).await;
+    l.report(report("quiet", "", 429, &[]))
+        .await
+        .expect("report");
+    l.backend().advance(2 * S).await;
+    // 7,000 tokens empty the bucket at 70 %; the next 700 come after 1 s (700 a second).
+    granted(&l, &req("quiet", 7000, Duration::ZERO)).await;
+    let s = scale(&l).await;
+    assert_eq!((s.limits[1].used, s.limits[1].remaining), (7000, 0));
+    assert_eq!(
+        denied(&l, &req("quiet", 700, Duration::ZERO)).await,
+        S.as_micros() as u64
+    );
+}
+
+pub(crate) async fn a_providers_remaining_below_the_view_drains_a_token_bucket_and_never_fills_it<
+    B: TestBackend,
+>() {
+    let l = limiter_for::<B>(BUDGETS).await;
+    let (lease, _) = granted(&l, &req("oai-bucket-fixed", 1_000, Duration::ZERO)).await;
+    // Someone else spent 14,000 of the provider's budget: the bucket takes it as used.
+    let a = l
+        .report(report(
+            "oai-bucket-fixed",
+            &lease,
+            200,
+            &[("x-ratelimit-remaining-tokens", "5000")],
+        ))
+        .await
+        .expect("report");
+    assert!(a.detail.contains("charged 14000"), "{}", a.detail);
+    let status = l.status("oai-bucket-fixed").await.expect("status");
+    assert_eq!(status.snapshot.limits[0].used, 15_000);
+    // A provider that sees more left than Sluice does frees nothing.
+    l.report(report(
+        "oai-bucket-fixed",
+        "",
+        200,
+        &[("x-ratelimit-remaining-tokens", "19000")],
+    ))
+    .await
+    .expect("report");
+    assert_eq!(
+        l.status("oai-bucket-fixed")
+            .await
+            .expect("status")
+            .snapshot
+            .limits[0]
+            .used,
+        15_000
+    );
+    granted(&l, &req("oai-bucket-fixed", 5_000, Duration::ZERO)).await;
+    denied(&l, &req("oai-bucket-fixed", 1_000, Duration::ZERO)).await;
 }

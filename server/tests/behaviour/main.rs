@@ -2,10 +2,16 @@
 //! backend through [`TestBackend`]: memory, a single Redis, a three-master Redis Cluster, and a
 //! Redis over TLS reached as a least-privilege ACL user (real `redis-server` processes started
 //! per test on free ports). Time is controlled: tokio's paused clock for memory, a hand-moved
-//! time passed to the Redis scripts for Redis.
+//! time passed to the Redis scripts for Redis. Tests are plain generic async functions in topic
+//! files (`limits`, `leases`, `reports`, `reloads`, `families`, `budgets`; `suite` holds what they
+//! share), and [`on_backend!`] runs each of them on each backend.
 
 mod budgets;
 mod families;
+mod leases;
+mod limits;
+mod reloads;
+mod reports;
 mod suite;
 
 use std::{
@@ -226,42 +232,94 @@ impl<D: RedisDeployment> TestBackend for OnRedis<D> {
     }
 }
 
+/// Runs every behaviour test on backend `$backend`: one `#[tokio::test]` per test function of
+/// each topic file, in a module per topic. A test function not listed here is dead code, which
+/// clippy refuses: none can be left out.
+macro_rules! on_backend {
+    ($backend:ty) => {
+        on_backend!(@topics $backend;
+            limits: [
+                sliding_window_counts_requests_exactly,
+                in_flight_slots_are_held_until_reported,
+                a_crashed_workers_slot_frees_itself_at_the_lease_timeout,
+                token_costs_are_reserved_in_arrival_order,
+                denials_record_nothing,
+                token_bucket_allows_burst_then_refills,
+                costs_that_never_fit_are_refused_naming_the_limit,
+                interactive_calls_are_booked_ahead_of_queued_batch_calls,
+                services_are_independent,
+                expired_leases_are_dropped_and_idle_services_shrink,
+            ],
+            leases: [
+                a_request_id_is_replayed_only_while_its_slot_is_held,
+                double_and_late_reports_free_nothing_more,
+                request_id_makes_a_retried_acquire_count_once,
+                unknown_leases_are_not_errors_but_malformed_input_is,
+                a_lease_id_only_names_a_lease_of_its_own_service,
+            ],
+            reports: [
+                overloads_back_off_exponentially_with_jitter_until_a_success,
+                remaining_zero_cools_down_the_dimension_it_names,
+                remaining_below_the_view_is_charged_as_outside_usage,
+                provider_limits_are_adopted_when_the_service_says_so,
+                operators_clear_cooldowns_and_reset_usage,
+                quota_and_spend_caps_cool_down_long_with_the_cause_visible,
+                reported_usage_refunds_the_estimate,
+                status_shows_the_providers_last_answer,
+                a_429_cools_the_service_down_and_cooldowns_only_lengthen,
+            ],
+            reloads: [
+                a_reload_keeps_the_state_of_surviving_services_and_adds_and_removes_services,
+                a_reload_carries_usage_over_to_changed_limits,
+                a_reload_that_turns_adoption_off_restores_the_configured_amount,
+                calls_carrying_a_replaced_configuration_are_refused_by_the_backend,
+                a_limit_dropped_and_added_back_by_reloads_leaves_a_working_service,
+            ],
+            families: [
+                a_members_queue_never_stalls_its_siblings,
+                a_members_cooldown_never_stalls_its_siblings,
+                the_parents_own_queue_holds_every_member_and_is_named,
+                a_retried_job_is_a_new_call_through_its_ancestors_in_flight_limit,
+                lease_ids_never_repeat_for_a_service_removed_and_added_back,
+                numbers_near_two_to_the_53_are_refused_up_front_or_granted_alike,
+                a_family_spends_its_parents_budget_atomically,
+                reports_reach_the_parent_and_its_429s_cool_the_family,
+            ],
+            budgets: [
+                a_token_bucket_adopts_the_providers_budget_with_its_rate_and_burst,
+                an_adaptive_budget_lowers_on_429s_and_recovers_when_quiet,
+                queued_calls_are_released_at_the_lowered_budget_after_a_429,
+                an_adaptive_bucket_charges_at_its_scale,
+                a_providers_remaining_below_the_view_drains_a_token_bucket_and_never_fills_it,
+            ],
+        );
+    };
+    (@topics $backend:ty; $($topic:ident: [$($test:ident),* $(,)?]),* $(,)?) => {
+        $(
+            mod $topic {
+                $(
+                    #[tokio::test]
+                    async fn $test() {
+                        crate::$topic::$test::<$backend>().await;
+                    }
+                )*
+            }
+        )*
+    };
+}
+
 mod memory {
-    crate::behaviour_suite!(sluice_server::backend::MemoryBackend);
-    mod families {
-        crate::family_suite!(sluice_server::backend::MemoryBackend);
-    }
-    mod budgets {
-        crate::budget_suite!(sluice_server::backend::MemoryBackend);
-    }
+    on_backend!(sluice_server::backend::MemoryBackend);
 }
 
 mod redis {
-    crate::behaviour_suite!(crate::OnRedis<sluice_e2e::redis_server::RedisServer>);
-    mod families {
-        crate::family_suite!(crate::OnRedis<sluice_e2e::redis_server::RedisServer>);
-    }
-    mod budgets {
-        crate::budget_suite!(crate::OnRedis<sluice_e2e::redis_server::RedisServer>);
-    }
+    on_backend!(crate::OnRedis<sluice_e2e::redis_server::RedisServer>);
 }
 
 mod redis_cluster {
-    crate::behaviour_suite!(crate::OnRedis<sluice_e2e::redis_server::RedisCluster>);
-    mod families {
-        crate::family_suite!(crate::OnRedis<sluice_e2e::redis_server::RedisCluster>);
-    }
-    mod budgets {
-        crate::budget_suite!(crate::OnRedis<sluice_e2e::redis_server::RedisCluster>);
-    }
+    on_backend!(crate::OnRedis<sluice_e2e::redis_server::RedisCluster>);
 }
 
 mod redis_tls_acl {
-    crate::behaviour_suite!(crate::OnRedis<crate::SecuredRedis>);
-    mod families {
-        crate::family_suite!(crate::OnRedis<crate::SecuredRedis>);
-    }
-    mod budgets {
-        crate::budget_suite!(crate::OnRedis<crate::SecuredRedis>);
-    }
+    on_backend!(crate::OnRedis<crate::SecuredRedis>);
 }
