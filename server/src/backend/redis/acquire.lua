@@ -62,33 +62,10 @@ end
 -- nothing is booked. Writes nothing.
 local function step_out(behind)
   local saved = { fields = {} }
-  local function set(f, v)
+  step_out_of(st, limits, sliding, behind, function(f, v)
     if saved.fields[f] == nil then saved.fields[f] = st[f] or false end
     st[f] = v
-  end
-  local k = #behind
-  -- The last lease left ends the log while they are out: its slot is the latest one.
-  set('lm', nil)
-  local last = redis.call('ZREVRANGE', KEYS[2], k, k, 'WITHSCORES')
-  if #last > 0 then
-    set('ls', last[2])
-    set('ld', parse_lease(redis.call('HGET', KEYS[3], last[1])).decider)
-  else
-    set('ls', '0')
-  end
-  for d = 0, 3 do
-    if sliding[d] then
-      local total = num(st, 'b' .. d)
-      if #last > 0 then total = tonumber(redis.call('ZSCORE', KEYS[5 + d], last[1])) end
-      set('t' .. d, s(total))
-    end
-  end
-  for _, l in ipairs(limits) do
-    if l.bucket then
-      local k, f = tat_without(st, l, behind)
-      set(l.kf, s(k)); set(l.ff, s(f))
-    end
-  end
+  end)
   return saved
 end
 

@@ -514,6 +514,35 @@ end
 
 local function latest_slot(st) return math.max(num(st, 'ls'), num(st, 'lm')) end
 
+-- Takes `leases` (the last #leases of the log, as {rec = lease record} entries) out of the state
+-- a decision reads (core Ledger::step_out): the last lease left ends the log (its slot and
+-- decider are the frontier, its running totals the totals), and the buckets give back the
+-- leases' raw costs. Writes nothing to Redis: every field goes through set(field, value).
+local function step_out_of(st, limits, sliding, leases, set)
+  local k = #leases
+  set('lm', nil)
+  local last = redis.call('ZREVRANGE', K[2], k, k, 'WITHSCORES')
+  if #last > 0 then
+    set('ls', last[2])
+    set('ld', parse_lease(redis.call('HGET', K[3], last[1])).decider)
+  else
+    set('ls', '0')
+  end
+  for d = 0, 3 do
+    if sliding[d] then
+      local total = num(st, 'b' .. d)
+      if #last > 0 then total = tonumber(redis.call('ZSCORE', K[5 + d], last[1])) end
+      set('t' .. d, s(total))
+    end
+  end
+  for _, l in ipairs(limits) do
+    if l.bucket then
+      local kk, ff = tat_without(st, l, leases)
+      set(l.kf, s(kk)); set(l.ff, s(ff))
+    end
+  end
+end
+
 -- Books cost (a table of 4) at slot t with decider, as the next lease; writes every structure
 -- (or collects the writes, see defer_writes) and updates st. A lease that `holds` a call takes an
 -- in-flight slot (written at once, so the next acquire of a batch sees it). A lease that

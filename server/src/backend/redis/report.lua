@@ -212,7 +212,10 @@ for r = 1, #adopt - 4, 5 do
   end
   if l and l.af and amount >= 1 and amount <= MAX_EXACT then
     if l.adopt and amount < l.base then lowered = true end
-    if l.adopt then l.base = amount; l.amount = scaled(amount, limits.scale) end
+    -- Every sliding limit of this identity (dimension and window) shares the adopted budget.
+    for _, o in ipairs(limits) do
+      if o.adopt and o.af == l.af then o.base = amount; o.amount = scaled(amount, limits.scale) end
+    end
     st[l.af] = s(amount)
     redis.call('HSET', KEYS[1], l.af, st[l.af])
   end
@@ -225,9 +228,10 @@ end
 local cooldown_end = now
 for d = 0, 3 do cooldown_end = math.max(cooldown_end, num(st, 'cu' .. d)) end
 local first = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. s(now), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-if ARGV[16] ~= '1' and #first > 0
+local delta = #first > 0 and math.max(0, cooldown_end - tonumber(first[2])) or 0
+-- Most reports neither lower a budget nor cover a queued slot: they read no queued lease.
+if ARGV[16] ~= '1' and #first > 0 and (lowered or delta > 0)
   and redis.call('ZCOUNT', KEYS[2], '(' .. s(now), '+inf') <= MAX_DEFERRED then
-  local delta = math.max(0, cooldown_end - tonumber(first[2]))
   local queued = {}
   local unreconciled = true
   for _, q in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. s(now), '+inf')) do
@@ -236,28 +240,7 @@ if ARGV[16] ~= '1' and #first > 0
     queued[#queued + 1] = { m = q, rec = rec }
   end
   if lowered and unreconciled then
-    -- Step out (acquire.lua's step_out): the last lease left ends the log, buckets give back
-    -- the queued leases' raw costs.
-    local before = redis.call('ZREVRANGEBYSCORE', KEYS[2], s(now), '-inf', 'LIMIT', 0, 1)
-    st.lm = nil
-    st.ls, st.ld = '0', 'n'
-    if #before > 0 then
-      local rec = parse_lease(redis.call('HGET', KEYS[3], before[1]))
-      st.ls, st.ld = s(rec.slot), rec.decider
-    end
-    for d = 0, 3 do
-      if sliding[d] then
-        local total = num(st, 'b' .. d)
-        if #before > 0 then total = tonumber(redis.call('ZSCORE', KEYS[5 + d], before[1])) end
-        st['t' .. d] = s(total)
-      end
-    end
-    for _, l in ipairs(limits) do
-      if l.bucket then
-        local k, f = tat_without(st, l, queued)
-        st[l.kf], st[l.ff] = s(k), s(f)
-      end
-    end
+    step_out_of(st, limits, sliding, queued, function(f, v) st[f] = v end)
     for _, q in ipairs(queued) do
       local rec = q.rec
       local t, decider = earliest_on(st, limits, rec.cost, rec.slot + delta, now, true)
