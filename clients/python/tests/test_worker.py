@@ -105,7 +105,41 @@ async def async_worker(target: str) -> None:
         pass
     async with client.acquire("pool", max_wait=0) as permit:
         await permit.abandon()
+    await streamed_report_outlives_the_readers_cancellation(client)
     await client.close()
+
+
+async def streamed_report_outlives_the_readers_cancellation(client: "sluice.AsyncClient") -> None:
+    """The SDK transport reports a streamed answer when the stream ends, and the SDK may be
+    cancelled right then (openai drains a finished stream under a 0.1 s timeout): the report must
+    still arrive. Here the reader cancels itself on the last chunk; the report frees `pool`."""
+    import httpx2
+
+    import sluice.http
+
+    events = b'data: {"choices": []}\n\ndata: [DONE]\n\n'
+    provider = httpx2.MockTransport(lambda request: httpx2.Response(
+        200, headers={"content-type": "text/event-stream"}, content=events))
+    transport = sluice.http.async_transport(client, provider, service="pool", max_wait=0)
+    request = httpx2.Request("POST", "https://api.openai.com/v1/chat/completions",
+                             json={"model": "gpt-4o", "stream": True, "messages": []})
+    response = await transport.handle_async_request(request)
+
+    async def read_then_cancel() -> bytes:
+        body = b""
+        async for chunk in response.stream:
+            body += chunk
+            if body == events:
+                asyncio.current_task().cancel()  # lands on the next await: the stream's end
+        return body
+
+    try:
+        await asyncio.create_task(read_then_cancel())
+    except asyncio.CancelledError:
+        pass
+    await client.flush()
+    async with client.acquire("pool", max_wait=0) as permit:  # Denied if the report was lost
+        await permit.abandon()
 
 
 def main() -> None:

@@ -273,6 +273,25 @@ class AsyncClient:
         self._metadata = _credentials(token)
         self._channel = grpc.aio.insecure_channel(self.target)
         self._stub = pb_grpc.RateLimiterStub(self._channel)
+        # Reports sent in the background (report_soon): tasks of their own, so that no caller's
+        # cancellation (an SDK's cleanup timeout, a task group) cuts one short.
+        self._reports: "set[asyncio.Task]" = set()
+
+    def _send_soon(self, request) -> None:
+        task = asyncio.get_running_loop().create_task(self._report_in_background(request))
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def _report_in_background(self, request) -> None:
+        try:
+            await self._stub.ReportResponse(request, metadata=self._metadata)
+        except grpc.RpcError as e:
+            _log.warning("sluice: report of %s failed: %s", request.service, e.code())
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Waits (at most `timeout` seconds) until every `report_soon` was answered."""
+        if self._reports:
+            await asyncio.wait(set(self._reports), timeout=timeout)
 
     async def _send(self, request):
         for pause in (*_RETRIES, None):
@@ -291,10 +310,13 @@ class AsyncClient:
         return (await self._stub.GetStatus(request, metadata=self._metadata)).status
 
     async def close(self) -> None:
+        await self.flush()
         await self._channel.close()
 
 
 class AsyncPermit(Permit):
+    """A slot booked by `AsyncClient`: `report` and `abandon` are awaited."""
+
     async def report(self, status: Any, headers: Any = None, usage: Optional[Tuple[int, int]] = None, body: bytes = b""):
         return await self._client._stub.ReportResponse(self._request(status, headers, usage, body),
                                                 metadata=self._client._metadata)

@@ -254,10 +254,12 @@ def _classes(mod: Any) -> Tuple[type, type]:
                 await self._finish()
 
         async def _finish(self) -> None:
+            # Sent in the background: an SDK drains a finished stream under a short timeout
+            # (openai's cleanup gives it 0.1 s), which must not cancel the report.
             if not self._done:
                 self._done = True
                 usage = self._sse.usage() if self._sse is not None else None
-                await _report_async(self._permit, self._status, self._headers, usage)
+                self._permit.report_soon(self._status, self._headers, usage)
 
     class AsyncSluiceTransport(mod.AsyncBaseTransport):
         """`SluiceTransport` for asyncio SDK clients, on a `sluice.AsyncClient`."""
@@ -298,9 +300,13 @@ def _classes(mod: Any) -> Tuple[type, type]:
                                                      encoded)
                 return response
             body = await response.aread()
-            usage = _usage_of(body) if response.status_code < 300 else None
-            errors = body if response.status_code >= 400 and len(body) <= _MAX_BODY else b""
-            answer = await _report_async(permit, response.status_code, response.headers, usage,
+            if response.status_code < 300:
+                # As in the blocking transport: a success sets no cooldown, so it is not awaited.
+                permit.report_soon(response.status_code, response.headers, _usage_of(body))
+                _note(response, permit, None)
+                return response
+            errors = body if len(body) <= _MAX_BODY else b""
+            answer = await _report_async(permit, response.status_code, response.headers, None,
                                          errors)
             _note(response, permit, answer)
             return response
