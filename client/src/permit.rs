@@ -122,7 +122,8 @@ fn is_rate_limit_header(name: &str) -> bool {
 const ABANDONED: u32 = 0;
 
 /// Sends an "abandoned" report for a lease nobody reported: made as soon as a grant arrives, so
-/// an acquire cancelled while it sleeps until its slot gives the slot back too.
+/// an acquire cancelled while it sleeps until its slot gives its in-flight slot back too (its
+/// booking in the windows stays, as for any abandoned call).
 #[derive(Debug)]
 pub(crate) struct ReleaseOnDrop {
     client: Client,
