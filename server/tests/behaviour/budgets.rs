@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::{families::limiter_for, suite::*, TestBackend};
+use crate::{suite::*, TestBackend};
 
 /// Services of the budget tests.
 pub const BUDGETS: &str = r#"
@@ -44,7 +44,7 @@ async fn scale<B: TestBackend>(
 pub(crate) async fn a_token_bucket_adopts_the_providers_budget_with_its_rate_and_burst<
     B: TestBackend,
 >() {
-    let l = limiter_for::<B>(BUDGETS).await;
+    let l = limiter_for::<B>(&services_of(BUDGETS, &["oai-bucket"])).await;
     let (lease, _) = granted(&l, &req("oai-bucket", 10_000, Duration::ZERO)).await;
     // The provider's budget is half the configured one.
     let a = l
@@ -108,7 +108,7 @@ pub(crate) async fn a_token_bucket_adopts_the_providers_budget_with_its_rate_and
 }
 
 pub(crate) async fn an_adaptive_budget_lowers_on_429s_and_recovers_when_quiet<B: TestBackend>() {
-    let l = limiter_for::<B>(BUDGETS).await;
+    let l = limiter_for::<B>(&services_of(BUDGETS, &["quiet"])).await;
     let a = l
         .report(report("quiet", "", 429, &[]))
         .await
@@ -166,7 +166,7 @@ pub(crate) async fn an_adaptive_budget_lowers_on_429s_and_recovers_when_quiet<B:
 }
 
 pub(crate) async fn queued_calls_are_released_at_the_lowered_budget_after_a_429<B: TestBackend>() {
-    let l = limiter_for::<B>(BUDGETS).await;
+    let l = limiter_for::<B>(&services_of(BUDGETS, &["quiet"])).await;
     let call = |i: usize| {
         let mut r = req("quiet", 0, 60 * S);
         r.output_tokens = 0;
@@ -197,7 +197,7 @@ pub(crate) async fn queued_calls_are_released_at_the_lowered_budget_after_a_429<
 }
 
 pub(crate) async fn an_adaptive_bucket_charges_at_its_scale<B: TestBackend>() {
-    let l = limiter_for::<B>(BUDGETS).await;
+    let l = limiter_for::<B>(&services_of(BUDGETS, &["quiet"])).await;
     l.report(report("quiet", "", 429, &[]))
         .await
         .expect("report");
@@ -215,7 +215,7 @@ pub(crate) async fn an_adaptive_bucket_charges_at_its_scale<B: TestBackend>() {
 pub(crate) async fn a_providers_remaining_below_the_view_drains_a_token_bucket_and_never_fills_it<
     B: TestBackend,
 >() {
-    let l = limiter_for::<B>(BUDGETS).await;
+    let l = limiter_for::<B>(&services_of(BUDGETS, &["oai-bucket-fixed"])).await;
     let (lease, _) = granted(&l, &req("oai-bucket-fixed", 1_000, Duration::ZERO)).await;
     // Someone else spent 14,000 of the provider's budget: the bucket takes it as used.
     let a = l

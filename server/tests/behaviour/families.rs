@@ -4,13 +4,13 @@
 //! in-flight limits, lease ids never repeat for a service, and numbers near 2^53 are refused up
 //! front alike on every backend.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use sluice_server::{
     config::Config,
-    core::{Decider, Decision, ServiceSpec},
+    core::{Decider, Decision},
     error::Error,
-    limiter::{Limiter, UsageReport},
+    limiter::UsageReport,
 };
 
 use crate::{suite::*, TestBackend};
@@ -60,18 +60,6 @@ name = "huge"
 limits = [{ dimension = "tokens", amount = 1125899906842624, window = "1s" }]
 "#;
 
-/// A limiter over `config` on a fresh backend.
-pub async fn limiter_for<B: TestBackend>(config: &str) -> Limiter<B> {
-    let specs: Vec<Arc<ServiceSpec>> = Config::parse(config)
-        .expect("test config is valid")
-        .services
-        .into_iter()
-        .map(Arc::new)
-        .collect();
-    let backend = B::create(&specs).await;
-    Limiter::new(specs, backend)
-}
-
 const S: Duration = Duration::from_secs(1);
 
 /// The decider of a denial; panics on a grant.
@@ -90,7 +78,11 @@ async fn denial<B: TestBackend>(
 }
 
 pub(crate) async fn a_members_queue_never_stalls_its_siblings<B: TestBackend>() {
-    let l = limiter_for::<B>(FAMILY).await;
+    let l = limiter_for::<B>(&services_of(
+        FAMILY,
+        &["openai", "openai/gpt-4o", "openai/gpt-4o-mini"],
+    ))
+    .await;
     granted(&l, &req("openai/gpt-4o", 1000, Duration::ZERO)).await;
     // gpt-4o's own limit queues its next call 10 s ahead, in the parent too.
     let (_, wait) = granted(&l, &req("openai/gpt-4o", 1000, 30 * S)).await;
@@ -115,7 +107,11 @@ pub(crate) async fn a_members_queue_never_stalls_its_siblings<B: TestBackend>() 
 }
 
 pub(crate) async fn a_members_cooldown_never_stalls_its_siblings<B: TestBackend>() {
-    let l = limiter_for::<B>(FAMILY).await;
+    let l = limiter_for::<B>(&services_of(
+        FAMILY,
+        &["openai", "openai/gpt-4o", "openai/gpt-4o-mini"],
+    ))
+    .await;
     // A 429 on gpt-4o's requests, a dimension the parent does not limit: its own cooldown.
     let a = l
         .report(report("openai/gpt-4o", "", 429, &[("retry-after", "20")]))
@@ -136,7 +132,11 @@ pub(crate) async fn a_members_cooldown_never_stalls_its_siblings<B: TestBackend>
 }
 
 pub(crate) async fn the_parents_own_queue_holds_every_member_and_is_named<B: TestBackend>() {
-    let l = limiter_for::<B>(FAMILY).await;
+    let l = limiter_for::<B>(&services_of(
+        FAMILY,
+        &["openai", "openai/gpt-4o", "openai/gpt-4o-mini"],
+    ))
+    .await;
     granted(&l, &req("openai/gpt-4o-mini", 99_000, Duration::ZERO)).await;
     l.backend().advance(2 * S).await;
     // The parent's own tokens limit queues this call until the first leaves its window.
@@ -172,7 +172,7 @@ pub(crate) async fn the_parents_own_queue_holds_every_member_and_is_named<B: Tes
 pub(crate) async fn a_retried_job_is_a_new_call_through_its_ancestors_in_flight_limit<
     B: TestBackend,
 >() {
-    let l = limiter_for::<B>(FAMILY).await;
+    let l = limiter_for::<B>(&services_of(FAMILY, &["org", "org/m"])).await;
     let mut a = req("org/m", 0, Duration::ZERO);
     a.request_id = "job-A".into();
     let (lease_a, _) = granted(&l, &a).await;
@@ -216,14 +216,16 @@ pub(crate) async fn a_retried_job_is_a_new_call_through_its_ancestors_in_flight_
 }
 
 pub(crate) async fn lease_ids_never_repeat_for_a_service_removed_and_added_back<B: TestBackend>() {
-    let l = limiter_for::<B>(FAMILY).await;
+    // `huge` stays while `solo` is removed (a config names at least one service).
+    let services = services_of(FAMILY, &["solo", "huge"]);
+    let l = limiter_for::<B>(&services).await;
     let (lease_a, _) = granted(&l, &req("solo", 0, Duration::ZERO)).await;
-    let without = replace_block(FAMILY, "solo", "");
+    let without = replace_block(&services, "solo", "");
     let config = Config::parse(&without).expect("valid");
     l.reconfigure(config.services, config.profiles)
         .await
         .expect("reload");
-    let config = Config::parse(FAMILY).expect("valid");
+    let config = Config::parse(&services).expect("valid");
     l.reconfigure(config.services, config.profiles)
         .await
         .expect("reload");
@@ -266,7 +268,7 @@ pub(crate) async fn lease_ids_never_repeat_for_a_service_removed_and_added_back<
 pub(crate) async fn numbers_near_two_to_the_53_are_refused_up_front_or_granted_alike<
     B: TestBackend,
 >() {
-    let l = limiter_for::<B>(FAMILY).await;
+    let l = limiter_for::<B>(&services_of(FAMILY, &["huge"])).await;
     // A cost beyond every amount Sluice accepts is malformed input, on every backend.
     let too_big = l.acquire(&req("huge", 1 << 53, Duration::ZERO)).await;
     assert!(is(too_big, |e| matches!(e, Error::InvalidArgument(_))));
@@ -309,7 +311,7 @@ pub(crate) async fn numbers_near_two_to_the_53_are_refused_up_front_or_granted_a
 
 pub(crate) async fn a_family_spends_its_parents_budget_atomically<B: TestBackend>() {
     use sluice_server::core::{Decider, Decision};
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["org", "org/big", "org/small"]).await;
     granted(&l, &req("org/big", 600, Duration::ZERO)).await;
     granted(&l, &req("org/small", 300, Duration::ZERO)).await;
     // 100 tokens left in the parent: the small model's own limit would allow 300 more.
@@ -354,7 +356,7 @@ pub(crate) async fn a_family_spends_its_parents_budget_atomically<B: TestBackend
 }
 
 pub(crate) async fn reports_reach_the_parent_and_its_429s_cool_the_family<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["org", "org/big", "org/small"]).await;
     let (lease, _) = granted(&l, &req("org/big", 900, Duration::ZERO)).await;
     // The call used 200 tokens: the parent is refunded with the child.
     let mut r = report("org/big", &lease, 200, &[]);

@@ -10,7 +10,7 @@ use crate::{suite::*, TestBackend};
 const S: Duration = Duration::from_secs(1);
 
 pub(crate) async fn a_request_id_is_replayed_only_while_its_slot_is_held<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["inflight"]).await;
     let mut job = req("inflight", 0, Duration::ZERO);
     job.request_id = "job-1".into();
     let (first, _) = granted(&l, &job).await;
@@ -32,7 +32,7 @@ pub(crate) async fn a_request_id_is_replayed_only_while_its_slot_is_held<B: Test
 }
 
 pub(crate) async fn double_and_late_reports_free_nothing_more<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["inflight"]).await;
     let (a, _) = granted(&l, &req("inflight", 0, Duration::ZERO)).await;
     let (b, _) = granted(&l, &req("inflight", 0, Duration::ZERO)).await;
     assert!(released(&l, "inflight", &a, 200).await);
@@ -56,7 +56,7 @@ pub(crate) async fn double_and_late_reports_free_nothing_more<B: TestBackend>() 
 }
 
 pub(crate) async fn request_id_makes_a_retried_acquire_count_once<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["rpm"]).await;
     let mut r = req("rpm", 0, Duration::ZERO);
     r.request_id = "job-42".into();
     let (a, _) = granted(&l, &r).await;
@@ -74,7 +74,7 @@ pub(crate) async fn request_id_makes_a_retried_acquire_count_once<B: TestBackend
 }
 
 pub(crate) async fn unknown_leases_are_not_errors_but_malformed_input_is<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["tpm"]).await;
     let mut r = report("tpm", "0000000000000000-7", 200, &[]);
     r.usage = Some(UsageReport {
         total_tokens: Some(1),
@@ -118,7 +118,7 @@ pub(crate) async fn unknown_leases_are_not_errors_but_malformed_input_is<B: Test
 }
 
 pub(crate) async fn a_lease_id_only_names_a_lease_of_its_own_service<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["tpm", "bucket"]).await;
     let (lease, _) = granted(&l, &req("tpm", 1000, Duration::ZERO)).await;
     // Reported under another service, the lease is unknown and refunds nothing.
     let mut r = report("bucket", &lease, 200, &[]);

@@ -11,7 +11,7 @@ use crate::{suite::*, TestBackend};
 const S: Duration = Duration::from_secs(1);
 
 pub(crate) async fn sliding_window_counts_requests_exactly<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["rpm"]).await;
     for _ in 0..3 {
         assert_eq!(granted(&l, &req("rpm", 0, Duration::ZERO)).await.1, 0);
         l.backend().advance(S).await;
@@ -23,7 +23,7 @@ pub(crate) async fn sliding_window_counts_requests_exactly<B: TestBackend>() {
 }
 
 pub(crate) async fn in_flight_slots_are_held_until_reported<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["inflight"]).await;
     let (a, _) = granted(&l, &req("inflight", 0, Duration::ZERO)).await;
     let (b, _) = granted(&l, &req("inflight", 0, Duration::ZERO)).await;
     // Both slots held: the earliest frees itself at its lease timeout.
@@ -47,7 +47,7 @@ pub(crate) async fn in_flight_slots_are_held_until_reported<B: TestBackend>() {
 }
 
 pub(crate) async fn a_crashed_workers_slot_frees_itself_at_the_lease_timeout<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["inflight"]).await;
     granted(&l, &req("inflight", 0, Duration::ZERO)).await;
     granted(&l, &req("inflight", 0, Duration::ZERO)).await;
     // Neither worker ever reports. 10 s later, a worker that would wait is not booked on
@@ -65,7 +65,7 @@ pub(crate) async fn a_crashed_workers_slot_frees_itself_at_the_lease_timeout<B: 
 }
 
 pub(crate) async fn token_costs_are_reserved_in_arrival_order<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["tpm"]).await;
     granted(&l, &req("tpm", 800, Duration::ZERO)).await;
     let (_, big) = granted(&l, &req("tpm", 1000, 120 * S)).await;
     assert_eq!(big, 60_000_000);
@@ -75,7 +75,7 @@ pub(crate) async fn token_costs_are_reserved_in_arrival_order<B: TestBackend>() 
 }
 
 pub(crate) async fn denials_record_nothing<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["tpm"]).await;
     granted(&l, &req("tpm", 1000, Duration::ZERO)).await;
     for _ in 0..50 {
         denied(&l, &req("tpm", 1, Duration::ZERO)).await;
@@ -86,7 +86,7 @@ pub(crate) async fn denials_record_nothing<B: TestBackend>() {
 }
 
 pub(crate) async fn token_bucket_allows_burst_then_refills<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["bucket"]).await;
     granted(&l, &req("bucket", 100, Duration::ZERO)).await;
     // 10 tokens per second.
     assert_eq!(
@@ -98,7 +98,7 @@ pub(crate) async fn token_bucket_allows_burst_then_refills<B: TestBackend>() {
 }
 
 pub(crate) async fn costs_that_never_fit_are_refused_naming_the_limit<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["bucket", "split"]).await;
     let r = l.acquire(&req("bucket", 101, 60 * S)).await;
     assert!(is(
         r.map(|_| ()),
@@ -114,7 +114,7 @@ pub(crate) async fn costs_that_never_fit_are_refused_naming_the_limit<B: TestBac
 }
 
 pub(crate) async fn interactive_calls_are_booked_ahead_of_queued_batch_calls<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["rpm"]).await;
     let call = |priority: &str, id: &str| {
         let mut r = req("rpm", 0, 60 * S);
         r.priority = priority.into();
@@ -152,7 +152,7 @@ pub(crate) async fn interactive_calls_are_booked_ahead_of_queued_batch_calls<B: 
 }
 
 pub(crate) async fn services_are_independent<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["rpm", "tpm"]).await;
     l.report(report("tpm", "", 429, &[("retry-after", "60")]))
         .await
         .expect("report");
@@ -160,7 +160,7 @@ pub(crate) async fn services_are_independent<B: TestBackend>() {
 }
 
 pub(crate) async fn expired_leases_are_dropped_and_idle_services_shrink<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["rpm"]).await;
     let spec = l.service("rpm").expect("rpm is configured").spec.clone();
     for _ in 0..3 {
         granted(&l, &req("rpm", 0, Duration::ZERO)).await;

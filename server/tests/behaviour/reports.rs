@@ -10,7 +10,7 @@ use crate::{suite::*, TestBackend};
 const S: Duration = Duration::from_secs(1);
 
 pub(crate) async fn overloads_back_off_exponentially_with_jitter_until_a_success<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["tpm"]).await;
     let within = |c: u64, base: u64| (base * 8 / 10..=base * 12 / 10).contains(&c);
     // default_cooldown 2 s: 2 s, then 4 s, then 8 s, each ±20 %.
     for expected in [2 * US, 4 * US, 8 * US] {
@@ -41,7 +41,7 @@ pub(crate) async fn overloads_back_off_exponentially_with_jitter_until_a_success
 }
 
 pub(crate) async fn remaining_zero_cools_down_the_dimension_it_names<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["oai"]).await;
     let ok = report(
         "oai",
         "",
@@ -86,7 +86,7 @@ pub(crate) async fn remaining_zero_cools_down_the_dimension_it_names<B: TestBack
 }
 
 pub(crate) async fn remaining_below_the_view_is_charged_as_outside_usage<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["oai"]).await;
     granted(&l, &req("oai", 100, Duration::ZERO)).await;
     // Sluice thinks 900 tokens are left; the provider says 500: 400 went elsewhere.
     let a = l
@@ -121,7 +121,7 @@ pub(crate) async fn remaining_below_the_view_is_charged_as_outside_usage<B: Test
 }
 
 pub(crate) async fn provider_limits_are_adopted_when_the_service_says_so<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["oai", "adopt"]).await;
     for _ in 0..3 {
         granted(&l, &req("adopt", 10, Duration::ZERO)).await;
     }
@@ -199,7 +199,7 @@ pub(crate) async fn provider_limits_are_adopted_when_the_service_says_so<B: Test
 
 pub(crate) async fn operators_clear_cooldowns_and_reset_usage<B: TestBackend>() {
     use sluice_server::core::AdminOp;
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["rpm"]).await;
     let (lease, _) = granted(&l, &req("rpm", 0, Duration::ZERO)).await;
     // A queued slot behind the cooldown, then the cooldown.
     granted(&l, &req("rpm", 0, Duration::ZERO)).await;
@@ -235,7 +235,7 @@ pub(crate) async fn operators_clear_cooldowns_and_reset_usage<B: TestBackend>() 
 }
 
 pub(crate) async fn quota_and_spend_caps_cool_down_long_with_the_cause_visible<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["claude", "gemini"]).await;
     let mut r = report("claude", "", 429, &[]);
     r.body = br#"{"type":"error","error":{"type":"rate_limit_error","details":{"error_code":"enforced_spend_limit_reached"}}}"#.to_vec();
     let a = l.report(r).await.expect("report");
@@ -276,7 +276,7 @@ pub(crate) async fn quota_and_spend_caps_cool_down_long_with_the_cause_visible<B
 }
 
 pub(crate) async fn reported_usage_refunds_the_estimate<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["tpm", "bucket"]).await;
     for service in ["tpm", "bucket"] {
         let full = if service == "tpm" { 1000 } else { 100 };
         let (lease, _) = granted(&l, &req(service, full, Duration::ZERO)).await;
@@ -294,7 +294,7 @@ pub(crate) async fn reported_usage_refunds_the_estimate<B: TestBackend>() {
 }
 
 pub(crate) async fn status_shows_the_providers_last_answer<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["tpm"]).await;
     let r = report(
         "tpm",
         "",
@@ -317,7 +317,7 @@ pub(crate) async fn status_shows_the_providers_last_answer<B: TestBackend>() {
 }
 
 pub(crate) async fn a_429_cools_the_service_down_and_cooldowns_only_lengthen<B: TestBackend>() {
-    let l = limiter::<B>().await;
+    let l = limiter::<B>(&["tpm"]).await;
     let (lease, _) = granted(&l, &req("tpm", 10, Duration::ZERO)).await;
     let a = l
         .report(report("tpm", &lease, 429, &[("Retry-After", "20")]))

@@ -1,5 +1,6 @@
-//! What every behaviour test shares: the services they use ([`CONFIG`]), a fresh limiter on a
-//! backend, and the small steps (acquire, expect a grant or a denial, report).
+//! What every behaviour test shares: a catalogue of services ([`CONFIG`]) from which each test
+//! declares the ones it uses ([`limiter`]), a fresh limiter on a backend, and the small steps
+//! (acquire, expect a grant or a denial, report).
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,7 +13,7 @@ use sluice_server::{
 
 use crate::TestBackend;
 
-/// Services every test can use.
+/// The services the tests of limits, leases, reports and reloads pick from (each names its own).
 pub const CONFIG: &str = r#"
 [[services]]
 name = "rpm"
@@ -97,17 +98,46 @@ limits = [
 /// One second in microseconds, as the limiter's answers count time.
 pub const US: u64 = 1_000_000;
 
-pub fn specs() -> Vec<Arc<ServiceSpec>> {
-    Config::parse(CONFIG)
-        .expect("suite config is valid")
+/// The blocks of `catalogue` named in `names`, in the catalogue's order; panics on a name the
+/// catalogue lacks (a parent must be named with its members).
+pub fn services_of(catalogue: &str, names: &[&str]) -> String {
+    let mut out = String::new();
+    let mut found = 0;
+    for part in catalogue
+        .split("[[services]]")
+        .filter(|p| !p.trim().is_empty())
+    {
+        if names
+            .iter()
+            .any(|n| part.trim_start().starts_with(&format!("name = {n:?}\n")))
+        {
+            out.push_str("[[services]]");
+            out.push_str(part);
+            found += 1;
+        }
+    }
+    assert_eq!(found, names.len(), "{names:?}: not all in the catalogue");
+    out
+}
+
+/// The services `names` of [`CONFIG`].
+pub fn services(names: &[&str]) -> String {
+    services_of(CONFIG, names)
+}
+
+/// A limiter over the services `names` of [`CONFIG`] on a fresh backend.
+pub async fn limiter<B: TestBackend>(names: &[&str]) -> Limiter<B> {
+    limiter_for(&services(names)).await
+}
+
+/// A limiter over `config` on a fresh backend.
+pub async fn limiter_for<B: TestBackend>(config: &str) -> Limiter<B> {
+    let specs: Vec<Arc<ServiceSpec>> = Config::parse(config)
+        .expect("test config is valid")
         .services
         .into_iter()
         .map(Arc::new)
-        .collect()
-}
-
-pub async fn limiter<B: TestBackend>() -> Limiter<B> {
-    let specs = specs();
+        .collect();
     let backend = B::create(&specs).await;
     Limiter::new(specs, backend)
 }
@@ -116,11 +146,6 @@ pub async fn limiter<B: TestBackend>() -> Limiter<B> {
 pub async fn reload<B: TestBackend>(l: &Limiter<B>, config: &str) -> Result<ReloadSummary, Error> {
     let config = Config::parse(config).expect("reloaded config is valid");
     l.reconfigure(config.services, config.profiles).await
-}
-
-/// [`CONFIG`] with the service `name`'s block replaced by `block` (empty: removed).
-pub fn config_with(name: &str, block: &str) -> String {
-    replace_block(CONFIG, name, block)
 }
 
 /// `config` with the service `name`'s block replaced by `block` (empty: removed).
