@@ -4,7 +4,8 @@
 //! per test on free ports). Time is controlled: tokio's paused clock for memory, a hand-moved
 //! time passed to the Redis scripts for Redis. Tests are plain generic async functions in topic
 //! files (`limits`, `leases`, `reports`, `reloads`, `families`, `budgets`; `suite` holds what they
-//! share), and [`on_backend!`] runs each of them on each backend.
+//! share), each over the services it names from its file's catalogue, and [`on_backend!`] runs
+//! each of them on each backend.
 
 mod budgets;
 mod families;
