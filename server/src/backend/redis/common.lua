@@ -92,17 +92,25 @@ local function parse_limits(text)
   return limits, sliding
 end
 
+-- The adaptive fields before they had a prefix of their own (a* also named adopted budgets).
+local OLD_ADAPTIVE = {as = 'ps', at = 'pt', ae = 'pe', ap = 'pp', ar = 'pr'}
+
 local function read_state()
   local flat = redis.call('HGETALL', K[1])
   local st = {}
   for i = 1, #flat, 2 do st[flat[i]] = flat[i + 1] end
+  -- A state an older release wrote: its adaptive budget is read under the new names (and
+  -- written under them by the next throttle, which drops the old fields).
+  if st.as ~= nil and st.ps == nil then
+    for old, new in pairs(OLD_ADAPTIVE) do st[new], st.old_adaptive = st[old], true end
+  end
   return st
 end
 
 local function num(st, field) return tonumber(st[field] or '0') end
 
--- Adaptive budgets (core/adaptive.rs): the scale in permille, from the last throttle's scale (as),
--- the scale it came at (ap) and its time (at): each quiet period halves the gap up to ap, then
+-- Adaptive budgets (core/adaptive.rs): the scale in permille, from the last throttle's scale (ps),
+-- the scale it came at (pp) and its time (pt): each quiet period halves the gap up to ap, then
 -- adds STEP.
 local FULL, STEP, MAX_INFLATED = 1000, 50, 4503599627370496
 -- How many halvings bring gap to 0.
@@ -112,10 +120,10 @@ local function halvings(gap)
   return h
 end
 local function adaptive_scale(st, limits, now)
-  local sc = num(st, 'as')
+  local sc = num(st, 'ps')
   if not limits.period or sc == 0 then return FULL end
-  local steps = fdiv(math.max(0, now - num(st, 'at')), limits.period)
-  local peak = math.max(num(st, 'ap'), sc)
+  local steps = fdiv(math.max(0, now - num(st, 'pt')), limits.period)
+  local peak = math.max(num(st, 'pp'), sc)
   local gap = peak - sc
   local h = halvings(gap)
   if steps < h then return peak - fdiv(gap, 2 ^ steps) end
@@ -124,9 +132,9 @@ end
 -- How many quiet periods after the last throttle the scale is whole again (core
 -- Adaptive::periods_to_full).
 local function periods_to_full(st)
-  local sc = num(st, 'as')
+  local sc = num(st, 'ps')
   if sc == 0 or sc >= FULL then return 0 end
-  local peak = math.min(FULL, math.max(num(st, 'ap'), sc))
+  local peak = math.min(FULL, math.max(num(st, 'pp'), sc))
   return halvings(peak - sc) - fdiv(-(FULL - peak), STEP)
 end
 
@@ -293,7 +301,7 @@ end
 -- The latest of the last booked slot, the cooldowns' ends (ch: the latest ever set, kept when
 -- an expired cooldown is pruned) and the last report.
 local function horizon_of(st)
-  return math.max(num(st, 'ls'), num(st, 'lm'), num(st, 'ar'), num(st, 'ra'), num(st, 'ch'), num(st, 'cu0'), num(st, 'cu1'),
+  return math.max(num(st, 'ls'), num(st, 'lm'), num(st, 'pr'), num(st, 'ra'), num(st, 'ch'), num(st, 'cu0'), num(st, 'cu1'),
     num(st, 'cu2'), num(st, 'cu3'))
 end
 

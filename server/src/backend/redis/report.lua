@@ -73,27 +73,28 @@ if ARGV[10] == '1' and num(st, 'ov') > 0 then
 end
 
 -- A throttle (a 429 that is not a quota) lowers an adaptive budget by 0.7, once per cooldown
--- episode (ae: its end), never below a tenth, and remembers the scale it came at (ap); the quiet
--- period restarts either way (core Adaptive::throttle). ar: when the budget is whole again (the
+-- episode (pe: its end), never below a tenth, and remembers the scale it came at (pp); the quiet
+-- period restarts either way (core Adaptive::throttle). pr: when the budget is whole again (the
 -- state lives until then).
 local adaptive_lowered = 0
 if ARGV[17] == '1' and limits.period then
   local sc = limits.scale
   local until_ = now
   for d = 0, 3 do until_ = math.max(until_, num(st, 'cu' .. d)) end
-  if now >= num(st, 'ae') then
-    st.ap = s(sc)
+  if now >= num(st, 'pe') then
+    st.pp = s(sc)
     sc = math.max(100, fdiv(sc * 700, FULL))
-    st.ae = s(until_)
+    st.pe = s(until_)
     adaptive_lowered = 1
   else
-    st.ap = s(math.max(num(st, 'ap'), sc))
+    st.pp = s(math.max(num(st, 'pp'), sc))
   end
-  st.as, st.at = s(sc), s(now)
-  st.ar = '0'
-  if sc < FULL then st.ar = s(now + periods_to_full(st) * limits.period) end
-  redis.call('HSET', KEYS[1], 'as', st.as, 'at', st.at, 'ae', st.ae or '0', 'ar', st.ar,
-    'ap', st.ap)
+  st.ps, st.pt = s(sc), s(now)
+  st.pr = '0'
+  if sc < FULL then st.pr = s(now + periods_to_full(st) * limits.period) end
+  redis.call('HSET', KEYS[1], 'ps', st.ps, 'pt', st.pt, 'pe', st.pe or '0', 'pr', st.pr,
+    'pp', st.pp)
+  if st.old_adaptive then redis.call('HDEL', KEYS[1], 'as', 'at', 'ae', 'ap', 'ar') end
   apply_adaptive(st, limits, now)
 end
 
