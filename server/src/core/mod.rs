@@ -1,4 +1,4 @@
-//! The limiter core: pure decision logic with no gRPC, no I/O and no clock of its own.
+//! The decision core: pure decision logic with no gRPC, no I/O and no clock of its own.
 //!
 //! Every function here takes the current time as an argument (`Micros` since the Unix epoch), so
 //! tests drive it with explicit times and backends supply their own clock. [`Ledger`] is the state
