@@ -4,6 +4,7 @@
 //! - `baseline`: the same load against a no-op gRPC server, and raw `EVALSHA` on Redis;
 //! - `suite`: all of these in one run, with the ratios the targets are stated in;
 //! - `goodput`: a fleet of workers against a simulated provider, three strategies side by side;
+//! - `redis-cost`: Redis CPU and commands per decision, beside decisions per second;
 //! - `memory`: the memory backend's footprint with many services and live leases;
 //! - `config`: the services the decision benchmarks use, for a server started elsewhere.
 //!
@@ -15,6 +16,7 @@ mod goodput;
 mod load;
 mod noop;
 mod raw_redis;
+mod redis_cost;
 mod sdk_latency;
 mod stats;
 mod target;
@@ -60,6 +62,17 @@ enum Command {
         #[command(flatten)]
         load: decisions::LoadArgs,
     },
+    /// Redis CPU and commands per decision (INFO cpu, commandstats) under Acquire load.
+    RedisCost {
+        /// A three-master Redis Cluster instead of one Redis.
+        #[arg(long)]
+        cluster: bool,
+        /// Redis to use (default: started on free ports).
+        #[arg(long)]
+        redis_url: Option<String>,
+        #[command(flatten)]
+        load: decisions::LoadArgs,
+    },
     /// Workers against a simulated provider: naive retries, reactive cooldown, and Sluice.
     Goodput(goodput::GoodputArgs),
     /// The memory backend's footprint: many services, many live leases.
@@ -100,6 +113,11 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             Command::Suite { redis_url, load } => decisions::suite(redis_url, &load).await?,
+            Command::RedisCost {
+                cluster,
+                redis_url,
+                load,
+            } => redis_cost::run(cluster, redis_url, &load).await?,
             Command::Goodput(args) => goodput::run(args).await?,
             Command::Memory(args) => footprint::run(args).await?,
             Command::SdkLatency(args) => sdk_latency::run(args).await?,

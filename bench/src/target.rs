@@ -114,6 +114,14 @@ impl Redis {
         }
     }
 
+    /// The URL of every node (an external cluster: the one node given).
+    pub fn node_urls(&self) -> Vec<String> {
+        match self {
+            Redis::Cluster(c) => c.nodes.iter().map(RedisServer::url).collect(),
+            _ => vec![self.url()],
+        }
+    }
+
     /// True for a cluster.
     pub fn cluster(&self) -> bool {
         matches!(self, Redis::External(_, true) | Redis::Cluster(_))

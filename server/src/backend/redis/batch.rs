@@ -1,9 +1,12 @@
-//! Acquire batching: concurrent acquires of one service on one replica share script calls. Each
-//! acquire queues itself; whoever holds one of the service's few in-flight permits takes up to
-//! [`MAX_BATCH`] queued acquires, in arrival order, and sends them as one `EVALSHA`, which decides
-//! them one after the other at one `now`. An idle service pays one round trip per acquire as
-//! before; a busy one pays one per batch, and several batches stay in flight (pipelined), so
-//! Redis's fixed cost per script call is shared instead of serialising the replica.
+//! Acquire batching: concurrent acquires on one replica share script calls. Each acquire queues
+//! itself; whoever holds one of the queue's few in-flight permits takes up to [`MAX_BATCH`] queued
+//! acquires, in arrival order, and sends them as one `EVALSHA`, which decides them one after the
+//! other at one `now`. On a single Redis one queue serves every service that is not a family
+//! member (the script decides each service's acquires in turn); on a cluster, where a script's
+//! keys must share a hash slot, and for family members, each service has its own queue. An idle
+//! queue pays one round trip per acquire as before; a busy one pays one per batch, and several
+//! batches stay in flight (pipelined), so Redis's fixed cost per script call is shared instead of
+//! serialising the replica.
 //!
 //! If the task carrying a batch is cancelled (its caller went away) after the script was sent,
 //! the other acquires of the batch get `Unavailable`; a client that retries with the same
@@ -22,7 +25,7 @@ use crate::core::{Cost, Micros};
 
 /// Most acquires in one script call.
 pub const MAX_BATCH: usize = 64;
-/// Script calls of one service in flight at once, per replica.
+/// Script calls of one queue in flight at once, per replica.
 const IN_FLIGHT: usize = 4;
 
 /// One acquire, owned, as queued.
@@ -44,18 +47,18 @@ pub struct QueuedAcquire {
 /// The script's reply for one acquire.
 pub type Reply = Result<Vec<String>, BackendError>;
 
-struct Pending {
-    acquire: QueuedAcquire,
+struct Pending<T> {
+    acquire: T,
     answer: oneshot::Sender<Reply>,
 }
 
-/// The queue of one service.
-pub struct Batcher {
-    queue: Mutex<VecDeque<Pending>>,
+/// A queue of acquires (`T`: an acquire of one service, or one with its service).
+pub struct Batcher<T = QueuedAcquire> {
+    queue: Mutex<VecDeque<Pending<T>>>,
     permits: Semaphore,
 }
 
-impl Default for Batcher {
+impl<T> Default for Batcher<T> {
     fn default() -> Self {
         Self {
             queue: Mutex::new(VecDeque::new()),
@@ -70,10 +73,10 @@ fn lost() -> BackendError {
     )
 }
 
-impl Batcher {
+impl<T> Batcher<T> {
     /// The next batch: up to [`MAX_BATCH`] queued acquires whose callers still wait (one that
     /// gave up, e.g. at its deadline, is dropped unbooked).
-    fn take(&self) -> Vec<Pending> {
+    fn take(&self) -> Vec<Pending<T>> {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         let mut batch = Vec::with_capacity(queue.len().min(MAX_BATCH));
         while batch.len() < MAX_BATCH {
@@ -88,9 +91,9 @@ impl Batcher {
 
     /// Queues `acquire` and returns its reply, sending batches with `run` (which answers one
     /// reply per acquire, in order, or one error for all) while it waits.
-    pub async fn submit<F, Fut>(&self, acquire: QueuedAcquire, run: F) -> Reply
+    pub async fn submit<F, Fut>(&self, acquire: T, run: F) -> Reply
     where
-        F: Fn(Vec<QueuedAcquire>) -> Fut,
+        F: Fn(Vec<T>) -> Fut,
         Fut: Future<Output = Result<Vec<Vec<String>>, BackendError>>,
     {
         let (answer, mut reply) = oneshot::channel();

@@ -1,7 +1,8 @@
 //! Calling the scripts: `EVALSHA` (then `EVAL` on `NOSCRIPT`) with a service's keys and common
-//! arguments, every call bounded by the timeout; acquires go in batches per service (see
-//! `batch`), each carrying its caller's deadline in Redis's clock (see `deadline`), and grants
-//! teach that clock; a family member's acquire names its ancestors' keys too.
+//! arguments, every call bounded by the timeout; acquires go in batches (see `batch`: of many
+//! services on a single Redis, of one service on a cluster), each carrying its caller's deadline
+//! in Redis's clock (see `deadline`), and grants teach that clock; a family member's acquire
+//! names its ancestors' keys too.
 
 use std::{
     sync::{atomic::Ordering, Arc},
@@ -11,7 +12,8 @@ use std::{
 use redis::{Cmd, ErrorKind, FromRedisValue, ServerErrorKind};
 
 use super::{
-    batch, protocol, scripts::LuaScript, unavailable, RedisBackend, ServiceArgs, TimeSource,
+    batch, protocol, scripts::LuaScript, unavailable, RedisBackend, ServiceArgs, SharedAcquire,
+    TimeSource,
 };
 use crate::{
     backend::{AcquireCall, BackendError},
@@ -78,20 +80,48 @@ impl RedisBackend {
     ) -> Result<Cmd, BackendError> {
         let service = self.service(spec)?;
         let [c0, c1, c2, c3] = cost.0;
-        Ok(self.command(
+        let requests = [
+            format!("{c0} {c1} {c2} {c3}"),
+            max_wait.to_string(),
+            String::new(),
+            "0 0".to_string(),
+            String::new(),
+        ];
+        Ok(self.acquire_script_command(
             "EVALSHA",
             &self.scripts.acquire.sha,
-            &[&service],
-            &[
-                &MAX_LEASES.to_string(),
-                "1",
-                &format!("{c0} {c1} {c2} {c3}"),
-                &max_wait.to_string(),
-                "",
-                "0 0",
-                "",
-            ],
+            &[(&service, 1, &requests)],
         ))
+    }
+
+    /// `verb` of `acquire.lua`'s `body` deciding `sections`: per service, its keys, its common
+    /// arguments, how many acquires and their arguments (five each). See the script's header.
+    fn acquire_script_command(
+        &self,
+        verb: &str,
+        body: &str,
+        sections: &[(&ServiceArgs, usize, &[String])],
+    ) -> Cmd {
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(body).arg(sections.len() * 9);
+        for (service, _, _) in sections {
+            for key in &service.keys.keys {
+                cmd.arg(key);
+            }
+        }
+        cmd.arg(self.time_arg())
+            .arg(MAX_LEASES.to_string())
+            .arg(sections.len());
+        for (service, n, requests) in sections {
+            cmd.arg(&service.limits)
+                .arg(&service.retention)
+                .arg(self.fresh_nonce())
+                .arg(*n);
+            for a in *requests {
+                cmd.arg(a);
+            }
+        }
+        cmd
     }
 
     /// Decides `acquires` of `spec` in order in one script call, at one `now`: what concurrent
@@ -111,52 +141,144 @@ impl RedisBackend {
         acquires: Vec<batch::QueuedAcquire>,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Vec<Vec<String>>, BackendError> {
+        if service.spec.family.is_none() {
+            return self
+                .run_sections(&[(service, acquires.as_slice())], deadline)
+                .await;
+        }
         let ancestors = self.ancestors(service)?;
         let mut args: Vec<String> =
             Vec::with_capacity(3 + 3 * ancestors.len() + 3 * acquires.len());
         args.push(MAX_LEASES.to_string());
         args.push(acquires.len().to_string());
-        if service.spec.family.is_some() {
-            args.push((1 + ancestors.len()).to_string());
-            for a in &ancestors {
-                args.push(a.limits.clone());
-                args.push(a.retention.clone());
-                args.push(self.fresh_nonce());
-            }
+        args.push((1 + ancestors.len()).to_string());
+        for a in &ancestors {
+            args.push(a.limits.clone());
+            args.push(a.retention.clone());
+            args.push(self.fresh_nonce());
         }
         let sent = tokio::time::Instant::now();
-        let timeout = deadline.map_or(self.timeout, |d| {
-            d.saturating_duration_since(sent).min(self.timeout)
-        });
-        // Redis's clock, read once per batch.
-        let offset = match self.time {
-            TimeSource::Server => self.clock.offset(),
-            TimeSource::Manual(_) => None,
-        };
+        let timeout = self.batch_timeout(sent, deadline);
+        let offset = self.clock_offset();
         for a in &acquires {
             let [c0, c1, c2, c3] = a.cost.0;
             args.push(format!("{c0} {c1} {c2} {c3}"));
             args.push(a.max_wait.to_string());
             args.push(a.request_id.clone());
-            if service.spec.family.is_none() {
-                args.push(format!("{} {}", a.class.rank, a.class.max_overtakes));
-            }
             // Past the earlier of its caller's deadline and the batch's, nothing is booked.
             args.push(self.deadline_arg(a.deadline.min(sent + timeout), offset));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let replies: Vec<Vec<String>> = if service.spec.family.is_none() {
-            self.eval_within(&self.scripts.acquire, &[service], &args, timeout)
-                .await?
-        } else {
-            let chain: Vec<&ServiceArgs> = std::iter::once(service)
-                .chain(ancestors.iter().map(Arc::as_ref))
-                .collect();
-            self.eval_within(&self.scripts.family, &chain, &args, timeout)
-                .await?
-        };
+        let chain: Vec<&ServiceArgs> = std::iter::once(service)
+            .chain(ancestors.iter().map(Arc::as_ref))
+            .collect();
+        let replies: Vec<Vec<String>> = self
+            .eval_within(&self.scripts.family, &chain, &args, timeout)
+            .await?;
         self.learn_clock(sent, timeout, &replies);
         Ok(replies)
+    }
+
+    /// Decides the acquires of services that are not family members in one `acquire.lua` call:
+    /// each service's in order, at one `now`. One reply per acquire, services in order.
+    pub(super) async fn run_sections(
+        &self,
+        sections: &[(&ServiceArgs, &[batch::QueuedAcquire])],
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Vec<Vec<String>>, BackendError> {
+        let sent = tokio::time::Instant::now();
+        let timeout = self.batch_timeout(sent, deadline);
+        let offset = self.clock_offset();
+        let args: Vec<(&ServiceArgs, usize, Vec<String>)> = sections
+            .iter()
+            .map(|(service, acquires)| {
+                let mut args = Vec::with_capacity(5 * acquires.len());
+                for a in *acquires {
+                    let [c0, c1, c2, c3] = a.cost.0;
+                    args.push(format!("{c0} {c1} {c2} {c3}"));
+                    args.push(a.max_wait.to_string());
+                    args.push(a.request_id.clone());
+                    args.push(format!("{} {}", a.class.rank, a.class.max_overtakes));
+                    // Past the earlier of its caller's deadline and the batch's, nothing is
+                    // booked.
+                    args.push(self.deadline_arg(a.deadline.min(sent + timeout), offset));
+                }
+                (*service, acquires.len(), args)
+            })
+            .collect();
+        let sections: Vec<(&ServiceArgs, usize, &[String])> = args
+            .iter()
+            .map(|(service, n, args)| (*service, *n, args.as_slice()))
+            .collect();
+        let script = &self.scripts.acquire;
+        let replies: Vec<Vec<String>> = self
+            .eval_command(
+                |verb, body| self.acquire_script_command(verb, body, &sections),
+                script,
+                timeout,
+            )
+            .await?;
+        self.learn_clock(sent, timeout, &replies);
+        Ok(replies)
+    }
+
+    /// Decides a batch of the shared queue (acquires of many services, in arrival order): each
+    /// service's acquires in their order, in one script call. One reply per acquire, in the
+    /// batch's order.
+    pub(super) async fn run_shared(
+        &self,
+        batch: Vec<SharedAcquire>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<Vec<String>>, BackendError> {
+        let n = batch.len();
+        // Per service: its acquires and where each stood in the batch.
+        let mut groups: Vec<(Arc<ServiceArgs>, Vec<batch::QueuedAcquire>, Vec<usize>)> = Vec::new();
+        for (i, (service, acquire)) in batch.into_iter().enumerate() {
+            match groups.iter_mut().find(|g| Arc::ptr_eq(&g.0, &service)) {
+                Some(group) => {
+                    group.1.push(acquire);
+                    group.2.push(i);
+                }
+                None => groups.push((service, vec![acquire], vec![i])),
+            }
+        }
+        let sections: Vec<(&ServiceArgs, &[batch::QueuedAcquire])> = groups
+            .iter()
+            .map(|(service, acquires, _)| (service.as_ref(), acquires.as_slice()))
+            .collect();
+        let replies = self.run_sections(&sections, Some(deadline)).await?;
+        if replies.len() != n {
+            // The batcher refuses a reply of the wrong length.
+            return Ok(replies);
+        }
+        let mut ordered = vec![Vec::new(); n];
+        for (slot, reply) in groups
+            .iter()
+            .flat_map(|(_, _, slots)| slots.iter().copied())
+            .zip(replies)
+        {
+            ordered[slot] = reply;
+        }
+        Ok(ordered)
+    }
+
+    /// How long a batch sent at `sent` may take: the timeout, or less to answer by `deadline`.
+    fn batch_timeout(
+        &self,
+        sent: tokio::time::Instant,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Duration {
+        deadline.map_or(self.timeout, |d| {
+            d.saturating_duration_since(sent).min(self.timeout)
+        })
+    }
+
+    /// Redis's clock, read once per batch (none while time is set by hand).
+    fn clock_offset(&self) -> Option<i64> {
+        match self.time {
+            TimeSource::Server => self.clock.offset(),
+            TimeSource::Manual(_) => None,
+        }
     }
 
     /// A deadline as the scripts take it: Redis µs, or '' (no check) while Redis's clock
@@ -285,11 +407,26 @@ impl RedisBackend {
         args: &[&str],
         timeout: Duration,
     ) -> Result<T, BackendError> {
+        self.eval_command(
+            |verb, body| self.command(verb, body, service, args),
+            script,
+            timeout,
+        )
+        .await
+    }
+
+    /// Sends `command(verb, body)` for `script`, bounded by `timeout`: `EVALSHA` first; on
+    /// `NOSCRIPT`, `EVAL` (which also caches the script).
+    async fn eval_command<T: FromRedisValue>(
+        &self,
+        command: impl Fn(&str, &str) -> Cmd,
+        script: &LuaScript,
+        timeout: Duration,
+    ) -> Result<T, BackendError> {
         let connection = self
             .link
             .get()
             .map_err(|e| BackendError::Unavailable(format!("redis: {e}")))?;
-        let command = |verb: &str, body: &str| self.command(verb, body, service, args);
         let call = async {
             match connection.query(&command("EVALSHA", &script.sha)).await {
                 Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {

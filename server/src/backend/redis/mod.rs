@@ -5,7 +5,8 @@
 //! memory backend's [`Ledger`](crate::core::Ledger) semantics over sorted sets and hashes; the
 //! keys, state fields, lease records, decider codes and each script's arguments and replies are
 //! in `LAYOUT.md` beside them. This file connects and implements [`Backend`]; `calls` sends the
-//! scripts (concurrent acquires of a service share script calls, see [`batch`]), `protocol`
+//! scripts (concurrent acquires share script calls: every service's on a single Redis, each
+//! service's on a cluster, see [`batch`]), `protocol`
 //! reads their replies, `fallback` decides locally while Redis is down.
 
 mod batch;
@@ -64,6 +65,9 @@ impl ServiceArgs {
 /// The services, by name.
 type Services = HashMap<String, Arc<ServiceArgs>>;
 
+/// An acquire in the queue every service shares (a single Redis), with its service.
+type SharedAcquire = (Arc<ServiceArgs>, batch::QueuedAcquire);
+
 /// Where decisions take their time from.
 #[derive(Clone, Debug, Default)]
 enum TimeSource {
@@ -91,6 +95,9 @@ pub struct RedisBackend {
     local: Option<fallback::LocalShare>,
     /// The offset of Redis's clock, for the acquires' deadlines.
     clock: deadline::RedisClock,
+    /// On a single Redis, the acquire queue of every service that is not a family member (one
+    /// script call decides many services'); none on a cluster, where each service queues alone.
+    shared: Option<batch::Batcher<SharedAcquire>>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -193,6 +200,7 @@ impl RedisBackend {
             nonces: crate::core::Unpredictable::new(),
             local,
             clock: deadline::RedisClock::default(),
+            shared: (!config.cluster).then(batch::Batcher::default),
         }
     }
 
@@ -310,9 +318,25 @@ impl Backend for RedisBackend {
             class: call.class,
             deadline,
         };
-        let submitted = service.batcher.submit(queued, |acquires| {
-            self.run_acquires_until(&service, acquires, Some(deadline))
-        });
+        let submitted = async {
+            match &self.shared {
+                Some(shared) if spec.family.is_none() => {
+                    shared
+                        .submit((service.clone(), queued), |batch| {
+                            self.run_shared(batch, deadline)
+                        })
+                        .await
+                }
+                _ => {
+                    service
+                        .batcher
+                        .submit(queued, |acquires| {
+                            self.run_acquires_until(&service, acquires, Some(deadline))
+                        })
+                        .await
+                }
+            }
+        };
         let reply = match tokio::time::timeout_at(deadline + CARRY_SLACK, submitted).await {
             Ok(reply) => reply,
             Err(_) => Err(BackendError::Unavailable(format!(

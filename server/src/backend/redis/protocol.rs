@@ -137,6 +137,11 @@ pub(super) fn decision(
         ))),
         Some("F") => Err(BackendError::Refused(AcquireError::Full)),
         Some("O") => Err(BackendError::Refused(AcquireError::TotalTooLarge)),
+        // The script found the service's state inconsistent; other services were decided.
+        Some("X") => Err(BackendError::Failed(format!(
+            "redis: {}",
+            reply.get(1).map_or("acquire failed", String::as_str)
+        ))),
         // Redis ran it after its caller was answered: nothing was booked.
         Some("E") => Err(BackendError::Unavailable(
             "redis: the decision ran after its deadline; nothing was booked".into(),
