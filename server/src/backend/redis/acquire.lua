@@ -6,8 +6,8 @@
 -- Redis: every service that is not a family member; a cluster: one service). A denial changes
 -- nothing (one that could overtake may prune first).
 -- KEYS: 9 per service, in order. ARGV 1 manual time, 2 most leases held, 3 number of services;
--- then per service: limits, retention µs, nonce for a new state, n, and 5 per request: cost
--- "c0 c1 c2 c3", max_wait µs, request_id ('' for none), priority class "rank max_overtakes"
+-- then per service: limits, retention µs, nonce for a new state, n, and 9 per request: cost c0,
+-- c1, c2, c3, max_wait µs, request_id ('' for none), priority class rank and max_overtakes
 -- (core/priority.rs: a call is booked ahead of the queued leases of lower classes, which are
 -- booked again behind it), deadline (Redis µs; '' for none: past it the caller was answered with
 -- an error, so nothing is booked and the reply is {'E'}, see deadline.rs).
@@ -18,6 +18,7 @@
 
 local clock = now_micros()
 local max_leases = tonumber(ARGV[2])
+local PER_REQUEST = 9
 
 -- Decides the n requests of service j (its keys become K), whose arguments start at ARGV[at].
 -- Returns the replies, or an error reply.
@@ -87,13 +88,26 @@ local function decide_service(j, at)
     for f, v in pairs(saved.fields) do st[f] = v or nil end
   end
 
-  -- Housekeeping once per batch, before the first write: prune, count the leases held.
+  -- Housekeeping once per batch, before the first write: prune, and bound the leases held. The
+  -- log holds at most the leases ever booked on this state (q), so it is counted only once that
+  -- bound could reach max_leases (see room_for_a_lease).
+  local held_exact = false
   local function housekeeping()
     if held == nil then
-      prune(st, now, retention, sliding, fdiv(retention, 8))
-      held = redis.call('ZCARD', K[2])
-      created = held == 0
+      created = prune(st, now, retention, sliding, fdiv(retention, 8))
+      held = created and 0 or num(st, 'q')
+      held_exact = created
     end
+  end
+
+  -- Whether fewer than max_leases leases are held, counting them if the bound says no.
+  local function room_for_a_lease()
+    if held >= max_leases and not held_exact then
+      flush_writes(st)
+      held = redis.call('ZCARD', K[2])
+      held_exact = true
+    end
+    return held < max_leases
   end
 
   local function acquire_one(cost, max_wait, rid, rank, max_overtakes, deadline)
@@ -131,7 +145,7 @@ local function decide_service(j, at)
 
     -- Book: from here on, writes.
     housekeeping()
-    if held >= max_leases then
+    if not room_for_a_lease() then
       if saved then step_back(saved) end
       return { 'F' }
     end
@@ -147,7 +161,7 @@ local function decide_service(j, at)
       redis.call('HDEL', K[3], unpack(members))
       if sliding.holds then redis.call('ZREM', K[9], unpack(members)) end
       for d = 0, 3 do
-        if sliding[d] or st['t' .. d] then redis.call('ZREM', K[5 + d], unpack(members)) end
+        if sliding[d] or st[T[d]] then redis.call('ZREM', K[5 + d], unpack(members)) end
       end
     end
     local seq = book(st, limits, sliding, now, t, cost, decider, rid, true, nil, rank, max_overtakes)
@@ -166,12 +180,11 @@ local function decide_service(j, at)
 
   local replies = {}
   for r = 1, n do
-    local base = at + 4 + 5 * (r - 1)
-    local cost = {}
-    for v in string.gmatch(ARGV[base], '%S+') do cost[#cost + 1] = tonumber(v) end
-    local rank, max_overtakes = string.match(ARGV[base + 3], '^(%d+) (%d+)$')
-    local reply = acquire_one(cost, tonumber(ARGV[base + 1]), ARGV[base + 2], tonumber(rank),
-      tonumber(max_overtakes), tonumber(ARGV[base + 4]))
+    local base = at + 4 + PER_REQUEST * (r - 1)
+    local cost = { tonumber(ARGV[base]), tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]),
+      tonumber(ARGV[base + 3]) }
+    local reply = acquire_one(cost, tonumber(ARGV[base + 4]), ARGV[base + 5],
+      tonumber(ARGV[base + 6]), tonumber(ARGV[base + 7]), tonumber(ARGV[base + 8]))
     if reply.err then return reply end
     replies[r] = reply
   end
@@ -190,6 +203,6 @@ for j = 1, tonumber(ARGV[3]) do
   for r = 1, n do
     replies[#replies + 1] = decided.err and { 'X', decided.err } or decided[r]
   end
-  at = at + 4 + 5 * n
+  at = at + 4 + PER_REQUEST * n
 end
 return replies

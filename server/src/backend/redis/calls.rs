@@ -81,10 +81,14 @@ impl RedisBackend {
         let service = self.service(spec)?;
         let [c0, c1, c2, c3] = cost.0;
         let requests = [
-            format!("{c0} {c1} {c2} {c3}"),
+            c0.to_string(),
+            c1.to_string(),
+            c2.to_string(),
+            c3.to_string(),
             max_wait.to_string(),
             String::new(),
-            "0 0".to_string(),
+            "0".to_string(),
+            "0".to_string(),
             String::new(),
         ];
         Ok(self.acquire_script_command(
@@ -95,7 +99,7 @@ impl RedisBackend {
     }
 
     /// `verb` of `acquire.lua`'s `body` deciding `sections`: per service, its keys, its common
-    /// arguments, how many acquires and their arguments (five each). See the script's header.
+    /// arguments, how many acquires and their arguments (nine each). See the script's header.
     fn acquire_script_command(
         &self,
         verb: &str,
@@ -192,13 +196,13 @@ impl RedisBackend {
         let args: Vec<(&ServiceArgs, usize, Vec<String>)> = sections
             .iter()
             .map(|(service, acquires)| {
-                let mut args = Vec::with_capacity(5 * acquires.len());
+                let mut args = Vec::with_capacity(9 * acquires.len());
                 for a in *acquires {
-                    let [c0, c1, c2, c3] = a.cost.0;
-                    args.push(format!("{c0} {c1} {c2} {c3}"));
+                    args.extend(a.cost.0.iter().map(u64::to_string));
                     args.push(a.max_wait.to_string());
                     args.push(a.request_id.clone());
-                    args.push(format!("{} {}", a.class.rank, a.class.max_overtakes));
+                    args.push(a.class.rank.to_string());
+                    args.push(a.class.max_overtakes.to_string());
                     // Past the earlier of its caller's deadline and the batch's, nothing is
                     // booked.
                     args.push(self.deadline_arg(a.deadline.min(sent + timeout), offset));

@@ -35,11 +35,21 @@
 -- family.lua).
 local K = KEYS
 
+-- State field names by dimension d (0..3): cooldown until/status/source, base and running total.
+local CU, CS, CC, B, T = {}, {}, {}, {}, {}
+for d = 0, 3 do
+  CU[d], CS[d], CC[d], B[d], T[d] = 'cu' .. d, 'cs' .. d, 'cc' .. d, 'b' .. d, 't' .. d
+end
+
 local PRUNE_BATCH = 128
 local SHIFT_BOUND = 1024
 local MAX_DEFERRED = 1024
 
-local function s(x) return string.format('%d', x) end
+-- An integer as text (zero, the most common value by far, without formatting).
+local function s(x)
+  if x == 0 then return '0' end
+  return string.format('%d', x)
+end
 local function member(seq) return string.format('%016d', seq) end
 
 local function now_micros()
@@ -56,28 +66,35 @@ local function fdiv(x, y)
   return q
 end
 
-local function parse_limits(text)
+-- What a limits text says, read once per text and call: a call deciding many services of the
+-- same shape splits it once. Each entry is {templates, sliding, period}; parse_limits hands out
+-- fresh copies of the templates, since a service's limits are adjusted in place (adopted and
+-- adaptive amounts); the table of sliding dimensions is shared (never changed).
+local read_limits = {}
+
+local function limit_templates(text)
   local words = {}
   for v in string.gmatch(text, '%S+') do words[#words + 1] = v end
-  local limits, sliding = {}, {}
+  local templates, sliding, period = {}, {}, nil
   for i = 1, #words, 7 do
-    local n = function(j) return tonumber(words[i + j]) end
-    local l = { dim = n(0), bucket = n(1) == 1, adopt = n(1) == 2, amount = n(2), window = n(3),
-      burst = n(4), a = n(5), wg = n(6) }
-    if l.bucket or n(1) == 4 then
+    local kind = tonumber(words[i + 1])
+    local l = { dim = tonumber(words[i]), bucket = kind == 1, adopt = kind == 2,
+      amount = tonumber(words[i + 2]), window = tonumber(words[i + 3]),
+      burst = tonumber(words[i + 4]), a = tonumber(words[i + 5]), wg = tonumber(words[i + 6]) }
+    if kind == 1 or kind == 4 then
       local id = words[i] .. '_' .. words[i + 3] .. '_' .. words[i + 2] .. '_' .. words[i + 4]
       l.bucket = true
       l.kf, l.ff = 'k' .. id, 'f' .. id
-      if n(1) == 4 then
+      if kind == 4 then
         -- Adopting provider budgets: the state means another rate once one is adopted, so it is
         -- kept apart from a plain bucket's (a reload that turns adoption off starts it full).
         l.kf, l.ff, l.abf = 'ka' .. id, 'fa' .. id, 'ab' .. id
       end
       l.span = math.max(l.window, math.ceil(l.burst * l.window / l.amount))
-    elseif n(1) == 5 then
-      limits.period = n(3)
+    elseif kind == 5 then
+      period = l.window
       l = nil
-    elseif n(1) == 3 then
+    elseif kind == 3 then
       l.conc = true
       l.span = l.window
       -- Only a service with an in-flight limit prunes its holds.
@@ -87,9 +104,26 @@ local function parse_limits(text)
       l.span = l.window
       sliding[l.dim] = true
     end
-    if l then limits[#limits + 1] = l end
+    if l then templates[#templates + 1] = l end
   end
-  return limits, sliding
+  return { templates, sliding, period }
+end
+
+local function parse_limits(text)
+  local entry = read_limits[text]
+  if not entry then
+    entry = limit_templates(text)
+    read_limits[text] = entry
+  end
+  -- Which dimensions have a sliding limit is never changed: shared.
+  local limits = { period = entry[3] }
+  for i, template in ipairs(entry[1]) do
+    local t = template
+    limits[i] = { dim = t.dim, bucket = t.bucket, adopt = t.adopt, conc = t.conc, amount = t.amount,
+      window = t.window, burst = t.burst, a = t.a, wg = t.wg, span = t.span, kf = t.kf, ff = t.ff,
+      abf = t.abf, af = t.af }
+  end
+  return limits, entry[2]
 end
 
 -- The adaptive fields before they had a prefix of their own (a* also named adopted budgets).
@@ -223,9 +257,10 @@ end
 -- at most PRUNE_BATCH, and only once the oldest has been past its span for `slack` µs, so one
 -- call prunes many leases with a few commands instead of every call pruning one: expired leases
 -- change no decision (window sums are taken over slots, not over what is stored). Updates st in
--- place and writes the changed fields.
+-- place and writes the changed fields. Returns whether the log is empty after it.
 local function prune(st, now, retention, sliding, slack)
   local oldest = redis.call('ZRANGE', K[2], 0, 0, 'WITHSCORES')
+  local empty = #oldest == 0
   if #oldest > 0 and tonumber(oldest[2]) + retention + slack <= now then
     local old = redis.call('ZRANGEBYSCORE', K[2], '-inf', s(now - retention), 'LIMIT', 0, PRUNE_BATCH)
     local records = redis.call('HMGET', K[3], unpack(old))
@@ -255,34 +290,36 @@ local function prune(st, now, retention, sliding, slack)
     -- Every dimension, not only those with a sliding limit now: a reload may have dropped a
     -- dimension's limit, and its running totals must not keep members of pruned leases.
     for d = 0, 3 do
-      if sliding[d] or st['t' .. d] then
+      if sliding[d] or st[T[d]] then
         local score = redis.call('ZSCORE', K[5 + d], last)
-        if score then st['b' .. d] = score end
+        if score then st[B[d]] = score end
         redis.call('ZREM', K[5 + d], unpack(old))
       end
     end
     redis.call('HDEL', K[3], unpack(old))
     redis.call('ZREM', K[2], unpack(old))
-    if redis.call('ZCARD', K[2]) == 0 then
+    empty = redis.call('ZCARD', K[2]) == 0
+    if empty then
       -- An empty log restarts the running totals at zero, so they never grow without bound.
       for d = 0, 3 do
-        if st['t' .. d] then st['b' .. d] = '0'; st['t' .. d] = '0' end
+        if st[T[d]] then st[B[d]] = '0'; st[T[d]] = '0' end
       end
     end
     for d = 0, 3 do
-      if sliding[d] or st['t' .. d] then
-        redis.call('HSET', K[1], 'b' .. d, st['b' .. d] or '0', 't' .. d, st['t' .. d] or '0')
+      if sliding[d] or st[T[d]] then
+        redis.call('HSET', K[1], B[d], st[B[d]] or '0', T[d], st[T[d]] or '0')
       end
     end
   end
   if sliding.holds then redis.call('ZREMRANGEBYSCORE', K[9], '-inf', s(now)) end
   for d = 0, 3 do
-    local cu = st['cu' .. d]
+    local cu = st[CU[d]]
     if cu and tonumber(cu) <= now then
-      redis.call('HDEL', K[1], 'cu' .. d, 'cs' .. d, 'cc' .. d)
-      st['cu' .. d], st['cs' .. d], st['cc' .. d] = nil, nil, nil
+      redis.call('HDEL', K[1], CU[d], CS[d], CC[d])
+      st[CU[d]], st[CS[d]], st[CC[d]] = nil, nil, nil
     end
   end
+  return empty
 end
 
 -- Running totals of a dimension without a sliding limit (a reload took it away) are dropped: they
@@ -290,10 +327,10 @@ end
 -- instead of from stale ones.
 local function drop_unused_totals(st, sliding)
   for d = 0, 3 do
-    if not sliding[d] and st['t' .. d] then
+    if not sliding[d] and st[T[d]] then
       redis.call('DEL', K[5 + d])
-      redis.call('HDEL', K[1], 'b' .. d, 't' .. d)
-      st['b' .. d], st['t' .. d] = nil, nil
+      redis.call('HDEL', K[1], B[d], T[d])
+      st[B[d]], st[T[d]] = nil, nil
     end
   end
 end
@@ -411,7 +448,7 @@ end
 -- Earliest slot of sliding limit l at or after t0 for cost c (no writes).
 local function window_earliest(st, l, c, t0)
   local d = l.dim
-  local base, total = num(st, 'b' .. d), num(st, 't' .. d)
+  local base, total = num(st, B[d]), num(st, T[d])
   -- An adopted budget below this call's cost lets the call go alone.
   local amount = math.max(l.amount, c)
   local fill = total - base + c
@@ -431,7 +468,7 @@ end
 local function earliest_on(st, limits, cost, t0, now, moved)
   local t, decider, held_back = t0, 'n', false
   for d = 0, 3 do
-    local cu = num(st, 'cu' .. d)
+    local cu = num(st, CU[d])
     if cu > t and cost[d + 1] > 0 then t, decider = cu, 'c' end
   end
   if num(st, 'ls') > t then t, decider = num(st, 'ls'), st.ld end
@@ -468,7 +505,7 @@ end
 -- the base, so totals stay below 2^53 however long the log never empties (rare: once per ~2^52
 -- booked). Work is one command per 3,500 leases held (Lua's unpack stops near 8,000 values).
 local function rebase(st, d)
-  local b = num(st, 'b' .. d)
+  local b = num(st, B[d])
   if b <= 0 then return end
   flush_writes(st)
   local flat = redis.call('ZRANGE', K[5 + d], 0, -1, 'WITHSCORES')
@@ -479,8 +516,8 @@ local function rebase(st, d)
   for i = 1, #args, 7000 do
     redis.call('ZADD', K[5 + d], unpack(args, i, math.min(i + 6999, #args)))
   end
-  st['t' .. d], st['b' .. d] = s(num(st, 't' .. d) - b), '0'
-  redis.call('HSET', K[1], 'b' .. d, '0', 't' .. d, st['t' .. d])
+  st[T[d]], st[B[d]] = s(num(st, T[d]) - b), '0'
+  redis.call('HSET', K[1], B[d], '0', T[d], st[T[d]])
 end
 
 -- Whether adding costs (a table of 4) keeps every running total below 2^53 (core
@@ -490,7 +527,7 @@ end
 local function totals_fit(st, sliding, costs, now, retention)
   local near = false
   for d = 0, 3 do
-    if sliding[d] and num(st, 't' .. d) + costs[d + 1] >= MAX_EXACT then near = true end
+    if sliding[d] and num(st, T[d]) + costs[d + 1] >= MAX_EXACT then near = true end
   end
   if not near then return true end
   flush_writes(st)
@@ -501,8 +538,8 @@ local function totals_fit(st, sliding, costs, now, retention)
   end
   for d = 0, 3 do
     if sliding[d] then
-      if num(st, 't' .. d) + costs[d + 1] >= MAX_EXACT then rebase(st, d) end
-      if num(st, 't' .. d) - num(st, 'b' .. d) + costs[d + 1] >= MAX_EXACT then return false end
+      if num(st, T[d]) + costs[d + 1] >= MAX_EXACT then rebase(st, d) end
+      if num(st, T[d]) - num(st, B[d]) + costs[d + 1] >= MAX_EXACT then return false end
     end
   end
   return true
@@ -538,9 +575,9 @@ local function step_out_of(st, limits, sliding, leases, set)
   end
   for d = 0, 3 do
     if sliding[d] then
-      local total = num(st, 'b' .. d)
+      local total = num(st, B[d])
       if #last > 0 then total = tonumber(redis.call('ZSCORE', K[5 + d], last[1])) end
-      set('t' .. d, s(total))
+      set(T[d], s(total))
     end
   end
   for _, l in ipairs(limits) do
@@ -560,14 +597,17 @@ end
 local function book(st, limits, sliding, now, t, cost, decider, rid, holds, up, rank, left, orders)
   local seq = num(st, 'q')
   local m = member(seq)
-  local reach = math.max(t, latest_slot(st))
+  local latest = latest_slot(st)
+  local reach = math.max(t, latest)
+  -- Each number is formatted once: the slot is the frontier, the latest slot and the record's.
+  local ts = s(t)
   local changed = { 'q', 'hw' }
   if orders ~= false and t >= num(st, 'ls') then
-    st.ls, st.ld, st.lr = s(t), decider, s(rank or 0)
+    st.ls, st.ld, st.lr = ts, decider, s(rank or 0)
     changed[#changed + 1] = 'ls'; changed[#changed + 1] = 'ld'; changed[#changed + 1] = 'lr'
   end
-  if t > latest_slot(st) then
-    st.lm = s(t)
+  if t > latest then
+    st.lm = ts
     changed[#changed + 1] = 'lm'
   end
   for _, l in ipairs(limits) do
@@ -585,25 +625,30 @@ local function book(st, limits, sliding, now, t, cost, decider, rid, holds, up, 
   end
   for d = 0, 3 do
     if sliding[d] then
-      local total = num(st, 't' .. d) + cost[d + 1]
+      local total = num(st, T[d]) + cost[d + 1]
       if total >= MAX_EXACT then return redis.error_reply('sluice: running total beyond 2^53') end
+      local total_s = s(total)
       if pending then
         local cum = pending.cum[d + 1]
-        cum[#cum + 1] = s(total); cum[#cum + 1] = m
+        cum[#cum + 1] = total_s; cum[#cum + 1] = m
       else
-        redis.call('ZADD', K[5 + d], s(total), m)
+        redis.call('ZADD', K[5 + d], total_s, m)
       end
-      st['t' .. d] = s(total)
-      changed[#changed + 1] = 't' .. d
+      st[T[d]] = total_s
+      changed[#changed + 1] = T[d]
     end
   end
   st.q, st.hw = s(seq + 1), s(now)
-  local record = format_lease({ slot = t, cost = cost, requested = cost, decider = decider, rid = rid,
-    up = up, rank = rank or 0, left = left or 0 })
+  -- format_lease's record of a new lease (requested = cost), each cost formatted once.
+  local c1, c2, c3, c4 = s(cost[1]), s(cost[2]), s(cost[3]), s(cost[4])
+  local record = ts .. ' ' .. c1 .. ' ' .. c2 .. ' ' .. c3 .. ' ' .. c4 .. ' ' .. c1 .. ' ' .. c2 .. ' '
+    .. c3 .. ' ' .. c4 .. ' ' .. decider .. (((up or '') ~= '') and (' ' .. up) or '')
+    .. (((rank or 0) > 0) and (' o' .. s(rank) .. '.' .. s(left or 0)) or '') .. '|' .. rid
+  local reach_s = reach == t and ts or s(reach)
   if pending then
     for _, f in ipairs(changed) do pending.state[f] = true end
     local log, leases = pending.log, pending.leases
-    log[#log + 1] = s(reach); log[#log + 1] = m
+    log[#log + 1] = reach_s; log[#log + 1] = m
     leases[#leases + 1] = m; leases[#leases + 1] = record
     pending.lease_of[m] = record
     if rid ~= '' then
@@ -617,7 +662,7 @@ local function book(st, limits, sliding, now, t, cost, decider, rid, holds, up, 
   local fields = {}
   for _, f in ipairs(changed) do fields[#fields + 1] = f; fields[#fields + 1] = st[f] end
   redis.call('HSET', K[1], unpack(fields))
-  redis.call('ZADD', K[2], s(reach), m)
+  redis.call('ZADD', K[2], reach_s, m)
   redis.call('HSET', K[3], m, record)
   if rid ~= '' then
     redis.call('HSET', K[4], rid, m)
@@ -647,15 +692,15 @@ local function limit_usage(st, l, now)
     end
   else
     local d = l.dim
-    local total = num(st, 't' .. d)
+    local total = num(st, T[d])
     local gone = redis.call('ZREVRANGEBYSCORE', K[2], s(now - l.window), '-inf', 'LIMIT', 0, 1)
-    local before = num(st, 'b' .. d)
+    local before = num(st, B[d])
     if #gone > 0 then
       local score = redis.call('ZSCORE', K[5 + d], gone[1])
       if score then before = tonumber(score) end
     end
     used = total - before
-    if total > num(st, 'b' .. d) then
+    if total > num(st, B[d]) then
       local last = redis.call('ZRANGEBYSCORE', K[5 + d], s(total), s(total), 'LIMIT', 0, 1)
       if #last > 0 then
         local slot = tonumber(redis.call('ZSCORE', K[2], last[1]))

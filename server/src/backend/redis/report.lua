@@ -39,10 +39,10 @@ end
 prune(st, now, retention, sliding, fdiv(retention, 8))
 local cooldown_set = 0
 local function lengthen(d, until_, status, source)
-  if until_ > num(st, 'cu' .. d) then
-    st['cu' .. d] = s(until_)
+  if until_ > num(st, CU[d]) then
+    st[CU[d]] = s(until_)
     st.ch = s(math.max(num(st, 'ch'), until_))
-    redis.call('HSET', KEYS[1], 'cu' .. d, st['cu' .. d], 'cs' .. d, status, 'cc' .. d, source,
+    redis.call('HSET', KEYS[1], CU[d], st[CU[d]], CS[d], status, CC[d], source,
       'ch', st.ch)
     cooldown_set = 1
   end
@@ -80,7 +80,7 @@ local adaptive_lowered = 0
 if ARGV[17] == '1' and limits.period then
   local sc = limits.scale
   local until_ = now
-  for d = 0, 3 do until_ = math.max(until_, num(st, 'cu' .. d)) end
+  for d = 0, 3 do until_ = math.max(until_, num(st, CU[d])) end
   if now >= num(st, 'pe') then
     st.pp = s(sc)
     sc = math.max(100, fdiv(sc * 700, FULL))
@@ -130,7 +130,7 @@ if lease and #usage == 3 then
           for _, later in ipairs(redis.call('ZRANGE', key, rank, -1)) do
             redis.call('ZINCRBY', key, s(delta), later)
           end
-          st['t' .. d] = s(num(st, 't' .. d) + delta)
+          st[T[d]] = s(num(st, T[d]) + delta)
         elseif rank <= SHIFT_BOUND then
           -- Equivalently: every earlier lease and the base move by -delta.
           if rank > 0 then
@@ -138,19 +138,19 @@ if lease and #usage == 3 then
               redis.call('ZINCRBY', key, s(-delta), earlier)
             end
           end
-          st['b' .. d] = s(num(st, 'b' .. d) - delta)
+          st[B[d]] = s(num(st, B[d]) - delta)
         elseif delta > 0 then
           -- Too many leases on both sides: charge at the newest lease, which only overcounts.
           local last = redis.call('ZRANGE', key, -1, -1)
           redis.call('ZINCRBY', key, s(delta), last[1])
-          st['t' .. d] = s(num(st, 't' .. d) + delta)
+          st[T[d]] = s(num(st, T[d]) + delta)
         else
           lease.cost[d + 1] = old -- a refund that cannot be placed exactly is not made
         end
-        if num(st, 't' .. d) >= MAX_EXACT or num(st, 'b' .. d) <= -MAX_EXACT then
+        if num(st, T[d]) >= MAX_EXACT or num(st, B[d]) <= -MAX_EXACT then
           return redis.error_reply('sluice: running total beyond 2^53')
         end
-        redis.call('HSET', KEYS[1], 'b' .. d, st['b' .. d] or '0', 't' .. d, st['t' .. d] or '0')
+        redis.call('HSET', KEYS[1], B[d], st[B[d]] or '0', T[d], st[T[d]] or '0')
       end
       for _, l in ipairs(limits) do
         if l.bucket and l.dim == d and lease.slot + l.span > now then
@@ -227,7 +227,7 @@ end
 -- report lowered a budget (adopted or adaptive), they are booked again in order under it instead
 -- (core Ledger::respace_queued), keeping their ids.
 local cooldown_end = now
-for d = 0, 3 do cooldown_end = math.max(cooldown_end, num(st, 'cu' .. d)) end
+for d = 0, 3 do cooldown_end = math.max(cooldown_end, num(st, CU[d])) end
 local first = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. s(now), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 local delta = #first > 0 and math.max(0, cooldown_end - tonumber(first[2])) or 0
 -- Most reports neither lower a budget nor cover a queued slot: they read no queued lease.
@@ -257,7 +257,7 @@ if ARGV[16] ~= '1' and #first > 0 and (lowered or delta > 0)
         end
       end
       for d = 0, 3 do
-        if sliding[d] then st['t' .. d] = redis.call('ZSCORE', KEYS[5 + d], q.m) end
+        if sliding[d] then st[T[d]] = redis.call('ZSCORE', KEYS[5 + d], q.m) end
       end
       rec.slot, rec.decider = t, decider
       redis.call('HSET', KEYS[3], q.m, format_lease(rec))
@@ -340,6 +340,6 @@ expire_all(st, now, retention, created)
 local lease_unknown = 0
 if ARGV[5] ~= '' and not lease then lease_unknown = 1 end
 local remaining = 0
-for d = 0, 3 do remaining = math.max(remaining, num(st, 'cu' .. d) - now) end
+for d = 0, 3 do remaining = math.max(remaining, num(st, CU[d]) - now) end
 return { s(remaining), cooldown_set, usage_applied, lease_unknown, s(outside), released,
   lease and lease.up or '', s(limits.scale), adaptive_lowered }

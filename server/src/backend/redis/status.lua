@@ -33,10 +33,10 @@ for i, l in ipairs(limits) do
 end
 -- The token dimensions' cooldowns: remaining, status, source (remaining 0 when none).
 for d = 1, 3 do
-  if num(st, 'cu' .. d) > now then
-    out[#out + 1] = s(num(st, 'cu' .. d) - now)
-    out[#out + 1] = st['cs' .. d] or '0'
-    out[#out + 1] = st['cc' .. d] or ''
+  if num(st, CU[d]) > now then
+    out[#out + 1] = s(num(st, CU[d]) - now)
+    out[#out + 1] = st[CS[d]] or '0'
+    out[#out + 1] = st[CC[d]] or ''
   else
     out[#out + 1] = '0'; out[#out + 1] = '0'; out[#out + 1] = ''
   end
