@@ -23,10 +23,17 @@ use tokio::sync::{oneshot, Semaphore};
 use super::super::BackendError;
 use crate::core::{Cost, Micros};
 
-/// Most acquires in one script call.
+/// Most acquires in one script call of a service's own queue.
 pub const MAX_BATCH: usize = 64;
-/// Script calls of one queue in flight at once, per replica.
+/// Script calls of a service's own queue in flight at once, per replica.
 const IN_FLIGHT: usize = 4;
+/// The shared queue (many services, see the module doc): smaller batches, more of them in
+/// flight. A call's cost grows with the services it carries, so a big one would hold the
+/// acquires behind it; most of what sharing saves (the fixed cost of a script call) is saved
+/// by a dozen acquires already.
+pub const SHARED_MAX_BATCH: usize = 16;
+/// Script calls of the shared queue in flight at once.
+pub const SHARED_IN_FLIGHT: usize = 8;
 
 /// One acquire, owned, as queued.
 #[derive(Clone, Debug)]
@@ -56,14 +63,12 @@ struct Pending<T> {
 pub struct Batcher<T = QueuedAcquire> {
     queue: Mutex<VecDeque<Pending<T>>>,
     permits: Semaphore,
+    max_batch: usize,
 }
 
 impl<T> Default for Batcher<T> {
     fn default() -> Self {
-        Self {
-            queue: Mutex::new(VecDeque::new()),
-            permits: Semaphore::new(IN_FLIGHT),
-        }
+        Self::new(MAX_BATCH, IN_FLIGHT)
     }
 }
 
@@ -74,12 +79,21 @@ fn lost() -> BackendError {
 }
 
 impl<T> Batcher<T> {
-    /// The next batch: up to [`MAX_BATCH`] queued acquires whose callers still wait (one that
+    /// A queue sending batches of at most `max_batch`, `in_flight` of them at once.
+    pub fn new(max_batch: usize, in_flight: usize) -> Self {
+        Self {
+            queue: Mutex::new(VecDeque::new()),
+            permits: Semaphore::new(in_flight.max(1)),
+            max_batch: max_batch.max(1),
+        }
+    }
+
+    /// The next batch: up to `max_batch` queued acquires whose callers still wait (one that
     /// gave up, e.g. at its deadline, is dropped unbooked).
     fn take(&self) -> Vec<Pending<T>> {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut batch = Vec::with_capacity(queue.len().min(MAX_BATCH));
-        while batch.len() < MAX_BATCH {
+        let mut batch = Vec::with_capacity(queue.len().min(self.max_batch));
+        while batch.len() < self.max_batch {
             match queue.pop_front() {
                 Some(p) if p.answer.is_closed() => {}
                 Some(p) => batch.push(p),

@@ -393,6 +393,42 @@ impl RedisBackend {
             .collect())
     }
 
+    /// Decides `calls` (of services that are not family members, in any order) in one script
+    /// call, as the shared queue of a single Redis does: for tests that check what one call of
+    /// many services decides. One decision per call, in order.
+    pub async fn acquire_across(
+        &self,
+        calls: &[(&ServiceSpec, AcquireCall<'_>)],
+    ) -> Result<Vec<Result<Decision, BackendError>>, BackendError> {
+        let mut batch = Vec::with_capacity(calls.len());
+        for (spec, call) in calls {
+            let service = self.service(spec)?;
+            if spec.family.is_some() {
+                return Err(BackendError::Failed(format!(
+                    "{}: a family member is decided by family.lua",
+                    spec.name
+                )));
+            }
+            batch.push((
+                service,
+                batch::QueuedAcquire {
+                    cost: call.cost,
+                    max_wait: call.max_wait,
+                    request_id: call.request_id.unwrap_or_default().to_string(),
+                    class: call.class,
+                    deadline: tokio::time::Instant::now() + self.timeout,
+                },
+            ));
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let replies = self.run_shared(batch, deadline).await?;
+        Ok(replies
+            .into_iter()
+            .zip(calls)
+            .map(|(reply, (spec, call))| protocol::decision(spec, call, reply))
+            .collect())
+    }
+
     pub(super) async fn eval_as<T: FromRedisValue>(
         &self,
         script: &LuaScript,

@@ -200,7 +200,8 @@ impl RedisBackend {
             nonces: crate::core::Unpredictable::new(),
             local,
             clock: deadline::RedisClock::default(),
-            shared: (!config.cluster).then(batch::Batcher::default),
+            shared: (!config.cluster)
+                .then(|| batch::Batcher::new(batch::SHARED_MAX_BATCH, batch::SHARED_IN_FLIGHT)),
         }
     }
 
