@@ -29,6 +29,7 @@ impl RateLimiter for Noop {
             limit: String::new(),
             slot_time: Some(prost_types::Timestamp::from(SystemTime::now())),
             scope: 0,
+            shadow: None,
         }))
     }
 

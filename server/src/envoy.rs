@@ -4,8 +4,10 @@
 //! one call of that service that cannot wait: OK if a slot is free now, OVER_LIMIT otherwise,
 //! with `retry-after` and `x-ratelimit-*` headers for Envoy to return. `hits_addend` (the
 //! descriptor's, else the request's; 0 counts as 1) is the call's token cost. Descriptors that
-//! map to no service are not limited (OK), as in Envoy's own rate limit service. Like
-//! [`crate::grpc`], it only converts types.
+//! map to no service are not limited (OK), as in Envoy's own rate limit service. A service in
+//! shadow mode answers OK, with `x-sluice-shadow: over_limit`, `x-sluice-shadow-retry-after` and
+//! `x-sluice-shadow-limit` when the call would have been refused. Like [`crate::grpc`], it only
+//! converts types.
 
 use std::sync::Arc;
 
@@ -125,6 +127,7 @@ impl<B: Backend> RateLimitService for EnvoyService<B> {
         let mut overall = Code::Ok;
         let mut statuses = Vec::with_capacity(r.descriptors.len());
         let mut headers = Vec::new();
+        let mut shadow = Vec::new();
         for descriptor in &r.descriptors {
             let Some(service) = self.config.service_of(descriptor) else {
                 statuses.push(DescriptorStatus {
@@ -158,8 +161,25 @@ impl<B: Backend> RateLimitService for EnvoyService<B> {
                 tokens: hits,
                 ..AcquireRequest::default()
             };
-            let (spec, decision) = self.limiter.acquire(&acquire).await?;
-            match decision {
+            let (spec, answer) = self.limiter.decide(&acquire).await?;
+            // Shadow mode: the call goes through; the headers say what would have happened.
+            if let Some(Decision::Denied {
+                retry_after,
+                decider,
+                ..
+            }) = &answer.shadow
+            {
+                if shadow.is_empty() {
+                    let seconds = retry_after.div_ceil(MICROS_PER_SEC).max(1);
+                    shadow.push(header("x-sluice-shadow", "over_limit".into()));
+                    shadow.push(header("x-sluice-shadow-retry-after", seconds.to_string()));
+                    shadow.push(header(
+                        "x-sluice-shadow-limit",
+                        self.limiter.decider_name(&spec, *decider),
+                    ));
+                }
+            }
+            match answer.decision {
                 Decision::Granted(_) => statuses.push(DescriptorStatus {
                     code: Code::Ok as i32,
                     ..DescriptorStatus::default()
@@ -189,6 +209,7 @@ impl<B: Backend> RateLimitService for EnvoyService<B> {
                 }
             }
         }
+        headers.extend(shadow);
         Ok(Response::new(RateLimitResponse {
             overall_code: overall as i32,
             statuses,

@@ -14,7 +14,10 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     backend::Backend,
-    core::{Algorithm, CooldownCause, Decider, Decision, Dimension, Micros, Scope, MICROS_PER_SEC},
+    core::{
+        Algorithm, CooldownCause, Decider, Decision, Dimension, Micros, Scope, ServiceSpec,
+        MICROS_PER_SEC,
+    },
     error::Error,
     limiter::{self, Limiter, ServiceStatus, UsageReport},
     metrics,
@@ -86,6 +89,56 @@ impl<B> RateLimiterService<B> {
 
     fn admit(&self) -> Option<OwnedSemaphorePermit> {
         self.in_flight.admit()
+    }
+}
+
+impl<B: Backend> RateLimiterService<B> {
+    /// The `AcquireResponse` of `decision` on `spec`.
+    fn response(&self, spec: &Arc<ServiceSpec>, decision: Decision) -> AcquireResponse {
+        match decision {
+            Decision::Granted(g) => AcquireResponse {
+                granted: true,
+                lease_id: g.lease_id.to_string(),
+                wait: Some(to_duration(g.wait)),
+                retry_after: None,
+                reason: pb::Reason::Granted as i32,
+                limit: self.limiter.decider_name(spec, g.decider),
+                slot_time: Some(to_timestamp(g.slot)),
+                scope: scope(g.scope) as i32,
+                shadow: None,
+            },
+            Decision::Denied {
+                retry_after,
+                decider,
+                scope: decided_in,
+            } => AcquireResponse {
+                granted: false,
+                lease_id: String::new(),
+                wait: None,
+                retry_after: Some(to_duration(retry_after)),
+                reason: match decider {
+                    Decider::Cooldown | Decider::Ancestor { limit: None, .. } => {
+                        pb::Reason::Cooldown
+                    }
+                    Decider::Now => pb::Reason::Unspecified,
+                    _ => match self.limiter.decider_limit(spec, decider) {
+                        Some((owner, i))
+                            if owner
+                                .limits
+                                .get(i)
+                                .is_some_and(|l| l.algorithm == Algorithm::Concurrent) =>
+                        {
+                            pb::Reason::InFlight
+                        }
+                        _ => pb::Reason::Limit,
+                    },
+                } as i32,
+                limit: self.limiter.decider_name(spec, decider),
+                slot_time: None,
+                scope: scope(decided_in) as i32,
+                shadow: None,
+            },
+        }
     }
 }
 
@@ -225,6 +278,7 @@ pub(crate) fn service_status(status: ServiceStatus) -> pb::ServiceStatus {
         queued: snapshot.queued,
         scope: scope(snapshot.scope) as i32,
         adaptive_permille: snapshot.adaptive_scale,
+        mode: spec.mode.as_str().into(),
         last_report: snapshot.last_report.map(|o| pb::ProviderReport {
             status_code: o.status_code,
             age: Some(to_duration(snapshot.now.saturating_sub(o.at))),
@@ -254,49 +308,18 @@ impl<B: Backend> RateLimiter for RateLimiterService<B> {
             request_id: r.request_id,
             priority: r.priority,
         };
-        let (spec, decision) = self.limiter.acquire(&req).await?;
-        let response = match decision {
-            Decision::Granted(g) => AcquireResponse {
-                granted: true,
-                lease_id: g.lease_id.to_string(),
-                wait: Some(to_duration(g.wait)),
-                retry_after: None,
-                reason: pb::Reason::Granted as i32,
-                limit: self.limiter.decider_name(&spec, g.decider),
-                slot_time: Some(to_timestamp(g.slot)),
-                scope: scope(g.scope) as i32,
-            },
-            Decision::Denied {
-                retry_after,
-                decider,
-                scope: decided_in,
-            } => AcquireResponse {
-                granted: false,
-                lease_id: String::new(),
-                wait: None,
-                retry_after: Some(to_duration(retry_after)),
-                reason: match decider {
-                    Decider::Cooldown | Decider::Ancestor { limit: None, .. } => {
-                        pb::Reason::Cooldown
-                    }
-                    Decider::Now => pb::Reason::Unspecified,
-                    _ => match self.limiter.decider_limit(&spec, decider) {
-                        Some((owner, i))
-                            if owner
-                                .limits
-                                .get(i)
-                                .is_some_and(|l| l.algorithm == Algorithm::Concurrent) =>
-                        {
-                            pb::Reason::InFlight
-                        }
-                        _ => pb::Reason::Limit,
-                    },
-                } as i32,
-                limit: self.limiter.decider_name(&spec, decider),
-                slot_time: None,
-                scope: scope(decided_in) as i32,
-            },
-        };
+        let (spec, answer) = self.limiter.decide(&req).await?;
+        let mut response = self.response(&spec, answer.decision);
+        response.shadow = answer.shadow.map(|decided| {
+            let would = self.response(&spec, decided);
+            pb::ShadowDecision {
+                granted: would.granted,
+                wait: would.wait,
+                retry_after: would.retry_after,
+                reason: would.reason,
+                limit: would.limit,
+            }
+        });
         tracing::debug!(
             service = %req.service,
             client_id = %r.client_id,

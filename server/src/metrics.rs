@@ -5,6 +5,7 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `sluice_acquires_total` | counter | `service`, `outcome` (`granted`, `denied`, `error`) |
+//! | `sluice_shadow_acquires_total` | counter | `service`, `would` (`granted`, `queued`, `denied`): calls of a service in shadow mode, all granted at once, by what the decision would have done (counted in `sluice_acquires_total` as decided) |
 //! | `sluice_acquire_wait_seconds` | histogram | `service`: the wait of granted slots |
 //! | `sluice_reports_total` | counter | `service`, `status_class` (`2xx`, `429`, `4xx`, `5xx`, `other`) |
 //! | `sluice_cooldowns_set_total` | counter | `service`, `cause` |
@@ -83,6 +84,16 @@ pub fn acquire(service: &str, outcome: &'static str, wait: Option<Micros>) {
         metrics::histogram!("sluice_acquire_wait_seconds", "service" => service.to_string())
             .record(seconds(wait));
     }
+}
+
+/// A call of a service in shadow mode, granted at once; `would` is what the decision would have
+/// done to it (`granted`, `queued` or `denied`).
+pub fn shadow(service: &str, would: &'static str) {
+    if !enabled() {
+        return;
+    }
+    metrics::counter!("sluice_shadow_acquires_total", "service" => service.to_string(), "would" => would)
+        .increment(1);
 }
 
 /// A report of a provider answer with HTTP `status`.

@@ -35,7 +35,8 @@ pub use crate::core::{validate_service_name, MAX_ANCESTORS};
 use crate::{
     auth::{validate_token, AuthConfig, Secret},
     core::{
-        Algorithm, Dimension, LimitSpec, Micros, Priorities, ServiceSpec, MAX_AMOUNT, MIN_SHARE,
+        Algorithm, Dimension, LimitSpec, Micros, Mode, Priorities, ServiceSpec, MAX_AMOUNT,
+        MIN_SHARE,
     },
     envoy::{DescriptorRoute, EnvoyConfig, DEFAULT_SERVICE_KEY},
     provider::{is_header_name, profile::BUILTIN, HeaderRule, Meaning, Profile, TimeFormat},

@@ -23,6 +23,8 @@ pub(super) struct RawService {
     pub(super) parent: Option<String>,
     /// The header table of a `custom` profile.
     pub(super) headers: Option<Vec<RawHeaderRule>>,
+    /// `enforce` (the default) or `shadow`.
+    pub(super) mode: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +161,12 @@ impl RawService {
         if quota_cooldown > max_cooldown {
             return Err("quota_cooldown: longer than max_cooldown".into());
         }
+        let mode = match self.mode.as_deref() {
+            None => Mode::Enforce,
+            Some(m) => {
+                Mode::parse(m).ok_or_else(|| format!("mode: {m:?} (expected enforce or shadow)"))?
+            }
+        };
         let spec = ServiceSpec {
             index,
             name: self.name,
@@ -171,6 +179,7 @@ impl RawService {
             adaptive: self.adaptive,
             parent: self.parent,
             family: None,
+            mode,
         };
         Ok((spec, reader))
     }

@@ -248,6 +248,31 @@ fn adaptive_budgets_are_off_unless_asked_and_must_be_booleans() {
 }
 
 #[test]
+fn services_are_enforced_unless_put_in_shadow_mode() {
+    let text = r#"
+        [[services]]
+        name = "trial"
+        mode = "shadow"
+        limits = [{ dimension = "requests", amount = 60, window = "1m" }]
+    "#;
+    let c = Config::parse(text).unwrap();
+    assert_eq!(c.services[0].mode, crate::core::Mode::Shadow);
+    let enforced = Config::parse(&text.replace("mode = \"shadow\"", "")).unwrap();
+    assert_eq!(enforced.services[0].mode, crate::core::Mode::Enforce);
+    assert!(
+        !c.services[0].same_as(&enforced.services[0]),
+        "a mode change is a change"
+    );
+    let err = Config::parse(&text.replace("\"shadow\"", "\"dry-run\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("trial") && err.contains("mode: \"dry-run\" (expected enforce or shadow)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn custom_profiles_are_header_tables() {
     let text = r#"
         [[services]]

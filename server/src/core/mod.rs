@@ -35,7 +35,7 @@ pub use report::{
 mod scope;
 pub use scope::Scope;
 pub use spec::{
-    Algorithm, Cost, Dimension, LimitSpec, NeverFits, ServiceSpec, MAX_AMOUNT, MAX_TOTAL,
+    Algorithm, Cost, Dimension, LimitSpec, Mode, NeverFits, ServiceSpec, MAX_AMOUNT, MAX_TOTAL,
     MAX_WAIT_LIMIT,
 };
 pub use unpredictable::Unpredictable;

@@ -211,6 +211,36 @@ pub struct NeverFits {
     pub capacity: u64,
 }
 
+/// Whether a service's decisions are enforced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Callers get the decisions: they wait for their slot or are refused.
+    #[default]
+    Enforce,
+    /// Decisions are made, booked and counted as they would be, but every call is granted at
+    /// once: to read what Sluice would do in front of a live fleet before enforcing it.
+    Shadow,
+}
+
+impl Mode {
+    /// The mode named `name` in the config (`enforce` or `shadow`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "enforce" => Some(Mode::Enforce),
+            "shadow" => Some(Mode::Shadow),
+            _ => None,
+        }
+    }
+
+    /// Its name in the config and in GetStatus.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Shadow => "shadow",
+        }
+    }
+}
+
 /// A configured service: its name, provider profile, limits and cooldown policy.
 #[derive(Clone, Debug)]
 pub struct ServiceSpec {
@@ -239,6 +269,8 @@ pub struct ServiceSpec {
     /// The root of this service's family, when it has a parent or children: the whole family is
     /// decided together (on Redis, under one hash tag).
     pub family: Option<String>,
+    /// Enforced, or shadow (every call granted at once, the decision only booked and shown).
+    pub mode: Mode,
 }
 
 impl ServiceSpec {
@@ -258,6 +290,7 @@ impl ServiceSpec {
             adaptive: false,
             parent: None,
             family: None,
+            mode: Mode::Enforce,
         }
     }
 
@@ -275,6 +308,7 @@ impl ServiceSpec {
             adaptive,
             parent,
             family,
+            mode,
         } = other;
         (
             &self.name,
@@ -287,6 +321,7 @@ impl ServiceSpec {
             self.adaptive,
             &self.parent,
             &self.family,
+            self.mode,
         ) == (
             name,
             profile,
@@ -298,6 +333,7 @@ impl ServiceSpec {
             *adaptive,
             parent,
             family,
+            *mode,
         )
     }
 

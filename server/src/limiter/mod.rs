@@ -1,7 +1,8 @@
 //! The service layer between the API and a [`Backend`]: looks services up, validates and bounds
 //! every input, computes costs and cooldowns, and hands the backend only well-formed calls. It
 //! knows nothing of protobuf; [`crate::grpc`] converts to and from these types. Acquires and
-//! reloads are here; reports in [`report`], status and operator actions in [`status`].
+//! reloads are here; reports in [`report`], status and operator actions in [`status`], shadow
+//! mode in [`shadow`].
 
 use std::{
     collections::HashMap,
@@ -9,7 +10,10 @@ use std::{
 };
 
 mod report;
+mod shadow;
 mod status;
+
+pub use shadow::Answer;
 
 use crate::{
     backend::{AcquireCall, Backend},

@@ -1,6 +1,6 @@
 //! Limits: exact sliding windows, token buckets, in-flight slots, arrival order, denials that
 //! write nothing, costs that can never fit, priority classes, independence of services, bounded
-//! state.
+//! state, shadow mode.
 
 use std::time::Duration;
 
@@ -175,4 +175,81 @@ pub(crate) async fn expired_leases_are_dropped_and_idle_services_shrink<B: TestB
     for _ in 0..3 {
         granted(&l, &req("rpm", 0, Duration::ZERO)).await;
     }
+}
+
+pub(crate) async fn a_shadow_service_grants_every_call_at_once_and_books_what_it_decided<
+    B: TestBackend,
+>() {
+    use sluice_server::core::Decision;
+    let l = limiter::<B>(&["shadow"]).await;
+    let decide = |max_wait: Duration| {
+        let l = &l;
+        async move {
+            let (_, answer) = l.decide(&req("shadow", 0, max_wait)).await.expect("decide");
+            match &answer.decision {
+                Decision::Granted(g) => assert_eq!(g.wait, 0, "a shadow call waits for nothing"),
+                d => panic!("a shadow call was refused: {d:?}"),
+            }
+            answer.shadow.expect("the decision that was made")
+        }
+    };
+    // Three calls fit now; two more, allowed to wait, are booked 10 s out, as enforced.
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        match decide(60 * S).await {
+            Decision::Granted(g) => waits.push(g.wait),
+            d => panic!("expected a grant, got {d:?}"),
+        }
+    }
+    assert_eq!(waits, [0, 0, 0, 10 * US, 10 * US]);
+    let status = l.status("shadow").await.expect("status");
+    assert_eq!(
+        (status.snapshot.limits[0].used, status.snapshot.queued),
+        (5, 2)
+    );
+
+    // One that may not wait would have been refused: it goes anyway, on lease 0, booking nothing.
+    let (_, answer) = l
+        .decide(&req("shadow", 0, Duration::ZERO))
+        .await
+        .expect("decide");
+    let Decision::Granted(g) = &answer.decision else {
+        panic!("refused: {answer:?}")
+    };
+    assert_eq!((g.lease_id.nonce, g.lease_id.seq), (0, 0));
+    assert!(matches!(answer.shadow, Some(Decision::Denied { .. })));
+    assert_eq!(
+        l.status("shadow").await.expect("status").snapshot.limits[0].used,
+        5
+    );
+
+    // Its report still applies the provider's cooldown, so later decisions show it.
+    let lease = g.lease_id.to_string();
+    l.report(report("shadow", &lease, 429, &[("retry-after", "30")]))
+        .await
+        .expect("report");
+    match decide(Duration::ZERO).await {
+        Decision::Denied { retry_after, .. } => assert_eq!(retry_after, 30 * US),
+        d => panic!("expected the cooldown's denial, got {d:?}"),
+    }
+    // Through Limiter::acquire (what a shadow decision is made of) the same call is refused.
+    denied(&l, &req("shadow", 0, Duration::ZERO)).await;
+
+    // Enforced by a reload, the service keeps its state, and the same call is refused.
+    let enforced = services(&["shadow"]).replace("mode = \"shadow\"\n", "");
+    let summary = reload(&l, &enforced).await.expect("reload");
+    assert_eq!(summary.changed, ["shadow"]);
+    assert_eq!(
+        l.status("shadow").await.expect("status").snapshot.limits[0].used,
+        5
+    );
+    let (_, answer) = l
+        .decide(&req("shadow", 0, Duration::ZERO))
+        .await
+        .expect("decide");
+    assert!(answer.shadow.is_none(), "{answer:?}");
+    assert!(
+        matches!(answer.decision, Decision::Denied { .. }),
+        "{answer:?}"
+    );
 }

@@ -250,6 +250,7 @@ macro_rules! on_backend {
                 interactive_calls_are_booked_ahead_of_queued_batch_calls,
                 services_are_independent,
                 expired_leases_are_dropped_and_idle_services_shrink,
+                a_shadow_service_grants_every_call_at_once_and_books_what_it_decided,
             ],
             leases: [
                 a_request_id_is_replayed_only_while_its_slot_is_held,

@@ -86,6 +86,11 @@ limits = [
 ]
 
 [[services]]
+name = "shadow"
+mode = "shadow"
+limits = [{ dimension = "requests", amount = 3, window = "10s" }]
+
+[[services]]
 name = "adopt"
 profile = "openai"
 adopt_provider_limits = true

@@ -26,17 +26,17 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16sluice/v1/sluice.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n\x13ReloadConfigRequest\"q\n\x14ReloadConfigResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x03(\t\x12\x0f\n\x07removed\x18\x02 \x03(\t\x12\x0f\n\x07\x63hanged\x18\x03 \x03(\t\x12\x11\n\tunchanged\x18\x04 \x03(\t\x12\x15\n\rneeds_restart\x18\x05 \x03(\t\"!\n\x0eServiceRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"b\n\x12SetCooldownRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12+\n\x08\x64uration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x03 \x01(\t\"9\n\rAdminResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.sluice.v1.ServiceStatus\"\xc4\x01\n\x0e\x41\x63quireRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x01(\x04\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x04\x12\x15\n\routput_tokens\x18\x04 \x01(\x04\x12+\n\x08max_wait\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x11\n\tclient_id\x18\x07 \x01(\t\x12\x10\n\x08priority\x18\x08 \x01(\t\"\x8f\x02\n\x0f\x41\x63quireResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\'\n\x04wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bretry_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12!\n\x06reason\x18\x05 \x01(\x0e\x32\x11.sluice.v1.Reason\x12\r\n\x05limit\x18\x06 \x01(\t\x12-\n\tslot_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x05scope\x18\x08 \x01(\x0e\x32\x10.sluice.v1.Scope\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x8d\x01\n\x05Usage\x12\x19\n\x0cinput_tokens\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x1a\n\routput_tokens\x18\x02 \x01(\x04H\x01\x88\x01\x01\x12\x19\n\x0ctotal_tokens\x18\x03 \x01(\x04H\x02\x88\x01\x01\x42\x0f\n\r_input_tokensB\x10\n\x0e_output_tokensB\x0f\n\r_total_tokens\"\xa2\x01\n\x15ReportResponseRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x13\n\x0bstatus_code\x18\x03 \x01(\r\x12\"\n\x07headers\x18\x04 \x03(\x0b\x32\x11.sluice.v1.Header\x12\x1f\n\x05usage\x18\x05 \x01(\x0b\x32\x10.sluice.v1.Usage\x12\x0c\n\x04\x62ody\x18\x06 \x01(\x0c\"\x8c\x01\n\x16ReportResponseResponse\x12+\n\x08\x63ooldown\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x63ooldown_set\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x1f\n\x05scope\x18\x04 \x01(\x0e\x32\x10.sluice.v1.Scope\"#\n\x10GetStatusRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"=\n\x11GetStatusResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.sluice.v1.ServiceStatus\"\x15\n\x13ListServicesRequest\"B\n\x14ListServicesResponse\x12*\n\x08services\x18\x01 \x03(\x0b\x32\x18.sluice.v1.ServiceStatus\"\xc1\x02\n\x0bLimitStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x04\x12)\n\x06window\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\talgorithm\x18\x05 \x01(\t\x12\r\n\x05\x62urst\x18\x06 \x01(\x04\x12\x0c\n\x04used\x18\x07 \x01(\x04\x12\x11\n\tremaining\x18\x08 \x01(\x04\x12.\n\x0breset_after\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x0elearned_amount\x18\n \x01(\x04H\x00\x88\x01\x01\x12\x18\n\x10\x65\x66\x66\x65\x63tive_amount\x18\x0b \x01(\x04\x12\x19\n\x11\x65\x66\x66\x65\x63tive_because\x18\x0c \x01(\tB\x11\n\x0f_learned_amount\"u\n\x0e\x43ooldownStatus\x12,\n\tremaining\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x63\x61use\x18\x02 \x01(\t\x12\x13\n\x0bstatus_code\x18\x03 \x01(\r\x12\x11\n\tdimension\x18\x04 \x01(\t\"q\n\x0eProviderReport\x12\x13\n\x0bstatus_code\x18\x01 \x01(\r\x12&\n\x03\x61ge\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\"\n\x07headers\x18\x03 \x03(\x0b\x32\x11.sluice.v1.Header\"\xba\x02\n\rServiceStatus\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12&\n\x06limits\x18\x03 \x03(\x0b\x32\x16.sluice.v1.LimitStatus\x12+\n\x08\x63ooldown\x18\x04 \x01(\x0b\x32\x19.sluice.v1.CooldownStatus\x12\x0e\n\x06queued\x18\x05 \x01(\x04\x12.\n\x0blast_report\x18\x06 \x01(\x0b\x32\x19.sluice.v1.ProviderReport\x12\x36\n\x13\x64imension_cooldowns\x18\x07 \x03(\x0b\x32\x19.sluice.v1.CooldownStatus\x12\x1f\n\x05scope\x18\x08 \x01(\x0e\x32\x10.sluice.v1.Scope\x12\x19\n\x11\x61\x64\x61ptive_permille\x18\t \x01(\r*U\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x0b\n\x07GRANTED\x10\x01\x12\x0c\n\x08\x43OOLDOWN\x10\x02\x12\t\n\x05LIMIT\x10\x03\x12\r\n\tIN_FLIGHT\x10\x04*-\n\x05Scope\x12\n\n\x06SHARED\x10\x00\x12\t\n\x05LOCAL\x10\x01\x12\r\n\tFAIL_OPEN\x10\x02\x32\xbf\x02\n\x0bRateLimiter\x12@\n\x07\x41\x63quire\x12\x19.sluice.v1.AcquireRequest\x1a\x1a.sluice.v1.AcquireResponse\x12U\n\x0eReportResponse\x12 .sluice.v1.ReportResponseRequest\x1a!.sluice.v1.ReportResponseResponse\x12\x46\n\tGetStatus\x12\x1b.sluice.v1.GetStatusRequest\x1a\x1c.sluice.v1.GetStatusResponse\x12O\n\x0cListServices\x12\x1e.sluice.v1.ListServicesRequest\x1a\x1f.sluice.v1.ListServicesResponse2\xab\x02\n\x05\x41\x64min\x12\x46\n\x0bSetCooldown\x12\x1d.sluice.v1.SetCooldownRequest\x1a\x18.sluice.v1.AdminResponse\x12\x44\n\rClearCooldown\x12\x19.sluice.v1.ServiceRequest\x1a\x18.sluice.v1.AdminResponse\x12\x43\n\x0cResetService\x12\x19.sluice.v1.ServiceRequest\x1a\x18.sluice.v1.AdminResponse\x12O\n\x0cReloadConfig\x12\x1e.sluice.v1.ReloadConfigRequest\x1a\x1f.sluice.v1.ReloadConfigResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16sluice/v1/sluice.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n\x13ReloadConfigRequest\"q\n\x14ReloadConfigResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x03(\t\x12\x0f\n\x07removed\x18\x02 \x03(\t\x12\x0f\n\x07\x63hanged\x18\x03 \x03(\t\x12\x11\n\tunchanged\x18\x04 \x03(\t\x12\x15\n\rneeds_restart\x18\x05 \x03(\t\"!\n\x0eServiceRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"b\n\x12SetCooldownRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12+\n\x08\x64uration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x03 \x01(\t\"9\n\rAdminResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.sluice.v1.ServiceStatus\"\xc4\x01\n\x0e\x41\x63quireRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x01(\x04\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x04\x12\x15\n\routput_tokens\x18\x04 \x01(\x04\x12+\n\x08max_wait\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x11\n\tclient_id\x18\x07 \x01(\t\x12\x10\n\x08priority\x18\x08 \x01(\t\"\xba\x02\n\x0f\x41\x63quireResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\'\n\x04wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bretry_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12!\n\x06reason\x18\x05 \x01(\x0e\x32\x11.sluice.v1.Reason\x12\r\n\x05limit\x18\x06 \x01(\t\x12-\n\tslot_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x05scope\x18\x08 \x01(\x0e\x32\x10.sluice.v1.Scope\x12)\n\x06shadow\x18\t \x01(\x0b\x32\x19.sluice.v1.ShadowDecision\"\xac\x01\n\x0eShadowDecision\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\'\n\x04wait\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bretry_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12!\n\x06reason\x18\x04 \x01(\x0e\x32\x11.sluice.v1.Reason\x12\r\n\x05limit\x18\x05 \x01(\t\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x8d\x01\n\x05Usage\x12\x19\n\x0cinput_tokens\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x1a\n\routput_tokens\x18\x02 \x01(\x04H\x01\x88\x01\x01\x12\x19\n\x0ctotal_tokens\x18\x03 \x01(\x04H\x02\x88\x01\x01\x42\x0f\n\r_input_tokensB\x10\n\x0e_output_tokensB\x0f\n\r_total_tokens\"\xa2\x01\n\x15ReportResponseRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x13\n\x0bstatus_code\x18\x03 \x01(\r\x12\"\n\x07headers\x18\x04 \x03(\x0b\x32\x11.sluice.v1.Header\x12\x1f\n\x05usage\x18\x05 \x01(\x0b\x32\x10.sluice.v1.Usage\x12\x0c\n\x04\x62ody\x18\x06 \x01(\x0c\"\x8c\x01\n\x16ReportResponseResponse\x12+\n\x08\x63ooldown\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x63ooldown_set\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x1f\n\x05scope\x18\x04 \x01(\x0e\x32\x10.sluice.v1.Scope\"#\n\x10GetStatusRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"=\n\x11GetStatusResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.sluice.v1.ServiceStatus\"\x15\n\x13ListServicesRequest\"B\n\x14ListServicesResponse\x12*\n\x08services\x18\x01 \x03(\x0b\x32\x18.sluice.v1.ServiceStatus\"\xc1\x02\n\x0bLimitStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x04\x12)\n\x06window\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\talgorithm\x18\x05 \x01(\t\x12\r\n\x05\x62urst\x18\x06 \x01(\x04\x12\x0c\n\x04used\x18\x07 \x01(\x04\x12\x11\n\tremaining\x18\x08 \x01(\x04\x12.\n\x0breset_after\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x0elearned_amount\x18\n \x01(\x04H\x00\x88\x01\x01\x12\x18\n\x10\x65\x66\x66\x65\x63tive_amount\x18\x0b \x01(\x04\x12\x19\n\x11\x65\x66\x66\x65\x63tive_because\x18\x0c \x01(\tB\x11\n\x0f_learned_amount\"u\n\x0e\x43ooldownStatus\x12,\n\tremaining\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x63\x61use\x18\x02 \x01(\t\x12\x13\n\x0bstatus_code\x18\x03 \x01(\r\x12\x11\n\tdimension\x18\x04 \x01(\t\"q\n\x0eProviderReport\x12\x13\n\x0bstatus_code\x18\x01 \x01(\r\x12&\n\x03\x61ge\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\"\n\x07headers\x18\x03 \x03(\x0b\x32\x11.sluice.v1.Header\"\xc8\x02\n\rServiceStatus\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12&\n\x06limits\x18\x03 \x03(\x0b\x32\x16.sluice.v1.LimitStatus\x12+\n\x08\x63ooldown\x18\x04 \x01(\x0b\x32\x19.sluice.v1.CooldownStatus\x12\x0e\n\x06queued\x18\x05 \x01(\x04\x12.\n\x0blast_report\x18\x06 \x01(\x0b\x32\x19.sluice.v1.ProviderReport\x12\x36\n\x13\x64imension_cooldowns\x18\x07 \x03(\x0b\x32\x19.sluice.v1.CooldownStatus\x12\x1f\n\x05scope\x18\x08 \x01(\x0e\x32\x10.sluice.v1.Scope\x12\x19\n\x11\x61\x64\x61ptive_permille\x18\t \x01(\r\x12\x0c\n\x04mode\x18\n \x01(\t*U\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x0b\n\x07GRANTED\x10\x01\x12\x0c\n\x08\x43OOLDOWN\x10\x02\x12\t\n\x05LIMIT\x10\x03\x12\r\n\tIN_FLIGHT\x10\x04*-\n\x05Scope\x12\n\n\x06SHARED\x10\x00\x12\t\n\x05LOCAL\x10\x01\x12\r\n\tFAIL_OPEN\x10\x02\x32\xbf\x02\n\x0bRateLimiter\x12@\n\x07\x41\x63quire\x12\x19.sluice.v1.AcquireRequest\x1a\x1a.sluice.v1.AcquireResponse\x12U\n\x0eReportResponse\x12 .sluice.v1.ReportResponseRequest\x1a!.sluice.v1.ReportResponseResponse\x12\x46\n\tGetStatus\x12\x1b.sluice.v1.GetStatusRequest\x1a\x1c.sluice.v1.GetStatusResponse\x12O\n\x0cListServices\x12\x1e.sluice.v1.ListServicesRequest\x1a\x1f.sluice.v1.ListServicesResponse2\xab\x02\n\x05\x41\x64min\x12\x46\n\x0bSetCooldown\x12\x1d.sluice.v1.SetCooldownRequest\x1a\x18.sluice.v1.AdminResponse\x12\x44\n\rClearCooldown\x12\x19.sluice.v1.ServiceRequest\x1a\x18.sluice.v1.AdminResponse\x12\x43\n\x0cResetService\x12\x19.sluice.v1.ServiceRequest\x1a\x18.sluice.v1.AdminResponse\x12O\n\x0cReloadConfig\x12\x1e.sluice.v1.ReloadConfigRequest\x1a\x1f.sluice.v1.ReloadConfigResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sluice.v1.sluice_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REASON']._serialized_start=2464
-  _globals['_REASON']._serialized_end=2549
-  _globals['_SCOPE']._serialized_start=2551
-  _globals['_SCOPE']._serialized_end=2596
+  _globals['_REASON']._serialized_start=2696
+  _globals['_REASON']._serialized_end=2781
+  _globals['_SCOPE']._serialized_start=2783
+  _globals['_SCOPE']._serialized_end=2828
   _globals['_RELOADCONFIGREQUEST']._serialized_start=102
   _globals['_RELOADCONFIGREQUEST']._serialized_end=123
   _globals['_RELOADCONFIGRESPONSE']._serialized_start=125
@@ -50,33 +50,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACQUIREREQUEST']._serialized_start=435
   _globals['_ACQUIREREQUEST']._serialized_end=631
   _globals['_ACQUIRERESPONSE']._serialized_start=634
-  _globals['_ACQUIRERESPONSE']._serialized_end=905
-  _globals['_HEADER']._serialized_start=907
-  _globals['_HEADER']._serialized_end=944
-  _globals['_USAGE']._serialized_start=947
-  _globals['_USAGE']._serialized_end=1088
-  _globals['_REPORTRESPONSEREQUEST']._serialized_start=1091
-  _globals['_REPORTRESPONSEREQUEST']._serialized_end=1253
-  _globals['_REPORTRESPONSERESPONSE']._serialized_start=1256
-  _globals['_REPORTRESPONSERESPONSE']._serialized_end=1396
-  _globals['_GETSTATUSREQUEST']._serialized_start=1398
-  _globals['_GETSTATUSREQUEST']._serialized_end=1433
-  _globals['_GETSTATUSRESPONSE']._serialized_start=1435
-  _globals['_GETSTATUSRESPONSE']._serialized_end=1496
-  _globals['_LISTSERVICESREQUEST']._serialized_start=1498
-  _globals['_LISTSERVICESREQUEST']._serialized_end=1519
-  _globals['_LISTSERVICESRESPONSE']._serialized_start=1521
-  _globals['_LISTSERVICESRESPONSE']._serialized_end=1587
-  _globals['_LIMITSTATUS']._serialized_start=1590
-  _globals['_LIMITSTATUS']._serialized_end=1911
-  _globals['_COOLDOWNSTATUS']._serialized_start=1913
-  _globals['_COOLDOWNSTATUS']._serialized_end=2030
-  _globals['_PROVIDERREPORT']._serialized_start=2032
-  _globals['_PROVIDERREPORT']._serialized_end=2145
-  _globals['_SERVICESTATUS']._serialized_start=2148
-  _globals['_SERVICESTATUS']._serialized_end=2462
-  _globals['_RATELIMITER']._serialized_start=2599
-  _globals['_RATELIMITER']._serialized_end=2918
-  _globals['_ADMIN']._serialized_start=2921
-  _globals['_ADMIN']._serialized_end=3220
+  _globals['_ACQUIRERESPONSE']._serialized_end=948
+  _globals['_SHADOWDECISION']._serialized_start=951
+  _globals['_SHADOWDECISION']._serialized_end=1123
+  _globals['_HEADER']._serialized_start=1125
+  _globals['_HEADER']._serialized_end=1162
+  _globals['_USAGE']._serialized_start=1165
+  _globals['_USAGE']._serialized_end=1306
+  _globals['_REPORTRESPONSEREQUEST']._serialized_start=1309
+  _globals['_REPORTRESPONSEREQUEST']._serialized_end=1471
+  _globals['_REPORTRESPONSERESPONSE']._serialized_start=1474
+  _globals['_REPORTRESPONSERESPONSE']._serialized_end=1614
+  _globals['_GETSTATUSREQUEST']._serialized_start=1616
+  _globals['_GETSTATUSREQUEST']._serialized_end=1651
+  _globals['_GETSTATUSRESPONSE']._serialized_start=1653
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1714
+  _globals['_LISTSERVICESREQUEST']._serialized_start=1716
+  _globals['_LISTSERVICESREQUEST']._serialized_end=1737
+  _globals['_LISTSERVICESRESPONSE']._serialized_start=1739
+  _globals['_LISTSERVICESRESPONSE']._serialized_end=1805
+  _globals['_LIMITSTATUS']._serialized_start=1808
+  _globals['_LIMITSTATUS']._serialized_end=2129
+  _globals['_COOLDOWNSTATUS']._serialized_start=2131
+  _globals['_COOLDOWNSTATUS']._serialized_end=2248
+  _globals['_PROVIDERREPORT']._serialized_start=2250
+  _globals['_PROVIDERREPORT']._serialized_end=2363
+  _globals['_SERVICESTATUS']._serialized_start=2366
+  _globals['_SERVICESTATUS']._serialized_end=2694
+  _globals['_RATELIMITER']._serialized_start=2831
+  _globals['_RATELIMITER']._serialized_end=3150
+  _globals['_ADMIN']._serialized_start=3153
+  _globals['_ADMIN']._serialized_end=3452
 # @@protoc_insertion_point(module_scope)

@@ -94,7 +94,7 @@ class AcquireRequest(_message.Message):
     def __init__(self, service: _Optional[str] = ..., tokens: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., max_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., request_id: _Optional[str] = ..., client_id: _Optional[str] = ..., priority: _Optional[str] = ...) -> None: ...
 
 class AcquireResponse(_message.Message):
-    __slots__ = ("granted", "lease_id", "wait", "retry_after", "reason", "limit", "slot_time", "scope")
+    __slots__ = ("granted", "lease_id", "wait", "retry_after", "reason", "limit", "slot_time", "scope", "shadow")
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     WAIT_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,7 @@ class AcquireResponse(_message.Message):
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     SLOT_TIME_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
     granted: bool
     lease_id: str
     wait: _duration_pb2.Duration
@@ -111,7 +112,22 @@ class AcquireResponse(_message.Message):
     limit: str
     slot_time: _timestamp_pb2.Timestamp
     scope: Scope
-    def __init__(self, granted: _Optional[bool] = ..., lease_id: _Optional[str] = ..., wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., reason: _Optional[_Union[Reason, str]] = ..., limit: _Optional[str] = ..., slot_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scope: _Optional[_Union[Scope, str]] = ...) -> None: ...
+    shadow: ShadowDecision
+    def __init__(self, granted: _Optional[bool] = ..., lease_id: _Optional[str] = ..., wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., reason: _Optional[_Union[Reason, str]] = ..., limit: _Optional[str] = ..., slot_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scope: _Optional[_Union[Scope, str]] = ..., shadow: _Optional[_Union[ShadowDecision, _Mapping]] = ...) -> None: ...
+
+class ShadowDecision(_message.Message):
+    __slots__ = ("granted", "wait", "retry_after", "reason", "limit")
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    granted: bool
+    wait: _duration_pb2.Duration
+    retry_after: _duration_pb2.Duration
+    reason: Reason
+    limit: str
+    def __init__(self, granted: _Optional[bool] = ..., wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., reason: _Optional[_Union[Reason, str]] = ..., limit: _Optional[str] = ...) -> None: ...
 
 class Header(_message.Message):
     __slots__ = ("name", "value")
@@ -232,7 +248,7 @@ class ProviderReport(_message.Message):
     def __init__(self, status_code: _Optional[int] = ..., age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ...) -> None: ...
 
 class ServiceStatus(_message.Message):
-    __slots__ = ("service", "profile", "limits", "cooldown", "queued", "last_report", "dimension_cooldowns", "scope", "adaptive_permille")
+    __slots__ = ("service", "profile", "limits", "cooldown", "queued", "last_report", "dimension_cooldowns", "scope", "adaptive_permille", "mode")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
@@ -242,6 +258,7 @@ class ServiceStatus(_message.Message):
     DIMENSION_COOLDOWNS_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     ADAPTIVE_PERMILLE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     service: str
     profile: str
     limits: _containers.RepeatedCompositeFieldContainer[LimitStatus]
@@ -251,4 +268,5 @@ class ServiceStatus(_message.Message):
     dimension_cooldowns: _containers.RepeatedCompositeFieldContainer[CooldownStatus]
     scope: Scope
     adaptive_permille: int
-    def __init__(self, service: _Optional[str] = ..., profile: _Optional[str] = ..., limits: _Optional[_Iterable[_Union[LimitStatus, _Mapping]]] = ..., cooldown: _Optional[_Union[CooldownStatus, _Mapping]] = ..., queued: _Optional[int] = ..., last_report: _Optional[_Union[ProviderReport, _Mapping]] = ..., dimension_cooldowns: _Optional[_Iterable[_Union[CooldownStatus, _Mapping]]] = ..., scope: _Optional[_Union[Scope, str]] = ..., adaptive_permille: _Optional[int] = ...) -> None: ...
+    mode: str
+    def __init__(self, service: _Optional[str] = ..., profile: _Optional[str] = ..., limits: _Optional[_Iterable[_Union[LimitStatus, _Mapping]]] = ..., cooldown: _Optional[_Union[CooldownStatus, _Mapping]] = ..., queued: _Optional[int] = ..., last_report: _Optional[_Union[ProviderReport, _Mapping]] = ..., dimension_cooldowns: _Optional[_Iterable[_Union[CooldownStatus, _Mapping]]] = ..., scope: _Optional[_Union[Scope, str]] = ..., adaptive_permille: _Optional[int] = ..., mode: _Optional[str] = ...) -> None: ...
