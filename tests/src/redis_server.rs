@@ -308,6 +308,98 @@ impl RedisCluster {
         Ok(Self { nodes })
     }
 
+    /// Starts three masters each with a replica (six nodes), a node timeout of `node_timeout_ms`
+    /// (a master unreachable that long is failed over to its replica), and waits until every
+    /// master has its replica in sync.
+    pub fn start_replicated(node_timeout_ms: u32) -> anyhow::Result<Self> {
+        let timeout = node_timeout_ms.to_string();
+        let mut nodes = Vec::new();
+        for _ in 0..6 {
+            nodes.push(RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                &timeout,
+            ])?);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .context("running redis-cli --cluster create")?;
+        if !out.status.success() {
+            bail!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let deadline = Instant::now() + START_TIMEOUT * 3;
+        for node in &nodes {
+            loop {
+                let info = node.text(&["CLUSTER", "INFO"]).unwrap_or_default();
+                let replication = node.text(&["INFO", "replication"]).unwrap_or_default();
+                let synced = if replication.contains("role:master") {
+                    replication.contains("connected_slaves:1")
+                } else {
+                    replication.contains("master_link_status:up")
+                };
+                if info.contains("cluster_state:ok")
+                    && info.contains("cluster_known_nodes:6")
+                    && synced
+                {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("replicated cluster never became healthy: {info}{replication}");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(Self { nodes })
+    }
+
+    /// The node that is master of `key`'s hash slot now.
+    pub fn master_of(&self, key: &str) -> anyhow::Result<usize> {
+        let slot: i64 = self.nodes[0].text(&["CLUSTER", "KEYSLOT", key])?.parse()?;
+        for (i, node) in self.nodes.iter().enumerate() {
+            let replication = node.text(&["INFO", "replication"]).unwrap_or_default();
+            if !replication.contains("role:master") {
+                continue;
+            }
+            let redis::Value::Array(ranges) = node.command(&["CLUSTER", "SLOTS"])? else {
+                continue;
+            };
+            // CLUSTER SLOTS: [start, end, [master host, port, id], replicas...] per range.
+            for range in ranges {
+                let redis::Value::Array(fields) = range else {
+                    continue;
+                };
+                let (Some(redis::Value::Int(start)), Some(redis::Value::Int(end))) =
+                    (fields.first(), fields.get(1))
+                else {
+                    continue;
+                };
+                let Some(redis::Value::Array(master)) = fields.get(2) else {
+                    continue;
+                };
+                if (*start..=*end).contains(&slot)
+                    && matches!(master.get(1), Some(redis::Value::Int(p)) if *p == i64::from(node.port))
+                {
+                    return Ok(i);
+                }
+            }
+        }
+        bail!("no master serves slot {slot} of {key}")
+    }
+
     /// The URL of the first node; cluster clients discover the others.
     pub fn url(&self) -> String {
         self.nodes[0].url()
