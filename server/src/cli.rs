@@ -5,10 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 
-use crate::config::{
-    BackendConfig, Config, ConfigError, OnFailure, RedisConfig, RedisUrl, DEFAULT_KEY_PREFIX,
-    DEFAULT_REDIS_TIMEOUT,
-};
+use crate::config::{BackendConfig, Config, ConfigError, RedisConfig, RedisUrl};
 
 /// Sluice: rate-limit coordination for fleets of workers calling rate-limited APIs.
 #[derive(Debug, Parser)]
@@ -99,14 +96,7 @@ impl Cli {
             match &mut config.backend {
                 BackendConfig::Redis(redis) => redis.url = url.clone(),
                 BackendConfig::Memory => {
-                    config.backend = BackendConfig::Redis(RedisConfig {
-                        url: url.clone(),
-                        cluster: false,
-                        key_prefix: DEFAULT_KEY_PREFIX.to_string(),
-                        timeout: DEFAULT_REDIS_TIMEOUT,
-                        on_failure: OnFailure::FailClosed,
-                        tls_ca_file: None,
-                    })
+                    config.backend = BackendConfig::Redis(RedisConfig::new(url.clone()))
                 }
             }
         }

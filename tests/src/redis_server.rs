@@ -405,3 +405,105 @@ impl RedisCluster {
         self.nodes[0].url()
     }
 }
+
+/// The master name the sentinels of [`RedisSentinel`] watch.
+pub const SENTINEL_MASTER: &str = "sluice-test";
+
+/// A master, its replica and three sentinels watching them: a master unreachable for the
+/// sentinels' `down-after-milliseconds` is failed over to the replica (two sentinels agree).
+pub struct RedisSentinel {
+    /// The master at start.
+    pub master: RedisServer,
+    /// Its replica.
+    pub replica: RedisServer,
+    sentinels: Vec<(Child, u16, tempfile::TempDir)>,
+}
+
+impl RedisSentinel {
+    /// Starts the five processes and waits until the sentinels know the master, its replica and
+    /// each other.
+    pub fn start(down_after_ms: u32) -> anyhow::Result<Self> {
+        let master = RedisServer::start()?;
+        let master_port = master.port.to_string();
+        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port])?;
+        let mut sentinels = Vec::new();
+        for _ in 0..3 {
+            let port = free_port()?;
+            let dir = tempfile::tempdir()?;
+            let conf = dir.path().join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 2\nsentinel down-after-milliseconds {SENTINEL_MASTER} {down_after_ms}\nsentinel failover-timeout {SENTINEL_MASTER} 10000\nsentinel parallel-syncs {SENTINEL_MASTER} 1\n",
+                    dir.path().display()
+                ),
+            )?;
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting redis-server --sentinel")?;
+            sentinels.push((child, port, dir));
+        }
+        let set = Self {
+            master,
+            replica,
+            sentinels,
+        };
+        let deadline = Instant::now() + START_TIMEOUT * 3;
+        for url in set.sentinel_urls() {
+            loop {
+                let replicas =
+                    redis_command(&url, None, &["SENTINEL", "REPLICAS", SENTINEL_MASTER])
+                        .map(|v| matches!(v, redis::Value::Array(a) if !a.is_empty()))
+                        .unwrap_or(false);
+                let peers = redis_command(&url, None, &["SENTINEL", "SENTINELS", SENTINEL_MASTER])
+                    .map(|v| matches!(v, redis::Value::Array(a) if a.len() == 2))
+                    .unwrap_or(false);
+                if replicas && peers {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("the sentinel at {url} never saw the replica and its peers");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(set)
+    }
+
+    /// The sentinels' URLs.
+    pub fn sentinel_urls(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|(_, port, _)| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    }
+
+    /// The port of the node the sentinels name as master now, if they agree on one.
+    pub fn master_port(&self) -> Option<u16> {
+        let url = self.sentinel_urls().into_iter().next()?;
+        match redis_command(
+            &url,
+            None,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER],
+        ) {
+            Ok(redis::Value::Array(addr)) => match addr.get(1) {
+                Some(redis::Value::BulkString(p)) => String::from_utf8_lossy(p).parse().ok(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        for (child, _, _) in &mut self.sentinels {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

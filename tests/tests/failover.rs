@@ -1,12 +1,13 @@
-//! A Redis Cluster master dies under load and its replica takes over. Real processes: six
-//! `redis-server` nodes (three masters, each with a replica; node timeout 1 s) and two
-//! `sluice-server` replicas; workers record every decision of both over gRPC. When the master of
-//! the service's slot is killed (SIGKILL), Sluice answers `UNAVAILABLE` (`on_failure` is
+//! A Redis master dies under load and its replica takes over: in a Redis Cluster (six
+//! `redis-server` nodes, three masters each with a replica, node timeout 1 s) and under Redis
+//! Sentinel (a master, its replica, three sentinels, down after 1 s). Two `sluice-server`
+//! replicas serve; workers record every decision of both over gRPC. When the master (of the
+//! service's slot) is killed (SIGKILL), Sluice answers `UNAVAILABLE` (`on_failure` is
 //! fail-closed) until the replica is promoted, then serves again by itself, never panics and
 //! keeps its services. Replication is asynchronous, so bookings the dead master had not passed
 //! on are lost: the grants in the windows around the failover may exceed the limit, by at most
 //! one window's amount (the bound the README states for a Redis data loss). The figures are
-//! printed; the bounds are asserted.
+//! printed; the bounds are asserted. `FAILOVER_LOG=1` prints the servers' logs too.
 
 use std::{
     sync::{Arc, Mutex},
@@ -14,7 +15,10 @@ use std::{
 };
 
 use sluice::v1::{rate_limiter_client::RateLimiterClient, AcquireRequest};
-use sluice_e2e::{redis_server::RedisCluster, spawn_server, TestServer};
+use sluice_e2e::{
+    redis_server::{RedisCluster, RedisSentinel, SENTINEL_MASTER},
+    spawn_server, TestServer,
+};
 use tonic::transport::Channel;
 
 const AMOUNT: usize = 40;
@@ -33,7 +37,8 @@ enum Outcome {
     Hung,
 }
 
-fn config(url: &str) -> String {
+/// The service, on the Redis that `backend` (the `[backend]` lines after `kind`) names.
+fn config(backend: &str) -> String {
     format!(
         r#"
 [[services]]
@@ -42,10 +47,9 @@ limits = [{{ dimension = "requests", amount = {AMOUNT}, window = "2s" }}]
 
 [backend]
 kind = "redis"
-url = "{url}"
-cluster = true
 key_prefix = "fo"
 timeout = "500ms"
+{backend}
 "#
     )
 }
@@ -105,8 +109,43 @@ async fn a_cluster_master_dies_and_sluice_follows_its_replica() -> anyhow::Resul
     let seed = (0..cluster.nodes.len())
         .find(|&i| i != victim)
         .ok_or_else(|| anyhow::anyhow!("no other node"))?;
-    let config = config(&cluster.nodes[seed].url());
-    let servers: Vec<TestServer> = vec![spawn_server(&config).await?, spawn_server(&config).await?];
+    let backend = format!("url = \"{}\"\ncluster = true", cluster.nodes[seed].url());
+    under_failover("cluster", &config(&backend), || {
+        cluster.nodes[victim].stop()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_master_dies_and_sluice_follows_the_promoted_replica() -> anyhow::Result<()> {
+    let mut set = RedisSentinel::start(1000)?;
+    let sentinels: Vec<String> = set
+        .sentinel_urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect();
+    let backend = format!(
+        "sentinels = [{}]\nsentinel_master = \"{SENTINEL_MASTER}\"",
+        sentinels.join(", ")
+    );
+    let replica = set.replica.port;
+    under_failover("sentinel", &config(&backend), || set.master.stop()).await?;
+    assert_eq!(
+        set.master_port(),
+        Some(replica),
+        "the sentinels promoted the replica"
+    );
+    Ok(())
+}
+
+/// Runs the workers against two Sluice replicas on `config`, calls `kill` after 3 s, and checks
+/// and prints what the workers saw until decisions have come back for 3 s.
+async fn under_failover(
+    what: &str,
+    config: &str,
+    kill: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let servers: Vec<TestServer> = vec![spawn_server(config).await?, spawn_server(config).await?];
     let record = Arc::new(Mutex::new(Vec::new()));
     let until = Arc::new(Mutex::new(None));
     let mut tasks = Vec::new();
@@ -120,7 +159,7 @@ async fn a_cluster_master_dies_and_sluice_follows_its_replica() -> anyhow::Resul
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     let killed = Instant::now();
-    cluster.nodes[victim].stop()?;
+    kill()?;
     // Run until decisions have come back for 3 s in a row, or the bound has passed.
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -169,7 +208,7 @@ async fn a_cluster_master_dies_and_sluice_follows_its_replica() -> anyhow::Resul
     let before: Vec<Instant> = grants.iter().copied().filter(|t| *t < killed).collect();
     let most = most_in_a_window(&grants, WINDOW);
     eprintln!(
-        "failover: {} decisions, {} failed, {hung} hung; unavailable for {outage:?} after the \
+        "{what} failover: {} decisions, {} failed, {hung} hung; unavailable for {outage:?} after the \
          kill; most grants in a 2 s window: {} before the kill, {most} overall (limit {AMOUNT})",
         record.len(),
         failures.len(),
@@ -187,6 +226,9 @@ async fn a_cluster_master_dies_and_sluice_follows_its_replica() -> anyhow::Resul
     // two decided just outside the server's.
     assert!(most <= 2 * AMOUNT, "{most} grants in a window of {AMOUNT}");
     for server in &servers {
+        if std::env::var("FAILOVER_LOG").is_ok() {
+            eprintln!("{}", server.log());
+        }
         let status = server.client().await?.status("svc").await?;
         assert_eq!(status.service, "svc");
         assert!(!server.log().contains("panicked"), "{}", server.log());

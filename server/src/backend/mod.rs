@@ -9,7 +9,7 @@ use std::{future::Future, sync::Arc};
 
 pub use self::redis::{
     settings::{
-        validate_key_prefix, OnFailure, RedisConfig, RedisUrl, DEFAULT_KEY_PREFIX,
+        validate_key_prefix, OnFailure, RedisConfig, RedisUrl, SentinelConfig, DEFAULT_KEY_PREFIX,
         DEFAULT_REDIS_TIMEOUT,
     },
     RedisBackend, RedisSetupError, ServiceKeys,

@@ -16,9 +16,50 @@ pub(super) struct RawBackend {
     /// With `on_failure = "local"`: how many replicas share the limits.
     pub(super) replicas: Option<u32>,
     pub(super) tls_ca_file: Option<String>,
+    /// Redis Sentinel: the sentinels' URLs, and the name of the master they watch.
+    pub(super) sentinels: Option<Vec<String>>,
+    pub(super) sentinel_master: Option<String>,
 }
 
 impl RawBackend {
+    /// `sentinels` and `sentinel_master`, which come together.
+    fn sentinel(&self) -> Result<Option<SentinelConfig>, String> {
+        match (&self.sentinels, &self.sentinel_master) {
+            (None, None) => Ok(None),
+            (Some(_), None) => {
+                Err("backend.sentinel_master: required with backend.sentinels".into())
+            }
+            (None, Some(_)) => {
+                Err("backend.sentinels: required with backend.sentinel_master".into())
+            }
+            (Some(nodes), Some(master)) => {
+                if nodes.is_empty() || nodes.len() > 16 {
+                    return Err("backend.sentinels: from 1 to 16 sentinel URLs".into());
+                }
+                if master.is_empty()
+                    || !master
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                {
+                    return Err(format!(
+                        "backend.sentinel_master: {master:?} is not a master name ([A-Za-z0-9._-])"
+                    ));
+                }
+                let nodes = nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| {
+                        RedisUrl::parse(n).map_err(|e| format!("backend.sentinels[{i}]: {e}"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Some(SentinelConfig {
+                    nodes,
+                    master: master.clone(),
+                }))
+            }
+        }
+    }
+
     pub(super) fn validate(self) -> Result<BackendConfig, String> {
         let on_failure = match (self.on_failure.as_deref(), self.replicas) {
             (None | Some("fail_closed"), None) => OnFailure::FailClosed,
@@ -53,6 +94,8 @@ impl RawBackend {
                     ("timeout", self.timeout.is_some()),
                     ("on_failure", self.on_failure.is_some()),
                     ("tls_ca_file", self.tls_ca_file.is_some()),
+                    ("sentinels", self.sentinels.is_some()),
+                    ("sentinel_master", self.sentinel_master.is_some()),
                 ];
                 if let Some((field, _)) = redis_only.iter().find(|(_, set)| *set) {
                     return Err(format!(
@@ -62,11 +105,20 @@ impl RawBackend {
                 Ok(BackendConfig::Memory)
             }
             "redis" => {
-                let url = self
-                    .url
-                    .as_deref()
-                    .ok_or("backend.url: required when kind = \"redis\"")?;
-                let url = RedisUrl::parse(url).map_err(|e| format!("backend.url: {e}"))?;
+                let sentinel = self.sentinel()?;
+                let url = match (self.url.as_deref(), &sentinel) {
+                    (Some(url), _) => url.to_string(),
+                    // The sentinels name the master; no credentials, no TLS.
+                    (None, Some(s)) => format!("redis://{}", s.master),
+                    (None, None) => return Err(
+                        "backend.url: required when kind = \"redis\" (or give backend.sentinels)"
+                            .into(),
+                    ),
+                };
+                let url = RedisUrl::parse(&url).map_err(|e| format!("backend.url: {e}"))?;
+                if sentinel.is_some() && self.cluster == Some(true) {
+                    return Err("backend.sentinels: not with cluster = true (a cluster fails over by itself)".into());
+                }
                 let key_prefix = self
                     .key_prefix
                     .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_string());
@@ -83,6 +135,7 @@ impl RawBackend {
                 }
                 Ok(BackendConfig::Redis(RedisConfig {
                     url,
+                    sentinel,
                     cluster: self.cluster.unwrap_or(false),
                     key_prefix,
                     timeout,

@@ -28,7 +28,7 @@ use self::{
 };
 
 pub use crate::backend::{
-    validate_key_prefix, OnFailure, RedisConfig, RedisUrl, DEFAULT_KEY_PREFIX,
+    validate_key_prefix, OnFailure, RedisConfig, RedisUrl, SentinelConfig, DEFAULT_KEY_PREFIX,
     DEFAULT_REDIS_TIMEOUT,
 };
 pub use crate::core::{validate_service_name, MAX_ANCESTORS};

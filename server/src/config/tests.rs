@@ -248,6 +248,68 @@ fn adaptive_budgets_are_off_unless_asked_and_must_be_booleans() {
 }
 
 #[test]
+fn sentinel_settings_parse_and_bad_ones_name_their_field() {
+    let with = |backend: &str| GOOD.replace("kind = \"memory\"", backend);
+    let text = with(
+        "kind = \"redis\"\nurl = \"redis://:m4ster@ignored\"\nsentinels = [\"redis://:s3ntinel@10.0.0.1:26379\", \"redis://10.0.0.2:26379\"]\nsentinel_master = \"prod-1\"",
+    );
+    let c = Config::parse(&text).unwrap();
+    let BackendConfig::Redis(r) = &c.backend else {
+        panic!("expected redis, got {:?}", c.backend)
+    };
+    let sentinel = r.sentinel.as_ref().expect("sentinel settings");
+    assert_eq!(sentinel.master, "prod-1");
+    assert_eq!(sentinel.nodes.len(), 2);
+    assert_eq!(
+        sentinel.nodes[0].expose(),
+        "redis://:s3ntinel@10.0.0.1:26379"
+    );
+    let shown = format!("{c:?}");
+    assert!(
+        !shown.contains("s3ntinel") && !shown.contains("m4ster"),
+        "{shown}"
+    );
+    // Without a url the master is reached without credentials.
+    let bare = with(
+        "kind = \"redis\"\nsentinels = [\"redis://10.0.0.1:26379\"]\nsentinel_master = \"prod-1\"",
+    );
+    assert!(Config::parse(&bare).is_ok());
+    for (backend, expected) in [
+        (
+            "kind = \"redis\"\nsentinels = [\"redis://10.0.0.1:26379\"]",
+            "backend.sentinel_master: required with backend.sentinels",
+        ),
+        (
+            "kind = \"redis\"\nsentinel_master = \"m\"",
+            "backend.sentinels: required with backend.sentinel_master",
+        ),
+        (
+            "kind = \"redis\"\nsentinels = []\nsentinel_master = \"m\"",
+            "backend.sentinels: from 1 to 16",
+        ),
+        (
+            "kind = \"redis\"\nsentinels = [\"redis://a:1\", \"tcp://b:2\"]\nsentinel_master = \"m\"",
+            "backend.sentinels[1]:",
+        ),
+        (
+            "kind = \"redis\"\nsentinels = [\"redis://a:1\"]\nsentinel_master = \"m a\"",
+            "backend.sentinel_master:",
+        ),
+        (
+            "kind = \"redis\"\ncluster = true\nsentinels = [\"redis://a:1\"]\nsentinel_master = \"m\"",
+            "backend.sentinels: not with cluster = true",
+        ),
+        (
+            "kind = \"memory\"\nsentinel_master = \"m\"",
+            "backend.sentinel_master: only applies to kind = \"redis\"",
+        ),
+    ] {
+        let err = Config::parse(&with(backend)).unwrap_err().to_string();
+        assert!(err.contains(expected), "{backend}: {err}");
+    }
+}
+
+#[test]
 fn services_are_enforced_unless_put_in_shadow_mode() {
     let text = r#"
         [[services]]

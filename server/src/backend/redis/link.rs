@@ -2,7 +2,8 @@
 //! first attempt is made at start, and if it fails a background task keeps trying with a short
 //! capped backoff, so the server turns ready soon after Redis appears. Until then every call
 //! fails as an outage would (and follows `on_failure`). Once made, the connection is multiplexed
-//! and reconnects by itself (the redis crate's `ConnectionManager`, or its cluster connection).
+//! and reconnects by itself (the redis crate's `ConnectionManager`, its cluster connection, or
+//! for Sentinel [`SentinelLink`], which follows the master).
 
 use std::{
     sync::{Arc, Mutex, OnceLock, PoisonError},
@@ -14,7 +15,8 @@ use redis::{
     cluster_async::ClusterConnection, Cmd, FromRedisValue, RedisError,
 };
 
-use super::settings::{RedisConfig, RedisUrl};
+use super::sentinel::SentinelLink;
+use super::settings::{RedisConfig, RedisUrl, SentinelConfig};
 use super::RedisSetupError;
 
 /// First wait between connection attempts; it doubles up to [`MAX_BACKOFF`].
@@ -27,6 +29,7 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 pub(super) enum Connection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(Arc<SentinelLink>),
 }
 
 impl Connection {
@@ -34,6 +37,10 @@ impl Connection {
         match self.clone() {
             Connection::Single(mut c) => cmd.query_async(&mut c).await,
             Connection::Cluster(mut c) => cmd.query_async(&mut c).await,
+            Connection::Sentinel(link) => {
+                let value = link.query(cmd).await?;
+                T::from_redis_value(value).map_err(RedisError::from)
+            }
         }
     }
 }
@@ -41,6 +48,7 @@ impl Connection {
 /// Where and how to connect.
 struct Target {
     url: RedisUrl,
+    sentinel: Option<SentinelConfig>,
     cluster: bool,
     timeout: Duration,
     ca: Option<Vec<u8>>,
@@ -55,6 +63,11 @@ impl Target {
     }
 
     async fn open(&self) -> Result<Connection, RedisError> {
+        if let Some(sentinel) = &self.sentinel {
+            let link = SentinelLink::new(sentinel, &self.url, self.timeout)?;
+            link.connect().await?;
+            return Ok(Connection::Sentinel(Arc::new(link)));
+        }
         if self.cluster {
             let mut builder = ClusterClient::builder([self.url.expose()])
                 .connection_timeout(self.timeout)
@@ -130,6 +143,7 @@ impl Link {
         };
         Ok(Target {
             url: config.url.clone(),
+            sentinel: config.sentinel.clone(),
             cluster: config.cluster,
             timeout: config.timeout,
             ca,

@@ -17,6 +17,7 @@ mod layout;
 mod link;
 mod protocol;
 mod scripts;
+mod sentinel;
 pub mod settings;
 
 use std::{

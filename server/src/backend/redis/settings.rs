@@ -20,11 +20,24 @@ pub enum OnFailure {
     },
 }
 
+/// Redis Sentinel: the sentinels to ask, and the name of the master they watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentinelConfig {
+    /// The sentinels (`redis://host:port`, with the sentinels' own password if they have one).
+    pub nodes: Vec<RedisUrl>,
+    /// The master's name in the sentinels' configuration (`sentinel monitor <name> …`).
+    pub master: String,
+}
+
 /// Settings of the Redis backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// `redis://` or `rediss://` URL, possibly with ACL user and password.
+    /// `redis://` or `rediss://` URL, possibly with ACL user and password. With [`Self::sentinel`]
+    /// its host is not used: the sentinels name the master, and the URL gives the scheme (TLS or
+    /// not), the user and the password to reach it with.
     pub url: RedisUrl,
+    /// Find the master through Redis Sentinel, and follow it when it fails over.
+    pub sentinel: Option<SentinelConfig>,
     /// Connect to a Redis Cluster (the URL names one of its nodes).
     pub cluster: bool,
     /// Namespace of every key, inside the hash tag: `{<prefix>:<service>}`.
@@ -45,6 +58,7 @@ impl RedisConfig {
     pub fn new(url: RedisUrl) -> Self {
         Self {
             url,
+            sentinel: None,
             cluster: false,
             key_prefix: DEFAULT_KEY_PREFIX.to_string(),
             timeout: DEFAULT_REDIS_TIMEOUT,
@@ -56,6 +70,17 @@ impl RedisConfig {
     /// The same, on a Redis Cluster if `cluster`.
     pub fn cluster(self, cluster: bool) -> Self {
         Self { cluster, ..self }
+    }
+
+    /// The same, finding the master named `master` through the sentinels at `nodes`.
+    pub fn sentinel(self, nodes: Vec<RedisUrl>, master: impl Into<String>) -> Self {
+        Self {
+            sentinel: Some(SentinelConfig {
+                nodes,
+                master: master.into(),
+            }),
+            ..self
+        }
     }
 
     /// The same, with keys under `prefix`.
