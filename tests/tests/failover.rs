@@ -229,6 +229,11 @@ async fn under_failover(
         if std::env::var("FAILOVER_LOG").is_ok() {
             eprintln!("{}", server.log());
         }
+        assert_eq!(
+            server.serving_status().await?,
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+            "health is SERVING again"
+        );
         let status = server.client().await?.status("svc").await?;
         assert_eq!(status.service, "svc");
         assert!(!server.log().contains("panicked"), "{}", server.log());
