@@ -5,11 +5,13 @@
 //! - `suite`: all of these in one run, with the ratios the targets are stated in;
 //! - `goodput`: a fleet of workers against a simulated provider, three strategies side by side;
 //! - `redis-cost`: Redis CPU and commands per decision, beside decisions per second;
+//! - `chaos`: replicas and Redis killed, frozen and reloaded at random under load, then checked;
 //! - `memory`: the memory backend's footprint with many services and live leases;
 //! - `config`: the services the decision benchmarks use, for a server started elsewhere.
 //!
 //! Build it in release mode: `cargo run --release -p sluice-bench -- <command>`.
 
+mod chaos;
 mod decisions;
 mod footprint;
 mod goodput;
@@ -73,6 +75,8 @@ enum Command {
         #[command(flatten)]
         load: decisions::LoadArgs,
     },
+    /// Faults at random under load (replicas killed, Redis frozen and killed, reloads), checked.
+    Chaos(chaos::ChaosArgs),
     /// Workers against a simulated provider: naive retries, reactive cooldown, and Sluice.
     Goodput(goodput::GoodputArgs),
     /// The memory backend's footprint: many services, many live leases.
@@ -118,6 +122,7 @@ fn main() -> anyhow::Result<()> {
                 redis_url,
                 load,
             } => redis_cost::run(cluster, redis_url, &load).await?,
+            Command::Chaos(args) => chaos::run(args).await?,
             Command::Goodput(args) => goodput::run(args).await?,
             Command::Memory(args) => footprint::run(args).await?,
             Command::SdkLatency(args) => sdk_latency::run(args).await?,
