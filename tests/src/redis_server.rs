@@ -423,9 +423,23 @@ impl RedisSentinel {
     /// Starts the five processes and waits until the sentinels know the master, its replica and
     /// each other.
     pub fn start(down_after_ms: u32) -> anyhow::Result<Self> {
-        let master = RedisServer::start()?;
+        Self::start_with_password(down_after_ms, None)
+    }
+
+    /// [`Self::start`], the master and replica requiring `password` (the sentinels know it).
+    pub fn start_with_password(down_after_ms: u32, password: Option<&str>) -> anyhow::Result<Self> {
+        let auth: Vec<&str> = match password {
+            Some(p) => vec!["--requirepass", p, "--masterauth", p],
+            None => Vec::new(),
+        };
+        let master = RedisServer::start_with(&auth)?;
         let master_port = master.port.to_string();
-        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port])?;
+        let mut replica_args = vec!["--replicaof", "127.0.0.1", master_port.as_str()];
+        replica_args.extend(auth.iter().copied());
+        let replica = RedisServer::start_with(&replica_args)?;
+        let auth_pass = password
+            .map(|p| format!("sentinel auth-pass {SENTINEL_MASTER} {p}\n"))
+            .unwrap_or_default();
         let mut sentinels = Vec::new();
         for _ in 0..3 {
             let port = free_port()?;
@@ -434,7 +448,7 @@ impl RedisSentinel {
             std::fs::write(
                 &conf,
                 format!(
-                    "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 2\nsentinel down-after-milliseconds {SENTINEL_MASTER} {down_after_ms}\nsentinel failover-timeout {SENTINEL_MASTER} 10000\nsentinel parallel-syncs {SENTINEL_MASTER} 1\n",
+                    "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 2\nsentinel down-after-milliseconds {SENTINEL_MASTER} {down_after_ms}\nsentinel failover-timeout {SENTINEL_MASTER} 10000\nsentinel parallel-syncs {SENTINEL_MASTER} 1\n{auth_pass}",
                     dir.path().display()
                 ),
             )?;

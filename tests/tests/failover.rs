@@ -138,6 +138,46 @@ async fn a_sentinel_master_dies_and_sluice_follows_the_promoted_replica() -> any
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_master_with_a_password_is_reached_with_the_urls_credentials(
+) -> anyhow::Result<()> {
+    let set = RedisSentinel::start_with_password(1000, Some("m4ster-pw"))?;
+    let sentinels: Vec<String> = set
+        .sentinel_urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect();
+    let backend = format!(
+        "sentinels = [{}]\nsentinel_master = \"{SENTINEL_MASTER}\"\nurl = \"redis://:m4ster-pw@{SENTINEL_MASTER}\"",
+        sentinels.join(", ")
+    );
+    let server = spawn_server(&config(&backend)).await?;
+    let permit = server
+        .client()
+        .await?
+        .acquire("svc")
+        .without_sleep()
+        .await?;
+    assert!(!permit.lease_id().is_empty());
+    assert!(
+        !server.log().contains("m4ster-pw"),
+        "the password was logged"
+    );
+    // Without the password the master refuses: the server never becomes ready.
+    let bare = format!(
+        "sentinels = [{}]\nsentinel_master = \"{SENTINEL_MASTER}\"",
+        sentinels.join(", ")
+    );
+    let refused = sluice_e2e::spawn_server_unready(&config(&bare), &[]).await?;
+    let health = refused.serving_status().await?;
+    assert_ne!(
+        health,
+        tonic_health::pb::health_check_response::ServingStatus::Serving,
+        "served without the master's password"
+    );
+    Ok(())
+}
+
 /// Runs the workers against two Sluice replicas on `config`, calls `kill` after 3 s, and checks
 /// and prints what the workers saw until decisions have come back for 3 s.
 async fn under_failover(
