@@ -86,10 +86,22 @@ impl RedisServer {
 
     /// Starts a standalone server with extra `redis-server` arguments (e.g. `--requirepass`).
     pub fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_signed_by(None, extra)
+    }
+
+    /// A TLS-only server whose certificate `ca` signs (servers that must trust each other, e.g. a
+    /// master, its replica and their sentinels), with extra arguments.
+    pub fn start_tls_signed_by(ca: &TestCa, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut args = vec!["--tls"];
+        args.extend(extra);
+        Self::start_signed_by(Some(ca), &args)
+    }
+
+    fn start_signed_by(ca: Option<&TestCa>, extra: &[&str]) -> anyhow::Result<Self> {
         let mut last_error = None;
         // A port found free may be taken before redis binds it: try a few.
         for _ in 0..5 {
-            match Self::try_start(extra) {
+            match Self::try_start(extra, ca) {
                 Ok(server) => return Ok(server),
                 Err(e) => last_error = Some(e),
             }
@@ -97,7 +109,7 @@ impl RedisServer {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("redis did not start")))
     }
 
-    fn try_start(extra: &[&str]) -> anyhow::Result<Self> {
+    fn try_start(extra: &[&str], signer: Option<&TestCa>) -> anyhow::Result<Self> {
         let port = free_port()?;
         let dir = tempfile::tempdir()?;
         let tls = extra.contains(&"--tls");
@@ -106,15 +118,21 @@ impl RedisServer {
             .filter(|a| **a != "--tls")
             .map(|s| s.to_string())
             .collect();
-        if tls {
-            extra.extend(Self::tls_args(port, &dir)?);
+        let own;
+        let signer = match (tls, signer) {
+            (false, _) => None,
+            (true, Some(ca)) => Some(ca),
+            (true, None) => {
+                own = TestCa::new(dir.path(), "ca")?;
+                Some(&own)
+            }
+        };
+        let mut ca = None;
+        if let Some(signer) = signer {
+            extra.extend(Self::tls_args(port, signer)?);
+            ca = Some(std::fs::read(signer.cert())?);
         }
         let child = Self::spawn(if tls { 0 } else { port }, &dir, &extra)?;
-        let ca = if tls {
-            Some(std::fs::read(dir.path().join("ca.pem"))?)
-        } else {
-            None
-        };
         let mut server = Self {
             child,
             port,
@@ -127,10 +145,9 @@ impl RedisServer {
         Ok(server)
     }
 
-    /// A test CA and a server certificate for 127.0.0.1 signed by it (see [`TestCa`]).
-    fn tls_args(port: u16, dir: &tempfile::TempDir) -> anyhow::Result<Vec<String>> {
-        let ca = TestCa::new(dir.path(), "ca")?;
-        let server = ca.issue("redis", true)?;
+    /// TLS arguments with a server certificate for 127.0.0.1 signed by `ca` (see [`TestCa`]).
+    fn tls_args(port: u16, ca: &TestCa) -> anyhow::Result<Vec<String>> {
+        let server = ca.issue(&format!("redis-{port}"), true)?;
         let file = |p: &std::path::Path| p.display().to_string();
         Ok(vec![
             "--tls-port".into(),
@@ -417,26 +434,47 @@ pub struct RedisSentinel {
     /// Its replica.
     pub replica: RedisServer,
     sentinels: Vec<(Child, u16, tempfile::TempDir)>,
+    /// With TLS: the CA that signed every node's certificate (PEM), and where it lives.
+    tls: Option<(Vec<u8>, tempfile::TempDir)>,
 }
 
 impl RedisSentinel {
     /// Starts the five processes and waits until the sentinels know the master, its replica and
     /// each other.
     pub fn start(down_after_ms: u32) -> anyhow::Result<Self> {
-        Self::start_with_password(down_after_ms, None)
+        Self::start_with(down_after_ms, None, false)
     }
 
     /// [`Self::start`], the master and replica requiring `password` (the sentinels know it).
     pub fn start_with_password(down_after_ms: u32, password: Option<&str>) -> anyhow::Result<Self> {
-        let auth: Vec<&str> = match password {
+        Self::start_with(down_after_ms, password, false)
+    }
+
+    /// [`Self::start`] with every node speaking TLS only (certificates of one test CA:
+    /// [`Self::ca_file`]), replication and the sentinels' own links included.
+    pub fn start_tls(down_after_ms: u32) -> anyhow::Result<Self> {
+        Self::start_with(down_after_ms, None, true)
+    }
+
+    fn start_with(down_after_ms: u32, password: Option<&str>, tls: bool) -> anyhow::Result<Self> {
+        let ca_dir = tempfile::tempdir()?;
+        let ca = tls.then(|| TestCa::new(ca_dir.path(), "ca")).transpose()?;
+        let mut auth: Vec<&str> = match password {
             Some(p) => vec!["--requirepass", p, "--masterauth", p],
             None => Vec::new(),
         };
-        let master = RedisServer::start_with(&auth)?;
+        if tls {
+            auth.extend(["--tls-replication", "yes"]);
+        }
+        let start = |extra: &[&str]| match &ca {
+            Some(ca) => RedisServer::start_tls_signed_by(ca, extra),
+            None => RedisServer::start_with(extra),
+        };
+        let master = start(&auth)?;
         let master_port = master.port.to_string();
         let mut replica_args = vec!["--replicaof", "127.0.0.1", master_port.as_str()];
         replica_args.extend(auth.iter().copied());
-        let replica = RedisServer::start_with(&replica_args)?;
+        let replica = start(&replica_args)?;
         let auth_pass = password
             .map(|p| format!("sentinel auth-pass {SENTINEL_MASTER} {p}\n"))
             .unwrap_or_default();
@@ -444,11 +482,23 @@ impl RedisSentinel {
         for _ in 0..3 {
             let port = free_port()?;
             let dir = tempfile::tempdir()?;
+            let listen = match &ca {
+                Some(ca) => {
+                    let cert = ca.issue(&format!("sentinel-{port}"), true)?;
+                    format!(
+                        "port 0\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
+                        cert.cert.display(),
+                        cert.key.display(),
+                        ca.cert().display()
+                    )
+                }
+                None => format!("port {port}\n"),
+            };
             let conf = dir.path().join("sentinel.conf");
             std::fs::write(
                 &conf,
                 format!(
-                    "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 2\nsentinel down-after-milliseconds {SENTINEL_MASTER} {down_after_ms}\nsentinel failover-timeout {SENTINEL_MASTER} 10000\nsentinel parallel-syncs {SENTINEL_MASTER} 1\n{auth_pass}",
+                    "{listen}bind 127.0.0.1\ndir {}\nsentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 2\nsentinel down-after-milliseconds {SENTINEL_MASTER} {down_after_ms}\nsentinel failover-timeout {SENTINEL_MASTER} 10000\nsentinel parallel-syncs {SENTINEL_MASTER} 1\n{auth_pass}",
                     dir.path().display()
                 ),
             )?;
@@ -461,19 +511,24 @@ impl RedisSentinel {
                 .context("starting redis-server --sentinel")?;
             sentinels.push((child, port, dir));
         }
+        let tls = match &ca {
+            Some(ca) => Some((std::fs::read(ca.cert())?, ca_dir)),
+            None => None,
+        };
         let set = Self {
             master,
             replica,
             sentinels,
+            tls,
         };
         let deadline = Instant::now() + START_TIMEOUT * 3;
         for url in set.sentinel_urls() {
             loop {
-                let replicas =
-                    redis_command(&url, None, &["SENTINEL", "REPLICAS", SENTINEL_MASTER])
-                        .map(|v| matches!(v, redis::Value::Array(a) if !a.is_empty()))
-                        .unwrap_or(false);
-                let peers = redis_command(&url, None, &["SENTINEL", "SENTINELS", SENTINEL_MASTER])
+                let ask = |args: &[&str]| redis_command(&url, set.ca_pem(), args);
+                let replicas = ask(&["SENTINEL", "REPLICAS", SENTINEL_MASTER])
+                    .map(|v| matches!(v, redis::Value::Array(a) if !a.is_empty()))
+                    .unwrap_or(false);
+                let peers = ask(&["SENTINEL", "SENTINELS", SENTINEL_MASTER])
                     .map(|v| matches!(v, redis::Value::Array(a) if a.len() == 2))
                     .unwrap_or(false);
                 if replicas && peers {
@@ -488,11 +543,25 @@ impl RedisSentinel {
         Ok(set)
     }
 
-    /// The sentinels' URLs.
+    fn ca_pem(&self) -> Option<&[u8]> {
+        self.tls.as_ref().map(|(pem, _)| pem.as_slice())
+    }
+
+    /// With TLS: the CA file that verifies every node.
+    pub fn ca_file(&self) -> Option<std::path::PathBuf> {
+        self.tls.as_ref().map(|(_, dir)| dir.path().join("ca.pem"))
+    }
+
+    /// The sentinels' URLs (`rediss://` with TLS).
     pub fn sentinel_urls(&self) -> Vec<String> {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         self.sentinels
             .iter()
-            .map(|(_, port, _)| format!("redis://127.0.0.1:{port}"))
+            .map(|(_, port, _)| format!("{scheme}://127.0.0.1:{port}"))
             .collect()
     }
 
@@ -501,7 +570,7 @@ impl RedisSentinel {
         let url = self.sentinel_urls().into_iter().next()?;
         match redis_command(
             &url,
-            None,
+            self.ca_pem(),
             &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER],
         ) {
             Ok(redis::Value::Array(addr)) => match addr.get(1) {

@@ -178,6 +178,33 @@ async fn a_sentinel_master_with_a_password_is_reached_with_the_urls_credentials(
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_over_tls_is_followed_through_a_failover() -> anyhow::Result<()> {
+    let mut set = RedisSentinel::start_tls(1000)?;
+    let ca = set
+        .ca_file()
+        .ok_or_else(|| anyhow::anyhow!("no CA"))?
+        .display()
+        .to_string();
+    let sentinels: Vec<String> = set
+        .sentinel_urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect();
+    let backend = format!(
+        "sentinels = [{}]\nsentinel_master = \"{SENTINEL_MASTER}\"\nurl = \"rediss://{SENTINEL_MASTER}\"\ntls_ca_file = \"{ca}\"",
+        sentinels.join(", ")
+    );
+    let replica = set.replica.port;
+    under_failover("sentinel over TLS", &config(&backend), || set.master.stop()).await?;
+    assert_eq!(
+        set.master_port(),
+        Some(replica),
+        "the sentinels promoted the replica"
+    );
+    Ok(())
+}
+
 /// Runs the workers against two Sluice replicas on `config`, calls `kill` after 3 s, and checks
 /// and prints what the workers saw until decisions have come back for 3 s.
 async fn under_failover(

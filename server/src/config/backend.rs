@@ -130,9 +130,6 @@ impl RawBackend {
                 if timeout.is_zero() || timeout > Duration::from_secs(60) {
                     return Err("backend.timeout: must be more than 0 and at most 60s".into());
                 }
-                if self.tls_ca_file.is_some() && sentinel.is_some() {
-                    return Err("backend.tls_ca_file: not with backend.sentinels yet (a rediss:// master is verified against the system's roots)".into());
-                }
                 if self.tls_ca_file.is_some() && !url.expose().starts_with("rediss://") {
                     return Err("backend.tls_ca_file: needs a rediss:// url".into());
                 }

@@ -300,10 +300,6 @@ fn sentinel_settings_parse_and_bad_ones_name_their_field() {
             "backend.sentinels: not with cluster = true",
         ),
         (
-            "kind = \"redis\"\nurl = \"rediss://m\"\ntls_ca_file = \"ca.pem\"\nsentinels = [\"redis://a:1\"]\nsentinel_master = \"m\"",
-            "backend.tls_ca_file: not with backend.sentinels yet",
-        ),
-        (
             "kind = \"memory\"\nsentinel_master = \"m\"",
             "backend.sentinel_master: only applies to kind = \"redis\"",
         ),

@@ -64,7 +64,7 @@ impl Target {
 
     async fn open(&self) -> Result<Connection, RedisError> {
         if let Some(sentinel) = &self.sentinel {
-            let link = SentinelLink::new(sentinel, &self.url, self.timeout)?;
+            let link = SentinelLink::new(sentinel, &self.url, self.ca.as_deref(), self.timeout)?;
             link.connect().await?;
             return Ok(Connection::Sentinel(Arc::new(link)));
         }

@@ -14,9 +14,9 @@ use std::{
 
 use redis::{
     aio::MultiplexedConnection,
-    sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
+    sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType},
     AsyncConnectionConfig, Cmd, ErrorKind, IntoConnectionInfo, RedisError, ServerErrorKind,
-    TlsMode,
+    TlsCertificates, TlsMode,
 };
 
 use super::settings::{RedisUrl, SentinelConfig};
@@ -46,27 +46,62 @@ fn master_moved(e: &RedisError) -> bool {
 
 impl SentinelLink {
     /// A link to the master `sentinel` names; `url` gives the scheme, user and password to reach
-    /// it with (its host is not used).
+    /// it with (its host is not used); `ca` (PEM), if any, verifies TLS servers (the master and
+    /// `rediss://` sentinels) in place of the system's roots.
     pub(super) fn new(
         sentinel: &SentinelConfig,
         url: &RedisUrl,
+        ca: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Self, RedisError> {
-        let master = url.expose().into_connection_info()?;
-        let mut node = SentinelNodeConnectionInfo::default()
-            .set_redis_connection_info(master.redis_settings().clone());
-        if url.expose().starts_with("rediss://") {
-            node = node.set_tls_mode(TlsMode::Secure);
+        let certificates = || TlsCertificates {
+            client_tls: None,
+            root_cert: ca.map(<[u8]>::to_vec),
+        };
+        let mut addrs = Vec::with_capacity(sentinel.nodes.len());
+        let mut sentinel_auth = None;
+        for node in &sentinel.nodes {
+            let info = node.expose().into_connection_info()?;
+            addrs.push(info.addr().clone());
+            // One user and password for every sentinel: the first URL's that has them.
+            if sentinel_auth.is_none() && info.redis_settings().password().is_some() {
+                sentinel_auth = Some(info.redis_settings().clone());
+            }
         }
-        let nodes: Vec<&str> = sentinel.nodes.iter().map(RedisUrl::expose).collect();
-        let client = SentinelClient::build(
-            nodes,
-            &sentinel.master,
-            Some(node),
-            SentinelServerType::Master,
-        )?;
+        let mut builder =
+            SentinelClientBuilder::new(addrs, sentinel.master.clone(), SentinelServerType::Master)?;
+        if let Some(auth) = &sentinel_auth {
+            if let Some(user) = auth.username() {
+                builder = builder.set_client_to_sentinel_username(user);
+            }
+            if let Some(password) = auth.password() {
+                builder = builder.set_client_to_sentinel_password(password);
+            }
+        }
+        let tls_sentinels = sentinel
+            .nodes
+            .iter()
+            .any(|n| n.expose().starts_with("rediss://"));
+        if tls_sentinels && ca.is_some() {
+            builder = builder.set_client_to_sentinel_certificates(certificates());
+        }
+        let master = url.expose().into_connection_info()?;
+        let settings = master.redis_settings();
+        if let Some(user) = settings.username() {
+            builder = builder.set_client_to_redis_username(user);
+        }
+        if let Some(password) = settings.password() {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        builder = builder.set_client_to_redis_db(settings.db());
+        if url.expose().starts_with("rediss://") {
+            builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
+            if ca.is_some() {
+                builder = builder.set_client_to_redis_certificates(certificates());
+            }
+        }
         Ok(Self {
-            client: tokio::sync::Mutex::new(client),
+            client: tokio::sync::Mutex::new(builder.build()?),
             current: RwLock::new(None),
             timeout,
         })
