@@ -6,6 +6,7 @@ pub mod pki;
 pub mod polyglot;
 pub mod provider;
 pub mod proxy;
+pub mod redis_sentinel;
 pub mod redis_server;
 pub mod sdk;
 mod store;

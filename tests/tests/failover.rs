@@ -16,7 +16,8 @@ use std::{
 
 use sluice::v1::{rate_limiter_client::RateLimiterClient, AcquireRequest};
 use sluice_e2e::{
-    redis_server::{RedisCluster, RedisSentinel, SENTINEL_MASTER},
+    redis_sentinel::{RedisSentinel, SENTINEL_MASTER},
+    redis_server::RedisCluster,
     spawn_server, TestServer,
 };
 use tonic::transport::Channel;
