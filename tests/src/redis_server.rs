@@ -285,57 +285,22 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts three nodes, creates the cluster and waits until every node reports it healthy.
     pub fn start() -> anyhow::Result<Self> {
-        let mut nodes = Vec::new();
-        for _ in 0..3 {
-            nodes.push(RedisServer::start_with(&[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "5000",
-            ])?);
-        }
-        let addrs: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
-        let out = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
-            .context("running redis-cli --cluster create")?;
-        if !out.status.success() {
-            bail!(
-                "redis-cli --cluster create failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let deadline = Instant::now() + START_TIMEOUT;
-        for node in &nodes {
-            loop {
-                let info = node.text(&["CLUSTER", "INFO"]).unwrap_or_default();
-                if info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3") {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!("cluster never became healthy: {info}");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        Ok(Self { nodes })
+        Self::create(3, 0, 5000)
     }
 
     /// Starts three masters each with a replica (six nodes), a node timeout of `node_timeout_ms`
     /// (a master unreachable that long is failed over to its replica), and waits until every
     /// master has its replica in sync.
     pub fn start_replicated(node_timeout_ms: u32) -> anyhow::Result<Self> {
+        Self::create(6, 1, node_timeout_ms)
+    }
+
+    /// `count` nodes with `replicas` replicas per master: created, and healthy on every node
+    /// (replicas in sync with their masters).
+    fn create(count: usize, replicas: usize, node_timeout_ms: u32) -> anyhow::Result<Self> {
         let timeout = node_timeout_ms.to_string();
         let mut nodes = Vec::new();
-        for _ in 0..6 {
+        for _ in 0..count {
             nodes.push(RedisServer::start_with(&[
                 "--cluster-enabled",
                 "yes",
@@ -352,7 +317,7 @@ impl RedisCluster {
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .context("running redis-cli --cluster create")?;
         if !out.status.success() {
@@ -362,24 +327,23 @@ impl RedisCluster {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        let known = format!("cluster_known_nodes:{count}");
         let deadline = Instant::now() + START_TIMEOUT * 3;
         for node in &nodes {
             loop {
                 let info = node.text(&["CLUSTER", "INFO"]).unwrap_or_default();
                 let replication = node.text(&["INFO", "replication"]).unwrap_or_default();
-                let synced = if replication.contains("role:master") {
-                    replication.contains("connected_slaves:1")
-                } else {
-                    replication.contains("master_link_status:up")
-                };
-                if info.contains("cluster_state:ok")
-                    && info.contains("cluster_known_nodes:6")
-                    && synced
-                {
+                let synced = replicas == 0
+                    || if replication.contains("role:master") {
+                        replication.contains(&format!("connected_slaves:{replicas}"))
+                    } else {
+                        replication.contains("master_link_status:up")
+                    };
+                if info.contains("cluster_state:ok") && info.contains(&known) && synced {
                     break;
                 }
                 if Instant::now() > deadline {
-                    bail!("replicated cluster never became healthy: {info}{replication}");
+                    bail!("cluster never became healthy: {info}{replication}");
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }

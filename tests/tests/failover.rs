@@ -55,6 +55,19 @@ timeout = "500ms"
     )
 }
 
+/// The `[backend]` lines that find `set`'s master through its sentinels, then `extra`.
+fn sentinel_backend(set: &RedisSentinel, extra: &str) -> String {
+    let sentinels: Vec<String> = set
+        .sentinel_urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect();
+    format!(
+        "sentinels = [{}]\nsentinel_master = \"{SENTINEL_MASTER}\"\n{extra}",
+        sentinels.join(", ")
+    )
+}
+
 /// Most grants in any window of `window` among `grants` (sorted times).
 fn most_in_a_window(grants: &[Instant], window: Duration) -> usize {
     let mut most = 0;
@@ -120,15 +133,7 @@ async fn a_cluster_master_dies_and_sluice_follows_its_replica() -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_master_dies_and_sluice_follows_the_promoted_replica() -> anyhow::Result<()> {
     let mut set = RedisSentinel::start(1000)?;
-    let sentinels: Vec<String> = set
-        .sentinel_urls()
-        .iter()
-        .map(|u| format!("\"{u}\""))
-        .collect();
-    let backend = format!(
-        "sentinels = [{}]\nsentinel_master = \"{SENTINEL_MASTER}\"",
-        sentinels.join(", ")
-    );
+    let backend = sentinel_backend(&set, "");
     let replica = set.replica.port;
     under_failover("sentinel", &config(&backend), || set.master.stop()).await?;
     assert_eq!(
@@ -143,14 +148,9 @@ async fn a_sentinel_master_dies_and_sluice_follows_the_promoted_replica() -> any
 async fn a_sentinel_master_with_a_password_is_reached_with_the_urls_credentials(
 ) -> anyhow::Result<()> {
     let set = RedisSentinel::start_with_password(1000, Some("m4ster-pw"))?;
-    let sentinels: Vec<String> = set
-        .sentinel_urls()
-        .iter()
-        .map(|u| format!("\"{u}\""))
-        .collect();
-    let backend = format!(
-        "sentinels = [{}]\nsentinel_master = \"{SENTINEL_MASTER}\"\nurl = \"redis://:m4ster-pw@{SENTINEL_MASTER}\"",
-        sentinels.join(", ")
+    let backend = sentinel_backend(
+        &set,
+        &format!("url = \"redis://:m4ster-pw@{SENTINEL_MASTER}\""),
     );
     let server = spawn_server(&config(&backend)).await?;
     let permit = server
@@ -165,10 +165,7 @@ async fn a_sentinel_master_with_a_password_is_reached_with_the_urls_credentials(
         "the password was logged"
     );
     // Without the password the master refuses: the server never becomes ready.
-    let bare = format!(
-        "sentinels = [{}]\nsentinel_master = \"{SENTINEL_MASTER}\"",
-        sentinels.join(", ")
-    );
+    let bare = sentinel_backend(&set, "");
     let refused = sluice_e2e::spawn_server_unready(&config(&bare), &[]).await?;
     let health = refused.serving_status().await?;
     assert_ne!(
@@ -187,14 +184,9 @@ async fn a_sentinel_over_tls_is_followed_through_a_failover() -> anyhow::Result<
         .ok_or_else(|| anyhow::anyhow!("no CA"))?
         .display()
         .to_string();
-    let sentinels: Vec<String> = set
-        .sentinel_urls()
-        .iter()
-        .map(|u| format!("\"{u}\""))
-        .collect();
-    let backend = format!(
-        "sentinels = [{}]\nsentinel_master = \"{SENTINEL_MASTER}\"\nurl = \"rediss://{SENTINEL_MASTER}\"\ntls_ca_file = \"{ca}\"",
-        sentinels.join(", ")
+    let backend = sentinel_backend(
+        &set,
+        &format!("url = \"rediss://{SENTINEL_MASTER}\"\ntls_ca_file = \"{ca}\""),
     );
     let replica = set.replica.port;
     under_failover("sentinel over TLS", &config(&backend), || set.master.stop()).await?;

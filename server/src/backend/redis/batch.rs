@@ -51,6 +51,19 @@ pub struct QueuedAcquire {
     pub deadline: tokio::time::Instant,
 }
 
+impl QueuedAcquire {
+    /// `call`, owned, answered with an error by `deadline` at the latest.
+    pub fn new(call: &super::super::AcquireCall<'_>, deadline: tokio::time::Instant) -> Self {
+        Self {
+            cost: call.cost,
+            max_wait: call.max_wait,
+            request_id: call.request_id.unwrap_or_default().to_string(),
+            class: call.class,
+            deadline,
+        }
+    }
+}
+
 /// The script's reply for one acquire.
 pub type Reply = Result<Vec<String>, BackendError>;
 

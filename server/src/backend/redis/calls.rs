@@ -377,13 +377,7 @@ impl RedisBackend {
         let service = self.service(spec)?;
         let acquires = calls
             .iter()
-            .map(|c| batch::QueuedAcquire {
-                cost: c.cost,
-                max_wait: c.max_wait,
-                request_id: c.request_id.unwrap_or_default().to_string(),
-                class: c.class,
-                deadline: tokio::time::Instant::now() + self.timeout,
-            })
+            .map(|c| batch::QueuedAcquire::new(c, tokio::time::Instant::now() + self.timeout))
             .collect();
         let replies = self.run_acquires(&service, acquires).await?;
         Ok(replies
@@ -411,13 +405,7 @@ impl RedisBackend {
             }
             batch.push((
                 service,
-                batch::QueuedAcquire {
-                    cost: call.cost,
-                    max_wait: call.max_wait,
-                    request_id: call.request_id.unwrap_or_default().to_string(),
-                    class: call.class,
-                    deadline: tokio::time::Instant::now() + self.timeout,
-                },
+                batch::QueuedAcquire::new(call, tokio::time::Instant::now() + self.timeout),
             ));
         }
         let deadline = tokio::time::Instant::now() + self.timeout;

@@ -313,13 +313,7 @@ impl Backend for RedisBackend {
         // outage, for on_failure) rather than being cut off with it; the outer bound, a little
         // later, only guards the queueing.
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let queued = batch::QueuedAcquire {
-            cost: call.cost,
-            max_wait: call.max_wait,
-            request_id: call.request_id.unwrap_or_default().to_string(),
-            class: call.class,
-            deadline,
-        };
+        let queued = batch::QueuedAcquire::new(&call, deadline);
         let submitted = async {
             match &self.shared {
                 Some(shared) if spec.family.is_none() => {
