@@ -1,5 +1,5 @@
 //! A TCP proxy that can lose one reply: placed between `sluice-server` and Redis, it forwards
-//! bytes both ways until armed; armed, it lets the next script call (`EVALSHA`/`EVAL`) through to
+//! bytes both ways until armed; armed, it lets the next script call (`FCALL`, or `EVALSHA`/`EVAL`) through to
 //! Redis, which runs it, and then cuts the connection when the script's answer (a RESP array)
 //! comes back, so the server never sees it. That is a lost reply with the write done.
 
@@ -79,7 +79,8 @@ async fn pump(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, cut:
                 Ok(n) => n,
             };
             let chunk = &buf[..n];
-            let script = chunk.windows(4).any(|w| w.eq_ignore_ascii_case(b"EVAL"));
+            let script = chunk.windows(4).any(|w| w.eq_ignore_ascii_case(b"EVAL"))
+                || chunk.windows(5).any(|w| w.eq_ignore_ascii_case(b"FCALL"));
             if script && armed.swap(false, Ordering::SeqCst) {
                 seen.store(true, Ordering::SeqCst);
             }

@@ -1,4 +1,4 @@
-//! The Redis backend when Redis misbehaves: scripts are reloaded after `SCRIPT FLUSH` and after a
+//! The Redis backend when Redis misbehaves: scripts are reloaded after `FUNCTION FLUSH` and after a
 //! Redis restart, the connection comes back by itself, and a Redis outage answers `UNAVAILABLE`
 //! under `fail_closed` but a logged grant under `fail_open`.
 
@@ -31,11 +31,17 @@ async fn scripts_and_connections_come_back_after_flush_and_restart() -> anyhow::
     let Store::Redis(redis, _) = &mut store else {
         unreachable!("a redis store")
     };
+    // The scripts are one function library on a Redis with functions.
+    let libraries = redis.text(&["FUNCTION", "LIST"])?;
+    assert!(libraries.contains("sluice_"), "{libraries}");
+    assert_eq!(redis.text(&["FUNCTION", "FLUSH"])?, "OK");
+    // "Function not found" is answered by loading the library again, within the same call.
+    client.acquire("svc").without_sleep().await?;
+    assert!(redis.text(&["FUNCTION", "LIST"])?.contains("sluice_"));
     assert_eq!(redis.text(&["SCRIPT", "FLUSH"])?, "OK");
-    // NOSCRIPT is answered by sending the script again, within the same call.
     client.acquire("svc").without_sleep().await?;
     let status = client.status("svc").await?;
-    assert_eq!(status.limits[0].used, 2);
+    assert_eq!(status.limits[0].used, 3);
 
     // A restart loses the scripts and the connection (and, without persistence, the state).
     redis.restart()?;

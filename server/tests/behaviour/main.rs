@@ -71,7 +71,8 @@ pub trait RedisDeployment: Send + Sync + 'static {
     }
 }
 
-/// The commands Sluice sends (and its scripts call), for a least-privilege ACL user.
+/// The commands Sluice sends (and its scripts call), for a least-privilege ACL user. Without
+/// `fcall` and `function|load` the scripts go by `EVALSHA`: the suite runs that path here.
 pub const SLUICE_COMMANDS: &[&str] = &[
     "evalsha",
     "eval",

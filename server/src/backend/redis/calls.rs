@@ -1,11 +1,15 @@
-//! Calling the scripts: `EVALSHA` (then `EVAL` on `NOSCRIPT`) with a service's keys and common
+//! Calling the scripts: `FCALL` of the function library (or, where Redis refuses functions,
+//! `EVALSHA`, then `EVAL` on `NOSCRIPT`) with a service's keys and common
 //! arguments, every call bounded by the timeout; acquires go in batches (see `batch`: of many
 //! services on a single Redis, of one service on a cluster), each carrying its caller's deadline
 //! in Redis's clock (see `deadline`), and grants teach that clock; a family member's acquire
 //! names its ancestors' keys too.
 
 use std::{
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -70,8 +74,9 @@ impl RedisBackend {
         cmd
     }
 
-    /// The `EVALSHA` an acquire of `cost` with `max_wait` on `spec` sends (no request id), for
-    /// benchmarks that measure Redis alone. The script is loaded by any decision made before.
+    /// The `FCALL` (or `EVALSHA`) an acquire of `cost` with `max_wait` on `spec` sends (no request
+    /// id), for benchmarks that measure Redis alone. The script is loaded by any decision made
+    /// before.
     pub fn acquire_command(
         &self,
         spec: &ServiceSpec,
@@ -91,11 +96,13 @@ impl RedisBackend {
             "0".to_string(),
             String::new(),
         ];
-        Ok(self.acquire_script_command(
-            "EVALSHA",
-            &self.scripts.acquire.sha,
-            &[(&service, 1, &requests)],
-        ))
+        let script = &self.scripts.acquire;
+        let (verb, name) = if self.functions.in_use() {
+            ("FCALL", &script.function)
+        } else {
+            ("EVALSHA", &script.sha)
+        };
+        Ok(self.acquire_script_command(verb, name, &[(&service, 1, &requests)]))
     }
 
     /// `verb` of `acquire.lua`'s `body` deciding `sections`: per service, its keys, its common
@@ -443,8 +450,9 @@ impl RedisBackend {
         .await
     }
 
-    /// Sends `command(verb, body)` for `script`, bounded by `timeout`: `EVALSHA` first; on
-    /// `NOSCRIPT`, `EVAL` (which also caches the script).
+    /// Sends `command(verb, body)` for `script`, bounded by `timeout`: `FCALL` of its function
+    /// while Redis has functions (loading the library when Redis answers that it has not got it);
+    /// otherwise `EVALSHA` first and, on `NOSCRIPT`, `EVAL` (which also caches the script).
     async fn eval_command<T: FromRedisValue>(
         &self,
         command: impl Fn(&str, &str) -> Cmd,
@@ -456,6 +464,31 @@ impl RedisBackend {
             .get()
             .map_err(|e| BackendError::Unavailable(format!("redis: {e}")))?;
         let call = async {
+            if self.functions.in_use() {
+                match connection.query(&command("FCALL", &script.function)).await {
+                    Err(e) if function_missing(&e) => {
+                        tracing::debug!("function library not loaded on the server; loading it");
+                        let load = redis::cmd("FUNCTION")
+                            .arg("LOAD")
+                            .arg("REPLACE")
+                            .arg(&self.scripts.library)
+                            .clone();
+                        match connection.query::<redis::Value>(&load).await {
+                            Ok(_) => {
+                                return connection.query(&command("FCALL", &script.function)).await
+                            }
+                            // Redis refused the library (a server without functions, an ACL
+                            // without FUNCTION): scripts by SHA from now on.
+                            Err(e) if matches!(e.kind(), ErrorKind::Server(_)) => {
+                                self.functions.give_up(&e)
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Err(e) if functions_refused(&e) => self.functions.give_up(&e),
+                    other => return other,
+                }
+            }
             match connection.query(&command("EVALSHA", &script.sha)).await {
                 Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                     tracing::debug!("script not cached on the server; sending it");
@@ -472,4 +505,39 @@ impl RedisBackend {
             ))),
         }
     }
+}
+
+/// Whether scripts are called as functions of the library (`FCALL`): until Redis refuses them
+/// once, for the life of the backend.
+#[derive(Debug, Default)]
+pub(super) struct Functions {
+    refused: AtomicBool,
+}
+
+impl Functions {
+    pub(super) fn in_use(&self) -> bool {
+        !self.refused.load(Ordering::Relaxed)
+    }
+
+    fn give_up(&self, error: &redis::RedisError) {
+        if !self.refused.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                error = %error,
+                "redis refused functions; calling the scripts by EVALSHA from now on"
+            );
+        }
+    }
+}
+
+/// Redis has not got the library (a new or restarted server, `FUNCTION FLUSH`).
+fn function_missing(e: &redis::RedisError) -> bool {
+    e.code() == Some("ERR")
+        && e.detail()
+            .is_some_and(|d| d.starts_with("Function not found"))
+}
+
+/// Redis refuses `FCALL` itself: a server without functions (before 7.0) or an ACL without it.
+fn functions_refused(e: &redis::RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::NoPerm)
+        || (e.code() == Some("ERR") && e.detail().is_some_and(|d| d.starts_with("unknown command")))
 }

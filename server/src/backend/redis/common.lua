@@ -66,11 +66,13 @@ local function fdiv(x, y)
   return q
 end
 
--- What a limits text says, read once per text and call: a call deciding many services of the
--- same shape splits it once. Each entry is {templates, sliding, period}; parse_limits hands out
+-- What a limits text says, read once per text: a call deciding many services of the same shape
+-- splits it once (and, in the function library, which outlives a call, so do later calls; at most
+-- MAX_SHAPES texts are kept). Each entry is {templates, sliding, period}; parse_limits hands out
 -- fresh copies of the templates, since a service's limits are adjusted in place (adopted and
 -- adaptive amounts); the table of sliding dimensions is shared (never changed).
-local read_limits = {}
+local read_limits, shapes_read = {}, 0
+local MAX_SHAPES = 1024
 
 local function limit_templates(text)
   local words = {}
@@ -113,7 +115,9 @@ local function parse_limits(text)
   local entry = read_limits[text]
   if not entry then
     entry = limit_templates(text)
+    if shapes_read >= MAX_SHAPES then read_limits, shapes_read = {}, 0 end
     read_limits[text] = entry
+    shapes_read = shapes_read + 1
   end
   -- Which dimensions have a sliding limit is never changed: shared.
   local limits = { period = entry[3] }
@@ -715,4 +719,10 @@ end
 local function capacity(l)
   if l.bucket then return l.burst end
   return l.amount
+end
+
+-- First thing of every call of the function library (scripts.rs), whose locals outlive a call:
+-- nothing a call left pending (an error ends a call anywhere) is seen by the next.
+local function begin_call(keys, args)
+  KEYS, ARGV, K, pending = keys, args, keys, nil
 end

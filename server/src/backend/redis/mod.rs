@@ -1,6 +1,7 @@
 //! The `redis` backend: every replica of `sluice-server` shares one set of limits in Redis or Redis
-//! Cluster. Each decision is one Lua script call (`EVALSHA`, falling back to `EVAL` when the
-//! server answers `NOSCRIPT`, e.g. after a restart or `SCRIPT FLUSH`), so a decision is atomic
+//! Cluster. Each decision is one Lua script call (`FCALL` of Sluice's function library, loaded
+//! when the server has not got it; where Redis refuses functions, `EVALSHA`, falling back to
+//! `EVAL` when the server answers `NOSCRIPT`), so a decision is atomic
 //! and its time is the Redis server's `TIME`, never a replica's clock. The scripts implement the
 //! memory backend's [`Ledger`](crate::core::Ledger) semantics over sorted sets and hashes; the
 //! keys, state fields, lease records, decider codes and each script's arguments and replies are
@@ -83,6 +84,8 @@ enum TimeSource {
 pub struct RedisBackend {
     link: link::Link,
     scripts: Scripts,
+    /// Whether the scripts are called as functions (`FCALL`) or by SHA.
+    functions: calls::Functions,
     /// Replaced whole by [`Backend::reconfigure`].
     services: RwLock<Arc<Services>>,
     key_prefix: String,
@@ -193,6 +196,7 @@ impl RedisBackend {
         Self {
             link,
             scripts: Scripts::new(),
+            functions: calls::Functions::default(),
             services: RwLock::new(Arc::new(services)),
             key_prefix: config.key_prefix.clone(),
             timeout: config.timeout,
