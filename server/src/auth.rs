@@ -155,6 +155,34 @@ impl BearerAuth {
     }
 }
 
+impl BearerAuth {
+    /// [`Self::allows`], also taking the token as the password of HTTP Basic auth (any user
+    /// name), which is how a browser sends it when asked: for the status page.
+    pub fn allows_bearer_or_basic(&self, authorization: Option<&[u8]>) -> bool {
+        use base64::Engine as _;
+        let basic = authorization
+            .and_then(|value| value.split_at_checked(6))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"basic "))
+            .and_then(|(_, encoded)| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded.trim_ascii())
+                    .ok()
+            });
+        match basic {
+            Some(decoded) => {
+                let password = match decoded.iter().position(|&b| b == b':') {
+                    Some(colon) => &decoded[colon + 1..],
+                    None => &decoded[..],
+                };
+                let mut bearer = b"Bearer ".to_vec();
+                bearer.extend_from_slice(password);
+                self.allows(Some(&bearer))
+            }
+            None => self.allows(authorization),
+        }
+    }
+}
+
 impl Interceptor for BearerAuth {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         let presented = request
@@ -215,6 +243,29 @@ mod tests {
         assert!(!format!("{config:?}").contains("do-not-print"));
         let tokens = Tokens::load(&config).expect("valid");
         assert!(!format!("{tokens:?}").contains("do-not-print"));
+    }
+
+    #[test]
+    fn the_status_page_takes_the_token_as_bearer_or_as_a_basic_password() {
+        use base64::Engine as _;
+        let a = auth(&["page-token-0123456789"]);
+        let basic = |userpass: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(userpass)
+            )
+        };
+        assert!(a.allows_bearer_or_basic(Some(b"Bearer page-token-0123456789")));
+        assert!(a.allows_bearer_or_basic(Some(basic("ops:page-token-0123456789").as_bytes())));
+        assert!(a.allows_bearer_or_basic(Some(basic(":page-token-0123456789").as_bytes())));
+        assert!(!a.allows_bearer_or_basic(Some(basic("ops:wrong-token-0123456789").as_bytes())));
+        assert!(!a.allows_bearer_or_basic(Some(basic("page-token-0123456789:").as_bytes())));
+        assert!(!a.allows_bearer_or_basic(Some(b"Basic !!not-base64!!")));
+        assert!(!a.allows_bearer_or_basic(None));
+        assert!(
+            BearerAuth::new(None).allows_bearer_or_basic(None),
+            "auth off"
+        );
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub struct Cli {
     /// `metrics_listen`; off unless set.
     #[arg(long, env = "SLUICE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the status page (`GET /`, JSON at `/api/status`) on this address, overriding the
+    /// config's `status_listen`; it is also served on the metrics listener. Off unless set.
+    #[arg(long, env = "SLUICE_STATUS_LISTEN")]
+    pub status_listen: Option<SocketAddr>,
     /// Serve the `sluice.v1.Admin` service (set or clear cooldowns, reset a service), as the
     /// config's `admin = true`; off unless set. Expose it only to operators.
     #[arg(long, env = "SLUICE_ADMIN")]
@@ -88,6 +92,9 @@ impl Cli {
         }
         if let Some(addr) = self.metrics_listen {
             config.metrics_listen = Some(addr);
+        }
+        if let Some(addr) = self.status_listen {
+            config.status_listen = Some(addr);
         }
         if self.admin {
             config.admin = true;

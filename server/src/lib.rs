@@ -22,5 +22,6 @@ pub mod provider;
 pub mod reload;
 pub mod server;
 pub mod tls;
+pub mod web;
 
 pub use server::{run, run_with};

@@ -1,5 +1,5 @@
 //! Prometheus metrics, off unless `metrics_listen` is set: [`install`] sets the process's
-//! recorder, [`serve`] answers `GET /metrics` on its own listener, and the record functions below
+//! recorder, [`crate::web`] answers `GET /metrics` on the metrics listener, and the record functions below
 //! are called by the limiter (they cost nothing measurable while no recorder is installed).
 //!
 //! | metric | type | labels |
@@ -10,25 +10,21 @@
 //! | `sluice_reports_total` | counter | `service`, `status_class` (`2xx`, `429`, `4xx`, `5xx`, `other`) |
 //! | `sluice_cooldowns_set_total` | counter | `service`, `cause` |
 //! | `sluice_cooldown_ends_at_seconds` | gauge | `service`, `cause`: Unix time the cooldown ends; active while above `time()` |
+//! | `sluice_limit_used` | gauge | `service`, `limit`: cost booked in the limit's window (in flight, for a `concurrent` limit), read at each scrape |
+//! | `sluice_limit_effective_amount` | gauge | `service`, `limit`: the amount in force (configured, provider budget or adaptive), read at each scrape |
 //! | `sluice_adaptive_budget_ratio` | gauge | `service`: an adaptive budget's share of the configured one (1: whole), as of its last report or status |
 //! | `sluice_backend_duration_seconds` | histogram | `operation` (`acquire`, `report`, `status`) |
 //! | `sluice_backend_errors_total` | counter | `operation` |
+//! | `sluice_unshared_answers_total` | counter | `service`, `operation`, `scope` (`local`, `fail_open`): answers given outside the shared state while Redis was out of reach |
+//! | `sluice_shed_total` | counter | (none): calls refused at `max_in_flight` |
 //! | `sluice_build_info` | gauge (1) | `version` |
 
 use std::{
-    convert::Infallible,
-    future::Future,
     sync::OnceLock,
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::{body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::{net::TcpListener, task::JoinSet};
 
 use crate::core::{Micros, MICROS_PER_SEC};
 
@@ -138,6 +134,19 @@ pub fn adaptive(service: &str, scale: u32) {
         .set(f64::from(scale) / 1000.0);
 }
 
+/// A limit's use as of a scrape: booked cost in its window and the amount in force.
+pub fn budget(service: &str, limit: &str, used: u64, effective: u64) {
+    if !enabled() {
+        return;
+    }
+    let labels = [
+        ("service", service.to_string()),
+        ("limit", limit.to_string()),
+    ];
+    metrics::gauge!("sluice_limit_used", &labels).set(used as f64);
+    metrics::gauge!("sluice_limit_effective_amount", &labels).set(effective as f64);
+}
+
 /// An answer given outside the shared state (`scope` is `local` or `fail_open`).
 pub fn scoped(service: &str, operation: &'static str, scope: crate::core::Scope) {
     if scope == crate::core::Scope::Shared || !enabled() {
@@ -172,56 +181,4 @@ pub fn backend(operation: &'static str, started: Option<Instant>, failed: bool) 
     if failed {
         metrics::counter!("sluice_backend_errors_total", "operation" => operation).increment(1);
     }
-}
-
-/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    handle: PrometheusHandle,
-    shutdown: impl Future<Output = ()>,
-) {
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let handle = handle.clone();
-                connections.spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let handle = handle.clone();
-                        async move { Ok::<_, Infallible>(answer(&handle, &req)) }
-                    });
-                    if let Err(e) = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await
-                    {
-                        tracing::debug!(error = %e, "metrics connection ended");
-                    }
-                });
-            }
-            Some(_done) = connections.join_next() => {}
-        }
-    }
-    connections.shutdown().await;
-}
-
-fn answer(handle: &PrometheusHandle, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let (status, body) = if req.method() == http::Method::GET && req.uri().path() == "/metrics" {
-        handle.run_upkeep();
-        (StatusCode::OK, handle.render())
-    } else {
-        (
-            StatusCode::NOT_FOUND,
-            "not found: try GET /metrics\n".to_string(),
-        )
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    response
 }

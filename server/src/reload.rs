@@ -88,6 +88,7 @@ impl StartupSettings {
             ("listen", now.listen != next.listen),
             ("backend", now.backend != next.backend),
             ("metrics_listen", now.metrics_listen != next.metrics_listen),
+            ("status_listen", now.status_listen != next.status_listen),
             ("admin", now.admin != next.admin),
             ("shutdown_grace", now.shutdown_grace != next.shutdown_grace),
             ("tls", now.tls != next.tls),

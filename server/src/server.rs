@@ -87,6 +87,7 @@ pub async fn run_with(
     let options = Options {
         grace: config.shutdown_grace,
         metrics_listen: config.metrics_listen,
+        status_listen: config.status_listen,
         admin: config.admin,
         auth: BearerAuth::new(tokens.map_err(ServeError::Setup)?),
         tls: config
@@ -132,6 +133,7 @@ pub async fn run_with(
 struct Options {
     grace: Duration,
     metrics_listen: Option<std::net::SocketAddr>,
+    status_listen: Option<std::net::SocketAddr>,
     admin: bool,
     /// Checks bearer tokens on every service but health.
     auth: BearerAuth,
@@ -144,29 +146,88 @@ struct Options {
     source: Option<Arc<dyn ConfigSource>>,
 }
 
-/// Starts the metrics endpoint if configured; it stops when `stop` resolves.
-async fn start_metrics(
-    addr: Option<std::net::SocketAddr>,
-    stop: oneshot::Receiver<()>,
-) -> Result<Option<JoinHandle<()>>, ServeError> {
-    let Some(addr) = addr else {
-        return Ok(None);
+/// Starts the HTTP listeners: the metrics listener (`/metrics`, and the status page) and the
+/// status page's own listener, each if configured; they stop when `stop` resolves.
+async fn start_web<B: Backend>(
+    options: &Options,
+    limiter: &Arc<Limiter<B>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>, ServeError> {
+    let feed: crate::web::StatusFeed = {
+        let limiter = limiter.clone();
+        Arc::new(move || {
+            let limiter = limiter.clone();
+            Box::pin(async move { crate::web::status::answer(&limiter).await })
+        })
     };
-    let handle = crate::metrics::install().map_err(ServeError::Metrics)?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| ServeError::Metrics(format!("cannot listen on {addr}: {e}")))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| ServeError::Metrics(e.to_string()))?;
-    tracing::info!(metrics_addr = %bound, "serving metrics at /metrics");
-    Ok(Some(tokio::spawn(crate::metrics::serve(
-        listener,
-        handle,
-        async move {
-            let _ = stop.await;
-        },
-    ))))
+    let mut listeners = Vec::new();
+    if let Some(addr) = options.metrics_listen {
+        let handle = crate::metrics::install().map_err(ServeError::Metrics)?;
+        let budgets: crate::web::ScrapeHook = {
+            let limiter = limiter.clone();
+            Arc::new(move || {
+                let limiter = limiter.clone();
+                Box::pin(async move { record_budgets(&limiter).await })
+            })
+        };
+        let routes = crate::web::Routes {
+            metrics: Some((handle, budgets)),
+            status: Some(feed.clone()),
+            auth: options.auth.clone(),
+        };
+        listeners.push((
+            addr,
+            routes,
+            "metrics_addr",
+            "serving metrics at /metrics, status page at /",
+        ));
+    }
+    if let Some(addr) = options.status_listen {
+        let routes = crate::web::Routes {
+            metrics: None,
+            status: Some(feed),
+            auth: options.auth.clone(),
+        };
+        listeners.push((addr, routes, "status_addr", "serving the status page at /"));
+    }
+    let mut tasks = Vec::new();
+    for (addr, routes, field, message) in listeners {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| ServeError::Metrics(format!("cannot listen on {addr}: {e}")))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| ServeError::Metrics(e.to_string()))?;
+        if field == "metrics_addr" {
+            tracing::info!(metrics_addr = %bound, "{message}");
+        } else {
+            tracing::info!(status_addr = %bound, "{message}");
+        }
+        let mut stop = stop.clone();
+        tasks.push(tokio::spawn(crate::web::serve(
+            listener,
+            routes,
+            async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            },
+        )));
+    }
+    Ok(tasks)
+}
+
+/// Sets the budget gauges from every service's live state (a scrape waits for it; a backend
+/// that does not answer leaves the last values).
+async fn record_budgets<B: Backend>(limiter: &Limiter<B>) {
+    match limiter.list().await {
+        Ok(services) => {
+            for status in services {
+                for (limit, live) in status.spec.limits.iter().zip(&status.snapshot.limits) {
+                    crate::metrics::budget(&status.spec.name, &limit.name, live.used, live.amount);
+                }
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "budget gauges not refreshed"),
+    }
 }
 
 async fn set_health(reporter: &mut HealthReporter, status: ServingStatus) {
@@ -182,9 +243,9 @@ async fn serve<B: Backend>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let grace = options.grace;
-    let (metrics_stop, metrics_stopped) = oneshot::channel::<()>();
-    let metrics = start_metrics(options.metrics_listen, metrics_stopped).await?;
     let limiter = Arc::new(limiter);
+    let (web_stop, web_stopped) = tokio::sync::watch::channel(false);
+    let web = start_web(&options, &limiter, web_stopped).await?;
     let (mut health, health_service) = tonic_health::server::health_reporter();
     // The first status is known before anyone can watch: watchers see changes only.
     let ready = limiter.backend().ready().await;
@@ -300,10 +361,10 @@ async fn serve<B: Backend>(
             }
         }
     }
-    let _ = metrics_stop.send(());
-    if let Some(metrics) = metrics {
-        if let Err(e) = metrics.await {
-            tracing::error!(error = %e, "metrics task failed");
+    let _ = web_stop.send(true);
+    for task in web {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "http listener task failed");
         }
     }
     result??;

@@ -1,6 +1,6 @@
 //! The Prometheus endpoint, on every backend: off unless `--metrics-listen` is given; when on,
-//! a scrape shows the build, and the counters move with acquires, denials, reports and
-//! cooldowns.
+//! a scrape shows the build, the counters move with acquires, denials, reports and
+//! cooldowns, and the budget gauges show each limit's use.
 
 use http::{HeaderMap, HeaderValue, StatusCode};
 use sluice_e2e::{http_get as get, sample, Store};
@@ -93,5 +93,82 @@ async fn metrics_count_acquires_reports_and_cooldowns(store: &Store) -> anyhow::
         .is_some_and(|n| n >= 6.0),
         "{body}"
     );
+    // Budget use, read from the live state at the scrape: four slots booked of three a minute
+    // (the fourth in the next window).
+    assert_eq!(
+        sample(
+            &body,
+            r#"sluice_limit_effective_amount{service="llm",limit="requests/1m"}"#
+        ),
+        Some(3.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            r#"sluice_limit_used{service="llm",limit="requests/1m"}"#
+        ),
+        Some(4.0),
+        "{body}"
+    );
+    Ok(())
+}
+
+/// The Grafana dashboard under deploy/ asks only for metrics the server documents (and so
+/// exports), by labels they carry: a renamed metric or label fails here, not on a blank panel.
+#[test]
+fn the_grafana_dashboard_reads_documented_metrics() -> anyhow::Result<()> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(format!(
+        "{root}/deploy/grafana/sluice.json"
+    ))?)?;
+    let documented = std::fs::read_to_string(format!("{root}/server/src/metrics.rs"))?;
+    let table: Vec<&str> = documented
+        .lines()
+        .filter(|l| l.starts_with("//! | `sluice_"))
+        .collect();
+    let panels = dashboard["panels"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("no panels"))?;
+    let mut queries = 0;
+    for panel in panels {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap_or_default();
+            queries += 1;
+            let words: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| !w.is_empty())
+                .collect();
+            let mut rows = Vec::new();
+            for name in words.iter().filter(|w| w.starts_with("sluice_")) {
+                let base = name.strip_suffix("_bucket").unwrap_or(name);
+                let row = table
+                    .iter()
+                    .find(|row| row.starts_with(&format!("//! | `{base}`")))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("{base} (panel {}) is not documented", panel["title"])
+                    })?;
+                rows.push(*row);
+            }
+            // Labels named in selectors (`label="…"`, `label=~"…"`) and in `by (…)` groups.
+            let mut labels: Vec<&str> = words
+                .iter()
+                .filter(|w| expr.contains(&format!("{w}=\"")) || expr.contains(&format!("{w}=~")))
+                .copied()
+                .collect();
+            for (at, _) in expr.match_indices("by (") {
+                let group = expr[at + 4..].split(')').next().unwrap_or_default();
+                labels.extend(group.split(',').map(str::trim));
+            }
+            for label in labels.into_iter().filter(|l| *l != "le") {
+                anyhow::ensure!(
+                    rows.iter().any(|row| row.contains(&format!("`{label}`"))),
+                    "panel {}: no metric of {expr} has the label {label}",
+                    panel["title"]
+                );
+            }
+        }
+    }
+    assert!(queries >= 15, "{queries} queries");
     Ok(())
 }

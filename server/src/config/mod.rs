@@ -84,6 +84,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Where the Prometheus endpoint listens (`GET /metrics`); off when `None`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the status page (`GET /`, its data at `GET /api/status`) listens on its own; it is
+    /// also served on the metrics listener. Off when `None`.
+    pub status_listen: Option<SocketAddr>,
     /// Serve the `sluice.v1.Admin` service (operator actions); off by default.
     pub admin: bool,
     /// State backend.
@@ -113,6 +116,7 @@ struct RawConfig {
     listen: Option<String>,
     shutdown_grace: Option<String>,
     metrics_listen: Option<String>,
+    status_listen: Option<String>,
     #[serde(default)]
     admin: bool,
     #[serde(default)]
@@ -193,12 +197,15 @@ impl RawConfig {
             Some(s) => Duration::from_micros(duration_field("shutdown_grace", s)?),
             None => Duration::from_secs(10),
         };
-        let metrics_listen = match &self.metrics_listen {
-            Some(a) => Some(a.parse().map_err(|_| {
-                format!("metrics_listen: {a:?} is not an address like \"127.0.0.1:9090\"")
-            })?),
-            None => None,
+        let address = |field: &str, value: &Option<String>| match value {
+            Some(a) => a
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("{field}: {a:?} is not an address like \"127.0.0.1:9090\"")),
+            None => Ok(None),
         };
+        let metrics_listen = address("metrics_listen", &self.metrics_listen)?;
+        let status_listen = address("status_listen", &self.status_listen)?;
         let backend = self.backend.validate()?;
         let auth = self.auth.map(RawAuth::validate).transpose()?;
         let tls = self.tls.map(|t| TlsConfig {
@@ -237,6 +244,7 @@ impl RawConfig {
             listen,
             shutdown_grace,
             metrics_listen,
+            status_listen,
             admin: self.admin,
             backend,
             services,

@@ -53,6 +53,7 @@ fn errors_name_the_service_and_field() {
         (GOOD.replace("default_cooldown", "default_cooldwn"), "default_cooldwn"),
         (GOOD.replace("127.0.0.1:6000", "nowhere"), "listen"),
         (format!("metrics_listen = \"port 9\"\n{GOOD}"), "metrics_listen"),
+        (format!("status_listen = \"port 9\"\n{GOOD}"), "status_listen"),
         (format!("{GOOD}\n[[services]]\nname = \"openai/gpt-4o\"\nlimits = [{{ dimension = \"requests\", amount = 1, window = \"1s\" }}]"), "defined twice"),
         (GOOD.replace("window = \"1m\" },", "window = \"1m\", burst = 3 },"), "limits[0].burst"),
         ("listen = \"127.0.0.1:1\"".to_string(), "no [[services]]"),

@@ -1,0 +1,148 @@
+//! The HTTP side of the server: the Prometheus endpoint (`GET /metrics`) and the live status page
+//! (`GET /`, its data at `GET /api/status`), on the metrics listener and, if set, on a
+//! `status_listen` of its own. The page is one embedded file (`page.html`: no build step, no
+//! CDN) that polls the JSON; the JSON is `ListServices` (see [`status`]). With `[auth]` the page
+//! and its JSON need a token, as `Authorization: Bearer <token>` or as the password of HTTP Basic
+//! auth (so a browser asks for it); `/metrics` stays open to scrapers, as before.
+
+pub mod status;
+
+use std::{convert::Infallible, future::Future, pin::Pin, sync::Arc};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::{net::TcpListener, task::JoinSet};
+
+use crate::auth::BearerAuth;
+
+/// The page, embedded in the binary.
+const PAGE: &str = include_str!("page.html");
+
+/// What `/api/status` answers: the JSON text and whether the backend answered.
+pub type StatusFeed =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = (StatusCode, String)> + Send>> + Send + Sync>;
+
+/// Run before each scrape: refreshes the gauges read from the live state (budget use).
+pub type ScrapeHook = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// What one listener serves.
+#[derive(Clone)]
+pub struct Routes {
+    /// `GET /metrics`, when metrics are on, and what to refresh before rendering.
+    pub metrics: Option<(PrometheusHandle, ScrapeHook)>,
+    /// `GET /` and `GET /api/status`, when the page is on.
+    pub status: Option<StatusFeed>,
+    /// Checks the page's token.
+    pub auth: BearerAuth,
+}
+
+/// Serves `routes` on `listener` until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, routes: Routes, shutdown: impl Future<Output = ()>) {
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let routes = routes.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let routes = routes.clone();
+                        async move { Ok::<_, Infallible>(routes.answer(&req).await) }
+                    });
+                    if let Err(e) = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                    {
+                        tracing::debug!(error = %e, "http connection ended");
+                    }
+                });
+            }
+            Some(_done) = connections.join_next() => {}
+        }
+    }
+    connections.shutdown().await;
+}
+
+impl Routes {
+    async fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        if req.method() != Method::GET {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+        }
+        match (path, &self.metrics, &self.status) {
+            ("/metrics", Some((handle, before)), _) => {
+                before().await;
+                handle.run_upkeep();
+                let mut response = text(StatusCode::OK, &handle.render());
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                response
+            }
+            ("/" | "/api/status", _, Some(feed)) => {
+                let authorization = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .map(HeaderValue::as_bytes);
+                if !self.auth.allows_bearer_or_basic(authorization) {
+                    let mut response = text(StatusCode::UNAUTHORIZED, "a token is needed\n");
+                    response.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static(
+                            "Basic realm=\"sluice status\", charset=\"UTF-8\"",
+                        ),
+                    );
+                    return response;
+                }
+                if path == "/" {
+                    let mut response = text(StatusCode::OK, PAGE);
+                    set_type(&mut response, "text/html; charset=utf-8");
+                    return response;
+                }
+                let (status, body) = feed().await;
+                let mut response = text(status, &body);
+                set_type(&mut response, "application/json");
+                response
+            }
+            _ => text(StatusCode::NOT_FOUND, &self.not_found()),
+        }
+    }
+
+    fn not_found(&self) -> String {
+        let mut paths = Vec::new();
+        if self.metrics.is_some() {
+            paths.push("GET /metrics");
+        }
+        if self.status.is_some() {
+            paths.push("GET / (status page), GET /api/status");
+        }
+        format!("not found: try {}\n", paths.join(", "))
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    set_type(&mut response, "text/plain; charset=utf-8");
+    // Live data: never cached; the page is not to be framed by another site.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert("x-frame-options", HeaderValue::from_static("DENY"));
+    response
+}
+
+fn set_type(response: &mut Response<Full<Bytes>>, content_type: &'static str) {
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+}
