@@ -49,9 +49,9 @@ pub enum ServeError {
     /// The serving task panicked or was cancelled.
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
-    /// The metrics endpoint could not start.
-    #[error("metrics: {0}")]
-    Metrics(String),
+    /// The metrics endpoint or the status page could not start.
+    #[error("{0}")]
+    Http(String),
     /// A file named by the config (tokens, certificates) could not be used.
     #[error("{0}")]
     Setup(String),
@@ -146,90 +146,6 @@ struct Options {
     source: Option<Arc<dyn ConfigSource>>,
 }
 
-/// Starts the HTTP listeners: the metrics listener (`/metrics`, and the status page) and the
-/// status page's own listener, each if configured; they stop when `stop` resolves.
-async fn start_web<B: Backend>(
-    options: &Options,
-    limiter: &Arc<Limiter<B>>,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<Vec<JoinHandle<()>>, ServeError> {
-    let feed: crate::web::StatusFeed = {
-        let limiter = limiter.clone();
-        Arc::new(move || {
-            let limiter = limiter.clone();
-            Box::pin(async move { crate::web::status::answer(&limiter).await })
-        })
-    };
-    let mut listeners = Vec::new();
-    if let Some(addr) = options.metrics_listen {
-        let handle = crate::metrics::install().map_err(ServeError::Metrics)?;
-        let budgets: crate::web::ScrapeHook = {
-            let limiter = limiter.clone();
-            Arc::new(move || {
-                let limiter = limiter.clone();
-                Box::pin(async move { record_budgets(&limiter).await })
-            })
-        };
-        let routes = crate::web::Routes {
-            metrics: Some((handle, budgets)),
-            status: Some(feed.clone()),
-            auth: options.auth.clone(),
-        };
-        listeners.push((
-            addr,
-            routes,
-            "metrics_addr",
-            "serving metrics at /metrics, status page at /",
-        ));
-    }
-    if let Some(addr) = options.status_listen {
-        let routes = crate::web::Routes {
-            metrics: None,
-            status: Some(feed),
-            auth: options.auth.clone(),
-        };
-        listeners.push((addr, routes, "status_addr", "serving the status page at /"));
-    }
-    let mut tasks = Vec::new();
-    for (addr, routes, field, message) in listeners {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| ServeError::Metrics(format!("cannot listen on {addr}: {e}")))?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| ServeError::Metrics(e.to_string()))?;
-        if field == "metrics_addr" {
-            tracing::info!(metrics_addr = %bound, "{message}");
-        } else {
-            tracing::info!(status_addr = %bound, "{message}");
-        }
-        let mut stop = stop.clone();
-        tasks.push(tokio::spawn(crate::web::serve(
-            listener,
-            routes,
-            async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            },
-        )));
-    }
-    Ok(tasks)
-}
-
-/// Sets the budget gauges from every service's live state (a scrape waits for it; a backend
-/// that does not answer leaves the last values).
-async fn record_budgets<B: Backend>(limiter: &Limiter<B>) {
-    match limiter.list().await {
-        Ok(services) => {
-            for status in services {
-                for (limit, live) in status.spec.limits.iter().zip(&status.snapshot.limits) {
-                    crate::metrics::budget(&status.spec.name, &limit.name, live.used, live.amount);
-                }
-            }
-        }
-        Err(e) => tracing::debug!(error = %e, "budget gauges not refreshed"),
-    }
-}
-
 async fn set_health(reporter: &mut HealthReporter, status: ServingStatus) {
     for name in ["", HEALTH_SERVICE] {
         reporter.set_service_status(name, status).await;
@@ -245,7 +161,17 @@ async fn serve<B: Backend>(
     let grace = options.grace;
     let limiter = Arc::new(limiter);
     let (web_stop, web_stopped) = tokio::sync::watch::channel(false);
-    let web = start_web(&options, &limiter, web_stopped).await?;
+    let web = crate::web::start(
+        crate::web::Listeners {
+            metrics: options.metrics_listen,
+            status: options.status_listen,
+        },
+        &limiter,
+        &options.auth,
+        web_stopped,
+    )
+    .await
+    .map_err(ServeError::Http)?;
     let (mut health, health_service) = tonic_health::server::health_reporter();
     // The first status is known before anyone can watch: watchers see changes only.
     let ready = limiter.backend().ready().await;

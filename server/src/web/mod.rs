@@ -7,7 +7,7 @@
 
 pub mod status;
 
-use std::{convert::Infallible, future::Future, pin::Pin, sync::Arc};
+use std::{convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -15,9 +15,13 @@ use http_body_util::Full;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::{net::TcpListener, task::JoinSet};
+use tokio::{
+    net::TcpListener,
+    sync::watch,
+    task::{JoinHandle, JoinSet},
+};
 
-use crate::auth::BearerAuth;
+use crate::{auth::BearerAuth, backend::Backend, limiter::Limiter};
 
 /// The page, embedded in the binary.
 const PAGE: &str = include_str!("page.html");
@@ -38,6 +42,80 @@ pub struct Routes {
     pub status: Option<StatusFeed>,
     /// Checks the page's token.
     pub auth: BearerAuth,
+}
+
+/// Where the HTTP side listens; each is off when `None`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Listeners {
+    /// `metrics_listen`: `/metrics` and the status page.
+    pub metrics: Option<SocketAddr>,
+    /// `status_listen`: the status page alone.
+    pub status: Option<SocketAddr>,
+}
+
+/// Binds the configured listeners and serves them until `stop` turns true; the tasks end then.
+pub async fn start<B: Backend>(
+    listeners: Listeners,
+    limiter: &Arc<Limiter<B>>,
+    auth: &BearerAuth,
+    stop: watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>, String> {
+    let feed: StatusFeed = {
+        let limiter = limiter.clone();
+        Arc::new(move || {
+            let limiter = limiter.clone();
+            Box::pin(async move { status::answer(&limiter).await })
+        })
+    };
+    let mut tasks = Vec::new();
+    if let Some(addr) = listeners.metrics {
+        let handle = crate::metrics::install().map_err(|e| format!("metrics: {e}"))?;
+        let budgets: ScrapeHook = {
+            let limiter = limiter.clone();
+            Arc::new(move || {
+                let limiter = limiter.clone();
+                Box::pin(async move { status::record_budgets(&limiter).await })
+            })
+        };
+        let routes = Routes {
+            metrics: Some((handle, budgets)),
+            status: Some(feed.clone()),
+            auth: auth.clone(),
+        };
+        let listener = bind("metrics_listen", addr).await?;
+        tracing::info!(
+            metrics_addr = %local(&listener)?,
+            "serving metrics at /metrics, the status page at /"
+        );
+        tasks.push(spawn(listener, routes, stop.clone()));
+    }
+    if let Some(addr) = listeners.status {
+        let routes = Routes {
+            metrics: None,
+            status: Some(feed),
+            auth: auth.clone(),
+        };
+        let listener = bind("status_listen", addr).await?;
+        tracing::info!(status_addr = %local(&listener)?, "serving the status page at /");
+        tasks.push(spawn(listener, routes, stop));
+    }
+    Ok(tasks)
+}
+
+async fn bind(setting: &str, addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("{setting}: cannot listen on {addr}: {e}"))
+}
+
+fn local(listener: &TcpListener) -> Result<SocketAddr, String> {
+    listener.local_addr().map_err(|e| e.to_string())
+}
+
+fn spawn(listener: TcpListener, routes: Routes, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(serve(listener, routes, async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    }))
 }
 
 /// Serves `routes` on `listener` until `shutdown` resolves.

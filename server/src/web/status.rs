@@ -2,7 +2,8 @@
 //! `ServiceStatus` per service, converted by the gRPC layer's own mapping) with durations in
 //! milliseconds. On Redis it is the shared state. Provider header values are shown only when
 //! they look like the numbers, times and policies rate-limit headers carry; anything else (a
-//! value that could carry a secret) reads `(hidden)`. Documented in docs/status-page.md.
+//! value that could carry a secret) reads `(hidden)`. Documented in docs/operating.md. Also the
+//! budget gauges a scrape of `/metrics` refreshes from the same live state.
 
 use std::sync::Arc;
 
@@ -38,6 +39,21 @@ pub async fn answer<B: Backend>(limiter: &Arc<Limiter<B>>) -> (StatusCode, Strin
             });
             (StatusCode::SERVICE_UNAVAILABLE, body.to_string())
         }
+    }
+}
+
+/// Sets the budget gauges from every service's live state, before a scrape renders them (a
+/// backend that does not answer leaves the last values).
+pub async fn record_budgets<B: Backend>(limiter: &Limiter<B>) {
+    match limiter.list().await {
+        Ok(services) => {
+            for status in services {
+                for (limit, live) in status.spec.limits.iter().zip(&status.snapshot.limits) {
+                    crate::metrics::budget(&status.spec.name, &limit.name, live.used, live.amount);
+                }
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "budget gauges not refreshed"),
     }
 }
 
