@@ -108,7 +108,11 @@ local function limit_templates(text)
     end
     if l then templates[#templates + 1] = l end
   end
-  return { templates, sliding, period }
+  -- Amounts change in place only where budgets are adopted or adaptive (apply_adopted,
+  -- apply_adaptive, report.lua); other shapes are read as they are, never copied.
+  local fixed = period == nil
+  for _, l in ipairs(templates) do fixed = fixed and not l.adopt and not l.abf end
+  return { templates, sliding, period, fixed }
 end
 
 local function parse_limits(text)
@@ -119,8 +123,14 @@ local function parse_limits(text)
     read_limits[text] = entry
     shapes_read = shapes_read + 1
   end
-  -- Which dimensions have a sliding limit is never changed: shared.
+  -- Which dimensions have a sliding limit is never changed: shared; so are limits no call
+  -- changes (only the list's own fields, scale and period, are per call).
   local limits = { period = entry[3] }
+  if entry[4] then
+    for i, template in ipairs(entry[1]) do limits[i] = template end
+    limits.shared = true
+    return limits, entry[2]
+  end
   for i, template in ipairs(entry[1]) do
     local t = template
     limits[i] = { dim = t.dim, bucket = t.bucket, adopt = t.adopt, conc = t.conc, amount = t.amount,
@@ -145,7 +155,11 @@ local function read_state()
   return st
 end
 
-local function num(st, field) return tonumber(st[field] or '0') end
+local function num(st, field)
+  local v = st[field]
+  if v == nil then return 0 end
+  return tonumber(v)
+end
 
 -- Adaptive budgets (core/adaptive.rs): the scale in permille, from the last throttle's scale (ps),
 -- the scale it came at (pp) and its time (pt): each quiet period halves the gap up to ap, then
@@ -202,6 +216,8 @@ end
 local function apply_adaptive(st, limits, now)
   local sc = adaptive_scale(st, limits, now)
   limits.scale = sc
+  -- Shared limits (no adaptive or adopted budget) keep the configured amounts.
+  if limits.shared then return end
   for _, l in ipairs(limits) do
     if not l.bucket and not l.conc then
       l.base = l.base or l.amount
