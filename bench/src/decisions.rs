@@ -1,5 +1,6 @@
 //! The decision benchmarks: `Acquire` over gRPC against a Sluice server (memory or Redis backend,
-//! started here or given by address), against the no-op server, and raw `EVALSHA` against Redis;
+//! started here or given by address), against the no-op server, and raw script calls (`FCALL`,
+//! or `EVALSHA` where Redis refuses functions) against Redis;
 //! and `suite`, which runs them all in one process and prints the ratios the targets are stated
 //! in.
 
@@ -159,13 +160,13 @@ pub async fn decisions(
     grpc_acquires(&name, &server.url(), args, args.load()).await
 }
 
-/// `baseline`: the no-op gRPC server, then raw `EVALSHA` on Redis.
+/// `baseline`: the no-op gRPC server, then raw script calls on Redis.
 pub async fn baseline(redis_url: Option<String>, args: &LoadArgs) -> anyhow::Result<Vec<Summary>> {
     let noop = InProcess::noop(args.server_threads)?;
     let grpc = grpc_acquires("noop gRPC", &noop.url(), args, args.load()).await?;
     drop(noop);
     let redis = Redis::new(redis_url, false)?;
-    let raw = raw_redis::evalsha(&redis, args.services, args.mix, args.load())
+    let raw = raw_redis::script_calls(&redis, args.services, args.mix, args.load())
         .await?
         .summary();
     Ok(vec![grpc, raw])
@@ -194,7 +195,7 @@ pub async fn suite(redis_url: Option<String>, args: &LoadArgs) -> anyhow::Result
         grpc_acquires("sluice redis", &server.url(), args, load).await?
     };
     on_redis.print();
-    let raw = raw_redis::evalsha(&redis, args.services, args.mix, load)
+    let raw = raw_redis::script_calls(&redis, args.services, args.mix, load)
         .await?
         .summary();
     raw.print();
@@ -221,7 +222,7 @@ pub async fn suite(redis_url: Option<String>, args: &LoadArgs) -> anyhow::Result
         "redis_p99_at_half_peak_ms": f64::from(redis_half.p99) / 1000.0,
     });
     println!(
-        "ratios: memory/noop {:.1}% (target >= 95%), redis/noop {:.1}% (target >= 60%), raw EVALSHA/noop {:.1}%; p99 at half peak: memory {:.3} ms (target <= 2), redis {:.3} ms (target <= 5)",
+        "ratios: memory/noop {:.1}% (target >= 95%), redis/noop {:.1}% (target >= 60%), raw script/noop {:.1}%; p99 at half peak: memory {:.3} ms (target <= 2), redis {:.3} ms (target <= 5)",
         ratio(&memory, &noop) * 100.0,
         ratio(&on_redis, &noop) * 100.0,
         ratio(&raw, &noop) * 100.0,

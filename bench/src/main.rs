@@ -1,7 +1,7 @@
 //! `sluice-bench`: Sluice's benchmarks, one command each.
 //!
 //! - `decisions`: `Acquire` throughput and latency over gRPC against a Sluice server;
-//! - `baseline`: the same load against a no-op gRPC server, and raw `EVALSHA` on Redis;
+//! - `baseline`: the same load against a no-op gRPC server, and raw script calls (`FCALL`) on Redis;
 //! - `suite`: all of these in one run, with the ratios the targets are stated in;
 //! - `goodput`: a fleet of workers against a simulated provider, three strategies side by side;
 //! - `redis-cost`: Redis CPU and commands per decision, beside decisions per second;
@@ -48,7 +48,7 @@ enum Command {
         #[command(flatten)]
         load: decisions::LoadArgs,
     },
-    /// The ceilings: the no-op gRPC server and raw EVALSHA on Redis.
+    /// The ceilings: the no-op gRPC server and raw script calls on Redis.
     Baseline {
         /// Redis to use (default: a `redis-server` started on a free port).
         #[arg(long)]

@@ -1,6 +1,6 @@
-//! The Redis ceiling: the acquire script itself, sent as raw `EVALSHA` commands by many
-//! concurrent callers over one multiplexed (pipelining) connection, with no gRPC in front. This
-//! is what Redis can decide per second on this machine.
+//! The Redis ceiling: the acquire script itself, sent as raw `FCALL` commands (`EVALSHA` where
+//! Redis refuses functions) by many concurrent callers over one multiplexed (pipelining)
+//! connection, with no gRPC in front. This is what Redis can decide per second on this machine.
 
 use std::{sync::Arc, time::Duration};
 
@@ -33,8 +33,8 @@ impl Multiplexed {
     }
 }
 
-/// Measures raw `EVALSHA` of the acquire script on `redis`, over `services` services of `mix`.
-pub async fn evalsha(
+/// Measures raw calls of the acquire script on `redis`, over `services` services of `mix`.
+pub async fn script_calls(
     redis: &Redis,
     services: usize,
     mix: Mix,
@@ -90,5 +90,5 @@ pub async fn evalsha(
             }
         })
     });
-    drive("redis raw EVALSHA", load, op).await
+    drive("redis raw script", load, op).await
 }
