@@ -44,6 +44,8 @@ pub struct AuthConfig {
     pub tokens: Vec<Secret>,
     /// A file of tokens, read at start and at every reload.
     pub tokens_file: Option<PathBuf>,
+    /// Read-only tokens: they open the status page and its JSON, nothing else.
+    pub status_tokens: Vec<Secret>,
 }
 
 /// Checks a token's shape: long enough, printable ASCII without spaces (it travels in a header).
@@ -59,13 +61,18 @@ pub fn validate_token(token: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The set of accepted tokens.
+/// The set of accepted tokens, and the read-only ones of the status page.
 #[derive(Clone, Default)]
-pub struct Tokens(Vec<Secret>);
+pub struct Tokens(Vec<Secret>, Vec<Secret>);
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tokens({} configured)", self.0.len())
+        write!(
+            f,
+            "Tokens({} configured, {} status only)",
+            self.0.len(),
+            self.1.len()
+        )
     }
 }
 
@@ -90,16 +97,26 @@ impl Tokens {
         if tokens.is_empty() {
             return Err("auth: no tokens configured (set tokens or tokens_file)".into());
         }
-        Ok(Self(tokens))
+        Ok(Self(tokens, config.status_tokens.clone()))
     }
 
     /// Whether `presented` is one of the tokens. Every token is compared in full, whatever
     /// matches, so the time taken tells nothing about the tokens.
     pub fn accepts(&self, presented: &[u8]) -> bool {
-        self.0.iter().fold(false, |found, t| {
-            found | constant_time_eq(t.expose().as_bytes(), presented)
-        })
+        any_is(&self.0, presented)
     }
+
+    /// Whether `presented` opens the status page: one of the tokens or of the read-only ones.
+    pub fn accepts_for_status(&self, presented: &[u8]) -> bool {
+        any_is(&self.0, presented) | any_is(&self.1, presented)
+    }
+}
+
+/// Whether `presented` is one of `tokens`, comparing every one in full.
+fn any_is(tokens: &[Secret], presented: &[u8]) -> bool {
+    tokens.iter().fold(false, |found, t| {
+        found | constant_time_eq(t.expose().as_bytes(), presented)
+    })
 }
 
 /// Equality whose time depends only on the lengths.
@@ -134,6 +151,14 @@ impl BearerAuth {
 
     /// Whether a call carrying `authorization` may proceed.
     pub fn allows(&self, authorization: Option<&[u8]>) -> bool {
+        self.allows_with(authorization, Tokens::accepts)
+    }
+
+    fn allows_with(
+        &self,
+        authorization: Option<&[u8]>,
+        accepts: impl Fn(&Tokens, &[u8]) -> bool,
+    ) -> bool {
         let tokens = self
             .tokens
             .read()
@@ -148,7 +173,7 @@ impl BearerAuth {
         // The scheme is case-insensitive (RFC 9110).
         match value.split_at_checked(7) {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case(b"bearer ") => {
-                tokens.accepts(token)
+                accepts(&tokens, token)
             }
             _ => false,
         }
@@ -156,8 +181,9 @@ impl BearerAuth {
 }
 
 impl BearerAuth {
-    /// [`Self::allows`], also taking the token as the password of HTTP Basic auth (any user
-    /// name), which is how a browser sends it when asked: for the status page.
+    /// Whether a request for the status page may proceed: a token or a read-only status token,
+    /// as a bearer token or as the password of HTTP Basic auth (any user name), which is how a
+    /// browser sends it when asked.
     pub fn allows_bearer_or_basic(&self, authorization: Option<&[u8]>) -> bool {
         use base64::Engine as _;
         let basic = authorization
@@ -176,9 +202,9 @@ impl BearerAuth {
                 };
                 let mut bearer = b"Bearer ".to_vec();
                 bearer.extend_from_slice(password);
-                self.allows(Some(&bearer))
+                self.allows_with(Some(&bearer), Tokens::accepts_for_status)
             }
-            None => self.allows(authorization),
+            None => self.allows_with(authorization, Tokens::accepts_for_status),
         }
     }
 }
@@ -204,6 +230,7 @@ mod tests {
     fn auth(tokens: &[&str]) -> BearerAuth {
         BearerAuth::new(Some(Tokens(
             tokens.iter().map(|t| Secret::new(*t)).collect(),
+            vec![Secret::new("read-only-status-0123456789")],
         )))
     }
 
@@ -226,7 +253,10 @@ mod tests {
     fn replacing_the_tokens_takes_effect_for_every_clone() {
         let a = auth(&["old-token-0123456789"]);
         let clone = a.clone();
-        a.replace(Some(Tokens(vec![Secret::new("new-token-0123456789")])));
+        a.replace(Some(Tokens(
+            vec![Secret::new("new-token-0123456789")],
+            Vec::new(),
+        )));
         assert!(!clone.allows(Some(b"Bearer old-token-0123456789")));
         assert!(clone.allows(Some(b"Bearer new-token-0123456789")));
     }
@@ -239,6 +269,7 @@ mod tests {
         let config = AuthConfig {
             tokens: vec![Secret::new("do-not-print-this-token")],
             tokens_file: None,
+            status_tokens: vec![Secret::new("do-not-print-this-either")],
         };
         assert!(!format!("{config:?}").contains("do-not-print"));
         let tokens = Tokens::load(&config).expect("valid");

@@ -21,6 +21,7 @@ limits = [
 "#;
 
 const TOKEN: &str = "status-page-token-0123456789";
+const READ_ONLY: &str = "read-only-dashboard-0123456789";
 
 /// `GET path` with an optional `Authorization` value: status line, headers and body.
 async fn get(
@@ -131,7 +132,8 @@ async fn the_json_shows_budgets_cooldowns_and_the_last_answer(store: &Store) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_auth_the_page_and_its_json_need_the_token() -> anyhow::Result<()> {
-    let config = format!("[auth]\ntokens = [\"{TOKEN}\"]\n{CONFIG}");
+    let config =
+        format!("[auth]\ntokens = [\"{TOKEN}\"]\nstatus_tokens = [\"{READ_ONLY}\"]\n{CONFIG}");
     let server = Store::memory()?
         .spawn_server_with(&config, &["--status-listen", "127.0.0.1:0"])
         .await?;
@@ -152,6 +154,18 @@ async fn with_auth_the_page_and_its_json_need_the_token() -> anyhow::Result<()> 
     let (status, _, page) = get(&addr, "/", Some(&format!("Basic {basic}"))).await?;
     assert!(status.contains("200") && page.contains("<title>Sluice status"));
     assert!(!page.contains(TOKEN) && !server.log().contains(TOKEN));
+    // A read-only status token opens the page and its JSON, and nothing of the API.
+    let json = status_json(&addr, Some(&format!("Bearer {READ_ONLY}"))).await?;
+    assert_eq!(service(&json, "llm")["service"], "llm");
+    let mut raw = server.raw_client().await?;
+    let mut request = tonic::Request::new(sluice::v1::GetStatusRequest {
+        service: "llm".into(),
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {READ_ONLY}").parse()?);
+    let refused = raw.get_status(request).await.expect_err("not an API token");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
     Ok(())
 }
 

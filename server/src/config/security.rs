@@ -10,6 +10,8 @@ pub(super) struct RawAuth {
     #[serde(default)]
     pub(super) tokens: Vec<String>,
     pub(super) tokens_file: Option<String>,
+    #[serde(default)]
+    pub(super) status_tokens: Vec<String>,
 }
 
 impl RawAuth {
@@ -17,12 +19,16 @@ impl RawAuth {
         for token in &self.tokens {
             validate_token(token).map_err(|e| format!("auth.tokens: {e}"))?;
         }
+        for token in &self.status_tokens {
+            validate_token(token).map_err(|e| format!("auth.status_tokens: {e}"))?;
+        }
         if self.tokens.is_empty() && self.tokens_file.is_none() {
             return Err("auth: set tokens or tokens_file".into());
         }
         Ok(AuthConfig {
             tokens: self.tokens.into_iter().map(Secret::new).collect(),
             tokens_file: self.tokens_file.map(Into::into),
+            status_tokens: self.status_tokens.into_iter().map(Secret::new).collect(),
         })
     }
 }
