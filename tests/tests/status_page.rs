@@ -61,6 +61,22 @@ async fn status_json(addr: &str, authorization: Option<&str>) -> anyhow::Result<
     Ok(serde_json::from_str(&body)?)
 }
 
+/// `/api/status` once `ready` says so (answers are reused for 250 ms), within 10 s.
+async fn json_once(addr: &str, ready: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let json = status_json(addr, None).await?;
+        if ready(&json) {
+            return Ok(json);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "never ready: {json}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn service<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["services"]
         .as_array()
@@ -105,7 +121,11 @@ async fn the_json_shows_budgets_cooldowns_and_the_last_answer(store: &Store) -> 
 
     let shared = !store.redis_nodes().is_empty();
     let seen_by = if shared { &other } else { &server };
-    let json = status_json(&status_addr(seen_by)?, None).await?;
+    // An answer is shared by every viewer for 250 ms: read until the report shows.
+    let json = json_once(&status_addr(seen_by)?, |json| {
+        service(json, "llm")["last_report"].is_object()
+    })
+    .await?;
     let llm = service(&json, "llm");
     assert_eq!(llm["limits"][0]["used"], 2, "{llm}");
     assert_eq!(llm["limits"][0]["effective_amount"], 5);

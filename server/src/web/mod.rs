@@ -7,7 +7,14 @@
 
 pub mod status;
 
-use std::{convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -17,18 +24,24 @@ use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::{
     net::TcpListener,
-    sync::watch,
+    sync::{watch, Mutex},
     task::{JoinHandle, JoinSet},
 };
 
 use crate::{auth::BearerAuth, backend::Backend, limiter::Limiter};
 
+/// How long one `/api/status` answer is served to every viewer.
+const FRESH: Duration = Duration::from_millis(250);
+
 /// The page, embedded in the binary.
 const PAGE: &str = include_str!("page.html");
 
-/// What `/api/status` answers: the JSON text and whether the backend answered.
+/// What `/api/status` answers: its status (503 when the backend did not answer) and JSON text.
+pub type StatusAnswer = (StatusCode, String);
+
+/// Makes the answer to `/api/status`.
 pub type StatusFeed =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = (StatusCode, String)> + Send>> + Send + Sync>;
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = StatusAnswer> + Send>> + Send + Sync>;
 
 /// Run before each scrape: refreshes the gauges read from the live state (budget use).
 pub type ScrapeHook = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
@@ -60,11 +73,24 @@ pub async fn start<B: Backend>(
     auth: &BearerAuth,
     stop: watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, String> {
+    // One answer serves every viewer for FRESH: each reads every service's state from the
+    // backend, so viewers and listeners must not multiply that load.
+    let last: Arc<Mutex<Option<(Instant, StatusAnswer)>>> = Arc::default();
     let feed: StatusFeed = {
         let limiter = limiter.clone();
         Arc::new(move || {
-            let limiter = limiter.clone();
-            Box::pin(async move { status::answer(&limiter).await })
+            let (limiter, last) = (limiter.clone(), last.clone());
+            Box::pin(async move {
+                let mut last = last.lock().await;
+                if let Some((at, answer)) = last.as_ref() {
+                    if at.elapsed() < FRESH {
+                        return answer.clone();
+                    }
+                }
+                let answer = status::answer(&limiter).await;
+                *last = Some((Instant::now(), answer.clone()));
+                answer
+            })
         })
     };
     let mut tasks = Vec::new();
