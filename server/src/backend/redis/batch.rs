@@ -27,13 +27,16 @@ use crate::core::{Cost, Micros};
 pub const MAX_BATCH: usize = 64;
 /// Script calls of a service's own queue in flight at once, per replica.
 const IN_FLIGHT: usize = 4;
-/// The shared queue (many services, see the module doc): smaller batches, more of them in
-/// flight. A call's cost grows with the services it carries, so a big one would hold the
-/// acquires behind it; most of what sharing saves (the fixed cost of a script call) is saved
-/// by a dozen acquires already.
+/// The shared queue (many services, see the module doc): smaller batches. A call's cost grows
+/// with the services it carries, so a big one would hold the acquires behind it; most of what
+/// sharing saves (the fixed cost of a script call) is saved by a dozen acquires already.
 pub const SHARED_MAX_BATCH: usize = 16;
-/// Script calls of the shared queue in flight at once.
-pub const SHARED_IN_FLIGHT: usize = 8;
+/// Script calls of the shared queue in flight at once. Few: while two are in Redis the next
+/// batch fills, and a service's acquires decided in one section of a call cost Redis far less
+/// than the same acquires in several (measured with 64 callers: 2 in flight against 8 gave 14
+/// acquires per call instead of 4.5 on one service and 20.7 instead of 25 µs of Redis CPU per
+/// decision, with more decisions per second and a lower p99; BENCHMARKS.md 6.2).
+pub const SHARED_IN_FLIGHT: usize = 2;
 
 /// One acquire, owned, as queued.
 #[derive(Clone, Debug)]
