@@ -106,9 +106,15 @@ impl Tokens {
         any_is(&self.0, presented)
     }
 
-    /// Whether `presented` opens the status page: one of the tokens or of the read-only ones.
+    /// Whether `presented` opens the status page: one of the read-only status tokens when any
+    /// are configured (then API tokens never travel to the page's plain-HTTP listener), else one
+    /// of the tokens.
     pub fn accepts_for_status(&self, presented: &[u8]) -> bool {
-        any_is(&self.0, presented) | any_is(&self.1, presented)
+        if self.1.is_empty() {
+            any_is(&self.0, presented)
+        } else {
+            any_is(&self.1, presented)
+        }
     }
 }
 
@@ -147,6 +153,14 @@ impl BearerAuth {
     /// Replaces the accepted tokens (`None`: authentication off).
     pub fn replace(&self, tokens: Option<Tokens>) {
         *self.tokens.write().unwrap_or_else(PoisonError::into_inner) = tokens.map(Arc::new);
+    }
+
+    /// Whether tokens are checked at all.
+    pub fn enabled(&self) -> bool {
+        self.tokens
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
 
     /// Whether a call carrying `authorization` may proceed.
@@ -279,13 +293,17 @@ mod tests {
     #[test]
     fn the_status_page_takes_the_token_as_bearer_or_as_a_basic_password() {
         use base64::Engine as _;
-        let a = auth(&["page-token-0123456789"]);
         let basic = |userpass: &str| {
             format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(userpass)
             )
         };
+        let a = BearerAuth::new(Some(Tokens(
+            vec![Secret::new("page-token-0123456789")],
+            Vec::new(),
+        )));
+        assert!(a.enabled() && !BearerAuth::new(None).enabled());
         assert!(a.allows_bearer_or_basic(Some(b"Bearer page-token-0123456789")));
         assert!(a.allows_bearer_or_basic(Some(basic("ops:page-token-0123456789").as_bytes())));
         assert!(a.allows_bearer_or_basic(Some(basic(":page-token-0123456789").as_bytes())));
@@ -297,6 +315,14 @@ mod tests {
             BearerAuth::new(None).allows_bearer_or_basic(None),
             "auth off"
         );
+        // With read-only status tokens, they open the page (and nothing of the API), and the
+        // API tokens no longer do.
+        let b = auth(&["api-token-0123456789"]);
+        assert!(b.allows_bearer_or_basic(Some(b"Bearer read-only-status-0123456789")));
+        assert!(b.allows_bearer_or_basic(Some(basic("x:read-only-status-0123456789").as_bytes())));
+        assert!(!b.allows(Some(b"Bearer read-only-status-0123456789")));
+        assert!(!b.allows_bearer_or_basic(Some(b"Bearer api-token-0123456789")));
+        assert!(b.allows(Some(b"Bearer api-token-0123456789")));
     }
 
     #[test]

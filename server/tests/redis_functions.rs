@@ -1,8 +1,8 @@
 //! How the Redis backend calls its scripts: as functions of one library (`FCALL`) where Redis
 //! allows it, by SHA (`EVALSHA`) where it does not (a server without functions, here one with
-//! `FCALL` renamed away; an ACL user without `FCALL`). Either way the same decisions come out:
-//! a limit of three requests grants three and denies the fourth. Redis is real; its command
-//! counters say which way the calls went.
+//! `FCALL` renamed away; an ACL user without `FCALL`, or who may not load a library). Either way
+//! the same decisions come out: a limit of three requests grants three and denies the fourth.
+//! Redis is real; its command counters say which way the calls went.
 
 use std::{sync::Arc, time::Duration};
 
@@ -105,5 +105,27 @@ async fn an_acl_user_without_fcall_is_called_by_sha() -> anyhow::Result<()> {
     assert_eq!(four_acquires(&url).await?, [true, true, true, false]);
     assert_eq!(calls_of(&redis, "evalsha")? + calls_of(&redis, "eval")?, 4);
     assert_eq!(calls_of(&redis, "function|load")?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_acl_user_who_may_call_but_not_load_functions_is_called_by_sha() -> anyhow::Result<()> {
+    let redis = RedisServer::start()?;
+    let rule = [
+        "ACL",
+        "SETUSER",
+        "caller",
+        "on",
+        ">pw",
+        "~*",
+        "&*",
+        "+@all",
+        "-function",
+    ];
+    assert_eq!(redis.text(&rule)?, "OK");
+    let url = format!("redis://caller:pw@127.0.0.1:{}", redis.port);
+    assert_eq!(four_acquires(&url).await?, [true, true, true, false]);
+    // One FCALL found no library, the load was refused: SHA from then on.
+    assert_eq!(calls_of(&redis, "evalsha")? + calls_of(&redis, "eval")?, 4);
     Ok(())
 }

@@ -93,8 +93,16 @@ async fn metrics_count_acquires_reports_and_cooldowns(store: &Store) -> anyhow::
         .is_some_and(|n| n >= 6.0),
         "{body}"
     );
-    // Budget use, read from the live state at the scrape: four slots booked of three a minute
+    // Budget use, read from the live state at the scrape (a read serves every scrape for 250 ms,
+    // so scrape until it is one taken after the acquires): four slots booked of three a minute
     // (the fourth in the next window).
+    let used = r#"sluice_limit_used{service="llm",limit="requests/1m"}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut body = body;
+    while sample(&body, used) != Some(4.0) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        body = get(&addr, "/metrics").await?.1;
+    }
     assert_eq!(
         sample(
             &body,

@@ -38,6 +38,7 @@ async fn scripts_and_connections_come_back_after_flush_and_restart() -> anyhow::
     // "Function not found" is answered by loading the library again, within the same call.
     client.acquire("svc").without_sleep().await?;
     assert!(redis.text(&["FUNCTION", "LIST"])?.contains("sluice_"));
+    // SCRIPT FLUSH leaves the functions alone (where they are in use).
     assert_eq!(redis.text(&["SCRIPT", "FLUSH"])?, "OK");
     client.acquire("svc").without_sleep().await?;
     let status = client.status("svc").await?;

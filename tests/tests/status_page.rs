@@ -166,17 +166,19 @@ async fn with_auth_the_page_and_its_json_need_the_token() -> anyhow::Result<()> 
         let (status, _, _) = get(&addr, path, Some("Bearer wrong-token-0123456789")).await?;
         assert!(status.contains("401"), "{path}: {status}");
     }
-    let json = status_json(&addr, Some(&format!("Bearer {TOKEN}"))).await?;
+    // With read-only status tokens configured, they open the page and its JSON (as Bearer, or
+    // as the Basic password a browser sends after asking); the API token does not.
+    let json = status_json(&addr, Some(&format!("Bearer {READ_ONLY}"))).await?;
     assert_eq!(service(&json, "llm")["limits"][0]["used"], 0);
-    // As a browser sends it after asking: the token as the Basic password.
     use base64::Engine as _;
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("ops:{TOKEN}"));
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("ops:{READ_ONLY}"));
     let (status, _, page) = get(&addr, "/", Some(&format!("Basic {basic}"))).await?;
     assert!(status.contains("200") && page.contains("<title>Sluice status"));
-    assert!(!page.contains(TOKEN) && !server.log().contains(TOKEN));
-    // A read-only status token opens the page and its JSON, and nothing of the API.
-    let json = status_json(&addr, Some(&format!("Bearer {READ_ONLY}"))).await?;
-    assert_eq!(service(&json, "llm")["service"], "llm");
+    let (status, _, _) = get(&addr, "/api/status", Some(&format!("Bearer {TOKEN}"))).await?;
+    assert!(status.contains("401"), "{status}");
+    assert!(!page.contains(READ_ONLY) && !server.log().contains(READ_ONLY));
+    assert!(server.log().contains("plain HTTP"), "the warning is logged");
+    // The read-only token is nothing to the API.
     let mut raw = server.raw_client().await?;
     let mut request = tonic::Request::new(sluice::v1::GetStatusRequest {
         service: "llm".into(),
@@ -186,6 +188,21 @@ async fn with_auth_the_page_and_its_json_need_the_token() -> anyhow::Result<()> 
         .insert("authorization", format!("Bearer {READ_ONLY}").parse()?);
     let refused = raw.get_status(request).await.expect_err("not an API token");
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+
+    // Without status tokens, the API tokens open the page.
+    let config = format!("[auth]\ntokens = [\"{TOKEN}\"]\n{CONFIG}");
+    let server = Store::memory()?
+        .spawn_server_with(&config, &["--status-listen", "127.0.0.1:0"])
+        .await?;
+    let addr = status_addr(&server)?;
+    let (status, _, _) = get(&addr, "/api/status", None).await?;
+    assert!(status.contains("401"), "{status}");
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("ops:{TOKEN}"));
+    let (status, _, _) = get(&addr, "/", Some(&format!("Basic {basic}"))).await?;
+    assert!(status.contains("200"), "{status}");
+    let json = status_json(&addr, Some(&format!("Bearer {TOKEN}"))).await?;
+    assert_eq!(service(&json, "llm")["service"], "llm");
+    assert!(!server.log().contains(TOKEN), "tokens never logged");
     Ok(())
 }
 

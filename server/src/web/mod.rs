@@ -7,14 +7,7 @@
 
 pub mod status;
 
-use std::{
-    convert::Infallible,
-    future::Future,
-    net::SocketAddr,
-    pin::Pin,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -24,14 +17,11 @@ use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::{
     net::TcpListener,
-    sync::{watch, Mutex},
+    sync::watch,
     task::{JoinHandle, JoinSet},
 };
 
 use crate::{auth::BearerAuth, backend::Backend, limiter::Limiter};
-
-/// How long one `/api/status` answer is served to every viewer.
-const FRESH: Duration = Duration::from_millis(250);
 
 /// The page, embedded in the binary.
 const PAGE: &str = include_str!("page.html");
@@ -73,34 +63,28 @@ pub async fn start<B: Backend>(
     auth: &BearerAuth,
     stop: watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, String> {
-    // One answer serves every viewer for FRESH: each reads every service's state from the
-    // backend, so viewers and listeners must not multiply that load.
-    let last: Arc<Mutex<Option<(Instant, StatusAnswer)>>> = Arc::default();
+    if auth.enabled() && (listeners.metrics.is_some() || listeners.status.is_some()) {
+        tracing::warn!(
+            "the status page takes its token over plain HTTP: reach it through TLS (a proxy) \
+             or a private network, and give it read-only [auth] status_tokens"
+        );
+    }
+    let snapshots = Arc::new(status::Snapshots::new(limiter.clone()));
     let feed: StatusFeed = {
-        let limiter = limiter.clone();
+        let snapshots = snapshots.clone();
         Arc::new(move || {
-            let (limiter, last) = (limiter.clone(), last.clone());
-            Box::pin(async move {
-                let mut last = last.lock().await;
-                if let Some((at, answer)) = last.as_ref() {
-                    if at.elapsed() < FRESH {
-                        return answer.clone();
-                    }
-                }
-                let answer = status::answer(&limiter).await;
-                *last = Some((Instant::now(), answer.clone()));
-                answer
-            })
+            let snapshots = snapshots.clone();
+            Box::pin(async move { status::answer(&*snapshots.get().await) })
         })
     };
     let mut tasks = Vec::new();
     if let Some(addr) = listeners.metrics {
         let handle = crate::metrics::install().map_err(|e| format!("metrics: {e}"))?;
         let budgets: ScrapeHook = {
-            let limiter = limiter.clone();
+            let snapshots = snapshots.clone();
             Arc::new(move || {
-                let limiter = limiter.clone();
-                Box::pin(async move { status::record_budgets(&limiter).await })
+                let snapshots = snapshots.clone();
+                Box::pin(async move { status::record_budgets(&*snapshots.get().await) })
             })
         };
         let routes = Routes {

@@ -5,25 +5,68 @@
 //! value that could carry a secret) reads `(hidden)`. Documented in docs/operating.md. Also the
 //! budget gauges a scrape of `/metrics` refreshes from the same live state.
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
 
 use http::StatusCode;
 use serde_json::{json, Value};
 use sluice::v1 as pb;
+use tokio::sync::Mutex;
 
 use crate::{backend::Backend, grpc::service_status, limiter::Limiter};
 
-/// The answer to `GET /api/status` for `limiter`.
-pub async fn answer<B: Backend>(limiter: &Arc<Limiter<B>>) -> (StatusCode, String) {
-    let generated = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+/// How long one read of every service's state serves the page's viewers and the scrapes.
+const FRESH: Duration = Duration::from_millis(250);
+
+/// Every service's status as the gRPC layer converts it, or why the backend could not say.
+pub type Snapshot = Result<Vec<pb::ServiceStatus>, String>;
+
+/// Reads every service's state at most once per [`FRESH`]: each read costs the backend a status
+/// call per service, and neither the page's viewers nor scrapers may multiply that.
+pub struct Snapshots<B: Backend> {
+    limiter: Arc<Limiter<B>>,
+    last: Mutex<Option<(Instant, Arc<Snapshot>)>>,
+}
+
+impl<B: Backend> Snapshots<B> {
+    /// Snapshots of `limiter`'s services.
+    pub fn new(limiter: Arc<Limiter<B>>) -> Self {
+        Self {
+            limiter,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// A snapshot at most [`FRESH`] old (callers meanwhile wait for the one being read).
+    pub async fn get(&self) -> Arc<Snapshot> {
+        let mut last = self.last.lock().await;
+        if let Some((at, snapshot)) = last.as_ref() {
+            if at.elapsed() < FRESH {
+                return snapshot.clone();
+            }
+        }
+        let snapshot = Arc::new(
+            self.limiter
+                .list()
+                .await
+                .map(|all| all.into_iter().map(service_status).collect())
+                .map_err(|e| e.to_string()),
+        );
+        *last = Some((Instant::now(), snapshot.clone()));
+        snapshot
+    }
+}
+
+/// The answer to `GET /api/status`.
+pub fn answer(snapshot: &Snapshot) -> (StatusCode, String) {
+    let generated = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    match limiter.list().await {
+    match snapshot {
         Ok(services) => {
-            let services: Vec<Value> = services
-                .into_iter()
-                .map(|s| service_json(&service_status(s)))
-                .collect();
+            let services: Vec<Value> = services.iter().map(service_json).collect();
             let body = json!({
                 "version": env!("CARGO_PKG_VERSION"),
                 "generated_at_unix_ms": generated,
@@ -35,21 +78,26 @@ pub async fn answer<B: Backend>(limiter: &Arc<Limiter<B>>) -> (StatusCode, Strin
             let body = json!({
                 "version": env!("CARGO_PKG_VERSION"),
                 "generated_at_unix_ms": generated,
-                "error": e.to_string(),
+                "error": e,
             });
             (StatusCode::SERVICE_UNAVAILABLE, body.to_string())
         }
     }
 }
 
-/// Sets the budget gauges from every service's live state, before a scrape renders them (a
-/// backend that does not answer leaves the last values).
-pub async fn record_budgets<B: Backend>(limiter: &Limiter<B>) {
-    match limiter.list().await {
+/// Sets the budget gauges from a snapshot, before a scrape renders them (a backend that did not
+/// answer leaves the last values).
+pub fn record_budgets(snapshot: &Snapshot) {
+    match snapshot {
         Ok(services) => {
             for status in services {
-                for (limit, live) in status.spec.limits.iter().zip(&status.snapshot.limits) {
-                    crate::metrics::budget(&status.spec.name, &limit.name, live.used, live.amount);
+                for limit in &status.limits {
+                    crate::metrics::budget(
+                        &status.service,
+                        &limit.name,
+                        limit.used,
+                        limit.effective_amount,
+                    );
                 }
             }
         }
@@ -123,13 +171,21 @@ pub fn service_json(s: &pb::ServiceStatus) -> Value {
 }
 
 /// A header value as shown: rate-limit headers carry numbers, durations (`1m30s`, `250ms`),
-/// dates and policies (`100;w=60`); a value with anything else is hidden.
+/// RFC 3339 times, policies (`100;w=60`) and HTTP dates (`Retry-After`); a value with anything
+/// else, or longer than 64 bytes, is hidden.
 fn shown(value: &str) -> &str {
     let plain = value.len() <= 64
         && value
             .chars()
             .all(|c| c.is_ascii_digit() || " .,:;=+-TZhmsw".contains(c));
-    if plain {
+    let http_date = value.len() <= 64
+        && crate::provider::formats::parse_wait(
+            crate::provider::formats::TimeFormat::HttpDate,
+            value,
+            0,
+        )
+        .is_ok();
+    if plain || http_date {
         value
     } else {
         "(hidden)"

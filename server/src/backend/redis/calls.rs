@@ -477,11 +477,10 @@ impl RedisBackend {
                             Ok(_) => {
                                 return connection.query(&command("FCALL", &script.function)).await
                             }
-                            // Redis refused the library (a server without functions, an ACL
-                            // without FUNCTION): scripts by SHA from now on.
-                            Err(e) if matches!(e.kind(), ErrorKind::Server(_)) => {
-                                self.functions.give_up(&e)
-                            }
+                            // Redis refused the library for good (no FUNCTION command, an ACL
+                            // without it, a server that cannot compile it): scripts by SHA from
+                            // now on. A passing refusal (loading, failing over) is an error.
+                            Err(e) if library_refused(&e) => self.functions.give_up(&e),
                             Err(e) => return Err(e),
                         }
                     }
@@ -521,9 +520,10 @@ impl Functions {
 
     fn give_up(&self, error: &redis::RedisError) {
         if !self.refused.swap(true, Ordering::Relaxed) {
-            tracing::info!(
+            tracing::warn!(
                 error = %error,
-                "redis refused functions; calling the scripts by EVALSHA from now on"
+                "redis refused functions; calling the scripts by EVALSHA from now on (a \
+                 least-privilege user needs fcall and function|load for the faster path)"
             );
         }
     }
@@ -536,8 +536,27 @@ fn function_missing(e: &redis::RedisError) -> bool {
             .is_some_and(|d| d.starts_with("Function not found"))
 }
 
-/// Redis refuses `FCALL` itself: a server without functions (before 7.0) or an ACL without it.
+/// Redis refuses `FCALL` itself: a server without functions (before 7.0) or an ACL user who may
+/// not run it (a refused key is not this: the same key would be refused to `EVALSHA`).
 fn functions_refused(e: &redis::RedisError) -> bool {
-    e.kind() == ErrorKind::Server(ServerErrorKind::NoPerm)
-        || (e.code() == Some("ERR") && e.detail().is_some_and(|d| d.starts_with("unknown command")))
+    let detail = e.detail().unwrap_or_default();
+    match e.kind() {
+        ErrorKind::Server(ServerErrorKind::NoPerm) => detail.contains("'fcall' command"),
+        _ => e.code() == Some("ERR") && detail.starts_with("unknown command"),
+    }
+}
+
+/// Redis refuses `FUNCTION LOAD` for good: no such command or subcommand, an ACL user who may
+/// not run it, or a library it cannot compile (which it would not compile on a retry either).
+fn library_refused(e: &redis::RedisError) -> bool {
+    let detail = e.detail().unwrap_or_default();
+    match e.kind() {
+        ErrorKind::Server(ServerErrorKind::NoPerm) => detail.contains("'function"),
+        _ => {
+            e.code() == Some("ERR")
+                && (detail.starts_with("unknown command")
+                    || detail.starts_with("unknown subcommand")
+                    || detail.contains("ompil"))
+        }
+    }
 }

@@ -61,9 +61,16 @@ fn library() -> (String, String) {
     let name = format!("sluice_{}", &hash[..16]);
     let mut library = format!("#!lua name={name}\n{code}");
     for (body, _) in BODIES {
+        // status.lua only reads: Redis runs it under maxmemory too, as it did the EVAL.
+        let flags = if body == "status" {
+            "{'no-writes'}"
+        } else {
+            "{}"
+        };
         library.push_str(&format!(
-            "redis.register_function('{name}_{body}', function(keys, args) \
-             begin_call(keys, args); return run_{body}() end)\n"
+            "redis.register_function{{function_name = '{name}_{body}', \
+             callback = function(keys, args) begin_call(keys, args); return run_{body}() end, \
+             flags = {flags}}}\n"
         ));
     }
     (name, library)
@@ -113,7 +120,7 @@ mod tests {
             assert!(script.function.starts_with(&format!("{name}_")));
             assert!(scripts
                 .library
-                .contains(&format!("register_function('{}'", script.function)));
+                .contains(&format!("function_name = '{}'", script.function)));
         }
         assert_eq!(Scripts::new().library, scripts.library, "deterministic");
     }
