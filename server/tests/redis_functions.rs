@@ -19,22 +19,6 @@ name = "svc"
 limits = [{ dimension = "requests", amount = 3, window = "1h" }]
 "#;
 
-/// Successful calls of `command` so far.
-fn calls_of(redis: &RedisServer, command: &str) -> anyhow::Result<u64> {
-    let info = redis.text(&["INFO", "commandstats"])?;
-    let field = |rest: &str, name: &str| -> u64 {
-        rest.split(',')
-            .find_map(|kv| kv.strip_prefix(name))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    Ok(info
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:")))
-        .map(|rest| field(rest, "calls=") - field(rest, "failed_calls="))
-        .unwrap_or(0))
-}
-
 /// Four acquires of `svc` through a backend on `url`: which were granted.
 async fn four_acquires(url: &str) -> anyhow::Result<Vec<bool>> {
     let specs: Vec<Arc<ServiceSpec>> = Config::parse(CONFIG)?
@@ -67,9 +51,9 @@ async fn scripts_are_functions_of_one_library_where_redis_has_functions() -> any
         four_acquires(&redis.url()).await?,
         [true, true, true, false]
     );
-    assert_eq!(calls_of(&redis, "fcall")?, 4);
-    assert_eq!(calls_of(&redis, "function|load")?, 1, "loaded once");
-    assert_eq!(calls_of(&redis, "evalsha")? + calls_of(&redis, "eval")?, 0);
+    assert_eq!(redis.calls_of("fcall")?, 4);
+    assert_eq!(redis.calls_of("function|load")?, 1, "loaded once");
+    assert_eq!(redis.calls_of("evalsha")? + redis.calls_of("eval")?, 0);
     Ok(())
 }
 
@@ -81,7 +65,7 @@ async fn a_redis_without_functions_is_called_by_sha() -> anyhow::Result<()> {
         four_acquires(&redis.url()).await?,
         [true, true, true, false]
     );
-    assert_eq!(calls_of(&redis, "evalsha")? + calls_of(&redis, "eval")?, 4);
+    assert_eq!(redis.calls_of("evalsha")? + redis.calls_of("eval")?, 4);
     Ok(())
 }
 
@@ -103,8 +87,8 @@ async fn an_acl_user_without_fcall_is_called_by_sha() -> anyhow::Result<()> {
     assert_eq!(redis.text(&rule)?, "OK");
     let url = format!("redis://worker:pw@127.0.0.1:{}", redis.port);
     assert_eq!(four_acquires(&url).await?, [true, true, true, false]);
-    assert_eq!(calls_of(&redis, "evalsha")? + calls_of(&redis, "eval")?, 4);
-    assert_eq!(calls_of(&redis, "function|load")?, 0);
+    assert_eq!(redis.calls_of("evalsha")? + redis.calls_of("eval")?, 4);
+    assert_eq!(redis.calls_of("function|load")?, 0);
     Ok(())
 }
 
@@ -126,6 +110,6 @@ async fn an_acl_user_who_may_call_but_not_load_functions_is_called_by_sha() -> a
     let url = format!("redis://caller:pw@127.0.0.1:{}", redis.port);
     assert_eq!(four_acquires(&url).await?, [true, true, true, false]);
     // One FCALL found no library, the load was refused: SHA from then on.
-    assert_eq!(calls_of(&redis, "evalsha")? + calls_of(&redis, "eval")?, 4);
+    assert_eq!(redis.calls_of("evalsha")? + redis.calls_of("eval")?, 4);
     Ok(())
 }

@@ -34,22 +34,7 @@ fn config() -> String {
 /// Script calls Redis ran to the end (`FCALL`, or `EVALSHA` and `EVAL` where functions are
 /// refused): a call that found no function loaded fails and is followed by the real one.
 fn script_calls(redis: &RedisServer) -> anyhow::Result<u64> {
-    let info = redis.text(&["INFO", "commandstats"])?;
-    let field = |rest: &str, name: &str| -> u64 {
-        rest.split(',')
-            .find_map(|kv| kv.strip_prefix(name))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    Ok(info
-        .lines()
-        .filter_map(|l| {
-            ["fcall", "evalsha", "eval"]
-                .iter()
-                .find_map(|c| l.strip_prefix(&format!("cmdstat_{c}:")))
-        })
-        .map(|rest| field(rest, "calls=") - field(rest, "failed_calls="))
-        .sum())
+    Ok(redis.calls_of("fcall")? + redis.calls_of("evalsha")? + redis.calls_of("eval")?)
 }
 
 async fn start(redis: &RedisServer) -> anyhow::Result<(Vec<Arc<ServiceSpec>>, RedisBackend)> {

@@ -180,12 +180,21 @@ impl TestServer {
 
     /// The address of the metrics endpoint, as the server logged it (`--metrics-listen`).
     pub fn metrics_addr(&self) -> anyhow::Result<String> {
+        self.logged_addr("metrics_addr")
+    }
+
+    /// The address of the status page's own listener, as logged (`--status-listen`).
+    pub fn status_addr(&self) -> anyhow::Result<String> {
+        self.logged_addr("status_addr")
+    }
+
+    fn logged_addr(&self, field: &str) -> anyhow::Result<String> {
         let log = self.log();
-        log.split("metrics_addr=")
+        log.split(&format!("{field}="))
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
             .map(str::to_string)
-            .ok_or_else(|| anyhow::anyhow!("no metrics address in the log:\n{log}"))
+            .ok_or_else(|| anyhow::anyhow!("no {field} in the log:\n{log}"))
     }
 
     /// The body of `GET /metrics`.
@@ -318,20 +327,32 @@ impl Drop for TestServer {
 
 /// `GET path` over plain HTTP/1.0: the status line and the body.
 pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<(String, String)> {
+    let (status, _, body) = http_get_with(addr, path, None).await?;
+    Ok((status, body))
+}
+
+/// `GET path` over plain HTTP/1.0 with an optional `Authorization` value: the status line, the
+/// headers (lowercased) and the body.
+pub async fn http_get_with(
+    addr: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> anyhow::Result<(String, String, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
     stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").as_bytes())
         .await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
     let (head, body) = response
         .split_once("\r\n\r\n")
         .ok_or_else(|| anyhow::anyhow!("no header end in {response:?}"))?;
-    Ok((
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    ))
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    Ok((status.to_string(), headers.to_lowercase(), body.to_string()))
 }
 
 /// The value of the Prometheus sample whose line starts with `series` (name and labels as

@@ -261,6 +261,24 @@ impl RedisServer {
     pub fn command(&self, args: &[&str]) -> anyhow::Result<redis::Value> {
         redis_command(&self.url(), self.ca.as_deref(), args)
     }
+
+    /// Calls of `command` (lowercase, as `INFO commandstats` names it, e.g. `fcall` or
+    /// `function|load`) that ran to the end so far, scripts' own calls included.
+    pub fn calls_of(&self, command: &str) -> anyhow::Result<u64> {
+        let info = self.text(&["INFO", "commandstats"])?;
+        let field = |rest: &str, name: &str| -> u64 {
+            rest.split(',')
+                .find_map(|kv| kv.strip_prefix(name))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok(info
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:")))
+            .map_or(0, |rest| {
+                field(rest, "calls=") - field(rest, "failed_calls=")
+            }))
+    }
 }
 
 impl std::fmt::Debug for RedisServer {

@@ -8,7 +8,7 @@ use std::{process::Stdio, time::Duration};
 
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
-use sluice_e2e::{Store, TestServer};
+use sluice_e2e::{http_get_with as get, Store};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const CONFIG: &str = r#"
@@ -22,38 +22,6 @@ limits = [
 
 const TOKEN: &str = "status-page-token-0123456789";
 const READ_ONLY: &str = "read-only-dashboard-0123456789";
-
-/// `GET path` with an optional `Authorization` value: status line, headers and body.
-async fn get(
-    addr: &str,
-    path: &str,
-    authorization: Option<&str>,
-) -> anyhow::Result<(String, String, String)> {
-    use tokio::io::AsyncReadExt;
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let auth = authorization
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("no header end in {response:?}"))?;
-    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    Ok((status.to_string(), headers.to_lowercase(), body.to_string()))
-}
-
-fn status_addr(server: &TestServer) -> anyhow::Result<String> {
-    let log = server.log();
-    log.split("status_addr=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("no status address in the log:\n{log}"))
-}
 
 async fn status_json(addr: &str, authorization: Option<&str>) -> anyhow::Result<Value> {
     let (status, _, body) = get(addr, "/api/status", authorization).await?;
@@ -96,7 +64,7 @@ async fn the_json_shows_budgets_cooldowns_and_the_last_answer(store: &Store) -> 
     let server = store.spawn_server_with(CONFIG, &args).await?;
     // A second replica: on Redis its page shows what the first one's answers did.
     let other = store.spawn_server_with(CONFIG, &args).await?;
-    let addr = status_addr(&server)?;
+    let addr = server.status_addr()?;
 
     let (status, headers, page) = get(&addr, "/", None).await?;
     assert!(status.contains("200"), "{status}");
@@ -122,7 +90,7 @@ async fn the_json_shows_budgets_cooldowns_and_the_last_answer(store: &Store) -> 
     let shared = !store.redis_nodes().is_empty();
     let seen_by = if shared { &other } else { &server };
     // An answer is shared by every viewer for 250 ms: read until the report shows.
-    let json = json_once(&status_addr(seen_by)?, |json| {
+    let json = json_once(&seen_by.status_addr()?, |json| {
         service(json, "llm")["last_report"].is_object()
     })
     .await?;
@@ -157,7 +125,7 @@ async fn with_auth_the_page_and_its_json_need_the_token() -> anyhow::Result<()> 
     let server = Store::memory()?
         .spawn_server_with(&config, &["--status-listen", "127.0.0.1:0"])
         .await?;
-    let addr = status_addr(&server)?;
+    let addr = server.status_addr()?;
     for path in ["/", "/api/status"] {
         let (status, headers, body) = get(&addr, path, None).await?;
         assert!(status.contains("401"), "{path}: {status}");
@@ -194,7 +162,7 @@ async fn with_auth_the_page_and_its_json_need_the_token() -> anyhow::Result<()> 
     let server = Store::memory()?
         .spawn_server_with(&config, &["--status-listen", "127.0.0.1:0"])
         .await?;
-    let addr = status_addr(&server)?;
+    let addr = server.status_addr()?;
     let (status, _, _) = get(&addr, "/api/status", None).await?;
     assert!(status.contains("401"), "{status}");
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("ops:{TOKEN}"));
@@ -241,7 +209,7 @@ async fn in_a_browser_a_reported_429_shows_as_a_cooldown_within_a_second() -> an
     let server = Store::memory()?
         .spawn_server_with(CONFIG, &["--status-listen", "127.0.0.1:0"])
         .await?;
-    let url = format!("http://{}/", status_addr(&server)?);
+    let url = format!("http://{}/", server.status_addr()?);
     let client = server.client().await?;
     let lease = client.acquire("llm").tokens(250).without_sleep().await?;
 

@@ -1,23 +1,18 @@
-//! Calling the scripts: `FCALL` of the function library (or, where Redis refuses functions,
-//! `EVALSHA`, then `EVAL` on `NOSCRIPT`) with a service's keys and common
-//! arguments, every call bounded by the timeout; acquires go in batches (see `batch`: of many
+//! Calling the scripts with a service's keys and common arguments, every call bounded by the
+//! timeout (how a call reaches Redis, `FCALL` or `EVALSHA`, is `invoke`); acquires go in batches (see `batch`: of many
 //! services on a single Redis, of one service on a cluster), each carrying its caller's deadline
 //! in Redis's clock (see `deadline`), and grants teach that clock; a family member's acquire
 //! names its ancestors' keys too.
 
 use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
-use redis::{Cmd, ErrorKind, FromRedisValue, ServerErrorKind};
+use redis::{Cmd, FromRedisValue};
 
 use super::{
-    batch, protocol, scripts::LuaScript, unavailable, RedisBackend, ServiceArgs, SharedAcquire,
-    TimeSource,
+    batch, protocol, scripts::LuaScript, RedisBackend, ServiceArgs, SharedAcquire, TimeSource,
 };
 use crate::{
     backend::{AcquireCall, BackendError},
@@ -96,12 +91,7 @@ impl RedisBackend {
             "0".to_string(),
             String::new(),
         ];
-        let script = &self.scripts.acquire;
-        let (verb, name) = if self.functions.in_use() {
-            ("FCALL", &script.function)
-        } else {
-            ("EVALSHA", &script.sha)
-        };
+        let (verb, name) = self.call_by(&self.scripts.acquire);
         Ok(self.acquire_script_command(verb, name, &[(&service, 1, &requests)]))
     }
 
@@ -448,115 +438,5 @@ impl RedisBackend {
             timeout,
         )
         .await
-    }
-
-    /// Sends `command(verb, body)` for `script`, bounded by `timeout`: `FCALL` of its function
-    /// while Redis has functions (loading the library when Redis answers that it has not got it);
-    /// otherwise `EVALSHA` first and, on `NOSCRIPT`, `EVAL` (which also caches the script).
-    async fn eval_command<T: FromRedisValue>(
-        &self,
-        command: impl Fn(&str, &str) -> Cmd,
-        script: &LuaScript,
-        timeout: Duration,
-    ) -> Result<T, BackendError> {
-        let connection = self
-            .link
-            .get()
-            .map_err(|e| BackendError::Unavailable(format!("redis: {e}")))?;
-        let call = async {
-            if self.functions.in_use() {
-                match connection.query(&command("FCALL", &script.function)).await {
-                    Err(e) if function_missing(&e) => {
-                        tracing::debug!("function library not loaded on the server; loading it");
-                        let load = redis::cmd("FUNCTION")
-                            .arg("LOAD")
-                            .arg("REPLACE")
-                            .arg(&self.scripts.library)
-                            .clone();
-                        match connection.query::<redis::Value>(&load).await {
-                            Ok(_) => {
-                                return connection.query(&command("FCALL", &script.function)).await
-                            }
-                            // Redis refused the library for good (no FUNCTION command, an ACL
-                            // without it, a server that cannot compile it): scripts by SHA from
-                            // now on. A passing refusal (loading, failing over) is an error.
-                            Err(e) if library_refused(&e) => self.functions.give_up(&e),
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    Err(e) if functions_refused(&e) => self.functions.give_up(&e),
-                    other => return other,
-                }
-            }
-            match connection.query(&command("EVALSHA", &script.sha)).await {
-                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    tracing::debug!("script not cached on the server; sending it");
-                    connection.query(&command("EVAL", &script.source)).await
-                }
-                other => other,
-            }
-        };
-        match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => Err(unavailable(&e)),
-            Err(_) => Err(BackendError::Unavailable(format!(
-                "redis: no answer within {timeout:?}"
-            ))),
-        }
-    }
-}
-
-/// Whether scripts are called as functions of the library (`FCALL`): until Redis refuses them
-/// once, for the life of the backend.
-#[derive(Debug, Default)]
-pub(super) struct Functions {
-    refused: AtomicBool,
-}
-
-impl Functions {
-    pub(super) fn in_use(&self) -> bool {
-        !self.refused.load(Ordering::Relaxed)
-    }
-
-    fn give_up(&self, error: &redis::RedisError) {
-        if !self.refused.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                error = %error,
-                "redis refused functions; calling the scripts by EVALSHA from now on (a \
-                 least-privilege user needs fcall and function|load for the faster path)"
-            );
-        }
-    }
-}
-
-/// Redis has not got the library (a new or restarted server, `FUNCTION FLUSH`).
-fn function_missing(e: &redis::RedisError) -> bool {
-    e.code() == Some("ERR")
-        && e.detail()
-            .is_some_and(|d| d.starts_with("Function not found"))
-}
-
-/// Redis refuses `FCALL` itself: a server without functions (before 7.0) or an ACL user who may
-/// not run it (a refused key is not this: the same key would be refused to `EVALSHA`).
-fn functions_refused(e: &redis::RedisError) -> bool {
-    let detail = e.detail().unwrap_or_default();
-    match e.kind() {
-        ErrorKind::Server(ServerErrorKind::NoPerm) => detail.contains("'fcall' command"),
-        _ => e.code() == Some("ERR") && detail.starts_with("unknown command"),
-    }
-}
-
-/// Redis refuses `FUNCTION LOAD` for good: no such command or subcommand, an ACL user who may
-/// not run it, or a library it cannot compile (which it would not compile on a retry either).
-fn library_refused(e: &redis::RedisError) -> bool {
-    let detail = e.detail().unwrap_or_default();
-    match e.kind() {
-        ErrorKind::Server(ServerErrorKind::NoPerm) => detail.contains("'function"),
-        _ => {
-            e.code() == Some("ERR")
-                && (detail.starts_with("unknown command")
-                    || detail.starts_with("unknown subcommand")
-                    || detail.contains("ompil"))
-        }
     }
 }

@@ -14,6 +14,7 @@ mod batch;
 mod calls;
 mod deadline;
 mod fallback;
+mod invoke;
 mod layout;
 mod link;
 mod protocol;
@@ -85,7 +86,7 @@ pub struct RedisBackend {
     link: link::Link,
     scripts: Scripts,
     /// Whether the scripts are called as functions (`FCALL`) or by SHA.
-    functions: calls::Functions,
+    functions: invoke::Functions,
     /// Replaced whole by [`Backend::reconfigure`].
     services: RwLock<Arc<Services>>,
     key_prefix: String,
@@ -196,7 +197,7 @@ impl RedisBackend {
         Self {
             link,
             scripts: Scripts::new(),
-            functions: calls::Functions::default(),
+            functions: invoke::Functions::default(),
             services: RwLock::new(Arc::new(services)),
             key_prefix: config.key_prefix.clone(),
             timeout: config.timeout,
