@@ -440,9 +440,9 @@ async fn an_acquire_retried_after_a_lost_reply_is_counted_once() -> anyhow::Resu
         .expect_err("the reply was lost");
     assert_eq!(lost.code(), Code::Unavailable, "{lost:?}");
     assert!(proxy.has_cut());
-    let log_key = "{sluice:svc}:log";
+    let log_key = "{sluice:svc}:leases";
     assert_eq!(
-        redis.text(&["ZCARD", log_key])?,
+        redis.text(&["LLEN", log_key])?,
         "1",
         "the lost call was booked"
     );
@@ -459,7 +459,7 @@ async fn an_acquire_retried_after_a_lost_reply_is_counted_once() -> anyhow::Resu
         }
     };
     assert!(granted.granted);
-    assert_eq!(redis.text(&["ZCARD", log_key])?, "1");
+    assert_eq!(redis.text(&["LLEN", log_key])?, "1");
     let again = raw.acquire(request()).await?.into_inner();
     assert_eq!(again.lease_id, granted.lease_id);
     let status = server.client().await?.status("svc").await?;

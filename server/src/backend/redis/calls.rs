@@ -12,11 +12,12 @@ use std::{
 use redis::{Cmd, FromRedisValue};
 
 use super::{
-    batch, protocol, scripts::LuaScript, RedisBackend, ServiceArgs, SharedAcquire, TimeSource,
+    batch, layout::KEYS_PER_SERVICE, protocol, scripts::LuaScript, RedisBackend, ServiceArgs,
+    SharedAcquire, TimeSource,
 };
 use crate::{
     backend::{AcquireCall, BackendError},
-    core::{Cost, Decision, Micros, ServiceSpec, MAX_LEASES},
+    core::{Class, Cost, Decision, Micros, ServiceSpec, MAX_LEASES},
 };
 
 impl RedisBackend {
@@ -52,7 +53,7 @@ impl RedisBackend {
         args: &[&str],
     ) -> Cmd {
         let mut cmd = redis::cmd(verb);
-        cmd.arg(body).arg(chain.len() * 9);
+        cmd.arg(body).arg(chain.len() * KEYS_PER_SERVICE);
         for member in chain {
             for key in &member.keys.keys {
                 cmd.arg(key);
@@ -79,32 +80,23 @@ impl RedisBackend {
         max_wait: Micros,
     ) -> Result<Cmd, BackendError> {
         let service = self.service(spec)?;
-        let [c0, c1, c2, c3] = cost.0;
-        let requests = [
-            c0.to_string(),
-            c1.to_string(),
-            c2.to_string(),
-            c3.to_string(),
-            max_wait.to_string(),
-            String::new(),
-            "0".to_string(),
-            "0".to_string(),
-            String::new(),
-        ];
+        let mut requests = Vec::new();
+        protocol::pack_request(&mut requests, cost, max_wait, Class::TOP, None, "");
         let (verb, name) = self.call_by(&self.scripts.acquire);
         Ok(self.acquire_script_command(verb, name, &[(&service, 1, &requests)]))
     }
 
     /// `verb` of `acquire.lua`'s `body` deciding `sections`: per service, its keys, its common
-    /// arguments, how many acquires and their arguments (nine each). See the script's header.
+    /// arguments, how many acquires and the acquires packed (see `protocol::pack_request`). See
+    /// the script's header.
     fn acquire_script_command(
         &self,
         verb: &str,
         body: &str,
-        sections: &[(&ServiceArgs, usize, &[String])],
+        sections: &[(&ServiceArgs, usize, &[u8])],
     ) -> Cmd {
         let mut cmd = redis::cmd(verb);
-        cmd.arg(body).arg(sections.len() * 9);
+        cmd.arg(body).arg(sections.len() * KEYS_PER_SERVICE);
         for (service, _, _) in sections {
             for key in &service.keys.keys {
                 cmd.arg(key);
@@ -117,10 +109,8 @@ impl RedisBackend {
             cmd.arg(&service.limits)
                 .arg(&service.retention)
                 .arg(self.fresh_nonce())
-                .arg(*n);
-            for a in *requests {
-                cmd.arg(a);
-            }
+                .arg(*n)
+                .arg(*requests);
         }
         cmd
     }
@@ -190,26 +180,29 @@ impl RedisBackend {
         let sent = tokio::time::Instant::now();
         let timeout = self.batch_timeout(sent, deadline);
         let offset = self.clock_offset();
-        let args: Vec<(&ServiceArgs, usize, Vec<String>)> = sections
+        let args: Vec<(&ServiceArgs, usize, Vec<u8>)> = sections
             .iter()
             .map(|(service, acquires)| {
-                let mut args = Vec::with_capacity(9 * acquires.len());
+                let mut packed = Vec::with_capacity(acquires.len() * 80);
                 for a in *acquires {
-                    args.extend(a.cost.0.iter().map(u64::to_string));
-                    args.push(a.max_wait.to_string());
-                    args.push(a.request_id.clone());
-                    args.push(a.class.rank.to_string());
-                    args.push(a.class.max_overtakes.to_string());
                     // Past the earlier of its caller's deadline and the batch's, nothing is
                     // booked.
-                    args.push(self.deadline_arg(a.deadline.min(sent + timeout), offset));
+                    let deadline = self.deadline_in_redis(a.deadline.min(sent + timeout), offset);
+                    protocol::pack_request(
+                        &mut packed,
+                        a.cost,
+                        a.max_wait,
+                        a.class,
+                        deadline,
+                        &a.request_id,
+                    );
                 }
-                (*service, acquires.len(), args)
+                (*service, acquires.len(), packed)
             })
             .collect();
-        let sections: Vec<(&ServiceArgs, usize, &[String])> = args
+        let sections: Vec<(&ServiceArgs, usize, &[u8])> = args
             .iter()
-            .map(|(service, n, args)| (*service, *n, args.as_slice()))
+            .map(|(service, n, packed)| (*service, *n, packed.as_slice()))
             .collect();
         let script = &self.scripts.acquire;
         let replies: Vec<Vec<String>> = self
@@ -282,15 +275,19 @@ impl RedisBackend {
         }
     }
 
-    /// A deadline as the scripts take it: Redis µs, or '' (no check) while Redis's clock
-    /// (`offset`) is unknown or time is set by hand.
+    /// A deadline in Redis µs, or none (no check) while Redis's clock (`offset`) is unknown or
+    /// time is set by hand.
+    fn deadline_in_redis(&self, deadline: tokio::time::Instant, offset: Option<i64>) -> Option<u64> {
+        offset.and_then(|o| self.clock.at_offset(deadline.into_std(), o))
+    }
+
+    /// A deadline as the family script takes it: Redis µs, or '' (no check).
     pub(super) fn deadline_arg(
         &self,
         deadline: tokio::time::Instant,
         offset: Option<i64>,
     ) -> String {
-        offset
-            .and_then(|o| self.clock.at_offset(deadline.into_std(), o))
+        self.deadline_in_redis(deadline, offset)
             .map_or_else(String::new, |t| t.to_string())
     }
 

@@ -2,11 +2,11 @@
 -- service's state and its ancestors' together. The slot is the earliest at which the cost fits
 -- every member; it is booked in all of them or in none. The service's lease records the leases
 -- booked in its ancestors (its uplinks), so a report reaches them.
--- KEYS: 9 per member, the service's first, then its parent's, … (one hash tag: the family's).
+-- KEYS: 4 per member, the service's first, then its parent's, … (one hash tag: the family's).
 -- ARGV 5 most leases held, 6 n, 7 m members, then for member j = 2..m: its limits, retention and
 -- nonce for a new state (8 + 3 (j − 2) …), then for request r: cost "c0 c1 c2 c3", max_wait µs,
--- request_id, deadline (as in acquire.lua). Each member's state has a nonce of its own, so an uplink never names a lease of
--- another member (after a reload that changed the family).
+-- request_id, deadline (as in acquire.lua). Each member's state has a nonce of its own, so an
+-- uplink never names a lease of another member (after a reload that changed the family).
 -- Returns one reply per request, as acquire.lua does.
 
 local m = tonumber(ARGV[7])
@@ -18,22 +18,26 @@ for j = 1, m do
     lt, rt, nonce = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   end
   local limits, sliding = parse_limits(lt)
-  local keys = {}
-  for i = 1, 9 do keys[i] = KEYS[9 * (j - 1) + i] end
+  local keys = { KEYS[4 * j - 3], KEYS[4 * j - 2], KEYS[4 * j - 1], KEYS[4 * j] }
   members[j] = { limits = limits, sliding = sliding, retention = tonumber(rt), keys = keys,
     nonce = nonce }
 end
-local function use(j) K = members[j].keys end
+-- Works on member j: its keys and its writes.
+local function use(j)
+  K = members[j].keys
+  W = members[j].writes
+end
 
 local now = now_micros()
 for j = 1, m do
-  use(j)
+  K = members[j].keys
   members[j].st = read_state()
   now = math.max(now, num(members[j].st, 'hw'))
 end
 for j = 1, m do
-  use(j)
+  K = members[j].keys
   local mb = members[j]
+  mb.writes = begin_writes()
   forget_if_stale(mb.st, now, mb.retention, false)
   drop_unused_totals(mb.st, mb.sliding)
   apply_adopted(mb.st, mb.limits)
@@ -67,29 +71,30 @@ local function acquire_one(cost, max_wait, rid, deadline)
   local first = members[1]
   use(1)
   if rid ~= '' then
-    local mm = redis.call('HGET', K[4], rid)
-    local rec = mm and redis.call('HGET', K[3], mm)
-    if rec then
-      local lease = parse_lease(rec)
+    local v = W.rid_of[rid] or redis.call('HGET', K[3], rid)
+    local seq = v and tonumber(v)
+    local e = seq and entry_at(first.st, seq)
+    if e then
       -- Replayed only while it holds every in-flight slot it took, its ancestors' too: a job
       -- retried after its report (or timeout) is a new call.
-      local held = retained(lease.slot, mm, now, first.retention) and replayable(first.sliding, mm, now)
+      local held = (W.entry_of[seq] ~= nil or retained(e, now, first.retention))
+        and replayable(first.sliding, seq, now)
       local j = 1
-      for up in string.gmatch(lease.up, '[^,]+') do
+      for up in string.gmatch(e[E_UP] or '', '[^,]+') do
         j = j + 1
         local mb = members[j]
         if not held or not mb then break end
         if mb.sliding.holds then
-          local nonce, seq = string.match(up, '^(%x+):(%d+)$')
-          local e = nonce == mb.st.n and redis.call('ZSCORE', mb.keys[9], member(tonumber(seq)))
-          held = e ~= false and e ~= nil and tonumber(e) > now
+          local nonce, useq = string.match(up, '^(%x+):(%d+)$')
+          local h = nonce == mb.st.n and redis.call('ZSCORE', mb.keys[4], useq)
+          held = h ~= false and h ~= nil and tonumber(h) > now
         end
       end
       if held then
-        for d = 1, 4 do
-          if lease.requested[d] ~= cost[d] then return { 'R' } end
+        for d = 0, 3 do
+          if e[E_REQ + d] ~= cost[d + 1] then return { 'R' } end
         end
-        return { 'G', s(tonumber(mm)), s(lease.slot), s(math.max(0, lease.slot - now)), lease.decider, first.st.n }
+        return { 'G', seq, e[E_SLOT], math.max(0, e[E_SLOT] - now), e[E_DECIDER], first.st.n }
       end
     end
   end
@@ -104,7 +109,7 @@ local function acquire_one(cost, max_wait, rid, deadline)
     if tj > t then t, decider, held_back = tj, lift(dj, j - 1), hj end
   end
   local wait = t - now
-  if wait > max_wait or held_back then return { 'D', s(wait), decider } end
+  if wait > max_wait or held_back then return { 'D', wait, decider } end
 
   for j = 1, m do
     use(j)
@@ -116,25 +121,22 @@ local function acquire_one(cost, max_wait, rid, deadline)
   for j = 1, m do
     use(j)
     local mb = members[j]
-    if mb.held == nil then
-      prune(mb.st, now, mb.retention, mb.sliding, fdiv(mb.retention, 8))
-      mb.held = redis.call('ZCARD', K[2])
-      mb.created = mb.held == 0
+    if not mb.housekept then
+      mb.housekept = true
+      mb.created = prune(mb.st, now, mb.retention, mb.sliding, fdiv(mb.retention, 8))
     end
-    if mb.held >= max_leases then return { 'F' } end
+    if leases_held(mb.st) >= max_leases then return { 'F' } end
   end
   local ups = {}
   for j = m, 1, -1 do
     use(j)
     local mb = members[j]
     local st = mb.st
-    if not st.n then
-      st.n = mb.nonce
-      redis.call('HSET', K[1], 'n', st.n)
-    end
+    if not st.n then st.n = mb.nonce end
     local up, r = nil, ''
     if j == 1 then
       up, r = table.concat(ups, ','), rid
+      if up == '' then up = nil end
     end
     -- An ancestor's arrival order holds the calls its own limits or cooldown queued, not a
     -- member's call queued by the member's own (core/family.rs).
@@ -142,11 +144,9 @@ local function acquire_one(cost, max_wait, rid, deadline)
     local orders = j == 1 or seen == 'c' or string.match(seen, '^%d+$') ~= nil
     local seq = book(st, mb.limits, mb.sliding, now, t, cost, seen, r, true, up, nil, nil, orders)
     if type(seq) == 'table' then return seq end
-    mb.held = mb.held + 1
-    mb.wrote = true
     if j > 1 then ups[j - 1] = st.n .. ':' .. s(seq) end
     if j == 1 then
-      return { 'G', s(seq), s(t), s(wait), decider, st.n }
+      return { 'G', seq, t, wait, decider, st.n }
     end
   end
 end
@@ -162,9 +162,11 @@ for r = 1, n do
 end
 for j = 1, m do
   local mb = members[j]
-  if mb.wrote then
-    use(j)
+  use(j)
+  if W.dirty then
+    flush_writes(mb.st)
     expire_all(mb.st, now, mb.retention, mb.created)
+    write_state(mb.st)
   end
 end
 return replies

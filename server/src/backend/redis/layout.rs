@@ -5,19 +5,21 @@
 
 use crate::core::{Algorithm, BucketShape, LimitSpec, Micros, ServiceSpec};
 
+/// How many keys a service has.
+pub const KEYS_PER_SERVICE: usize = 4;
+
 /// The keys of one service, in the order the scripts expect them.
 #[derive(Clone, Debug)]
 pub struct ServiceKeys {
-    /// state, log, leases, requests, the running totals of dimensions 0..=3, then the in-flight
-    /// slots held.
-    pub keys: [String; 9],
+    /// The state, the lease log, the request ids, the in-flight slots held.
+    pub keys: [String; KEYS_PER_SERVICE],
 }
 
 impl ServiceKeys {
-    /// Keys of `service` under `prefix`: `{prefix:service}:s`, `…:log`, `…:l`, `…:r`, `…:c0`–`…:c3`,
-    /// `…:h`. A member of a family shares its root's hash tag, so one script can decide on the
-    /// whole family (one cluster slot): the root's keys stay `{prefix:root}:…`, another member's
-    /// are `{prefix:root}:<service>:…`.
+    /// Keys of `service` under `prefix`: `{prefix:service}:state`, `…:leases`, `…:ids`, `…:held`.
+    /// A member of a family shares its root's hash tag, so one script can decide on the whole
+    /// family (one cluster slot): the root's keys stay `{prefix:root}:…`, another member's are
+    /// `{prefix:root}:<service>:…`.
     pub fn new(prefix: &str, service: &str, family: Option<&str>) -> Self {
         let tag = match family {
             Some(root) if root != service => format!("{{{prefix}:{root}}}:{service}"),
@@ -26,22 +28,17 @@ impl ServiceKeys {
         };
         Self {
             keys: [
-                format!("{tag}:s"),
-                format!("{tag}:log"),
-                format!("{tag}:l"),
-                format!("{tag}:r"),
-                format!("{tag}:c0"),
-                format!("{tag}:c1"),
-                format!("{tag}:c2"),
-                format!("{tag}:c3"),
-                format!("{tag}:h"),
+                format!("{tag}:state"),
+                format!("{tag}:leases"),
+                format!("{tag}:ids"),
+                format!("{tag}:held"),
             ],
         }
     }
 
-    /// The lease log (a sorted set of lease members by slot).
-    pub fn log(&self) -> &str {
-        &self.keys[1]
+    /// The state (a MessagePack map in a string).
+    pub fn state(&self) -> &str {
+        &self.keys[0]
     }
 }
 
@@ -129,7 +126,7 @@ mod tests {
         }
         // A family shares its root's tag; the root keeps the keys it had alone.
         let child = ServiceKeys::new("prod", "openai/gpt-4o", Some("openai"));
-        assert_eq!(child.keys[0], "{prod:openai}:openai/gpt-4o:s");
+        assert_eq!(child.keys[0], "{prod:openai}:openai/gpt-4o:state");
         let root = ServiceKeys::new("prod", "openai", Some("openai"));
         assert_eq!(root.keys, ServiceKeys::new("prod", "openai", None).keys);
     }

@@ -258,16 +258,8 @@ impl RedisBackend {
     /// Leases the service holds (for tests of bounded state).
     pub async fn lease_count(&self, spec: &ServiceSpec) -> Result<usize, BackendError> {
         let service = self.service(spec)?;
-        let mut cmd = redis::cmd("ZCARD");
-        cmd.arg(service.keys.log());
-        let connection = self
-            .link
-            .get()
-            .map_err(|e| BackendError::Unavailable(format!("redis: {e}")))?;
-        tokio::time::timeout(self.timeout, connection.query(&cmd))
-            .await
-            .map_err(|_| BackendError::Unavailable("redis: timeout".into()))?
-            .map_err(|e| unavailable(&e))
+        let reply: Vec<String> = self.eval(&self.scripts.status, &service, &[]).await?;
+        protocol::held(&reply)
     }
 }
 

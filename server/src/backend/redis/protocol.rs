@@ -4,9 +4,9 @@
 
 use super::{AcquireCall, BackendError, ReportCall};
 use crate::core::{
-    AcquireError, BucketShape, CooldownCause, Decider, Decision, Dimension, Grant, LeaseId,
-    LimitSnapshot, Micros, Observation, ReportOutcome, Scope, ServiceSnapshot, ServiceSpec,
-    MAX_LEASES,
+    AcquireError, BucketShape, Class, CooldownCause, Cost, Decider, Decision, Dimension, Grant,
+    LeaseId, LimitSnapshot, Micros, Observation, ReportOutcome, Scope, ServiceSnapshot,
+    ServiceSpec, MAX_LEASES,
 };
 
 /// Offsets in `acquire.lua`'s (and `family.lua`'s) reply of a grant `{'G', seq, slot, wait,
@@ -45,7 +45,8 @@ mod status {
     pub const REPORT_STATUS: usize = 5;
     pub const REPORT_AT: usize = 6;
     pub const REPORT_HEADERS: usize = 7;
-    /// Leases held (offset 8; read by tests through `lease_count`, not here).
+    /// Leases held (read by tests through `lease_count`).
+    pub const HELD: usize = 8;
     pub const LIMITS: usize = 9;
     pub const PER_LIMIT: usize = 4;
     pub const USED: usize = 0;
@@ -66,6 +67,47 @@ mod status {
     pub const fn len(limits: usize) -> usize {
         limit(limits) + ADAPTIVE_SCALE + 1
     }
+}
+
+/// Numbers the scripts read as doubles are exact below 2^53; a longer wait or a later deadline
+/// means the same to them.
+const MAX_EXACT: u64 = 1 << 53;
+
+/// Appends one acquire as `acquire.lua` unpacks it (its `REQUEST` format: eight little-endian
+/// doubles, then the request id's length as a little-endian u16 and its bytes): cost in each
+/// dimension, max_wait µs, priority rank, max overtakes, deadline in Redis µs (-1: none).
+pub(super) fn pack_request(
+    out: &mut Vec<u8>,
+    cost: Cost,
+    max_wait: Micros,
+    class: Class,
+    deadline: Option<u64>,
+    request_id: &str,
+) {
+    let numbers = [
+        cost.0[0],
+        cost.0[1],
+        cost.0[2],
+        cost.0[3],
+        max_wait,
+        u64::from(class.rank),
+        u64::from(class.max_overtakes),
+    ];
+    for n in numbers {
+        // Costs are at most 2^50 (checked up front); waits are clamped.
+        out.extend_from_slice(&(n.min(MAX_EXACT) as f64).to_le_bytes());
+    }
+    let deadline = deadline.map_or(-1.0, |d| d.min(MAX_EXACT) as f64);
+    out.extend_from_slice(&deadline.to_le_bytes());
+    // Request ids are at most MAX_REQUEST_ID (256) bytes, checked up front.
+    let id = &request_id.as_bytes()[..request_id.len().min(usize::from(u16::MAX))];
+    out.extend_from_slice(&(id.len() as u16).to_le_bytes());
+    out.extend_from_slice(id);
+}
+
+/// The leases a status reply says the service holds.
+pub(super) fn held(reply: &[String]) -> Result<usize, BackendError> {
+    number(reply, status::HELD)
 }
 
 /// The slot and wait of a grant reply, if they read.

@@ -6,7 +6,9 @@ local _, sliding = parse_limits(ARGV[2])
 local retention = tonumber(ARGV[3])
 local st = read_state()
 local now = math.max(now_micros(), num(st, 'hw'))
-if forget_if_stale(st, now, retention, false) then return 0 end
+if st.new or forget_if_stale(st, now, retention, false) then return 0 end
+local w = begin_writes()
 prune(st, now, retention, sliding, 0)
 expire_all(st, now, retention, false)
-return redis.call('ZCARD', KEYS[2])
+if w.dirty then write_state(st) end
+return leases_held(st)

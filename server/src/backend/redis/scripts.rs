@@ -17,7 +17,8 @@ pub(super) struct LuaScript {
 
 impl LuaScript {
     fn new(body: &str, function: String) -> Self {
-        let source = format!("{COMMON}\n{body}");
+        // As a script of its own, the prelude runs with every call: it binds its libraries there.
+        let source = format!("{COMMON}\nbind_libs()\n{body}");
         let sha = redis::Script::new(&source).get_hash().to_string();
         Self {
             function,
