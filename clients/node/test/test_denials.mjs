@@ -1,8 +1,9 @@
 // How `sluiceFetch` answers a denial, through the openai SDK against the simulated provider (run
 // by tests/tests/sdk_denials.rs, after the Python twin used the minute's one call of `tight`):
 // `onDenied: "throw"` makes the SDK reject with its connection error, `Denied` as its cause;
-// `onDenied: "429"` answers the SDK a 429 carrying `retry-after-ms`. Exits non-zero on a
-// failed check. Environment: SLUICE_ADDR, OPENAI_BASE_URL.
+// `onDenied: "429"` answers the SDK a 429 carrying `retry-after-ms`. A request that gets no
+// answer is abandoned, freeing its in-flight slot. Exits non-zero on a failed check.
+// Environment: SLUICE_ADDR, OPENAI_BASE_URL.
 
 import assert from "node:assert/strict";
 import OpenAI from "openai";
@@ -32,5 +33,20 @@ await assert.rejects(sdk("429").chat.completions.create(call), (err) => {
 
 const status = await sluice.status("tight");
 assert.equal(Number(status.limits[0].used), 1);
+
+// A request that gets no answer (nothing listens on port 9) is abandoned: the in-flight slot of
+// `single` (one call at a time, held for a minute unless reported) is free again at once.
+const dead = new OpenAI({
+  baseURL: "http://127.0.0.1:9/v1", apiKey: "sk-test", maxRetries: 0,
+  fetch: sluiceFetch(sluice, { service: "single" }),
+});
+await assert.rejects(dead.chat.completions.create(call), (err) => {
+  assert.ok(err instanceof OpenAI.APIConnectionError, String(err));
+  assert.ok(!(err.cause instanceof Denied), String(err.cause));
+  return true;
+});
+assert.equal(Number((await sluice.status("single")).limits[0].used), 0);
+const permit = await sluice.acquire("single", { maxWait: 0 });
+await permit.abandon();
 sluice.close();
 console.log("ok");
