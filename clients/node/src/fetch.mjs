@@ -16,6 +16,13 @@
 // With no slot within `maxWait` it either throws `Denied` (`onDenied: "throw"`, the default; the
 // SDKs wrap it as their connection error, whose `cause` it is) or answers the SDK a 429 carrying
 // `retry-after-ms` (`onDenied: "429"`), so the SDK's own backoff waits and retries.
+//
+// "throw" and the SDKs' own retries: openai and @anthropic-ai/sdk retry every rejected fetch as a
+// connection error, `maxRetries` times (default 2) after their own backoff (about 0.5 s, then
+// 1 s, ..., not Sluice's retry_after), and each retry acquires again. So a denial reaches the
+// caller only after maxRetries + 1 acquires, up to (maxRetries + 1) x maxWait when the acquires
+// wait (in-flight slots), plus the backoff. For one acquire and the denial at once, build the SDK
+// with `maxRetries: 0`; for retries paced by Sluice, use `onDenied: "429"`.
 
 import { Denied, usageFromJson } from "./client.mjs";
 import { readCall, SseUsage } from "./calls.mjs";

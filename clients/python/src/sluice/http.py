@@ -16,11 +16,17 @@ error, timeout) is abandoned: its in-flight slot is freed at once. Requests that
 calls (no JSON body naming a model) pass through untouched.
 
 When no slot comes within `max_wait` the transport either raises `sluice.Denied`
-(`on_denied="raise"`, the default; the current SDKs let it through to the caller as it is, older
-ones wrapped it as their connection error: `sluice.http.denial(err)` finds it either way) or
-answers the SDK with a 429 carrying
-`retry-after-ms` (`on_denied="429"`), so the SDK's own backoff waits and retries, and raises its
-own `RateLimitError` when its retries are spent.
+(`on_denied="raise"`, the default) or answers the SDK with a 429 carrying `retry-after-ms`
+(`on_denied="429"`), so the SDK's own backoff waits and retries, and raises its own
+`RateLimitError` when its retries are spent.
+
+With "raise", what the caller sees depends on the SDK. `openai` lets `sluice.Denied` through as
+it is, at once, whatever its `max_retries`. `anthropic` wraps any transport exception as its
+`APIConnectionError` (`sluice.http.denial(err)` finds the `Denied` in its cause) and retries it
+`max_retries` times (default 2) after its own backoff, each retry acquiring again: the denial
+comes after max_retries + 1 acquires. Build such an SDK client with `max_retries=0` for one
+acquire and the denial at once (the Celery integration does), or use "429" for retries paced by
+Sluice.
 
 A success is reported without waiting for Sluice's answer (the blocking client sends it in the
 background and waits for what is still on its way at `flush()`, `close()` and exit); an error
