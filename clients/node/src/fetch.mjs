@@ -10,8 +10,10 @@
 // from the request, see calls.mjs), waiting up to `maxWait` seconds for its slot; the answer is
 // reported with its status, rate-limit headers and usage (the JSON body's, or a streamed answer's
 // usage events as the SDK reads the stream). A request that gets no answer (a network error, an
-// abort) is abandoned: its in-flight slot is freed at once. Requests that are not model calls
-// pass through untouched.
+// abort) is abandoned: its in-flight slot is freed at once. A streamed answer that breaks
+// mid-body (after its 2xx status) is reported, not abandoned: with its status and the usage its
+// events carried so far, if any; that frees its in-flight slot too. Requests that are not model
+// calls pass through untouched.
 //
 // With no slot within `maxWait` it either throws `Denied` (`onDenied: "throw"`, the default; the
 // SDKs wrap it as their connection error, whose `cause` it is) or answers the SDK a 429 carrying

@@ -12,8 +12,10 @@ Every model call the SDK sends, its own retries included, is acquired first (ser
 from the request, see `sluice.calls`), waiting up to `max_wait` for its slot; the answer is
 reported with its status, rate-limit headers and usage (the JSON body's, or a streamed answer's
 final usage event, read as the SDK reads the stream). A request that gets no answer (connection
-error, timeout) is abandoned: its in-flight slot is freed at once. Requests that are not model
-calls (no JSON body naming a model) pass through untouched.
+error, timeout) is abandoned: its in-flight slot is freed at once. A streamed answer that breaks
+mid-body (after its 2xx status) is reported, not abandoned, when the SDK closes it: with its
+status and the usage its events carried so far, if any; that frees its in-flight slot too.
+Requests that are not model calls (no JSON body naming a model) pass through untouched.
 
 When no slot comes within `max_wait` the transport either raises `sluice.Denied`
 (`on_denied="raise"`, the default) or answers the SDK with a 429 carrying `retry-after-ms`
