@@ -30,6 +30,18 @@ limits = [
 name = "oai-bucket-fixed"
 profile = "openai"
 limits = [{ dimension = "tokens", amount = 20000, window = "1m", algorithm = "token_bucket" }]
+
+[[services]]
+name = "learned"
+profile = "openai"
+adopt_provider_limits = true
+adaptive = true
+default_cooldown = "2s"
+limits = [
+  { dimension = "requests", amount = 100, window = "1m" },
+  { dimension = "tokens", amount = 20000, window = "1m", algorithm = "token_bucket", burst = 5000 },
+]
+
 "#;
 
 const S: Duration = Duration::from_secs(1);
@@ -250,4 +262,87 @@ pub(crate) async fn a_providers_remaining_below_the_view_drains_a_token_bucket_a
     );
     granted(&l, &req("oai-bucket-fixed", 5_000, Duration::ZERO)).await;
     denied(&l, &req("oai-bucket-fixed", 1_000, Duration::ZERO)).await;
+}
+
+pub(crate) async fn status_says_why_from_the_budget_in_force_not_the_last_answer<B: TestBackend>() {
+    let l = limiter_for::<B>(&services_of(BUDGETS, &["learned"])).await;
+    let why = |s: &sluice_server::limiter::ServiceStatus| {
+        (0..2).map(|i| s.effective_because(i)).collect::<Vec<_>>()
+    };
+    let s = l.status("learned").await.expect("status");
+    assert_eq!(why(&s), ["configured", "configured"]);
+    assert_eq!(
+        (s.snapshot.limits[1].burst, s.snapshot.limits[1].adopted),
+        (5000, false)
+    );
+    // The provider's budget is half the configured one: the bucket's burst follows in the same
+    // proportion (5,000 of 20,000 configured: 2,500 of 10,000).
+    l.report(report(
+        "learned",
+        "",
+        200,
+        &[
+            ("x-ratelimit-limit-requests", "50"),
+            ("x-ratelimit-limit-tokens", "10000"),
+        ],
+    ))
+    .await
+    .expect("report");
+    // Then answers that name no budget (a 5xx; providers that send headers only on 429s).
+    l.report(report("learned", "", 500, &[]))
+        .await
+        .expect("report");
+    l.report(report("learned", "", 200, &[]))
+        .await
+        .expect("report");
+    let s = l.status("learned").await.expect("status");
+    assert_eq!(s.learned, vec![None, None], "the last answer named nothing");
+    let (requests, tokens) = (&s.snapshot.limits[0], &s.snapshot.limits[1]);
+    assert_eq!((requests.amount, requests.adopted), (50, true));
+    assert_eq!(
+        (tokens.amount, tokens.burst, tokens.adopted),
+        (10_000, 2_500, true)
+    );
+    assert_eq!(why(&s), ["provider budget", "provider budget"]);
+    // Only 2,500 tokens fit at once, as the burst shown says.
+    l.backend().advance(60 * S).await;
+    granted(&l, &req("learned", 2_500, Duration::ZERO)).await;
+    denied(&l, &req("learned", 1, Duration::ZERO)).await;
+    // A 429 without headers lowers the adopted budget: both reasons, the burst at the scale.
+    l.report(report("learned", "", 429, &[]))
+        .await
+        .expect("report");
+    let s = l.status("learned").await.expect("status");
+    assert_eq!(
+        why(&s),
+        [
+            "provider budget, adaptive 70% after 429s",
+            "provider budget, adaptive 70% after 429s"
+        ]
+    );
+    assert_eq!(
+        (s.snapshot.limits[1].amount, s.snapshot.limits[1].burst),
+        (7_000, 1_750)
+    );
+    // The provider names the configured budget again: no longer another budget.
+    l.report(report(
+        "learned",
+        "",
+        200,
+        &[
+            ("x-ratelimit-limit-requests", "100"),
+            ("x-ratelimit-limit-tokens", "20000"),
+        ],
+    ))
+    .await
+    .expect("report");
+    let s = l.status("learned").await.expect("status");
+    assert_eq!(
+        why(&s),
+        ["adaptive 70% after 429s", "adaptive 70% after 429s"]
+    );
+    assert_eq!(
+        (s.snapshot.limits[1].burst, s.snapshot.limits[1].adopted),
+        (3_500, false)
+    );
 }

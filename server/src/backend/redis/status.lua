@@ -1,7 +1,8 @@
 -- Status: the live state of one service, read-only.
 -- Returns {now, cooldown_remaining, cooldown_status, cooldown_source, queued, report_status,
 -- report_at, report_headers, held, then used, reset_after and the amount in force of every
--- limit, then the token dimensions' cooldowns}.
+-- limit, then the token dimensions' cooldowns, the adaptive scale, then the budget in force of
+-- every limit before the scale: amount and burst}.
 
 local limits, sliding = parse_limits(ARGV[2])
 local retention = tonumber(ARGV[3])
@@ -42,4 +43,8 @@ for d = 1, 3 do
   end
 end
 out[#out + 1] = s(stale and FULL or limits.scale)
+for _, l in ipairs(limits) do
+  out[#out + 1] = s(l.base or l.amount)
+  out[#out + 1] = s(l.burst)
+end
 return out
