@@ -264,6 +264,31 @@ pub(crate) async fn a_providers_remaining_below_the_view_drains_a_token_bucket_a
     denied(&l, &req("oai-bucket-fixed", 1_000, Duration::ZERO)).await;
 }
 
+pub(crate) async fn a_decrease_keeps_what_an_adaptive_bucket_owes<B: TestBackend>() {
+    let l = limiter_for::<B>(&services_of(BUDGETS, &["quiet"])).await;
+    // A call under way took 7,000 of the 10,000-token burst (1,000 a second).
+    granted(&l, &req("quiet", 7000, Duration::ZERO)).await;
+    l.report(report("quiet", "", 429, &[]))
+        .await
+        .expect("report");
+    // At 70 % the bucket holds 7,000 and refills 700 a second. The 7,000 tokens the call took
+    // are still owed in full: the lowered bucket is empty, not 2,100 tokens short of full.
+    let s = scale(&l).await;
+    assert_eq!(
+        (s.limits[1].amount, s.limits[1].used, s.limits[1].remaining),
+        (7000, 7000, 0)
+    );
+    // After the 2 s cooldown, 1,400 tokens have drained at 700 a second: that much fits, and
+    // the next 700 come a second later.
+    l.backend().advance(2 * S).await;
+    denied(&l, &req("quiet", 1401, Duration::ZERO)).await;
+    granted(&l, &req("quiet", 1400, Duration::ZERO)).await;
+    assert_eq!(
+        denied(&l, &req("quiet", 700, Duration::ZERO)).await,
+        S.as_micros() as u64
+    );
+}
+
 pub(crate) async fn status_says_why_from_the_budget_in_force_not_the_last_answer<B: TestBackend>() {
     let l = limiter_for::<B>(&services_of(BUDGETS, &["learned"])).await;
     let why = |s: &sluice_server::limiter::ServiceStatus| {

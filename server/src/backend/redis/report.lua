@@ -86,6 +86,26 @@ if ARGV[17] == '1' and limits.period then
     sc = math.max(100, fdiv(sc * 700, FULL))
     st.pe = s(until_)
     adaptive_lowered = 1
+    -- What each bucket owes was charged at the old scale: charged again at the new one, owed ×
+    -- old / new rounded up, counted from the latest booked slot (before it the TAT also holds the
+    -- time to that slot, which owes nothing), at most a day plus a drain from now (core
+    -- BucketShape::rescale).
+    local old, seen, since = limits.scale, {}, math.max(now, latest_slot(st))
+    for _, l in ipairs(limits) do
+      local k, f = 0, 0
+      if l.bucket and sc < old and not seen[l.kf] then k, f = num(st, l.kf), num(st, l.ff) end
+      if k > since or (k == since and f > 0) then
+        seen[l.kf] = true
+        local owed = (k - since) * l.a + f
+        local cap = (86400000000 + l.span - (since - now)) * l.a
+        local q, units = fdiv(owed, sc), cap
+        if q <= fdiv(cap, old) then units = math.min(cap, q * old - fdiv(-((owed - q * sc) * old), sc)) end
+        units = math.max(units, owed)
+        local whole = fdiv(units, l.a)
+        st[l.kf], st[l.ff] = s(since + whole), s(units - whole * l.a)
+        redis.call('HSET', KEYS[1], l.kf, st[l.kf], l.ff, st[l.ff])
+      end
+    end
   else
     st.pp = s(math.max(num(st, 'pp'), sc))
   end
