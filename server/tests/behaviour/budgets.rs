@@ -42,6 +42,18 @@ limits = [
   { dimension = "tokens", amount = 20000, window = "1m", algorithm = "token_bucket", burst = 5000 },
 ]
 
+[[services]]
+name = "claude-quiet"
+profile = "anthropic"
+adaptive = true
+limits = [{ dimension = "requests", amount = 100, window = "10s" }]
+
+[[services]]
+name = "gemini-quiet"
+profile = "gemini"
+adaptive = true
+quota_cooldown = "20m"
+limits = [{ dimension = "requests", amount = 100, window = "10s" }]
 "#;
 
 const S: Duration = Duration::from_secs(1);
@@ -370,4 +382,59 @@ pub(crate) async fn status_says_why_from_the_budget_in_force_not_the_last_answer
         (s.snapshot.limits[1].burst, s.snapshot.limits[1].adopted),
         (3_500, false)
     );
+}
+
+pub(crate) async fn quotas_spend_caps_and_overloads_leave_an_adaptive_budget_alone<
+    B: TestBackend,
+>() {
+    let l = limiter_for::<B>(&services_of(BUDGETS, &["claude-quiet", "gemini-quiet"])).await;
+    let scale_of = |name: &'static str| {
+        let l = &l;
+        async move {
+            l.status(name)
+                .await
+                .expect("status")
+                .snapshot
+                .adaptive_scale
+        }
+    };
+    // Anthropic: overloads, then a spend cap (a 429 that no waiting at this rate cures).
+    for status in [529, 503] {
+        let a = l
+            .report(report("claude-quiet", "", status, &[]))
+            .await
+            .expect("report");
+        assert!(a.detail.contains("overloaded"), "{}", a.detail);
+    }
+    let mut cap = report("claude-quiet", "", 429, &[]);
+    cap.body = br#"{"type":"error","error":{"type":"rate_limit_error","details":{"error_code":"enforced_spend_limit_reached"}}}"#.to_vec();
+    let a = l.report(cap).await.expect("report");
+    assert!(a.detail.contains("quota"), "{}", a.detail);
+    assert_eq!(scale_of("claude-quiet").await, 1000);
+    // Gemini: a daily quota.
+    let mut quota = report("gemini-quiet", "", 429, &[]);
+    quota.body = br#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","details":[
+        {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[
+          {"quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]}]}}"#
+        .to_vec();
+    let a = l.report(quota).await.expect("report");
+    assert!(a.detail.contains("quota"), "{}", a.detail);
+    assert_eq!(scale_of("gemini-quiet").await, 1000);
+    // A rate limit's 429 does lower them (during the quota's cooldown too).
+    let a = l
+        .report(report("claude-quiet", "", 429, &[]))
+        .await
+        .expect("report");
+    assert!(
+        a.detail.contains("adaptive budget lowered to 70%"),
+        "{}",
+        a.detail
+    );
+    let mut limited = report("gemini-quiet", "", 429, &[]);
+    limited.body = br#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","details":[
+        {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"3s"}]}}"#
+        .to_vec();
+    l.report(limited).await.expect("report");
+    assert_eq!(scale_of("claude-quiet").await, 700);
+    assert_eq!(scale_of("gemini-quiet").await, 700);
 }

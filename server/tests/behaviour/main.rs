@@ -296,6 +296,7 @@ macro_rules! on_backend {
                 a_providers_remaining_below_the_view_drains_a_token_bucket_and_never_fills_it,
                 a_decrease_keeps_what_an_adaptive_bucket_owes,
                 status_says_why_from_the_budget_in_force_not_the_last_answer,
+                quotas_spend_caps_and_overloads_leave_an_adaptive_budget_alone,
             ],
         );
     };
