@@ -62,20 +62,39 @@ impl BucketShape {
         span * a + u128::from(self.burst) * wg + a < MAX_EXACT
     }
 
-    /// The state of `bucket` (shaped by `self`) re-expressed for `to`, at `now`: what it owes
-    /// carries over in whole tokens (rounded up, never down), draining at the new rate; at most a
-    /// burst plus the longest wait's worth at the new rate (what can be booked ahead), so the
-    /// numbers stay exact.
-    pub fn convert(&self, bucket: TokenBucket, to: BucketShape, now: Micros) -> TokenBucket {
+    /// The state of `bucket` (shaped by `self`) re-expressed for `to`, at `now`, with `latest` the
+    /// latest slot booked: what it owes carries over in whole tokens (rounded up, never down),
+    /// draining at the new rate; at most a burst plus the longest wait's worth at the new rate
+    /// (what can be booked ahead), so the numbers stay exact.
+    ///
+    /// Counted from `now`, what it owes includes the time up to the latest booked slot (a slot
+    /// another limit or a cooldown chose, which owes no tokens): at a higher rate that time would
+    /// drain early and let the calls queued there weigh less than they cost. So it is also counted
+    /// from `max(now, latest)`, that time kept as time, and the later of the two states is kept
+    /// (the second within the longest wait plus a drain from `now`). For a lower rate the first is
+    /// the later one (and the queued calls are booked again at it).
+    pub fn convert(
+        &self,
+        bucket: TokenBucket,
+        to: BucketShape,
+        now: Micros,
+        latest: Micros,
+    ) -> TokenBucket {
         let w = u128::from(self.window);
-        let debt = bucket
-            .tat_scaled
-            .saturating_sub(u128::from(now) * u128::from(self.amount));
         let ahead =
             (u128::from(MAX_WAIT_LIMIT) * u128::from(to.amount)).div_ceil(u128::from(to.window));
-        let tokens = debt.div_ceil(w).min(u128::from(to.burst) + ahead);
+        let most = u128::from(to.burst) + ahead;
+        let from = |t: Micros| {
+            let debt = bucket
+                .tat_scaled
+                .saturating_sub(u128::from(t) * u128::from(self.amount));
+            let tokens = debt.div_ceil(w).min(most);
+            u128::from(t) * u128::from(to.amount) + tokens * u128::from(to.window)
+        };
+        let reach = now.saturating_add(MAX_WAIT_LIMIT).saturating_add(to.span());
+        let after_latest = from(now.max(latest)).min(u128::from(reach) * u128::from(to.amount));
         TokenBucket {
-            tat_scaled: u128::from(now) * u128::from(to.amount) + tokens * u128::from(to.window),
+            tat_scaled: from(now).max(after_latest),
         }
     }
 
@@ -232,6 +251,41 @@ mod tests {
         };
         assert_eq!(shape.rescale(day, now, now, 1000, 100), far);
         assert_eq!(shape.rescale(day, now, now + 3_600_000_000, 1000, 100), far);
+    }
+
+    #[test]
+    fn a_new_budget_carries_the_debt_over_in_whole_tokens() {
+        let from = BucketShape {
+            amount: 20_000,
+            window: 60_000_000,
+            burst: 20_000,
+        };
+        let half = BucketShape {
+            amount: 10_000,
+            window: 60_000_000,
+            burst: 10_000,
+        };
+        let now = 1_000_000_000;
+        // 15,000 owed carry over whole at the lower budget: above its burst, draining at its
+        // rate (15,000 at 10,000 a minute: 90 s).
+        let mut b = TokenBucket::default();
+        b.book(from, 15_000, now);
+        let c = from.convert(b, half, now, now);
+        assert_eq!(c.level(half, now), (15_000, 90_000_000));
+        // Back up: the same tokens, draining twice as fast.
+        assert_eq!(
+            half.convert(c, from, now, now).level(from, now),
+            (15_000, 45_000_000)
+        );
+        // A call booked 30 s ahead (by another limit) with 1,000 tokens: at the higher rate the
+        // 30 s it waits for owe nothing and stay 30 s; its 1,000 tokens stay after them.
+        let mut queued = TokenBucket::default();
+        queued.book(half, 1_000, now + 30_000_000);
+        let c = half.convert(queued, from, now, now + 30_000_000);
+        assert_eq!(c.level(from, now + 30_000_000).0, 1_000);
+        // Counted from now only, the 30 s (5,000 tokens at the old rate) would drain in 15 s.
+        let early = half.convert(queued, from, now, now);
+        assert_eq!(early.level(from, now + 30_000_000).0, 0);
     }
 
     #[test]

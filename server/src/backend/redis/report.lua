@@ -218,15 +218,25 @@ for r = 1, #adopt - 4, 5 do
     and (amount ~= l.amount or burst ~= l.burst) then
     if amount < l.amount or burst < l.burst then lowered = true end
     -- A bucket's state in the new shape (core BucketShape::convert): what it owes carries over
-    -- in whole tokens, rounded up, draining at the new rate.
+    -- in whole tokens, rounded up, draining at the new rate, at most a burst plus a day (the
+    -- longest wait) at the new rate. Counted from now and from the latest booked slot (the time
+    -- up to it kept as time: it owes nothing and must not drain early at a higher rate); the
+    -- later state wins, the second at most a day plus a drain from now.
     local k, f = num(st, l.kf), num(st, l.ff)
-    local owed = 0
-    if k > now or (k == now and f > 0) then owed = (k - now) * l.a + f end
-    -- At most a burst plus a day (the longest wait) at the new rate.
-    local tokens = math.min(-fdiv(-owed, l.wg), burst - fdiv(-86400000000 * a, wg))
-    local units = tokens * wg
-    local whole = fdiv(units, a)
-    st[l.kf], st[l.ff] = s(now + whole), s(units - whole * a)
+    local most = burst - fdiv(-86400000000 * a, wg)
+    local function from(t)
+      local owed = 0
+      if k > t or (k == t and f > 0) then owed = (k - t) * l.a + f end
+      local units = math.min(-fdiv(-owed, l.wg), most) * wg
+      local whole = fdiv(units, a)
+      return t + whole, units - whole * a
+    end
+    local nk, nf = from(now)
+    local lk, lf = from(math.max(now, latest_slot(st)))
+    local reach = now + 86400000000 + math.max(l.window, math.ceil(burst * l.window / amount))
+    if pair_less(reach, 0, lk, lf) then lk, lf = reach, 0 end
+    if pair_less(nk, nf, lk, lf) then nk, nf = lk, lf end
+    st[l.kf], st[l.ff] = s(nk), s(nf)
     set_shape(l, amount, burst, a, wg)
     st[l.abf] = s(amount) .. ' ' .. s(burst) .. ' ' .. s(a) .. ' ' .. s(wg)
     redis.call('HSET', KEYS[1], l.kf, st[l.kf], l.ff, st[l.ff], l.abf, st[l.abf])

@@ -257,7 +257,7 @@ impl Ledger {
                     };
                     if from != to {
                         lowered |= to.amount < from.amount || to.burst < from.burst;
-                        self.buckets[i] = from.convert(self.buckets[i], to, now);
+                        self.buckets[i] = from.convert(self.buckets[i], to, now, self.last_slot);
                         self.adopted[i] = Some(budget);
                     }
                 }
