@@ -1374,7 +1374,7 @@ fn learned_budgets_hold(
                     continue;
                 };
                 let call = ReportCall {
-                    adopt: vec![order.clone()],
+                    adopt: vec![order],
                     ..ReportCall::default()
                 };
                 ledger.report(&spec, now, &call);
