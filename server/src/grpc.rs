@@ -212,6 +212,9 @@ fn header_pairs(headers: Vec<pb::Header>) -> Vec<(String, String)> {
 }
 
 pub(crate) fn service_status(status: ServiceStatus) -> pb::ServiceStatus {
+    let because: Vec<String> = (0..status.spec.limits.len())
+        .map(|i| status.effective_because(i))
+        .collect();
     let ServiceStatus {
         spec,
         snapshot,
@@ -222,29 +225,17 @@ pub(crate) fn service_status(status: ServiceStatus) -> pb::ServiceStatus {
         .iter()
         .zip(&snapshot.limits)
         .zip(learned)
-        .map(|((limit, live), learned)| {
-            let adopted = spec.adopt_provider_limits
-                && limit.algorithm != Algorithm::Concurrent
-                && learned.is_some_and(|l| l != limit.amount);
-            let scaled = snapshot.adaptive_scale < crate::core::adaptive::FULL
-                && limit.algorithm != Algorithm::Concurrent;
-            let because = match (adopted, scaled) {
-                (false, false) => "configured".to_string(),
-                (true, false) => "provider budget".to_string(),
-                (a, true) => format!(
-                    "{}adaptive {}% after 429s",
-                    if a { "provider budget, " } else { "" },
-                    snapshot.adaptive_scale / 10
-                ),
-            };
+        .zip(because)
+        .map(|(((limit, live), learned), because)| {
             pb::LimitStatus {
                 name: limit.name.clone(),
                 dimension: limit.dimension_name().into(),
                 amount: limit.amount,
                 window: Some(to_duration(limit.window)),
                 algorithm: limit.algorithm.as_str().into(),
+                // A bucket's capacity in force (an adopted budget's, at the adaptive scale).
                 burst: match limit.algorithm {
-                    Algorithm::TokenBucket { burst } => burst,
+                    Algorithm::TokenBucket { .. } => live.burst,
                     Algorithm::SlidingWindow | Algorithm::Concurrent => limit.amount,
                 },
                 used: live.used,

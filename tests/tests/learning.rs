@@ -4,7 +4,9 @@
 //! - a `token_bucket` configured twice the key's budget adopts the provider's `limit` header:
 //!   once Sluice has heard it, no call it grants draws a 429;
 //! - a provider that sends no rate-limit headers at all, with limits configured twice too high:
-//!   the adaptive budget lowers itself on 429s and the fleet draws few of them.
+//!   the adaptive budget lowers itself on 429s and the fleet draws few of them;
+//! - two replicas on one Redis (or Redis Cluster) share what one of them learned: the other's
+//!   status, metrics and decisions follow the adopted and the adaptive budget at once.
 
 use std::{
     sync::{
@@ -131,6 +133,98 @@ async fn an_adaptive_budget_keeps_a_fleet_inside_a_provider_without_headers(
     assert!(
         status.limits[0].effective_because.contains("adaptive"),
         "{status:?}"
+    );
+    Ok(())
+}
+
+const SHARED: &str = r#"
+[[services]]
+name = "llm"
+profile = "openai"
+adopt_provider_limits = true
+adaptive = true
+default_cooldown = "1s"
+limits = [
+  { dimension = "requests", amount = 100, window = "1m" },
+  { dimension = "tokens", amount = 10000, window = "1m", algorithm = "token_bucket" },
+]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_redis_share_the_learned_budget() -> anyhow::Result<()> {
+    two_replicas_share_the_learned_budget(&Store::redis()?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_a_redis_cluster_share_the_learned_budget() -> anyhow::Result<()> {
+    two_replicas_share_the_learned_budget(&Store::cluster()?).await
+}
+
+async fn two_replicas_share_the_learned_budget(store: &Store) -> anyhow::Result<()> {
+    let metrics = ["--metrics-listen", "127.0.0.1:0"];
+    let a = store.spawn_server_with(SHARED, &metrics).await?;
+    let b = store.spawn_server_with(SHARED, &metrics).await?;
+    let (on_a, on_b) = (a.client().await?, b.client().await?);
+    // Replica A hears the provider's token budget (6,000 a minute), then a 429 without headers.
+    let mut budget = http::HeaderMap::new();
+    budget.insert(
+        "x-ratelimit-limit-tokens",
+        http::HeaderValue::from_static("6000"),
+    );
+    let permit = on_a.acquire("llm").tokens(10).without_sleep().await?;
+    permit.report(200u16, &budget, None).await?;
+    let permit = on_a.acquire("llm").tokens(10).without_sleep().await?;
+    let outcome = permit.report(429u16, &http::HeaderMap::new(), None).await?;
+    assert!(
+        outcome.detail.contains("adaptive budget lowered to 70%"),
+        "{}",
+        outcome.detail
+    );
+    // Replica B, which heard neither, shows both.
+    let status = on_b.status("llm").await?;
+    assert_eq!(status.adaptive_permille, 700, "{status:?}");
+    let (requests, tokens) = (&status.limits[0], &status.limits[1]);
+    assert_eq!(
+        (
+            requests.effective_amount,
+            requests.effective_because.as_str()
+        ),
+        (70, "adaptive 70% after 429s")
+    );
+    assert_eq!(
+        (
+            tokens.effective_amount,
+            tokens.burst,
+            tokens.effective_because.as_str()
+        ),
+        (4200, 4200, "provider budget, adaptive 70% after 429s")
+    );
+    // Its gauge too.
+    let ratio = r#"sluice_adaptive_budget_ratio{service="llm"}"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut body = b.scrape().await?;
+    while sluice_e2e::sample(&body, ratio) != Some(0.7) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        body = b.scrape().await?;
+    }
+    assert_eq!(sluice_e2e::sample(&body, ratio), Some(0.7), "{body}");
+    // And its decisions: after the shared cooldown, the lowered bucket (4,200 tokens, 70 a
+    // second) holds 4,200 minus what A's calls still owe; B grants about that, then makes the
+    // next 700 tokens wait about 10 s. On the configured budget they would fit at once.
+    let permit = on_b
+        .acquire("llm")
+        .tokens(4_100)
+        .max_wait(Duration::from_secs(10))
+        .await?;
+    permit.report(200u16, &http::HeaderMap::new(), None).await?;
+    let denied = match on_b.acquire("llm").tokens(700).without_sleep().await {
+        Ok(permit) => anyhow::bail!("granted beyond the lowered budget: {permit:?}"),
+        Err(denied) => denied,
+    };
+    let retry = denied.retry_after().unwrap_or_default();
+    assert!(
+        retry > Duration::from_secs(5) && retry <= Duration::from_secs(11),
+        "{denied:?}"
     );
     Ok(())
 }

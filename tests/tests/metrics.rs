@@ -1,6 +1,6 @@
 //! The Prometheus endpoint, on every backend: off unless `--metrics-listen` is given; when on,
 //! a scrape shows the build, the counters move with acquires, denials, reports and
-//! cooldowns, and the budget gauges show each limit's use.
+//! cooldowns, the budget gauges show each limit's use, and an adaptive budget's gauge its scale.
 
 use http::{HeaderMap, HeaderValue, StatusCode};
 use sluice_e2e::{http_get as get, sample, Store};
@@ -119,6 +119,57 @@ async fn metrics_count_acquires_reports_and_cooldowns(store: &Store) -> anyhow::
         Some(4.0),
         "{body}"
     );
+    Ok(())
+}
+
+const ADAPTIVE: &str = r#"
+[[services]]
+name = "quiet"
+adaptive = true
+default_cooldown = "1s"
+limits = [{ dimension = "requests", amount = 100, window = "1m" }]
+"#;
+
+sluice_e2e::on_every_backend!(an_adaptive_budget_shows_in_its_gauge);
+
+/// Scrapes `addr` until `series` reads `want` (a read of the state serves every scrape for
+/// 250 ms); the last body.
+async fn scrape_until(addr: &str, series: &str, want: f64) -> anyhow::Result<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let body = get(addr, "/metrics").await?.1;
+        if sample(&body, series) == Some(want) || std::time::Instant::now() >= deadline {
+            return Ok(body);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn an_adaptive_budget_shows_in_its_gauge(store: &Store) -> anyhow::Result<()> {
+    let server = store
+        .spawn_server_with(ADAPTIVE, &["--metrics-listen", "127.0.0.1:0"])
+        .await?;
+    let addr = server.metrics_addr()?;
+    let ratio = r#"sluice_adaptive_budget_ratio{service="quiet"}"#;
+    let effective = r#"sluice_limit_effective_amount{service="quiet",limit="requests/1m"}"#;
+    // Whole until a 429: read at each scrape.
+    let body = scrape_until(&addr, ratio, 1.0).await?;
+    assert_eq!(sample(&body, ratio), Some(1.0), "{body}");
+    assert_eq!(sample(&body, effective), Some(100.0), "{body}");
+    // A 429 (not a quota) lowers it to 70 %, in the gauge and in the amount in force.
+    let client = server.client().await?;
+    let lease = client.acquire("quiet").without_sleep().await?;
+    let outcome = lease
+        .report(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), None)
+        .await?;
+    assert!(
+        outcome.detail.contains("adaptive budget lowered to 70%"),
+        "{}",
+        outcome.detail
+    );
+    let body = scrape_until(&addr, effective, 70.0).await?;
+    assert_eq!(sample(&body, ratio), Some(0.7), "{body}");
+    assert_eq!(sample(&body, effective), Some(70.0), "{body}");
     Ok(())
 }
 

@@ -183,11 +183,13 @@ async fn adopted_budgets_stop_429s_once_heard(
             .count() as u64;
         assert!(ok <= BUDGET, "window {w}: {ok} successes");
     }
-    // The budget in force is the provider's (what the last answer named is shown when it named
-    // one: answers without headers say nothing).
+    // The budget in force is the provider's, and says so even when the last answer named no
+    // budget (what the last answer named is shown when it named one: answers without headers
+    // say nothing).
     let status = server.client().await?.status("llm").await?;
     let limit = &status.limits[0];
     assert_eq!((limit.amount, limit.effective_amount), (100, BUDGET));
+    assert_eq!(limit.effective_because, "provider budget", "{status:?}");
     if headers == HeaderMode::Always {
         assert_eq!(limit.learned_amount, Some(BUDGET));
     }

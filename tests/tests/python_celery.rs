@@ -8,6 +8,10 @@
 //!   the worker (none waited for its slot longer than that); the provider drew no 429;
 //! - configured twice too high: the provider's 429s (reported by the transport) retry their tasks
 //!   after Sluice's cooldown, and every task completes.
+//!
+//! In both, every retry's countdown is checked against what Sluice said: a denial's
+//! `retry_after`, or for a 429 the cooldown Sluice answered the report with (about the service's
+//! `default_cooldown`, well short of the task's 5 s fallback); and no retry started sooner.
 
 use std::time::Duration;
 
@@ -17,13 +21,17 @@ use sluice_sim::{budget, CallRecord, Enforcement, HeaderMode, ProviderConfig, Si
 
 const TASKS: u64 = 16;
 
+/// The service's `default_cooldown`, in seconds: a 429 naming no time cools it down this long,
+/// and the driver checks the tasks it drew were retried after about that.
+const COOLDOWN_SECONDS: u64 = 1;
+
 fn config(requests_per_second: u64) -> String {
     format!(
         r#"
 [[services]]
 name = "sim-openai/gpt-4o-mini"
 profile = "openai"
-default_cooldown = "1s"
+default_cooldown = "{COOLDOWN_SECONDS}s"
 limits = [
   {{ dimension = "requests", amount = {requests_per_second}, window = "1s" }},
   {{ dimension = "tokens", amount = 10000000, window = "1h" }},
@@ -59,6 +67,7 @@ async fn run(
         ("OPENAI_BASE_URL", format!("http://{}/v1", provider.addr())),
         ("TASKS", TASKS.to_string()),
         ("EXPECT_429", if expect_429 { "1" } else { "0" }.to_string()),
+        ("SERVICE_COOLDOWN", COOLDOWN_SECONDS.to_string()),
     ];
     let out = tokio::task::block_in_place(|| {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();

@@ -1,10 +1,13 @@
-//! A denial through the SDK transports, with the official `openai` SDKs (Python, then Node)
-//! against the simulated provider: the service `tight` allows one call a minute. The Python
-//! script spends it (through plain `httpx` on the transport), then checks both `on_denied`
-//! modes: the SDK's connection error with `sluice.Denied` behind it, and a 429 with
-//! `retry-after-ms` for the SDK's own backoff. The Node script checks the same of `sluiceFetch`.
-//! The provider sees the one call only: a denied call is never sent. A Python SDK request that
-//! gets no answer is abandoned: the in-flight slot it held is free at once.
+//! A denial through the SDK transports, with the official SDKs (Python, then Node) against the
+//! simulated provider: the service `tight` allows one call a minute. The Python script spends it
+//! (through plain `httpx` on the transport), then checks both `on_denied` modes through
+//! `openai`: `sluice.Denied` raised as it is, and a 429 with `retry-after-ms` for the SDK's own
+//! backoff. The Node script checks the same of `sluiceFetch` (there the SDK rejects with its
+//! connection error, `Denied` as its cause). With the SDKs' retries on (2), both scripts pin
+//! what "raise"/"throw" costs: Python's `openai` raises `Denied` after one acquire; Python's
+//! `anthropic` and both Node SDKs retry it, one acquire per attempt (3). The provider sees the one
+//! call only: a denied call is never sent. An SDK request that gets no answer (Python and Node)
+//! is abandoned: the in-flight slot it held is free at once.
 
 use std::{process::Command, time::Duration};
 

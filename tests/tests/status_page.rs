@@ -192,7 +192,7 @@ async fn in_a_browser_a_reported_429_shows_as_a_cooldown_within_a_second() -> an
     let browser_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/browser");
     anyhow::ensure!(
         std::path::Path::new(&chromium()).exists(),
-        "this test needs Chromium at {} (Debian: apt-get install chromium; .ci/run installs it)",
+        "this test needs Chromium at {} (Debian: apt-get install chromium; scripts/test installs it)",
         chromium()
     );
     anyhow::ensure!(

@@ -10,12 +10,21 @@
 // from the request, see calls.mjs), waiting up to `maxWait` seconds for its slot; the answer is
 // reported with its status, rate-limit headers and usage (the JSON body's, or a streamed answer's
 // usage events as the SDK reads the stream). A request that gets no answer (a network error, an
-// abort) is abandoned: its in-flight slot is freed at once. Requests that are not model calls
-// pass through untouched.
+// abort) is abandoned: its in-flight slot is freed at once. A streamed answer that breaks
+// mid-body (after its 2xx status) is reported, not abandoned: with its status and the usage its
+// events carried so far, if any; that frees its in-flight slot too. Requests that are not model
+// calls pass through untouched.
 //
 // With no slot within `maxWait` it either throws `Denied` (`onDenied: "throw"`, the default; the
 // SDKs wrap it as their connection error, whose `cause` it is) or answers the SDK a 429 carrying
 // `retry-after-ms` (`onDenied: "429"`), so the SDK's own backoff waits and retries.
+//
+// "throw" and the SDKs' own retries: openai and @anthropic-ai/sdk retry every rejected fetch as a
+// connection error, `maxRetries` times (default 2) after their own backoff (about 0.5 s, then
+// 1 s, ..., not Sluice's retry_after), and each retry acquires again. So a denial reaches the
+// caller only after maxRetries + 1 acquires, up to (maxRetries + 1) x maxWait when the acquires
+// wait (in-flight slots), plus the backoff. For one acquire and the denial at once, build the SDK
+// with `maxRetries: 0`; for retries paced by Sluice, use `onDenied: "429"`.
 
 import { Denied, usageFromJson } from "./client.mjs";
 import { readCall, SseUsage } from "./calls.mjs";

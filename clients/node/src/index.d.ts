@@ -62,7 +62,11 @@ export interface CallRules {
 export interface FetchOptions extends CallRules {
   /** Seconds to wait for a slot; default 60. */
   maxWait?: number;
-  /** "throw" (default): reject with Denied; "429": answer the SDK a 429 with retry-after-ms. */
+  /**
+   * "throw" (default): reject with Denied (the SDKs retry a rejected fetch `maxRetries` times,
+   * acquiring again each time: use `maxRetries: 0` for the denial at once); "429": answer the
+   * SDK a 429 with retry-after-ms, so its retries wait Sluice's retry_after.
+   */
   onDenied?: "throw" | "429";
   priority?: string;
   /** The fetch that sends the request; default globalThis.fetch. */

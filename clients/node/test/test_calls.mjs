@@ -14,6 +14,13 @@ const claude = { model: "claude-x", max_tokens: 1000, system: "be brief", messag
 assert.deepEqual(brief(read({}, "https://api.anthropic.com/v1/messages", claude)), ["anthropic/claude-x", 7, 1000]);
 const gemini = { contents: [{ parts: [{ text: "abcdefgh" }] }], generationConfig: { maxOutputTokens: 50 } };
 assert.deepEqual(brief(read({}, "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:generateContent", gemini)), ["gemini/gemini-2.0-flash", 6, 50]);
+// Output ceilings: OpenAI's max_completion_tokens (it wins over a max_tokens beside it) and the
+// Responses API's max_output_tokens.
+const reasoning = { model: "o3-mini", max_completion_tokens: 64, messages: [{ role: "user", content: "hello world!" }] };
+assert.deepEqual(brief(read({}, "https://api.openai.com/v1/chat/completions", reasoning)), ["openai/o3-mini", 7, 64]);
+assert.equal(read({}, "https://api.openai.com/v1/chat/completions", { ...reasoning, max_tokens: 100 }).outputTokens, 64);
+const responses = { model: "gpt-4o", instructions: "be brief", max_output_tokens: 80, input: [{ role: "user", content: "hello world!" }] };
+assert.deepEqual(brief(read({}, "https://api.openai.com/v1/responses", responses)), ["openai/gpt-4o", 9, 80]);
 const azure = read({}, "https://acme.openai.azure.com/openai/deployments/x/chat/completions", { model: "gpt-4o", messages: [] });
 assert.deepEqual([azure.service, azure.outputTokens], ["azure/gpt-4o", 1024]);
 assert.equal(read({}, "https://api.openai.com/v1/models", null, "GET"), null);
@@ -35,6 +42,10 @@ for (let cut = 1; cut < events.length; cut++) {
   sse.feed(events.slice(cut));
   assert.deepEqual(sse.usage(), [25, 15], `cut at ${cut}`);
 }
+const completed = new SseUsage();
+completed.feed(new TextEncoder().encode('event: response.completed\ndata: {"type":"response.completed","response":'
+  + '{"id":"r","usage":{"input_tokens":11,"output_tokens":5,"total_tokens":16}}}\n\n'));
+assert.deepEqual(completed.usage(), [11, 5]);
 const partial = new SseUsage();
 partial.feed(new TextEncoder().encode('data: {"type":"message_delta","usage":{"output_tokens":15}}\n\n'));
 assert.equal(partial.usage(), null);

@@ -1,7 +1,10 @@
 """Runs a real Celery worker (prefork, 8 processes) on celery_app.py, sends it TASKS tasks, and
 checks: every task completed; some were denied a slot and retried with a countdown (their
 retries count shows it); none waited for its slot in the worker longer than Sluice's in-worker
-wait. Prints a JSON summary. Run by tests/tests/python_celery.rs."""
+wait; every retry's countdown was Sluice's: a denial's `retry_after`, a 429's cooldown as Sluice
+answered its report (about the service's SERVICE_COOLDOWN seconds, not the task's fallback),
+and Celery held each retry back that long. Prints a JSON summary. Run by
+tests/tests/python_celery.rs."""
 
 import json
 import os
@@ -13,14 +16,22 @@ import time
 import redis
 
 import celery_app
+from sluice.celery import MIN_COUNTDOWN
 
 TASKS = int(os.environ.get("TASKS", "16"))
 CONCURRENCY = 8
+#: The service's `default_cooldown` (seconds): what a 429 that names no time cools it down for.
+SERVICE_COOLDOWN = float(os.environ["SERVICE_COOLDOWN"])
+#: How far a 429's countdown may fall short of SERVICE_COOLDOWN: the time between Sluice setting
+#: the cooldown and answering the report.
+COOLDOWN_SLACK = 0.1
+#: How much sooner than its countdown Celery may start a retry (its timer's resolution).
+EARLY = 0.05
 
 
 def main() -> None:
     log = redis.Redis.from_url(os.environ["BROKER_URL"])
-    log.delete("attempts")
+    log.delete("attempts", "countdowns")
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--pool", "prefork",
          "--concurrency", str(CONCURRENCY), "--loglevel", "WARNING", "--without-gossip",
@@ -36,6 +47,7 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             worker.kill()
     attempts = [json.loads(a) for a in log.lrange("attempts", 0, -1)]
+    countdowns = [json.loads(c) for c in log.lrange("countdowns", 0, -1)]
     assert sorted(a["i"] for a in answers) == list(range(TASKS)), answers
     assert all(a["text"] == "ok" for a in answers), answers
     retried = [a for a in answers if a["retries"] > 0]
@@ -51,9 +63,40 @@ def main() -> None:
     if os.environ.get("EXPECT_429") == "1":
         # The provider's 429s were retried after Sluice's cooldown, and the tasks completed.
         assert limited > 0, attempts
+    check_countdowns(attempts, countdowns)
+    after_429 = [c["countdown"] for c in countdowns if c["error"] == "RateLimitError"]
     print(json.dumps({"tasks": len(answers), "limited": limited, "retried": len(retried), "attempts": len(attempts),
                       "longest_wait_in_worker_s": round(longest, 3),
-                      "longest_attempt_s": round(max(a["seconds"] for a in attempts), 3)}))
+                      "longest_attempt_s": round(max(a["seconds"] for a in attempts), 3),
+                      "countdowns_after_429_s": [round(c, 3) for c in sorted(after_429)],
+                      "longest_countdown_after_denial_s": round(max(
+                          (c["countdown"] for c in countdowns if c["error"] == "Denied"), default=0), 3)}))
+
+
+def check_countdowns(attempts: list, countdowns: list) -> None:
+    """Every failed attempt was retried once, with Sluice's countdown, and not started sooner."""
+    by_attempt = {(c["i"], c["retries"]): c for c in countdowns}
+    assert len(by_attempt) == len(countdowns), countdowns
+    failed = [a for a in attempts if a["outcome"] != "ok"]
+    assert sorted(by_attempt) == sorted((a["i"], a["retries"]) for a in failed), (failed, countdowns)
+    started = {(a["i"], a["retries"]): a["started"] for a in attempts}
+    for a in failed:
+        c = by_attempt[(a["i"], a["retries"])]
+        assert c["error"] == a["outcome"], (a, c)
+        if c["error"] == "Denied":
+            # Sluice's own hint, as the denial carried it (the shortest countdown aside).
+            assert c["retry_after"] > 0, c
+            assert abs(c["countdown"] - max(c["retry_after"], MIN_COUNTDOWN)) < 1e-6, c
+        elif c["error"] == "RateLimitError":
+            # The cooldown Sluice answered the transport's report of the 429 with: the service's
+            # default_cooldown (the simulated provider names no time), not the task's fallback
+            # (sluice_default_cooldown) that a lost extensions["sluice"] would leave.
+            assert SERVICE_COOLDOWN - COOLDOWN_SLACK <= c["countdown"] <= SERVICE_COOLDOWN + 1e-3, c
+        else:
+            raise AssertionError(f"an attempt failed for another reason: {a}, {c}")
+        # Celery held the retry back by its countdown.
+        next_start = started[(a["i"], a["retries"] + 1)]
+        assert next_start >= a["ended"] + c["countdown"] - EARLY, (a, c, next_start)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,17 @@ assert (call.service, call.input_tokens, call.output_tokens) == ("anthropic/clau
 gemini = {"contents": [{"parts": [{"text": "abcdefgh"}]}], "generationConfig": {"maxOutputTokens": 50}}
 call = read(rules, "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:generateContent", gemini)
 assert (call.service, call.input_tokens, call.output_tokens) == ("gemini/gemini-2.0-flash", 6, 50), call
+# Output ceilings: OpenAI's max_completion_tokens (it wins over a max_tokens beside it) and the
+# Responses API's max_output_tokens.
+reasoning = {"model": "o3-mini", "max_completion_tokens": 64, "messages": [{"role": "user", "content": "hello world!"}]}
+call = read(rules, "https://api.openai.com/v1/chat/completions", reasoning)
+assert (call.service, call.input_tokens, call.output_tokens) == ("openai/o3-mini", 7, 64), call
+call = read(rules, "https://api.openai.com/v1/chat/completions", dict(reasoning, max_tokens=100))
+assert call.output_tokens == 64, call
+responses = {"model": "gpt-4o", "instructions": "be brief", "max_output_tokens": 80,
+             "input": [{"role": "user", "content": "hello world!"}]}
+call = read(rules, "https://api.openai.com/v1/responses", responses)
+assert (call.service, call.input_tokens, call.output_tokens) == ("openai/gpt-4o", 9, 80), call
 call = read(rules, "https://acme.openai.azure.com/openai/deployments/x/chat/completions", {"model": "gpt-4o", "messages": []})
 assert (call.service, call.output_tokens) == ("azure/gpt-4o", 1024), call
 # Not model calls: a GET, a body naming no model.
@@ -50,6 +61,11 @@ openai_final = b'data: {"choices":[],"usage":{"prompt_tokens":9,"completion_toke
 sse = SseUsage()
 sse.feed(openai_final)
 assert sse.usage() == (9, 3)
+responses_final = (b'event: response.completed\ndata: {"type":"response.completed","response":'
+                   b'{"id":"r","usage":{"input_tokens":11,"output_tokens":5,"total_tokens":16}}}\n\n')
+sse = SseUsage()
+sse.feed(responses_final)
+assert sse.usage() == (11, 5)
 partial = SseUsage()
 partial.feed(b'data: {"type":"message_delta","usage":{"output_tokens":15}}\n\n')
 assert partial.usage() is None  # output alone: the estimate stays

@@ -10,7 +10,10 @@
 //! The scale at any time is a pure function of the last throttle (its scale, the scale it came
 //! at, and its time), so every backend computes it alike without writing as time passes. A
 //! sliding window's amount is scaled; a token bucket charges each cost scaled up by the inverse
-//! (the same as a bucket whose rate and burst are scaled, with no state to convert).
+//! (the same as a bucket whose rate and burst are scaled). When a throttle lowers the scale, what
+//! a bucket owes was charged at the old scale: it is charged again at the new one
+//! ([`BucketShape::rescale`](super::BucketShape::rescale)), so the lowered budget holds for the
+//! calls already granted too. A rising scale leaves what is owed as charged (the safe direction).
 
 use super::Micros;
 

@@ -160,8 +160,15 @@ pub struct ReportOutcome {
 /// The live state of one limit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LimitSnapshot {
-    /// The amount in force: an adopted provider budget, else the configured amount.
+    /// The amount in force: an adopted provider budget, else the configured amount; at the
+    /// adaptive scale.
     pub amount: u64,
+    /// The burst in force: a token bucket's capacity (of the adopted provider budget, else the
+    /// configured one), at the adaptive scale; the amount for other limits.
+    pub burst: u64,
+    /// Whether the budget in force is a provider budget the service adopted, unlike the
+    /// configured one (see [`LimitSpec::is_other_budget`](super::LimitSpec::is_other_budget)).
+    pub adopted: bool,
     /// Cost booked in the window ending now (bucket: fill level).
     pub used: u64,
     /// What one call could take now, before queued slots are considered.

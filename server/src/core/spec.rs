@@ -144,6 +144,19 @@ impl LimitSpec {
         }
     }
 
+    /// Whether `(amount, burst)` (a budget in force, before any adaptive scale) is another budget
+    /// than the configured one: for a token bucket its amount or burst differs, for a sliding
+    /// window its amount; an in-flight limit adopts nothing.
+    pub fn is_other_budget(&self, amount: u64, burst: u64) -> bool {
+        match self.algorithm {
+            Algorithm::TokenBucket { burst: configured } => {
+                (amount, burst) != (self.amount, configured)
+            }
+            Algorithm::SlidingWindow => amount != self.amount,
+            Algorithm::Concurrent => false,
+        }
+    }
+
     /// A token bucket's capacity when its amount is `amount` (an adopted provider budget): the
     /// configured burst in the same proportion to it, at least 1. The amount for other limits.
     pub fn burst_for(&self, amount: u64) -> u64 {

@@ -1195,3 +1195,272 @@ proptest! {
         }
     }
 }
+
+/// What the learned-budget property test does.
+#[derive(Clone, Debug)]
+enum Learn {
+    Acquire {
+        tokens: u64,
+        max_wait: Micros,
+    },
+    Advance(Micros),
+    /// A 429 (not a quota) with a cooldown of this length.
+    Throttle(Micros),
+    /// The provider names this token budget.
+    Adopt(u64),
+}
+
+/// The schedule of a bucket's budget in force: when its adopted shape (amount, burst) and its
+/// adaptive scale changed, replayed beside the ledger.
+struct Schedule {
+    /// (from, amount, burst), in time order.
+    shapes: Vec<(Micros, u64, u64)>,
+    /// (at, the adaptive state after the throttle), in time order.
+    throttles: Vec<(Micros, adaptive::Adaptive)>,
+    period: Micros,
+}
+
+impl Schedule {
+    fn shape_at(&self, t: Micros) -> (u64, u64) {
+        let i = self.shapes.partition_point(|s| s.0 <= t);
+        let (_, amount, burst) = self.shapes[i.max(1) - 1];
+        (amount, burst)
+    }
+
+    fn scale_at(&self, t: Micros) -> u32 {
+        let i = self.throttles.partition_point(|s| s.0 <= t);
+        match i.checked_sub(1) {
+            Some(i) => self.throttles[i].1.scale_at(t, self.period),
+            None => adaptive::FULL,
+        }
+    }
+
+    /// Real tokens × 1000 × window that drain from the bucket over `[from, to)`.
+    fn drained(&self, from: Micros, to: Micros) -> u128 {
+        let mut cuts: Vec<Micros> = self.shapes.iter().map(|s| s.0).collect();
+        for (at, a) in &self.throttles {
+            cuts.push(*at);
+            for k in 1..=a.periods_to_full() + 1 {
+                cuts.push(at.saturating_add(k * self.period));
+            }
+        }
+        cuts.retain(|&c| c > from && c < to);
+        cuts.push(to);
+        cuts.sort_unstable();
+        let mut at = from;
+        let mut sum = 0u128;
+        for cut in cuts {
+            let (amount, _) = self.shape_at(at);
+            sum += u128::from(cut - at) * u128::from(amount) * u128::from(self.scale_at(at));
+            at = cut;
+        }
+        sum
+    }
+}
+
+fn learn_op() -> impl Strategy<Value = Learn> {
+    prop_oneof![
+        5 => (1u64..=60, prop_oneof![Just(0), 0..30 * S])
+            .prop_map(|(tokens, max_wait)| Learn::Acquire { tokens, max_wait }),
+        3 => (0..4 * S).prop_map(Learn::Advance),
+        1 => (0..5 * S).prop_map(Learn::Throttle),
+        1 => (20u64..=400).prop_map(Learn::Adopt),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A token bucket under adopted and adaptive budgets never admits more than the budget in
+    /// force: replaying the grants through an exact bucket of real tokens (its rate and burst
+    /// those in force, scaled by the adaptive budget, what it holds carried over whole when
+    /// either changes), every grant fits the burst it was booked under, and a queued call that a
+    /// lowered burst left too large goes alone on an empty bucket. Throttles come when no slot
+    /// is queued (with slots queued, what calls already started owe before the last slot keeps
+    /// its old scale: documented); new calls above the burst in force are not made; a service
+    /// forgotten while idle starts afresh. A sliding window of requests queues calls ahead of
+    /// the bucket, so the bucket's TAT also holds time that owes nothing.
+    #[test]
+    fn adopted_and_adaptive_buckets_keep_the_budget_in_force(
+        bucket in (60u64..=200, 1u64..=20, 50u64..=200),
+        requests in (2u64..=20, 1u64..=20),
+        ops in prop::collection::vec(learn_op(), 1..200),
+    ) {
+        learned_budgets_hold(bucket, requests, ops)?;
+    }
+}
+
+/// See `adopted_and_adaptive_buckets_keep_the_budget_in_force`: a bucket of `amount` per `secs`
+/// with a burst of `percent` of it (at least 60), a sliding window of requests, `ops`.
+fn learned_budgets_hold(
+    (amount, secs, percent): (u64, u64, u64),
+    (requests_amount, requests_secs): (u64, u64),
+    ops: Vec<Learn>,
+) -> Result<(), TestCaseError> {
+    let burst = (amount * percent / 100).max(60);
+    let window = secs * S;
+    let spec = ServiceSpec {
+        adopt_provider_limits: true,
+        adaptive: true,
+        ..spec(vec![
+            requests(requests_amount, requests_secs * S),
+            tokens_bucket(amount, window, burst),
+        ])
+    };
+    let mut ledger = Ledger::new(&spec, 1);
+    let mut now = T0;
+    let mut schedule = Schedule {
+        shapes: vec![(0, amount, burst)],
+        throttles: Vec::new(),
+        period: spec.adaptive_period(),
+    };
+    let mut replay = adaptive::Adaptive::default();
+    let mut cooldown_end = 0;
+    let mut forgotten: Vec<Micros> = Vec::new();
+    // (slot, lease, tokens, burst × scale it was booked under)
+    let mut grants: Vec<(Micros, LeaseId, u64, u128)> = Vec::new();
+    for op in ops {
+        if ledger.is_stale(&spec, now) {
+            // An idle service is forgotten, with what it learned: its configured budget starts
+            // afresh. (A debt converted to a much lower adopted rate can outlive the retention
+            // the service is kept for: forgotten with it.)
+            forgotten.push(now);
+            schedule.shapes.push((now, amount, burst));
+            replay = adaptive::Adaptive::default();
+            cooldown_end = 0;
+            schedule.throttles.push((now, replay));
+        }
+        match op {
+            Learn::Acquire { tokens, max_wait } => {
+                let cost = Cost::of_call(tokens, 0, 0);
+                let live = ledger.snapshot(&spec, now);
+                if spec.check_fits(&cost).is_err() || tokens > live.limits[1].burst {
+                    continue;
+                }
+                let scale = live.adaptive_scale;
+                let (_, in_force) = schedule.shape_at(now);
+                if let Decision::Granted(g) =
+                    ledger.acquire(&spec, now, cost, max_wait, None).unwrap()
+                {
+                    let cap = u128::from(in_force) * u128::from(scale);
+                    grants.push((g.slot, g.lease_id, tokens, cap));
+                }
+            }
+            Learn::Advance(d) => now += d,
+            Learn::Throttle(length) => {
+                if ledger.snapshot(&spec, now).queued > 0 {
+                    continue;
+                }
+                let call = ReportCall {
+                    cooldowns: vec![CooldownOrder {
+                        dimension: Dimension::Requests,
+                        length,
+                        cause: CooldownCause {
+                            status_code: 429,
+                            source: "429".into(),
+                        },
+                    }],
+                    throttled: true,
+                    ..ReportCall::default()
+                };
+                let out = ledger.report(&spec, now, &call);
+                cooldown_end = cooldown_end.max(now + length);
+                replay.throttle(now, cooldown_end.max(now), schedule.period);
+                prop_assert_eq!(out.adaptive_scale, replay.scale_at(now, schedule.period));
+                schedule.throttles.push((now, replay));
+            }
+            Learn::Adopt(to) => {
+                let Ok(order) = AdoptOrder::new(1, &spec.limits[1], to) else {
+                    continue;
+                };
+                let call = ReportCall {
+                    adopt: vec![order],
+                    ..ReportCall::default()
+                };
+                ledger.report(&spec, now, &call);
+                let (from_amount, from_burst) = schedule.shape_at(now);
+                if from_amount > order.amount || from_burst > order.burst {
+                    // A lower budget: the queued calls are booked again under it (same ids, never
+                    // earlier).
+                    let cap = u128::from(order.burst)
+                        * u128::from(ledger.snapshot(&spec, now).adaptive_scale);
+                    for g in grants.iter_mut().filter(|g| g.0 > now) {
+                        let slot = ledger.slot_of(g.1).unwrap();
+                        prop_assert!(slot >= g.0, "a re-booked slot moved earlier");
+                        (g.0, g.3) = (slot, cap);
+                    }
+                }
+                if (from_amount, from_burst) != (order.amount, order.burst) {
+                    schedule.shapes.push((now, order.amount, order.burst));
+                }
+                let shown = ledger.snapshot(&spec, now).limits[1].amount;
+                prop_assert_eq!(
+                    shown,
+                    adaptive::scaled(order.amount, schedule.scale_at(now))
+                );
+            }
+        }
+    }
+    // The exact bucket of real tokens, in tokens × 1000 × window.
+    let w = u128::from(window);
+    let mut level = 0u128;
+    let mut at = grants.first().map_or(0, |g| g.0);
+    let mut order: Vec<usize> = (0..grants.len()).collect();
+    order.sort_by_key(|&i| (grants[i].0, grants[i].1.seq));
+    for i in order {
+        let (slot, _, tokens, cap) = grants[i];
+        level = level.saturating_sub(schedule.drained(at, slot));
+        if forgotten.iter().any(|&f| f > at && f <= slot) {
+            level = 0;
+        }
+        at = slot;
+        if u128::from(tokens) * 1000 > cap {
+            // A queued call above a lowered burst goes alone: on an empty bucket.
+            prop_assert_eq!(
+                level,
+                0,
+                "a call above the burst went with others at {}",
+                slot
+            );
+        }
+        level += u128::from(tokens) * 1000 * w;
+        prop_assert!(
+            level <= cap.max(u128::from(tokens) * 1000) * w,
+            "{} real tokens held at {} after a grant of {}, burst × scale {}",
+            level as f64 / 1000.0 / w as f64,
+            slot,
+            tokens,
+            cap
+        );
+    }
+    Ok(())
+}
+
+/// A raise adopted while a call is queued behind time the bucket does not owe (the slot came
+/// from the wait of a first call): the queued call's tokens must not start draining at the
+/// higher rate before its slot (`BucketShape::convert` counts from the latest slot too).
+#[test]
+fn a_raised_budget_does_not_drain_a_queued_calls_tokens_early() {
+    let ops = vec![
+        Learn::Acquire {
+            tokens: 27,
+            max_wait: 0,
+        },
+        Learn::Adopt(34),
+        Learn::Acquire {
+            tokens: 22,
+            max_wait: 1_235_295,
+        },
+        Learn::Adopt(44),
+        Learn::Acquire {
+            tokens: 16,
+            max_wait: 1_272_728,
+        },
+        Learn::Acquire {
+            tokens: 1,
+            max_wait: 0,
+        },
+    ];
+    let held = learned_budgets_hold((71, 2, 50), (3, 1), ops);
+    assert!(held.is_ok(), "{held:?}");
+}

@@ -107,6 +107,31 @@ impl<B: Backend> Limiter<B> {
     }
 }
 
+impl ServiceStatus {
+    /// Why limit `i`'s amount in force is what it is, from the state in force (not from the
+    /// provider's last answer, which may have named no budget): `configured`, `provider budget`
+    /// (an adopted provider budget unlike the configured one), `adaptive N% after 429s` (a
+    /// lowered adaptive budget), or `provider budget, adaptive N% after 429s`.
+    pub fn effective_because(&self, i: usize) -> String {
+        let (Some(limit), Some(live)) = (self.spec.limits.get(i), self.snapshot.limits.get(i))
+        else {
+            return "configured".into();
+        };
+        let scale = self.snapshot.adaptive_scale;
+        let scaled =
+            scale < crate::core::adaptive::FULL && limit.algorithm != Algorithm::Concurrent;
+        match (live.adopted, scaled) {
+            (false, false) => "configured".into(),
+            (true, false) => "provider budget".into(),
+            (adopted, true) => format!(
+                "{}adaptive {}% after 429s",
+                if adopted { "provider budget, " } else { "" },
+                scale / 10
+            ),
+        }
+    }
+}
+
 /// The budgets the provider's last answer named, per configured limit.
 pub(super) fn learned(service: &Service, snapshot: &ServiceSnapshot) -> Vec<Option<u64>> {
     let spec = &service.spec;

@@ -30,6 +30,30 @@ limits = [
 name = "oai-bucket-fixed"
 profile = "openai"
 limits = [{ dimension = "tokens", amount = 20000, window = "1m", algorithm = "token_bucket" }]
+
+[[services]]
+name = "learned"
+profile = "openai"
+adopt_provider_limits = true
+adaptive = true
+default_cooldown = "2s"
+limits = [
+  { dimension = "requests", amount = 100, window = "1m" },
+  { dimension = "tokens", amount = 20000, window = "1m", algorithm = "token_bucket", burst = 5000 },
+]
+
+[[services]]
+name = "claude-quiet"
+profile = "anthropic"
+adaptive = true
+limits = [{ dimension = "requests", amount = 100, window = "10s" }]
+
+[[services]]
+name = "gemini-quiet"
+profile = "gemini"
+adaptive = true
+quota_cooldown = "20m"
+limits = [{ dimension = "requests", amount = 100, window = "10s" }]
 "#;
 
 const S: Duration = Duration::from_secs(1);
@@ -250,4 +274,167 @@ pub(crate) async fn a_providers_remaining_below_the_view_drains_a_token_bucket_a
     );
     granted(&l, &req("oai-bucket-fixed", 5_000, Duration::ZERO)).await;
     denied(&l, &req("oai-bucket-fixed", 1_000, Duration::ZERO)).await;
+}
+
+pub(crate) async fn a_decrease_keeps_what_an_adaptive_bucket_owes<B: TestBackend>() {
+    let l = limiter_for::<B>(&services_of(BUDGETS, &["quiet"])).await;
+    // A call under way took 7,000 of the 10,000-token burst (1,000 a second).
+    granted(&l, &req("quiet", 7000, Duration::ZERO)).await;
+    l.report(report("quiet", "", 429, &[]))
+        .await
+        .expect("report");
+    // At 70 % the bucket holds 7,000 and refills 700 a second. The 7,000 tokens the call took
+    // are still owed in full: the lowered bucket is empty, not 2,100 tokens short of full.
+    let s = scale(&l).await;
+    assert_eq!(
+        (s.limits[1].amount, s.limits[1].used, s.limits[1].remaining),
+        (7000, 7000, 0)
+    );
+    // After the 2 s cooldown, 1,400 tokens have drained at 700 a second: that much fits, and
+    // the next 700 come a second later.
+    l.backend().advance(2 * S).await;
+    denied(&l, &req("quiet", 1401, Duration::ZERO)).await;
+    granted(&l, &req("quiet", 1400, Duration::ZERO)).await;
+    assert_eq!(
+        denied(&l, &req("quiet", 700, Duration::ZERO)).await,
+        S.as_micros() as u64
+    );
+}
+
+pub(crate) async fn status_says_why_from_the_budget_in_force_not_the_last_answer<B: TestBackend>() {
+    let l = limiter_for::<B>(&services_of(BUDGETS, &["learned"])).await;
+    let why = |s: &sluice_server::limiter::ServiceStatus| {
+        (0..2).map(|i| s.effective_because(i)).collect::<Vec<_>>()
+    };
+    let s = l.status("learned").await.expect("status");
+    assert_eq!(why(&s), ["configured", "configured"]);
+    assert_eq!(
+        (s.snapshot.limits[1].burst, s.snapshot.limits[1].adopted),
+        (5000, false)
+    );
+    // The provider's budget is half the configured one: the bucket's burst follows in the same
+    // proportion (5,000 of 20,000 configured: 2,500 of 10,000).
+    l.report(report(
+        "learned",
+        "",
+        200,
+        &[
+            ("x-ratelimit-limit-requests", "50"),
+            ("x-ratelimit-limit-tokens", "10000"),
+        ],
+    ))
+    .await
+    .expect("report");
+    // Then answers that name no budget (a 5xx; providers that send headers only on 429s).
+    l.report(report("learned", "", 500, &[]))
+        .await
+        .expect("report");
+    l.report(report("learned", "", 200, &[]))
+        .await
+        .expect("report");
+    let s = l.status("learned").await.expect("status");
+    assert_eq!(s.learned, vec![None, None], "the last answer named nothing");
+    let (requests, tokens) = (&s.snapshot.limits[0], &s.snapshot.limits[1]);
+    assert_eq!((requests.amount, requests.adopted), (50, true));
+    assert_eq!(
+        (tokens.amount, tokens.burst, tokens.adopted),
+        (10_000, 2_500, true)
+    );
+    assert_eq!(why(&s), ["provider budget", "provider budget"]);
+    // Only 2,500 tokens fit at once, as the burst shown says.
+    l.backend().advance(60 * S).await;
+    granted(&l, &req("learned", 2_500, Duration::ZERO)).await;
+    denied(&l, &req("learned", 1, Duration::ZERO)).await;
+    // A 429 without headers lowers the adopted budget: both reasons, the burst at the scale.
+    l.report(report("learned", "", 429, &[]))
+        .await
+        .expect("report");
+    let s = l.status("learned").await.expect("status");
+    assert_eq!(
+        why(&s),
+        [
+            "provider budget, adaptive 70% after 429s",
+            "provider budget, adaptive 70% after 429s"
+        ]
+    );
+    assert_eq!(
+        (s.snapshot.limits[1].amount, s.snapshot.limits[1].burst),
+        (7_000, 1_750)
+    );
+    // The provider names the configured budget again: no longer another budget.
+    l.report(report(
+        "learned",
+        "",
+        200,
+        &[
+            ("x-ratelimit-limit-requests", "100"),
+            ("x-ratelimit-limit-tokens", "20000"),
+        ],
+    ))
+    .await
+    .expect("report");
+    let s = l.status("learned").await.expect("status");
+    assert_eq!(
+        why(&s),
+        ["adaptive 70% after 429s", "adaptive 70% after 429s"]
+    );
+    assert_eq!(
+        (s.snapshot.limits[1].burst, s.snapshot.limits[1].adopted),
+        (3_500, false)
+    );
+}
+
+pub(crate) async fn quotas_spend_caps_and_overloads_leave_an_adaptive_budget_alone<
+    B: TestBackend,
+>() {
+    let l = limiter_for::<B>(&services_of(BUDGETS, &["claude-quiet", "gemini-quiet"])).await;
+    let scale_of = |name: &'static str| {
+        let l = &l;
+        async move {
+            l.status(name)
+                .await
+                .expect("status")
+                .snapshot
+                .adaptive_scale
+        }
+    };
+    // Anthropic: overloads, then a spend cap (a 429 that no waiting at this rate cures).
+    for status in [529, 503] {
+        let a = l
+            .report(report("claude-quiet", "", status, &[]))
+            .await
+            .expect("report");
+        assert!(a.detail.contains("overloaded"), "{}", a.detail);
+    }
+    let mut cap = report("claude-quiet", "", 429, &[]);
+    cap.body = br#"{"type":"error","error":{"type":"rate_limit_error","details":{"error_code":"enforced_spend_limit_reached"}}}"#.to_vec();
+    let a = l.report(cap).await.expect("report");
+    assert!(a.detail.contains("quota"), "{}", a.detail);
+    assert_eq!(scale_of("claude-quiet").await, 1000);
+    // Gemini: a daily quota.
+    let mut quota = report("gemini-quiet", "", 429, &[]);
+    quota.body = br#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","details":[
+        {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[
+          {"quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]}]}}"#
+        .to_vec();
+    let a = l.report(quota).await.expect("report");
+    assert!(a.detail.contains("quota"), "{}", a.detail);
+    assert_eq!(scale_of("gemini-quiet").await, 1000);
+    // A rate limit's 429 does lower them (during the quota's cooldown too).
+    let a = l
+        .report(report("claude-quiet", "", 429, &[]))
+        .await
+        .expect("report");
+    assert!(
+        a.detail.contains("adaptive budget lowered to 70%"),
+        "{}",
+        a.detail
+    );
+    let mut limited = report("gemini-quiet", "", 429, &[]);
+    limited.body = br#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","details":[
+        {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"3s"}]}}"#
+        .to_vec();
+    l.report(limited).await.expect("report");
+    assert_eq!(scale_of("claude-quiet").await, 700);
+    assert_eq!(scale_of("gemini-quiet").await, 700);
 }

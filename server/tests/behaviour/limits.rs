@@ -75,7 +75,7 @@ pub(crate) async fn token_costs_are_reserved_in_arrival_order<B: TestBackend>() 
 }
 
 pub(crate) async fn denials_record_nothing<B: TestBackend>() {
-    let l = limiter::<B>(&["tpm"]).await;
+    let l = limiter::<B>(&["tpm", "learning"]).await;
     granted(&l, &req("tpm", 1000, Duration::ZERO)).await;
     for _ in 0..50 {
         denied(&l, &req("tpm", 1, Duration::ZERO)).await;
@@ -83,6 +83,49 @@ pub(crate) async fn denials_record_nothing<B: TestBackend>() {
     let status = l.status("tpm").await.expect("status");
     assert_eq!(status.snapshot.limits[0].used, 1, "requests counted");
     assert_eq!(status.snapshot.limits[1].used, 1000);
+
+    // A service that adopts the provider's budget and adapts to its 429s, both in force.
+    l.report(report(
+        "learning",
+        "",
+        200,
+        &[
+            ("x-ratelimit-limit-requests", "50"),
+            ("x-ratelimit-limit-tokens", "600"),
+        ],
+    ))
+    .await
+    .expect("report");
+    l.report(report("learning", "", 429, &[]))
+        .await
+        .expect("report");
+    l.backend().advance(S).await;
+    // Burst 300 of the adopted 600 (half, as configured), 210 at 70 %: spent, one queued.
+    granted(&l, &req("learning", 210, Duration::ZERO)).await;
+    let (_, wait) = granted(&l, &req("learning", 100, 30 * S)).await;
+    assert!(wait > 0, "the second call waits");
+    let before = l.status("learning").await.expect("status");
+    let held = l.backend().held_leases(&before.spec).await;
+    assert_eq!(before.snapshot.adaptive_scale, 700);
+    assert_eq!(
+        (
+            before.snapshot.limits[0].amount,
+            before.snapshot.limits[1].amount
+        ),
+        (35, 420)
+    );
+    for max_wait in [Duration::ZERO, S, 10 * S] {
+        for _ in 0..20 {
+            denied(&l, &req("learning", 200, max_wait)).await;
+        }
+    }
+    let after = l.status("learning").await.expect("status");
+    assert_eq!(after.snapshot, before.snapshot, "denials changed the state");
+    assert_eq!(l.backend().held_leases(&after.spec).await, held);
+    // Nor did they restart the quiet period: a minute after the 429 the budget recovers.
+    l.backend().advance(59 * S).await;
+    let later = l.status("learning").await.expect("status");
+    assert_eq!(later.snapshot.adaptive_scale, 850);
 }
 
 pub(crate) async fn token_bucket_allows_burst_then_refills<B: TestBackend>() {

@@ -297,6 +297,9 @@ macro_rules! on_backend {
                 queued_calls_are_released_at_the_lowered_budget_after_a_429,
                 an_adaptive_bucket_charges_at_its_scale,
                 a_providers_remaining_below_the_view_drains_a_token_bucket_and_never_fills_it,
+                a_decrease_keeps_what_an_adaptive_bucket_owes,
+                status_says_why_from_the_budget_in_force_not_the_last_answer,
+                quotas_spend_caps_and_overloads_leave_an_adaptive_budget_alone,
             ],
         );
     };

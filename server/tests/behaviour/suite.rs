@@ -98,6 +98,17 @@ limits = [
   { dimension = "requests", amount = 100, window = "1m" },
   { dimension = "tokens", amount = 1000, window = "1m", algorithm = "token_bucket" },
 ]
+
+[[services]]
+name = "learning"
+profile = "openai"
+adopt_provider_limits = true
+adaptive = true
+default_cooldown = "1s"
+limits = [
+  { dimension = "requests", amount = 100, window = "1m" },
+  { dimension = "tokens", amount = 1000, window = "1m", algorithm = "token_bucket", burst = 500 },
+]
 "#;
 
 /// One second in microseconds, as the limiter's answers count time.

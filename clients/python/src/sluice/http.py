@@ -12,15 +12,23 @@ Every model call the SDK sends, its own retries included, is acquired first (ser
 from the request, see `sluice.calls`), waiting up to `max_wait` for its slot; the answer is
 reported with its status, rate-limit headers and usage (the JSON body's, or a streamed answer's
 final usage event, read as the SDK reads the stream). A request that gets no answer (connection
-error, timeout) is abandoned: its in-flight slot is freed at once. Requests that are not model
-calls (no JSON body naming a model) pass through untouched.
+error, timeout) is abandoned: its in-flight slot is freed at once. A streamed answer that breaks
+mid-body (after its 2xx status) is reported, not abandoned, when the SDK closes it: with its
+status and the usage its events carried so far, if any; that frees its in-flight slot too.
+Requests that are not model calls (no JSON body naming a model) pass through untouched.
 
 When no slot comes within `max_wait` the transport either raises `sluice.Denied`
-(`on_denied="raise"`, the default; the current SDKs let it through to the caller as it is, older
-ones wrapped it as their connection error: `sluice.http.denial(err)` finds it either way) or
-answers the SDK with a 429 carrying
-`retry-after-ms` (`on_denied="429"`), so the SDK's own backoff waits and retries, and raises its
-own `RateLimitError` when its retries are spent.
+(`on_denied="raise"`, the default) or answers the SDK with a 429 carrying `retry-after-ms`
+(`on_denied="429"`), so the SDK's own backoff waits and retries, and raises its own
+`RateLimitError` when its retries are spent.
+
+With "raise", what the caller sees depends on the SDK. `openai` lets `sluice.Denied` through as
+it is, at once, whatever its `max_retries`. `anthropic` wraps any transport exception as its
+`APIConnectionError` (`sluice.http.denial(err)` finds the `Denied` in its cause) and retries it
+`max_retries` times (default 2) after its own backoff, each retry acquiring again: the denial
+comes after max_retries + 1 acquires. Build such an SDK client with `max_retries=0` for one
+acquire and the denial at once (the Celery integration does), or use "429" for retries paced by
+Sluice.
 
 A success is reported without waiting for Sluice's answer (the blocking client sends it in the
 background and waits for what is still on its way at `flush()`, `close()` and exit); an error

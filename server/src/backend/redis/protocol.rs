@@ -4,8 +4,9 @@
 
 use super::{AcquireCall, BackendError, ReportCall};
 use crate::core::{
-    AcquireError, BucketShape, Class, CooldownCause, Cost, Decider, Decision, Dimension, Grant,
-    LeaseId, LimitSnapshot, Micros, Observation, ReportOutcome, Scope, ServiceSnapshot,
+    adaptive, AcquireError, Algorithm, BucketShape, Class, CooldownCause, Cost, Decider, Decision,
+    Dimension, Grant, LeaseId, LimitSnapshot, Micros, Observation, ReportOutcome, Scope,
+    ServiceSnapshot,
     ServiceSpec, MAX_LEASES,
 };
 
@@ -35,7 +36,8 @@ mod report {
 }
 
 /// Offsets in `status.lua`'s reply: the service's fields, then [`PER_LIMIT`] values per limit
-/// from [`LIMITS`], then [`DIMENSION_COOLDOWN`] values per token dimension, then the scale.
+/// from [`LIMITS`], then [`DIMENSION_COOLDOWN`] values per token dimension, then the scale, then
+/// [`PER_BUDGET`] values per limit (its budget in force before the scale).
 mod status {
     pub const NOW: usize = 0;
     pub const COOLDOWN: usize = 1;
@@ -57,15 +59,24 @@ mod status {
     pub const DIMENSION_COOLDOWN: usize = 3;
     /// After the limits: past the three dimension cooldowns.
     pub const ADAPTIVE_SCALE: usize = 3 * DIMENSION_COOLDOWN;
+    /// Per limit after the scale: the amount and burst in force before the adaptive scale.
+    pub const PER_BUDGET: usize = 2;
+    pub const BUDGET_AMOUNT: usize = 0;
+    pub const BUDGET_BURST: usize = 1;
 
     /// Where limit `i`'s values start.
     pub const fn limit(i: usize) -> usize {
         LIMITS + PER_LIMIT * i
     }
 
+    /// Where limit `i`'s budget in force starts, of `limits` limits.
+    pub const fn budget(limits: usize, i: usize) -> usize {
+        limit(limits) + ADAPTIVE_SCALE + 1 + PER_BUDGET * i
+    }
+
     /// The reply's length for `limits` limits.
     pub const fn len(limits: usize) -> usize {
-        limit(limits) + ADAPTIVE_SCALE + 1
+        budget(limits, limits)
     }
 }
 
@@ -358,20 +369,33 @@ pub(super) fn snapshot(
                 .map_err(|_| protocol("headers"))?,
         })
     };
+    let n = spec.limits.len();
+    let base = status::limit(n);
+    let scale: u32 = number(reply, base + status::ADAPTIVE_SCALE)?;
     let limits = spec
         .limits
         .iter()
         .enumerate()
-        .map(|(i, _)| {
+        .map(|(i, limit)| {
+            let amount = number(reply, status::limit(i) + status::AMOUNT)?;
+            let in_force: u64 = number(reply, status::budget(n, i) + status::BUDGET_AMOUNT)?;
+            let burst: u64 = number(reply, status::budget(n, i) + status::BUDGET_BURST)?;
+            let bucket = matches!(limit.algorithm, Algorithm::TokenBucket { .. });
             Ok(LimitSnapshot {
                 used: number(reply, status::limit(i) + status::USED)?,
                 reset_after: number(reply, status::limit(i) + status::RESET)?,
-                amount: number(reply, status::limit(i) + status::AMOUNT)?,
+                amount,
+                // As the memory ledger shows it: a bucket's burst at the scale, else the amount.
+                burst: if bucket {
+                    adaptive::scaled(burst, scale)
+                } else {
+                    amount
+                },
+                adopted: limit.is_other_budget(in_force, if bucket { burst } else { in_force }),
                 remaining: number(reply, status::limit(i) + status::REMAINING)?,
             })
         })
         .collect::<Result<_, BackendError>>()?;
-    let base = status::limit(spec.limits.len());
     let mut dimension_cooldowns = Vec::new();
     for (k, dimension) in Dimension::ALL[1..].iter().enumerate() {
         let remaining: Micros = number(reply, base + status::DIMENSION_COOLDOWN * k)?;
@@ -393,7 +417,7 @@ pub(super) fn snapshot(
         dimension_cooldowns,
         queued: number(reply, status::QUEUED)?,
         last_report,
-        adaptive_scale: number(reply, base + status::ADAPTIVE_SCALE)?,
+        adaptive_scale: scale,
         scope: Scope::Shared,
     })
 }

@@ -79,6 +79,27 @@ if ARGV[17] == '1' and limits.period then
     sc = math.max(100, fdiv(sc * 700, FULL))
     st.pe = until_
     adaptive_lowered = 1
+    -- What each bucket owes was charged at the old scale: charged again at the new one, owed ×
+    -- old / new rounded up, counted from the latest booked slot (before it the TAT also holds the
+    -- time to that slot, which owes nothing), at most a day plus a drain from now (core
+    -- BucketShape::rescale).
+    local old, seen, since = limits.scale, {}, math.max(now, latest_slot(st))
+    for _, l in ipairs(limits) do
+      local k, f = 0, 0
+      if l.bucket and sc < old and not seen[l.kf] then k, f = num(st, l.kf), num(st, l.ff) end
+      if k > since or (k == since and f > 0) then
+        seen[l.kf] = true
+        local owed = (k - since) * l.a + f
+        local cap = (86400000000 + l.span - (since - now)) * l.a
+        local q, units = fdiv(owed, sc), cap
+        if q <= fdiv(cap, old) then
+          units = math.min(cap, q * old - fdiv(-((owed - q * sc) * old), sc))
+        end
+        units = math.max(units, owed)
+        local whole = fdiv(units, l.a)
+        st[l.kf], st[l.ff] = since + whole, units - whole * l.a
+      end
+    end
   else
     st.pp = math.max(num(st, 'pp'), sc)
   end
@@ -116,15 +137,25 @@ for r = 1, #adopt - 4, 5 do
     and (amount ~= l.amount or burst ~= l.burst) then
     if amount < l.amount or burst < l.burst then lowered = true end
     -- A bucket's state in the new shape (core BucketShape::convert): what it owes carries over
-    -- in whole tokens, rounded up, draining at the new rate.
+    -- in whole tokens, rounded up, draining at the new rate, at most a burst plus a day (the
+    -- longest wait) at the new rate. Counted from now and from the latest booked slot (the time
+    -- up to it kept as time: it owes nothing and must not drain early at a higher rate); the
+    -- later state wins, the second at most a day plus a drain from now.
     local k, f = num(st, l.kf), num(st, l.ff)
-    local owed = 0
-    if k > now or (k == now and f > 0) then owed = (k - now) * l.a + f end
-    -- At most a burst plus a day (the longest wait) at the new rate.
-    local tokens = math.min(-fdiv(-owed, l.wg), burst - fdiv(-86400000000 * a, wg))
-    local units = tokens * wg
-    local whole = fdiv(units, a)
-    st[l.kf], st[l.ff] = now + whole, units - whole * a
+    local most = burst - fdiv(-86400000000 * a, wg)
+    local function from(t)
+      local owed = 0
+      if k > t or (k == t and f > 0) then owed = (k - t) * l.a + f end
+      local units = math.min(-fdiv(-owed, l.wg), most) * wg
+      local whole = fdiv(units, a)
+      return t + whole, units - whole * a
+    end
+    local nk, nf = from(now)
+    local lk, lf = from(math.max(now, latest_slot(st)))
+    local reach = now + 86400000000 + math.max(l.window, math.ceil(burst * l.window / amount))
+    if pair_less(reach, 0, lk, lf) then lk, lf = reach, 0 end
+    if pair_less(nk, nf, lk, lf) then nk, nf = lk, lf end
+    st[l.kf], st[l.ff] = nk, nf
     set_shape(l, amount, burst, a, wg)
     st[l.abf] = { amount, burst, a, wg }
   end

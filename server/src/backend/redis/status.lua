@@ -1,7 +1,8 @@
 -- Status: the live state of one service, read-only.
 -- Returns {now, cooldown_remaining, cooldown_status, cooldown_source, queued, report_status,
 -- report_at, report_headers, held, then used, reset_after, the amount in force and remaining of
--- every limit, then the token dimensions' cooldowns, then the adaptive scale}.
+-- every limit, then the token dimensions' cooldowns, the adaptive scale, then the budget in force
+-- of every limit before the scale: amount and burst}.
 
 local limits, sliding = parse_limits(ARGV[2])
 local retention = tonumber(ARGV[3])
@@ -55,4 +56,8 @@ for d = 1, 3 do
   end
 end
 out[#out + 1] = stale and FULL or limits.scale
+for _, l in ipairs(limits) do
+  out[#out + 1] = l.base or l.amount
+  out[#out + 1] = l.burst
+end
 return out

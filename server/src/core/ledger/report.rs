@@ -53,8 +53,12 @@ impl Ledger {
                 .flatten()
                 .map(|c| c.until)
                 .fold(now, Micros::max);
+            let before = self.scale;
             adaptive_lowered = self.adaptive.throttle(now, until, spec.adaptive_period());
             self.refresh_scale(spec, now);
+            if adaptive_lowered {
+                self.rescale_buckets(spec, now, before);
+            }
         }
         let seq = call
             .lease
@@ -109,6 +113,19 @@ impl Ledger {
         };
         self.forget_if_stale(spec, now);
         outcome
+    }
+
+    /// After an adaptive decrease from scale `before` to the one in force: what each bucket owes
+    /// (from the latest booked slot on) was charged at `before`, so it is charged again at the
+    /// lower scale (see [`BucketShape::rescale`]). Without it the calls already granted would
+    /// weigh as if the budget were still `before`, and the bucket would admit more than the
+    /// lowered budget.
+    fn rescale_buckets(&mut self, spec: &ServiceSpec, now: Micros, before: u32) {
+        for (i, bucket) in self.buckets.iter_mut().enumerate() {
+            if let Some(shape) = shape(spec, &self.adopted, i) {
+                *bucket = shape.rescale(*bucket, now, self.last_slot, before, self.scale);
+            }
+        }
     }
 
     /// Moves the queued slots (after `now`) that an active cooldown covers to its end, all by the
@@ -240,7 +257,7 @@ impl Ledger {
                     };
                     if from != to {
                         lowered |= to.amount < from.amount || to.burst < from.burst;
-                        self.buckets[i] = from.convert(self.buckets[i], to, now);
+                        self.buckets[i] = from.convert(self.buckets[i], to, now, self.last_slot);
                         self.adopted[i] = Some(budget);
                     }
                 }

@@ -21,6 +21,8 @@ impl Ledger {
                     let last_end = self.holds.last().map_or(now, |&(end, _)| end);
                     LimitSnapshot {
                         amount: limit.amount,
+                        burst: limit.amount,
+                        adopted: false,
                         used,
                         remaining: limit.amount.saturating_sub(used),
                         reset_after: last_end.saturating_sub(now),
@@ -31,6 +33,8 @@ impl Ledger {
                     let (level, reset_after) = self.buckets[i].level(shape, now);
                     LimitSnapshot {
                         amount: adaptive::scaled(shape.amount, scale),
+                        burst: adaptive::scaled(shape.burst, scale),
+                        adopted: limit.is_other_budget(shape.amount, shape.burst),
                         used: adaptive::share(level, scale),
                         remaining: adaptive::share(shape.burst.saturating_sub(level), scale),
                         reset_after,
@@ -40,8 +44,11 @@ impl Ledger {
                     let w = self.window_at(spec, i, scale);
                     let (used, reset_after) = w.usage(&self.log, &self.base, now);
                     let used = u64::try_from(used).unwrap_or(u64::MAX);
+                    let amount = self.amount(spec, i);
                     LimitSnapshot {
                         amount: w.amount,
+                        burst: w.amount,
+                        adopted: limit.is_other_budget(amount, amount),
                         used,
                         remaining: w.amount.saturating_sub(used),
                         reset_after,
