@@ -1,13 +1,12 @@
-//! A Redis state written by an older release is read by this one: the adaptive budget's fields
-//! were renamed (`as at ae ap ar` → `ps pt pe pp pr`, so that the `a` prefix names adopted
-//! budgets only). A state holding the old names keeps its lowered budget, and the next throttle
-//! writes the new names and drops the old. Redis is real; its clock is moved by hand.
+//! A Redis state written by an earlier release (nine keys a service: a state hash, the log as a
+//! sorted set, lease records, request ids, running totals per dimension, held slots) is
+//! converted by the first call that may write, and carries on: cooldowns, the adaptive budget
+//! under its oldest field names, the usage of the retained leases, their ids (a report finds its
+//! lease) and request ids (a retry gets its lease back). The old keys are gone afterwards. Redis
+//! is real; its clock is moved by hand.
 
 use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::{atomic::AtomicU64, Arc},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -15,49 +14,93 @@ use sluice_e2e::redis_server::RedisServer;
 use sluice_server::{
     backend::RedisBackend,
     config::{Config, RedisConfig, RedisUrl},
-    limiter::{Limiter, ReportRequest},
+    core::{Decider, Decision},
+    limiter::{AcquireRequest, Limiter, ReportRequest, UsageReport},
 };
 
 const CONFIG: &str = r#"
 [[services]]
-name = "quiet"
+name = "old"
 adaptive = true
 default_cooldown = "2s"
-limits = [{ dimension = "requests", amount = 100, window = "10s" }]
+limits = [
+  { dimension = "requests", amount = 10, window = "10s" },
+  { dimension = "tokens", amount = 1000, window = "10s" },
+]
 "#;
 
-/// The state hash of `quiet` under the test's key prefix.
-const STATE: &str = "{upgrade:quiet}:s";
+const TAG: &str = "{upgrade:old}";
+const NONCE: &str = "00000000000000ab";
 
-fn throttle() -> ReportRequest {
-    ReportRequest {
-        service: "quiet".into(),
-        status_code: 429,
-        ..ReportRequest::default()
+fn key(suffix: &str) -> String {
+    format!("{TAG}:{suffix}")
+}
+
+fn member(seq: u64) -> String {
+    format!("{seq:016}")
+}
+
+/// Writes the state an earlier release would have left at `now`: leases 5, 6 and 8 booked at
+/// now − 2 s, now − 1 s and now (1 request and 100, 200, 300 tokens; 7 was overtaken and booked
+/// again as 8), lease 8 for request id `job-c`, a 429 cooldown until now + 5 s, and the adaptive
+/// budget lowered to 70 % a second ago, under its oldest field names.
+fn write_old_state(redis: &RedisServer, now: u64) -> anyhow::Result<()> {
+    let s = |t: u64| t.to_string();
+    let state = key("s");
+    for (field, value) in [
+        ("n", NONCE.to_string()),
+        ("q", s(9)),
+        ("hw", s(now)),
+        ("ls", s(now)),
+        ("ld", "n".into()),
+        ("lr", s(0)),
+        ("b0", s(0)),
+        ("t0", s(3)),
+        ("b1", s(0)),
+        ("t1", s(600)),
+        ("cu0", s(now + 5_000_000)),
+        ("cs0", s(429)),
+        ("cc0", "429 from the provider".into()),
+        ("ch", s(now + 5_000_000)),
+        ("as", s(700)),
+        ("at", s(now - 1_000_000)),
+        ("ae", s(now + 5_000_000)),
+        ("ap", s(1000)),
+        ("ar", s(now + 60_000_000)),
+        ("ex", s(now + 30_000_000)),
+        ("rx", s(1)),
+    ] {
+        redis.command(&["HSET", &state, field, &value])?;
+    }
+    for (seq, slot, tokens, cum0, cum1, rid) in [
+        (5, now - 2_000_000, 100, 1, 100, ""),
+        (6, now - 1_000_000, 200, 2, 300, ""),
+        (8, now, 300, 3, 600, "job-c"),
+    ] {
+        let m = member(seq);
+        redis.command(&["ZADD", &key("log"), &s(slot), &m])?;
+        let record = format!("{slot} 1 {tokens} 0 0 1 {tokens} 0 0 n|{rid}");
+        redis.command(&["HSET", &key("l"), &m, &record])?;
+        redis.command(&["ZADD", &key("c0"), &s(cum0), &m])?;
+        redis.command(&["ZADD", &key("c1"), &s(cum1), &m])?;
+        if !rid.is_empty() {
+            redis.command(&["HSET", &key("r"), rid, &m])?;
+        }
+    }
+    Ok(())
+}
+
+fn call(tokens: u64, request_id: &str) -> AcquireRequest {
+    AcquireRequest {
+        service: "old".into(),
+        tokens,
+        request_id: request_id.into(),
+        ..AcquireRequest::default()
     }
 }
 
-async fn scale(l: &Limiter<RedisBackend>) -> anyhow::Result<u32> {
-    Ok(l.status("quiet").await?.snapshot.adaptive_scale)
-}
-
-fn fields(redis: &RedisServer) -> anyhow::Result<Vec<String>> {
-    let redis::Value::Array(keys) = redis.command(&["HKEYS", STATE])? else {
-        anyhow::bail!("HKEYS answered no array");
-    };
-    let mut names: Vec<String> = keys
-        .into_iter()
-        .filter_map(|k| match k {
-            redis::Value::BulkString(b) => Some(String::from_utf8_lossy(&b).into_owned()),
-            _ => None,
-        })
-        .collect();
-    names.sort();
-    Ok(names)
-}
-
 #[tokio::test]
-async fn a_state_with_the_old_adaptive_field_names_keeps_its_budget() -> anyhow::Result<()> {
+async fn a_state_of_the_earlier_layout_is_converted_and_carries_on() -> anyhow::Result<()> {
     let redis = RedisServer::start()?;
     let specs: Vec<_> = Config::parse(CONFIG)?
         .services
@@ -67,44 +110,72 @@ async fn a_state_with_the_old_adaptive_field_names_keeps_its_budget() -> anyhow:
     let config = RedisConfig::new(RedisUrl::parse(&redis.url()).map_err(anyhow::Error::msg)?)
         .key_prefix("upgrade")
         .timeout(Duration::from_secs(5));
-    let now = Arc::new(AtomicU64::new(
-        SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as u64,
-    ));
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as u64;
+    write_old_state(&redis, now)?;
     let backend = RedisBackend::connect(&specs, &config)
         .await?
-        .with_manual_time(now.clone());
-    let l = Limiter::new(specs, backend);
+        .with_manual_time(Arc::new(AtomicU64::new(now)));
+    let l = Limiter::new(specs.clone(), backend);
 
-    l.report(throttle()).await?;
-    assert_eq!(scale(&l).await?, 700);
-    // Make it a state an older release wrote: the adaptive fields under their old names.
-    for (new, old) in [
-        ("ps", "as"),
-        ("pt", "at"),
-        ("pe", "ae"),
-        ("pp", "ap"),
-        ("pr", "ar"),
-    ] {
-        let value = redis.text(&["HGET", STATE, new])?;
-        redis.command(&["HSET", STATE, old, &value])?;
-        redis.command(&["HDEL", STATE, new])?;
-    }
-    assert!(fields(&redis)?.contains(&"as".to_string()));
-    assert_eq!(scale(&l).await?, 700, "the old fields are read");
+    // A retry of the call made before the upgrade gets its lease back.
+    let (_, replay) = l.acquire(&call(300, "job-c")).await?;
+    let Decision::Granted(grant) = replay else {
+        anyhow::bail!("the retry was not granted: {replay:?}");
+    };
+    assert_eq!(
+        (grant.lease_id.nonce, grant.lease_id.seq, grant.slot),
+        (0xab, 8, now)
+    );
+    // The cooldown carried over.
+    let (_, denied) = l.acquire(&call(10, "")).await?;
+    assert!(
+        matches!(
+            denied,
+            Decision::Denied {
+                decider: Decider::Cooldown,
+                retry_after: 5_000_000,
+                ..
+            }
+        ),
+        "{denied:?}"
+    );
+    // Usage, the adaptive budget and the lease count carried over.
+    let status = l.status("old").await?.snapshot;
+    assert_eq!(status.adaptive_scale, 700);
+    assert_eq!(
+        status
+            .limits
+            .iter()
+            .map(|s| (s.used, s.amount))
+            .collect::<Vec<_>>(),
+        [(3, 7), (600, 700)]
+    );
+    assert_eq!(l.backend().lease_count(&specs[0]).await?, 3);
 
-    // After its cooldown episode, the next throttle lowers from there and writes the new names.
-    now.fetch_add(3_000_000, Ordering::SeqCst);
-    l.report(throttle()).await?;
-    assert_eq!(scale(&l).await?, 490);
-    let names = fields(&redis)?;
-    for old in ["as", "at", "ae", "ap", "ar"] {
-        assert!(!names.contains(&old.to_string()), "{old} left in {names:?}");
+    // A report of the lease finds it: its real usage refunds the estimate.
+    let answer = l
+        .report(ReportRequest {
+            service: "old".into(),
+            lease_id: grant.lease_id.to_string(),
+            status_code: 200,
+            usage: Some(UsageReport {
+                total_tokens: Some(100),
+                ..UsageReport::default()
+            }),
+            ..ReportRequest::default()
+        })
+        .await?;
+    assert!(!answer.detail.contains("unknown"), "{}", answer.detail);
+    let status = l.status("old").await?.snapshot;
+    assert_eq!(status.limits[1].used, 400);
+
+    // The old keys are gone; the new ones expire.
+    for old in ["s", "log", "l", "r", "c0", "c1", "c2", "c3", "h"] {
+        assert_eq!(redis.text(&["EXISTS", &key(old)])?, "0", "{old} is left");
     }
-    for new in ["ps", "pt", "pe", "pp", "pr"] {
-        assert!(
-            names.contains(&new.to_string()),
-            "{new} missing from {names:?}"
-        );
+    for new in ["state", "leases", "ids"] {
+        let ttl: i64 = redis.text(&["PTTL", &key(new)])?.parse()?;
+        assert!(ttl > 0, "{new} has no TTL ({ttl})");
     }
     Ok(())
 }

@@ -183,7 +183,7 @@ local function decide_service(j, at, n, replies)
   st = read_state()
   now = mmax(clock, st.hw or 0)
   -- Bookings of the batch are written once per key at the end (see flush_writes); the state too.
-  w = begin_writes()
+  w = begin_writes(st)
   w.nonce = ARGV[at + 2]
   housekept, created = false, false
   forget_if_stale(st, now, retention, false)

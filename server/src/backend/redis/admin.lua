@@ -4,7 +4,9 @@
 local retention = tonumber(ARGV[3])
 local st = read_state()
 local now = math.max(now_micros(), num(st, 'hw'))
-if st.new or forget_if_stale(st, now, retention, false) then return 'OK' end
+if (st.new and not st.migrated) or forget_if_stale(st, now, retention, false) then
+  return 'OK'
+end
 if ARGV[5] == 'clear' then
   for d = 0, 3 do st[CU[d]], st[CS[d]], st[CC[d]] = nil, nil, nil end
   st.ov = nil

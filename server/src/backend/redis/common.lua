@@ -180,17 +180,24 @@ end
 -- end (write_state) if anything changed it.
 local W = nil
 
-local function begin_writes()
-  W = { log = {}, rids = {}, entry_of = {}, rid_of = {}, rid_ttl = false, dirty = false }
+local function begin_writes(st)
+  W = { log = {}, rids = {}, entry_of = {}, rid_of = {}, rid_ttl = false,
+    dirty = st ~= nil and st.migrated == true }
   return W
 end
 
--- Reads the state: a table of numbers and texts, empty for a service Redis does not hold.
-local function read_state()
+-- Converts a state an earlier release wrote (upgrade.lua).
+local migrate_old
+
+-- Reads the state: a table of numbers and texts, empty for a service Redis does not hold. One
+-- an earlier release wrote is converted first, unless `read_only` (then it reads as empty); the
+-- caller must then write it (field `migrated`).
+local function read_state(read_only)
   local raw = rcall('GET', K[1])
   if raw then return unpack_state(raw) end
+  local st = not read_only and migrate_old()
   -- Written for the first time: with its TTL (write_state).
-  return { new = true }
+  return st or { new = true }
 end
 
 local function num(st, field)
@@ -200,6 +207,7 @@ end
 -- Writes the state: with the TTL every key of the service runs to (field ex) when that moved
 -- (expire_all) or the key is new, else keeping the TTL it has.
 local function write_state(st)
+  st.migrated = nil
   if W and not W.ttl_moved and st.ex and not st.new then
     rcall('SET', K[1], pack_state(st), 'KEEPTTL')
   elseif st.ex then

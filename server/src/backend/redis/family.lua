@@ -37,7 +37,7 @@ end
 for j = 1, m do
   K = members[j].keys
   local mb = members[j]
-  mb.writes = begin_writes()
+  mb.writes = begin_writes(mb.st)
   forget_if_stale(mb.st, now, mb.retention, false)
   drop_unused_totals(mb.st, mb.sliding)
   apply_adopted(mb.st, mb.limits)

@@ -6,8 +6,8 @@ local _, sliding = parse_limits(ARGV[2])
 local retention = tonumber(ARGV[3])
 local st = read_state()
 local now = math.max(now_micros(), num(st, 'hw'))
-if st.new or forget_if_stale(st, now, retention, false) then return 0 end
-local w = begin_writes()
+if (st.new and not st.migrated) or forget_if_stale(st, now, retention, false) then return 0 end
+local w = begin_writes(st)
 prune(st, now, retention, sliding, 0)
 expire_all(st, now, retention, false)
 if w.dirty then write_state(st) end

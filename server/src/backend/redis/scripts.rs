@@ -5,7 +5,9 @@
 //! prelude followed by its body, called by SHA1 (`EVALSHA`, falling back to `EVAL` when Redis has
 //! forgotten it). Both run the same text. Keys, state fields, arguments and replies: `LAYOUT.md`.
 
-const COMMON: &str = include_str!("common.lua");
+/// The prelude every script shares: the layout and decisions, then the conversion of states an
+/// earlier release wrote.
+const COMMON: &str = concat!(include_str!("common.lua"), "\n", include_str!("upgrade.lua"));
 
 /// One script: its function's name in the library, and, for `EVAL`, the common prelude followed
 /// by its body and the SHA1 `EVALSHA` names it by.

@@ -6,7 +6,7 @@
 
 local limits, sliding = parse_limits(ARGV[2])
 local retention = tonumber(ARGV[3])
-local st = read_state()
+local st = read_state(true)
 local now = math.max(now_micros(), num(st, 'hw'))
 local stale = forget_if_stale(st, now, retention, true)
 apply_adopted(st, limits)
