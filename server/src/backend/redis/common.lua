@@ -999,6 +999,9 @@ local function move_queued(st, limits, sliding, now, cooldown_end, lowered)
           e[E_SLOT], e[E_DECIDER] = t, decider
           st.ls, st.ld = t, decider
         end
+        -- A tombstone moves with the leases around it (its slot is its reach: a deferral moves
+        -- both).
+        if e[E_RANK] == DEAD then e[E_SLOT] = math.max(e[E_SLOT], num(st, 'ls')) end
         e[E_REACH] = math.max(e[E_SLOT], num(st, 'ls'))
         for d = 0, 3 do
           if sliding[d] and e[E_SEQ] >= num(st, Z[d]) then st[T[d]] = e[E_CUM + d] end
