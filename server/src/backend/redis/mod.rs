@@ -3,9 +3,10 @@
 //! when the server has not got it; where Redis refuses functions, `EVALSHA`, falling back to
 //! `EVAL` when the server answers `NOSCRIPT`), so a decision is atomic
 //! and its time is the Redis server's `TIME`, never a replica's clock. The scripts implement the
-//! memory backend's [`Ledger`](crate::core::Ledger) semantics over sorted sets and hashes; the
-//! keys, state fields, lease records, decider codes and each script's arguments and replies are
-//! in `LAYOUT.md` beside them. This file connects and implements [`Backend`]; `calls` sends the
+//! memory backend's [`Ledger`](crate::core::Ledger) semantics over four keys a service (the state
+//! as one value, the lease log as a list of packed entries, request ids, held in-flight slots);
+//! the keys, state fields, log entries, decider codes and each script's arguments and replies
+//! are in `LAYOUT.md` beside them. This file connects and implements [`Backend`]; `calls` sends the
 //! scripts (concurrent acquires share script calls: every service's on a single Redis, each
 //! service's on a cluster, see [`batch`]), `protocol`
 //! reads their replies, `fallback` decides locally while Redis is down.
