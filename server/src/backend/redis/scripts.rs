@@ -5,9 +5,19 @@
 //! prelude followed by its body, called by SHA1 (`EVALSHA`, falling back to `EVAL` when Redis has
 //! forgotten it). Both run the same text. Keys, state fields, arguments and replies: `LAYOUT.md`.
 
-/// The prelude every script shares: the layout and decisions, then the conversion of states an
-/// earlier release wrote.
-const COMMON: &str = concat!(include_str!("common.lua"), "\n", include_str!("upgrade.lua"));
+/// The prelude every script shares, in order: keys, formats, limits and the state; the lease log;
+/// decisions; reports; the conversion of states an earlier release wrote.
+const COMMON: &str = concat!(
+    include_str!("common.lua"),
+    "\n",
+    include_str!("log.lua"),
+    "\n",
+    include_str!("decide.lua"),
+    "\n",
+    include_str!("reconcile.lua"),
+    "\n",
+    include_str!("upgrade.lua")
+);
 
 /// One script: its function's name in the library, and, for `EVAL`, the common prelude followed
 /// by its body and the SHA1 `EVALSHA` names it by.
