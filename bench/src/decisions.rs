@@ -43,9 +43,15 @@ pub struct LoadArgs {
     /// Total acquires per second (open loop); default: as fast as answers come.
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Services the load is spread over (`bench-0` …).
+    /// Services configured (`bench-0` …). Each caller stays on one of them (caller i on
+    /// `bench-{i mod services}`) unless `--spread`.
     #[arg(long, default_value_t = 1)]
     pub services: usize,
+    /// Every acquire goes to the next service in turn, so the load reaches every configured
+    /// service (caller i's k-th acquire: `bench-{(i + k * concurrency) mod services}`), and a
+    /// script call rarely carries two acquires of one service.
+    #[arg(long)]
+    pub spread: bool,
     /// `grant`: every acquire is granted; `deny`: every acquire is refused.
     #[arg(long, value_enum, default_value_t = Mix::Grant)]
     pub mix: Mix,
@@ -101,9 +107,16 @@ pub async fn grpc_acquires(
     );
     let run = std::process::id();
     let request_ids = args.request_ids;
+    let (spread, callers) = (args.spread, args.concurrency.max(1) as u64);
     let op: Operation = Arc::new(move |task, i| {
         let mut client = channels[task % channels.len()].clone();
-        let service = services[task % services.len()].clone();
+        let n = services.len() as u64;
+        let pick = if spread {
+            (task as u64 + i.wrapping_mul(callers)) % n
+        } else {
+            task as u64 % n
+        };
+        let service = services[pick as usize].clone();
         Box::pin(async move {
             let request = AcquireRequest {
                 service,

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""The acquire script in Redis alone: what a decision costs Redis with no gRPC, no network wait
+and no Sluice server around it (BENCHMARKS.md, section 6.3).
+
+Starts a redis-server on a free port, loads the scripts from server/src/backend/redis as one
+function library (the same text scripts.rs builds), and pipes FCALLs of acquire.lua through
+`redis-cli --pipe`: 16 acquires per call, either of 16 services picked at random among N (one
+acquire each) or of one service (16 acquires), each with a request id, one request limit and one
+token limit (sliding windows of 1 s, far above the load), time moving 40,000 decisions a second
+(a manual clock, continuous from a warm-up long enough for pruning to run in steady state). Prints
+Redis CPU (INFO cpu) and script-called commands (INFO commandstats) per decision.
+
+    python3 bench/redis_alone.py --services 1000
+    python3 bench/redis_alone.py --services 1
+
+Standard library only; needs redis-server and redis-cli (7.0 or later) on PATH. Set REDIS_SERVER
+to run another build (e.g. one with symbols under `valgrind --tool=callgrind`).
+"""
+
+import argparse
+import os
+import random
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPTS = os.path.join(HERE, "..", "server", "src", "backend", "redis")
+PRELUDE = ["common.lua", "log.lua", "decide.lua", "reconcile.lua", "upgrade.lua"]
+BODIES = ["acquire", "family", "report", "status", "prune", "admin"]
+# requests: 10^9 a second; tokens: 10^12 a second (kind 0: sliding window).
+LIMITS = "0 0 1000000000 1000000 1000000000 1 1 1 0 1000000000000 1000000 1000000000000 1 1"
+PER_CALL = 16
+RATE = 40_000
+
+
+def library():
+    """The function library, as scripts.rs builds it."""
+    prelude = "\n".join(open(os.path.join(SCRIPTS, f)).read() for f in PRELUDE)
+    code = "local KEYS, ARGV\n" + prelude
+    for name in BODIES:
+        body = open(os.path.join(SCRIPTS, f"{name}.lua")).read()
+        code += f"\nlocal function run_{name}()\n{body}\nend\n"
+    lib = "#!lua name=alone\n" + code
+    for name in BODIES:
+        lib += (f"redis.register_function{{function_name = 'alone_{name}', callback = "
+                f"function(keys, args) begin_call(keys, args); return run_{name}() end}}\n")
+    return lib
+
+
+def resp(args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_800_000_000_000_000
+
+
+def calls(services, n, clock, rng):
+    """n FCALLs of acquire.lua, as RESP."""
+    out = []
+    for _ in range(n):
+        clock.now += PER_CALL * 1_000_000 // RATE
+        if services >= PER_CALL:
+            groups = [(s, 1) for s in rng.sample(range(services), PER_CALL)]
+        else:
+            groups = [(0, PER_CALL)]
+        keys, args = [], [str(clock.now), str(1 << 20), str(len(groups))]
+        for svc, count in groups:
+            tag = f"{{alone:bench-{svc}}}"
+            keys += [f"{tag}:state", f"{tag}:leases", f"{tag}:ids", f"{tag}:held"]
+            packed = b""
+            for _ in range(count):
+                rid = ("%032x" % rng.getrandbits(128)).encode()
+                packed += struct.pack("<ddddddddH", 1, 100, 0, 0, 0, 0, 0, -1, len(rid)) + rid
+            args += [LIMITS, "1000000", "%016x" % rng.getrandbits(64), str(count), packed]
+        out.append(resp(["FCALL", "alone_acquire", len(keys), *keys, *args]))
+    return b"".join(out)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def cli(port, *args, data=None):
+    return subprocess.run(["redis-cli", "-p", str(port), *args], input=data, capture_output=True,
+                          check=True).stdout
+
+
+def counters(port):
+    cpu, calls = 0.0, {}
+    for line in cli(port, "INFO", "all").decode().splitlines():
+        if line.startswith(("used_cpu_user:", "used_cpu_sys:")):
+            cpu += float(line.split(":")[1])
+        if line.startswith("cmdstat_"):
+            name, rest = line[len("cmdstat_"):].split(":", 1)
+            calls[name] = int(dict(kv.split("=") for kv in rest.split(","))["calls"])
+    return cpu, calls
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--services", type=int, default=1000)
+    p.add_argument("--calls", type=int, default=8000, help="measured FCALLs (16 decisions each)")
+    p.add_argument("--warmup", type=int, default=4000, help="FCALLs before measuring")
+    a = p.parse_args()
+    port, tmp = free_port(), tempfile.mkdtemp()
+    server = subprocess.Popen([os.environ.get("REDIS_SERVER", "redis-server"), "--port", str(port),
+                               "--save", "", "--appendonly", "no", "--dir", tmp],
+                              stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                cli(port, "PING")
+                break
+            except subprocess.CalledProcessError:
+                time.sleep(0.05)
+        cli(port, "-x", "FUNCTION", "LOAD", "REPLACE", data=library().encode())
+        clock, rng = Clock(), random.Random(1)
+        cli(port, "--pipe", data=calls(a.services, a.warmup, clock, rng))
+        load = calls(a.services, a.calls, clock, rng)
+        cpu0, calls0 = counters(port)
+        out = cli(port, "--pipe", data=load).decode()
+        cpu1, calls1 = counters(port)
+        decisions = a.calls * PER_CALL
+        per = {k: (v - calls0.get(k, 0)) / decisions for k, v in calls1.items()
+               if k != "info" and v - calls0.get(k, 0) > 0}
+        print(f"redis alone, {a.services} services, {PER_CALL} acquires per call: "
+              f"{(cpu1 - cpu0) * 1e6 / decisions:.2f} us CPU per decision, "
+              f"{sum(per.values()):.2f} commands per decision "
+              f"({', '.join(f'{k} {v:.2f}' for k, v in sorted(per.items(), key=lambda x: -x[1]))})")
+        if "errors: 0" not in out:
+            sys.exit(f"the script answered errors: {out.strip()}")
+    finally:
+        server.kill()
+        server.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
