@@ -277,7 +277,11 @@ impl RedisBackend {
 
     /// A deadline in Redis µs, or none (no check) while Redis's clock (`offset`) is unknown or
     /// time is set by hand.
-    fn deadline_in_redis(&self, deadline: tokio::time::Instant, offset: Option<i64>) -> Option<u64> {
+    fn deadline_in_redis(
+        &self,
+        deadline: tokio::time::Instant,
+        offset: Option<i64>,
+    ) -> Option<u64> {
         offset.and_then(|o| self.clock.at_offset(deadline.into_std(), o))
     }
 

@@ -6,8 +6,7 @@ use super::{AcquireCall, BackendError, ReportCall};
 use crate::core::{
     adaptive, AcquireError, Algorithm, BucketShape, Class, CooldownCause, Cost, Decider, Decision,
     Dimension, Grant, LeaseId, LimitSnapshot, Micros, Observation, ReportOutcome, Scope,
-    ServiceSnapshot,
-    ServiceSpec, MAX_LEASES,
+    ServiceSnapshot, ServiceSpec, MAX_LEASES,
 };
 
 /// Offsets in `acquire.lua`'s (and `family.lua`'s) reply of a grant `{'G', seq, slot, wait,
