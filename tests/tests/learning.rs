@@ -19,7 +19,7 @@ use std::{
 use anyhow::anyhow;
 use sluice_client::Usage;
 use sluice_e2e::{
-    provider::{self, BUDGET, HEADERS},
+    provider::{self, BUDGET},
     Store,
 };
 use sluice_sim::{Enforcement, HeaderMode, SimClient, SimProvider};
@@ -82,15 +82,25 @@ async fn fleet(
         .collect())
 }
 
+/// The provider's limit and reset, without its remaining count.
+const LIMIT_ONLY: &str = r#"
+headers = [
+  { name = "x-ratelimit-limit-requests", dimension = "requests", meaning = "limit", window = "1s" },
+  { name = "x-ratelimit-reset-requests", dimension = "requests", meaning = "reset", format = "duration", window = "1s" },
+]
+"#;
+
 sluice_e2e::on_every_backend!(a_token_bucket_configured_too_high_adopts_the_providers_budget);
 
 async fn a_token_bucket_configured_too_high_adopts_the_providers_budget(
     store: &Store,
 ) -> anyhow::Result<()> {
-    // Configured at 10 a second (burst 10); the key allows 5, refilled continuously.
+    // Configured at 10 a second (burst 10); the key allows 5, refilled continuously. The profile
+    // reads the limit only: a `remaining` reading would drain the bucket by itself (outside
+    // usage), and the test would pass without adoption (it did, when tried).
     let config = format!(
         "[[services]]\nname = \"llm\"\nprofile = \"custom\"\nadopt_provider_limits = true\n\
-         limits = [{{ dimension = \"requests\", amount = 10, window = \"1s\", algorithm = \"token_bucket\" }}]\n{HEADERS}"
+         limits = [{{ dimension = \"requests\", amount = 10, window = \"1s\", algorithm = \"token_bucket\" }}]\n{LIMIT_ONLY}"
     );
     let server = store.spawn_server(&config).await?;
     let provider = provider::start(HeaderMode::Always, Enforcement::TokenBucket).await?;
