@@ -106,6 +106,9 @@ local function rebase(st, d)
     redis.call('RPUSH', K[2], unpack(raws))
   end
   restore_log_ttl(st)
+  -- A lease being reconciled holds its entry in hand: it moves with the others.
+  local held = W.lease
+  if held and held[E_SEQ] >= num(st, Z[d]) then held[E_CUM + d] = held[E_CUM + d] - b end
   st[T[d]], st[B[d]] = num(st, T[d]) - b, 0
   W.dirty = true
 end
@@ -217,7 +220,10 @@ local function book(st, limits, sliding, now, t, cost, decider, rid, holds, up, 
   if m0 >= MAX_EXACT or m1 >= MAX_EXACT or m2 >= MAX_EXACT or m3 >= MAX_EXACT then
     return redis.error_reply('sluice: running total beyond 2^53')
   end
-  if seq == (st.h0 or 0) then st.hr = reach end
+  if seq == (st.h0 or 0) then
+    -- The log was empty: its list is created again, without a TTL until expire_all sets one.
+    st.hr, W.log_created = reach, true
+  end
   st.q, st.hw = seq + 1, now
   W.dirty = true
   up = up or ''
@@ -241,18 +247,23 @@ local function bury_tail(st, k)
   local n = log_length(st)
   local before = n > k and entry_index(n - k - 1) or nil
   local graves = entries_between(n - k, n - 1)
+  -- Tombstones already among them (an earlier overtake's) are counted in dd already.
+  local fresh = 0
   for _, g in ipairs(graves) do
+    if g[E_RANK] ~= DEAD then fresh = fresh + 1 end
     g[E_SLOT] = before and before[E_REACH] or 0
     g[E_REACH] = g[E_SLOT]
     for d = 0, 3 do
       g[E_COST + d] = 0
-      g[E_CUM + d] = before and before[E_CUM + d] or num(st, B[d])
+      -- A running total from before the dimension's totals restarted (z) is not one: the base.
+      local valid = before and before[E_SEQ] >= num(st, Z[d])
+      g[E_CUM + d] = valid and before[E_CUM + d] or num(st, B[d])
     end
     g[E_DECIDER] = before and before[E_DECIDER] or 'n'
     g[E_RID], g[E_UP], g[E_RANK], g[E_LEFT] = '', '', DEAD, 0
     for d = 0, 3 do g[E_REQ + d] = 0 end
   end
   rewrite_tail(st, n - k, graves)
-  st.dd = num(st, 'dd') + k
+  st.dd = num(st, 'dd') + fresh
   if n == k then st.hr = graves[1][E_REACH] end
 end

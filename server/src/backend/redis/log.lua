@@ -157,11 +157,13 @@ local function prune(st, now, retention, sliding, slack)
       if st[T[d]] and last[E_SEQ] >= num(st, Z[d]) then st[B[d]] = last[E_CUM + d] end
     end
     if hr == nil then
-      -- An empty log restarts the running totals at zero, so they never grow without bound.
+      -- An empty log restarts the running totals at zero, so they never grow without bound, and
+      -- holds no tombstone.
       for d = 0, 3 do
         if st[T[d]] then st[B[d]], st[T[d]] = 0, 0 end
         st[Z[d]] = nil
       end
+      st.dd = nil
     end
   end
   if sliding.holds then redis.call('ZREMRANGEBYSCORE', K[4], '-inf', s(now)) end
@@ -215,7 +217,7 @@ end
 -- request-id hash has its TTL.
 local function expire_all(st, now, retention, force)
   local need = horizon_of(st) + retention + 1000000
-  if not force and need <= (st.ex or 0) then return end
+  if not force and not W.log_created and need <= (st.ex or 0) then return end
   st.ex = need + mmax(retention, 1000000)
   W.dirty, W.ttl_moved = true, true
   local at_ms = math.ceil(st.ex / 1000)
