@@ -179,3 +179,51 @@ async fn a_state_of_the_earlier_layout_is_converted_and_carries_on() -> anyhow::
     }
     Ok(())
 }
+
+/// A state lost on its own (evicted, or a call that failed half-way) leaves its log and request ids
+/// behind: the next call starts the service afresh without them, so an old request id names no
+/// lease of the new state.
+#[tokio::test]
+async fn a_state_lost_alone_starts_afresh_without_its_leftovers() -> anyhow::Result<()> {
+    let redis = RedisServer::start()?;
+    let specs: Vec<_> = Config::parse(CONFIG)?
+        .services
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let config = RedisConfig::new(RedisUrl::parse(&redis.url()).map_err(anyhow::Error::msg)?)
+        .key_prefix("upgrade")
+        .timeout(Duration::from_secs(5));
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as u64;
+    let backend = RedisBackend::connect(&specs, &config)
+        .await?
+        .with_manual_time(Arc::new(AtomicU64::new(now)));
+    let l = Limiter::new(specs.clone(), backend);
+    for id in ["a", "b", "c"] {
+        let (_, d) = l.acquire(&call(100, id)).await?;
+        assert!(matches!(d, Decision::Granted(_)), "{d:?}");
+    }
+    redis.command(&["DEL", &key("state")])?;
+    assert_eq!(redis.text(&["EXISTS", &key("leases")])?, "1");
+
+    // "c" was the third lease (seq 2) of the lost state; the new state's first lease is seq 0,
+    // and "c" is a new call, not a replay of anything left behind.
+    let (_, first) = l.acquire(&call(100, "z")).await?;
+    let (_, again) = l.acquire(&call(100, "c")).await?;
+    match (first, again) {
+        (Decision::Granted(z), Decision::Granted(c)) => {
+            assert_eq!((z.lease_id.seq, c.lease_id.seq), (0, 1));
+        }
+        other => anyhow::bail!("not granted: {other:?}"),
+    }
+    // A retry of "c" finds its new lease (the log holds no leftover at its index).
+    let (_, replay) = l.acquire(&call(100, "c")).await?;
+    assert!(
+        matches!(replay, Decision::Granted(ref g) if g.lease_id.seq == 1),
+        "{replay:?}"
+    );
+    assert_eq!(l.backend().lease_count(&specs[0]).await?, 2);
+    let status = l.status("old").await?.snapshot;
+    assert_eq!(status.limits[0].used, 2, "the lost leases count no more");
+    Ok(())
+}

@@ -110,7 +110,8 @@ local function acquire_one(cost, max_wait, rid, rank, max_overtakes, deadline)
       seq = v and tonum(v)
     end
     local e = seq and entry_at(st, seq)
-    if e and (w.entry_of[seq] or retained(e, now, retention)) and replayable(sliding, seq, now) then
+    if e and e[E_RID] == rid and (w.entry_of[seq] or retained(e, now, retention))
+      and replayable(sliding, seq, now) then
       for d = 0, 3 do
         if e[E_REQ + d] ~= cost[d + 1] then return { 'R' } end
       end

@@ -10,7 +10,7 @@
 -- on one member's at a time through K):
 --   1 state   string: the service's state, a MessagePack map (fields in LAYOUT.md), numbers kept
 --             as numbers; read once (GET) and written once (SET) per call
---   2 log     list: one MessagePack entry per lease in booking order (see E_* below); the lease
+--   2 log     list: one packed entry per lease in booking order (see ENTRY below); the lease
 --             with sequence number seq is at index seq - h0 (h0: the head's seq, in the state)
 --   3 ids     hash: request id -> seq of its lease, while the lease is retained
 --   4 held    zset: seq -> end of the in-flight slot the lease holds (a concurrent limit)
@@ -197,9 +197,14 @@ local migrate_old
 local function read_state(read_only)
   local raw = rcall('GET', K[1])
   if raw then return unpack_state(raw) end
-  local st = not read_only and migrate_old()
+  if read_only then return { new = true } end
+  local st = migrate_old()
+  if st then return st end
+  -- No state: keys left without one (evicted alone, or a call that failed half-way) are not this
+  -- service's any more; a new state starts clean.
+  if rcall('EXISTS', K[2], K[3], K[4]) > 0 then rcall('DEL', K[2], K[3], K[4]) end
   -- Written for the first time: with its TTL (write_state).
-  return st or { new = true }
+  return { new = true }
 end
 
 local function num(st, field)
@@ -223,7 +228,7 @@ end
 
 -- Leases in the log (tombstones included) and leases held.
 local function log_length(st) return (st.q or 0) - (st.h0 or 0) end
-local function leases_held(st) return (st.q or 0) - (st.h0 or 0) - (st.dd or 0) end
+local function leases_held(st) return math.max(0, (st.q or 0) - (st.h0 or 0) - (st.dd or 0)) end
 
 -- Adaptive budgets (core/adaptive.rs): the scale in permille, from the last throttle's scale (ps),
 -- the scale it came at (pp) and its time (pt): each quiet period halves the gap up to pp, then

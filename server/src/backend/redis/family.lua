@@ -74,7 +74,7 @@ local function acquire_one(cost, max_wait, rid, deadline)
     local v = W.rid_of[rid] or redis.call('HGET', K[3], rid)
     local seq = v and tonumber(v)
     local e = seq and entry_at(first.st, seq)
-    if e then
+    if e and e[E_RID] == rid then
       -- Replayed only while it holds every in-flight slot it took, its ancestors' too: a job
       -- retried after its report (or timeout) is a new call.
       local held = (W.entry_of[seq] ~= nil or retained(e, now, first.retention))

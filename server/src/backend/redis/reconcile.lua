@@ -81,6 +81,7 @@ end
 -- it was charged to within their span. Returns an error reply, or nil.
 local function reconcile(st, limits, sliding, lease, seq, usage, now, retention)
   flush_writes(st)
+  W.lease = lease
   local at = seq - num(st, 'h0')
   for d = 1, 3 do
     local new = usage[d]
@@ -136,6 +137,7 @@ local function reconcile(st, limits, sliding, lease, seq, usage, now, retention)
     end
   end
   redis.call('LSET', K[2], seq - num(st, 'h0'), pack_entry(lease))
+  W.lease = nil
 end
 
 -- Queued slots (after now) that an active cooldown (ending at cooldown_end) covers move to its end, all by the same
@@ -148,8 +150,14 @@ local function move_queued(st, limits, sliding, now, cooldown_end, lowered)
   local first_i, first = first_at_least(st, E_REACH, now + 1, 0)
   local n = log_length(st)
   local delta = first and math.max(0, cooldown_end - first[E_REACH]) or 0
-  if first and (lowered or delta > 0) and n - first_i <= MAX_DEFERRED then
+  -- At most MAX_DEFERRED leases (tombstones among them are not counted).
+  if first and (lowered or delta > 0) and n - first_i <= MAX_DEFERRED + num(st, 'dd') then
     local queued = entries_between(first_i, n - 1)
+    local leases = 0
+    for _, e in ipairs(queued) do
+      if e[E_RANK] ~= DEAD then leases = leases + 1 end
+    end
+    if leases > MAX_DEFERRED then return nil end
     local unreconciled = true
     for _, e in ipairs(queued) do unreconciled = unreconciled and not reconciled(e) end
     if lowered and unreconciled then

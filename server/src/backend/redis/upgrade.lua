@@ -55,7 +55,7 @@ local function old_fields(flat)
     elseif string.sub(f, 1, 2) == 'ab' then
       local amount, burst, a, wg = string.match(v, '^(%d+) (%d+) (%d+) (%d+)$')
       if amount then st[f] = { tonumber(amount), tonumber(burst), tonumber(a), tonumber(wg) } end
-    elseif f ~= 'ex' and f ~= 'rx' then
+    elseif f ~= 'rx' then
       st[f] = tonumber(v)
     end
   end
@@ -75,13 +75,18 @@ migrate_old = function()
   if #flat == 0 then return nil end
   local st = old_fields(flat)
   st.new, st.migrated = true, true
+  -- Anything a conversion that failed half-way left is written again.
+  rcall('DEL', K[2], K[3], K[4])
   local q = st.q or 0
   local count = rcall('ZCARD', o[2])
-  local log = count > 0 and count <= MIGRATE_MAX and rcall('ZRANGE', o[2], 0, -1, 'WITHSCORES') or {}
+  -- The conversion walks the seqs from the oldest retained lease's: at most MIGRATE_MAX.
+  local head = count > 0 and rcall('ZRANGE', o[2], 0, 0) or {}
+  local whole = count > 0 and count <= MIGRATE_MAX and q - tonumber(head[1]) <= MIGRATE_MAX
+  local log = whole and rcall('ZRANGE', o[2], 0, -1, 'WITHSCORES') or {}
   -- Held in-flight slots keep their ends.
   local holds = rcall('ZRANGE', o[9], 0, -1, 'WITHSCORES')
   for i = 1, #holds, 2 do rcall('ZADD', K[4], holds[i + 1], tonumber(holds[i])) end
-  if count > MIGRATE_MAX then
+  if count > 0 and not whole then
     -- One lease holds the whole retained usage at the latest slot.
     local last = rcall('ZRANGE', o[2], -1, -1, 'WITHSCORES')
     local reach = tonumber(last[2])
@@ -170,6 +175,17 @@ migrate_old = function()
     st.ri = ri > 0 and ri or nil
   else
     st.h0 = q
+  end
+  -- Written at once, with the TTL the old keys had (their state's ex): nothing later in this
+  -- call can lose it. The old keys go last.
+  if st.ex then
+    local at_ms = math.ceil(st.ex / 1000)
+    rcall('PEXPIREAT', K[2], at_ms)
+    st.rx = rcall('PEXPIREAT', K[3], at_ms)
+    rcall('PEXPIREAT', K[4], at_ms)
+    st.new, st.migrated = nil, nil
+    rcall('SET', K[1], pack_state(st), 'PXAT', at_ms)
+    st.new, st.migrated = true, true
   end
   rcall('DEL', unpack(o))
   return st
