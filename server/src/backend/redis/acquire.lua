@@ -17,7 +17,6 @@
 -- leases) | {'O'} (a running total would reach 2^53) | {'X', message} (every request of a
 -- service whose state the script found inconsistent; the other services are decided).
 
-local REQUEST = '<ddddddddHc0'
 local clock = now_micros()
 local max_leases = tonumber(ARGV[2])
 -- Nothing to go ahead of (shared: never written to).
@@ -104,17 +103,9 @@ local function acquire_one(cost, max_wait, rid, rank, max_overtakes, deadline)
   if deadline >= 0 and now > deadline then return { 'E' } end
   -- A retried acquire returns its lease while the lease is held.
   if rid ~= '' then
-    local seq = w.rid_of[rid]
-    if not seq then
-      local v = rcall('HGET', K[3], rid)
-      seq = v and tonum(v)
-    end
-    local e = seq and entry_at(st, seq)
-    if e and e[E_RID] == rid and (w.entry_of[seq] or retained(e, now, retention))
-      and replayable(sliding, seq, now) then
-      for d = 0, 3 do
-        if e[E_REQ + d] ~= cost[d + 1] then return { 'R' } end
-      end
+    local seq, e = lease_of_request(st, rid)
+    if e and (w.entry_of[seq] or retained(e, now, retention)) and replayable(sliding, seq, now) then
+      if not asked_for(e, cost) then return { 'R' } end
       return { 'G', seq, e[E_SLOT], mmax(0, e[E_SLOT] - now), e[E_DECIDER], st.n }
     end
   end

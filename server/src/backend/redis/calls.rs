@@ -138,8 +138,7 @@ impl RedisBackend {
                 .await;
         }
         let ancestors = self.ancestors(service)?;
-        let mut args: Vec<String> =
-            Vec::with_capacity(3 + 3 * ancestors.len() + 3 * acquires.len());
+        let mut args: Vec<String> = Vec::with_capacity(3 + 3 * ancestors.len());
         args.push(MAX_LEASES.to_string());
         args.push(acquires.len().to_string());
         args.push((1 + ancestors.len()).to_string());
@@ -151,20 +150,21 @@ impl RedisBackend {
         let sent = tokio::time::Instant::now();
         let timeout = self.batch_timeout(sent, deadline);
         let offset = self.clock_offset();
-        for a in &acquires {
-            let [c0, c1, c2, c3] = a.cost.0;
-            args.push(format!("{c0} {c1} {c2} {c3}"));
-            args.push(a.max_wait.to_string());
-            args.push(a.request_id.clone());
-            // Past the earlier of its caller's deadline and the batch's, nothing is booked.
-            args.push(self.deadline_arg(a.deadline.min(sent + timeout), offset));
-        }
+        let packed = self.pack_requests(&acquires, sent + timeout, offset);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let chain: Vec<&ServiceArgs> = std::iter::once(service)
             .chain(ancestors.iter().map(Arc::as_ref))
             .collect();
         let replies: Vec<Vec<String>> = self
-            .eval_within(&self.scripts.family, &chain, &args, timeout)
+            .eval_command(
+                |verb, body| {
+                    let mut cmd = self.command(verb, body, &chain, &args);
+                    cmd.arg(packed.as_slice());
+                    cmd
+                },
+                &self.scripts.family,
+                timeout,
+            )
             .await?;
         self.learn_clock(sent, timeout, &replies);
         Ok(replies)
@@ -183,21 +183,11 @@ impl RedisBackend {
         let args: Vec<(&ServiceArgs, usize, Vec<u8>)> = sections
             .iter()
             .map(|(service, acquires)| {
-                let mut packed = Vec::with_capacity(acquires.len() * 80);
-                for a in *acquires {
-                    // Past the earlier of its caller's deadline and the batch's, nothing is
-                    // booked.
-                    let deadline = self.deadline_in_redis(a.deadline.min(sent + timeout), offset);
-                    protocol::pack_request(
-                        &mut packed,
-                        a.cost,
-                        a.max_wait,
-                        a.class,
-                        deadline,
-                        &a.request_id,
-                    );
-                }
-                (*service, acquires.len(), packed)
+                (
+                    *service,
+                    acquires.len(),
+                    self.pack_requests(acquires, sent + timeout, offset),
+                )
             })
             .collect();
         let sections: Vec<(&ServiceArgs, usize, &[u8])> = args
@@ -285,14 +275,27 @@ impl RedisBackend {
         offset.and_then(|o| self.clock.at_offset(deadline.into_std(), o))
     }
 
-    /// A deadline as the family script takes it: Redis µs, or '' (no check).
-    pub(super) fn deadline_arg(
+    /// `acquires` packed as the acquire scripts take them (`protocol::pack_request`), each with
+    /// the earlier of its caller's deadline and `batch_deadline`: past it nothing is booked.
+    fn pack_requests(
         &self,
-        deadline: tokio::time::Instant,
+        acquires: &[batch::QueuedAcquire],
+        batch_deadline: tokio::time::Instant,
         offset: Option<i64>,
-    ) -> String {
-        self.deadline_in_redis(deadline, offset)
-            .map_or_else(String::new, |t| t.to_string())
+    ) -> Vec<u8> {
+        let mut packed = Vec::with_capacity(acquires.len() * 80);
+        for a in acquires {
+            let deadline = self.deadline_in_redis(a.deadline.min(batch_deadline), offset);
+            protocol::pack_request(
+                &mut packed,
+                a.cost,
+                a.max_wait,
+                a.class,
+                deadline,
+                &a.request_id,
+            );
+        }
+        packed
     }
 
     /// Learns Redis's clock from a batch's replies (a queued grant's slot minus its wait is

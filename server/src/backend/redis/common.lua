@@ -42,6 +42,10 @@ end
 -- before it) so that indexes keep following seqs. Pruning reads only the head of an entry
 -- (HEAD: seq, slot, reach, rank, request id).
 local ENTRY = '<ddddHc0dddddddddddddHc0Hc0'
+-- An acquire as acquire.lua and family.lua take it (protocol::pack_request writes it): cost in
+-- dimensions 0..3, max_wait µs, priority rank and max overtakes, deadline in Redis µs (-1: none),
+-- request id.
+local REQUEST = '<ddddddddHc0'
 local HEAD = '<ddddHc0'
 local E_SEQ, E_SLOT, E_REACH, E_RANK, E_RID, E_COST, E_CUM, E_LEFT, E_REQ, E_DECIDER, E_UP =
   1, 2, 3, 4, 5, 6, 10, 14, 15, 19, 20

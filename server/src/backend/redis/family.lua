@@ -4,9 +4,10 @@
 -- booked in its ancestors (its uplinks), so a report reaches them.
 -- KEYS: 4 per member, the service's first, then its parent's, … (one hash tag: the family's).
 -- ARGV 5 most leases held, 6 n, 7 m members, then for member j = 2..m: its limits, retention and
--- nonce for a new state (8 + 3 (j − 2) …), then for request r: cost "c0 c1 c2 c3", max_wait µs,
--- request_id, deadline (as in acquire.lua). Each member's state has a nonce of its own, so an
--- uplink never names a lease of another member (after a reload that changed the family).
+-- nonce for a new state (8 + 3 (j − 2) …), then the n requests packed as acquire.lua takes them
+-- (REQUEST; a family member's calls are not overtaken: rank and max overtakes are not read).
+-- Each member's state has a nonce of its own, so an uplink never names a lease of another member
+-- (after a reload that changed the family).
 -- Returns one reply per request, as acquire.lua does.
 
 local m = tonumber(ARGV[7])
@@ -67,14 +68,12 @@ local function lower(d, levels)
 end
 
 local function acquire_one(cost, max_wait, rid, deadline)
-  if deadline and now > deadline then return { 'E' } end
+  if deadline >= 0 and now > deadline then return { 'E' } end
   local first = members[1]
   use(1)
   if rid ~= '' then
-    local v = W.rid_of[rid] or redis.call('HGET', K[3], rid)
-    local seq = v and tonumber(v)
-    local e = seq and entry_at(first.st, seq)
-    if e and e[E_RID] == rid then
+    local seq, e = lease_of_request(first.st, rid)
+    if e then
       -- Replayed only while it holds every in-flight slot it took, its ancestors' too: a job
       -- retried after its report (or timeout) is a new call.
       local held = (W.entry_of[seq] ~= nil or retained(e, now, first.retention))
@@ -91,9 +90,7 @@ local function acquire_one(cost, max_wait, rid, deadline)
         end
       end
       if held then
-        for d = 0, 3 do
-          if e[E_REQ + d] ~= cost[d + 1] then return { 'R' } end
-        end
+        if not asked_for(e, cost) then return { 'R' } end
         return { 'G', seq, e[E_SLOT], math.max(0, e[E_SLOT] - now), e[E_DECIDER], first.st.n }
       end
     end
@@ -152,11 +149,11 @@ local function acquire_one(cost, max_wait, rid, deadline)
 end
 
 local replies = {}
+local packed, pos = ARGV[first_request], 1
 for r = 1, n do
-  local base = first_request + 4 * (r - 1)
-  local cost = {}
-  for v in string.gmatch(ARGV[base], '%S+') do cost[#cost + 1] = tonumber(v) end
-  local reply = acquire_one(cost, tonumber(ARGV[base + 1]), ARGV[base + 2], tonumber(ARGV[base + 3]))
+  local c0, c1, c2, c3, max_wait, _, _, deadline, rid
+  c0, c1, c2, c3, max_wait, _, _, deadline, rid, pos = sunpack(REQUEST, packed, pos)
+  local reply = acquire_one({ c0, c1, c2, c3 }, max_wait, rid, deadline)
   if reply.err then return reply end
   replies[r] = reply
 end

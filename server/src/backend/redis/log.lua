@@ -15,6 +15,27 @@ local function entry_at(st, seq)
   return e
 end
 
+-- The lease an earlier acquire with request id rid booked, while this state's log holds it: its
+-- seq and entry; nil otherwise.
+local function lease_of_request(st, rid)
+  local seq = W.rid_of[rid]
+  if not seq then
+    local v = rcall('HGET', K[3], rid)
+    seq = v and tonum(v)
+  end
+  local e = seq and entry_at(st, seq)
+  if e and e[E_RID] == rid then return seq, e end
+  return nil
+end
+
+-- Whether cost is what lease e was asked for (a retry with its request id must ask the same).
+local function asked_for(e, cost)
+  for d = 0, 3 do
+    if e[E_REQ + d] ~= cost[d + 1] then return false end
+  end
+  return true
+end
+
 -- The entry at index i of the log (written entries only); nil if the log has none there (an
 -- inconsistent state).
 local function entry_index(i)
