@@ -58,6 +58,21 @@ limits = [{ dimension = "requests", amount = 100, window = "10s" }]
 
 const S: Duration = Duration::from_secs(1);
 
+/// Reports a 429 of `service` (no headers) and checks it lowered the adaptive budget to
+/// `percent`.
+async fn throttle_to<B: TestBackend>(
+    l: &sluice_server::limiter::Limiter<B>,
+    service: &str,
+    percent: u32,
+) {
+    let a = l
+        .report(report(service, "", 429, &[]))
+        .await
+        .expect("report");
+    let lowered = format!("adaptive budget lowered to {percent}%");
+    assert!(a.detail.contains(&lowered), "{}", a.detail);
+}
+
 /// The live state of the adaptive service.
 async fn scale<B: TestBackend>(
     l: &sluice_server::limiter::Limiter<B>,
@@ -133,15 +148,7 @@ pub(crate) async fn a_token_bucket_adopts_the_providers_budget_with_its_rate_and
 
 pub(crate) async fn an_adaptive_budget_lowers_on_429s_and_recovers_when_quiet<B: TestBackend>() {
     let l = limiter_for::<B>(&services_of(BUDGETS, &["quiet"])).await;
-    let a = l
-        .report(report("quiet", "", 429, &[]))
-        .await
-        .expect("report");
-    assert!(
-        a.detail.contains("adaptive budget lowered to 70%"),
-        "{}",
-        a.detail
-    );
+    throttle_to(&l, "quiet", 70).await;
     let s = scale(&l).await;
     assert_eq!(s.adaptive_scale, 700);
     assert_eq!((s.limits[0].amount, s.limits[1].amount), (70, 7000));
@@ -165,15 +172,7 @@ pub(crate) async fn an_adaptive_budget_lowers_on_429s_and_recovers_when_quiet<B:
     // A 429 of a later episode lowers again; each quiet period (10 s, the longest window)
     // gives back half the gap to the scale the 429 came at (70 %), then 5 % of the
     // configured budget, up to all of it.
-    let c = l
-        .report(report("quiet", "", 429, &[]))
-        .await
-        .expect("report");
-    assert!(
-        c.detail.contains("adaptive budget lowered to 49%"),
-        "{}",
-        c.detail
-    );
+    throttle_to(&l, "quiet", 49).await;
     l.backend().advance(10 * S).await;
     assert_eq!(scale(&l).await.adaptive_scale, 595);
     l.backend().advance(10 * S).await;
@@ -421,15 +420,7 @@ pub(crate) async fn quotas_spend_caps_and_overloads_leave_an_adaptive_budget_alo
     assert!(a.detail.contains("quota"), "{}", a.detail);
     assert_eq!(scale_of("gemini-quiet").await, 1000);
     // A rate limit's 429 does lower them (during the quota's cooldown too).
-    let a = l
-        .report(report("claude-quiet", "", 429, &[]))
-        .await
-        .expect("report");
-    assert!(
-        a.detail.contains("adaptive budget lowered to 70%"),
-        "{}",
-        a.detail
-    );
+    throttle_to(&l, "claude-quiet", 70).await;
     let mut limited = report("gemini-quiet", "", 429, &[]);
     limited.body = br#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","details":[
         {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"3s"}]}}"#
