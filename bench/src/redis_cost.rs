@@ -17,6 +17,8 @@ use crate::{
 struct Counters {
     /// CPU seconds, user + system.
     cpu: f64,
+    /// CPU seconds in the kernel (system): mostly the network.
+    sys: f64,
     /// Calls per command.
     calls: BTreeMap<String, u64>,
 }
@@ -30,11 +32,13 @@ fn read_counters(urls: &[String]) -> anyhow::Result<Counters> {
             .arg("commandstats")
             .query(&mut connection)?;
         for line in info.lines() {
-            if let Some(v) = line
-                .strip_prefix("used_cpu_user:")
-                .or_else(|| line.strip_prefix("used_cpu_sys:"))
-            {
+            if let Some(v) = line.strip_prefix("used_cpu_user:") {
                 total.cpu += v.trim().parse::<f64>().unwrap_or(0.0);
+            }
+            if let Some(v) = line.strip_prefix("used_cpu_sys:") {
+                let sys = v.trim().parse::<f64>().unwrap_or(0.0);
+                total.cpu += sys;
+                total.sys += sys;
             }
             // cmdstat_zadd:calls=12,usec=34,usec_per_call=...
             if let Some((name, rest)) = line
@@ -83,6 +87,7 @@ pub async fn run(cluster: bool, redis_url: Option<String>, args: &LoadArgs) -> a
 
     let decisions = (summary.per_sec * load.duration.as_secs_f64()).max(1.0);
     let cpu_us = (after.cpu - before.cpu) * 1e6 / decisions;
+    let sys_us = (after.sys - before.sys) * 1e6 / decisions;
     let mut per_command: Vec<(String, f64)> = after
         .calls
         .iter()
@@ -101,7 +106,7 @@ pub async fn run(cluster: bool, redis_url: Option<String>, args: &LoadArgs) -> a
         .map(|(name, per)| format!("{name} {per:.2}"))
         .collect();
     println!(
-        "redis per decision: {cpu_us:.1} us CPU, {commands:.2} commands ({})",
+        "redis per decision: {cpu_us:.1} us CPU ({sys_us:.1} us system), {commands:.2} commands ({})",
         breakdown.join(", ")
     );
     println!(
@@ -111,6 +116,7 @@ pub async fn run(cluster: bool, redis_url: Option<String>, args: &LoadArgs) -> a
             "decisions_per_sec": summary.per_sec,
             "grant_ratio": summary.grant_ratio,
             "redis_cpu_us_per_decision": cpu_us,
+            "redis_system_cpu_us_per_decision": sys_us,
             "redis_commands_per_decision": commands,
             "commands": per_command.iter().cloned().collect::<BTreeMap<String, f64>>(),
         })
