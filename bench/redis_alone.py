@@ -14,7 +14,9 @@ Redis CPU (INFO cpu) and script-called commands (INFO commandstats) per decision
     python3 bench/redis_alone.py --services 1
 
 Standard library only; needs redis-server and redis-cli (7.0 or later) on PATH. Set REDIS_SERVER
-to run another build (e.g. one with symbols under `valgrind --tool=callgrind`).
+to run another build. `--callgrind` runs it under `valgrind --tool=callgrind`, counting only the
+measured calls, and prints instructions per decision instead of CPU (exact run to run; a build
+with symbols, `make MALLOC=libc CFLAGS=-g`, lets `callgrind_annotate` name the functions).
 """
 
 import argparse
@@ -77,7 +79,7 @@ def calls(services, n, clock, rng):
         keys, args = [], [str(clock.now), str(1 << 20), str(len(groups))]
         for svc, count in groups:
             tag = f"{{alone:bench-{svc}}}"
-            keys += [f"{tag}:state", f"{tag}:leases", f"{tag}:ids", f"{tag}:held"]
+            keys += [f"{tag}:ledger", f"{tag}:leases", f"{tag}:held"]
             packed = b""
             for _ in range(count):
                 rid = ("%032x" % rng.getrandbits(128)).encode()
@@ -116,13 +118,17 @@ def main():
     p.add_argument("--services", type=int, default=1000)
     p.add_argument("--calls", type=int, default=8000, help="measured FCALLs (16 decisions each)")
     p.add_argument("--warmup", type=int, default=4000, help="FCALLs before measuring")
+    p.add_argument("--callgrind", metavar="OUT", help="count instructions under callgrind into OUT")
     a = p.parse_args()
     port, tmp = free_port(), tempfile.mkdtemp()
-    server = subprocess.Popen([os.environ.get("REDIS_SERVER", "redis-server"), "--port", str(port),
-                               "--save", "", "--appendonly", "no", "--dir", tmp],
-                              stdout=subprocess.DEVNULL)
+    command = [os.environ.get("REDIS_SERVER", "redis-server"), "--port", str(port), "--save", "",
+               "--appendonly", "no", "--dir", tmp]
+    if a.callgrind:
+        command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                   f"--callgrind-out-file={os.path.abspath(a.callgrind)}", *command]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
+        for _ in range(600):
             try:
                 cli(port, "PING")
                 break
@@ -133,7 +139,13 @@ def main():
         cli(port, "--pipe", data=calls(a.services, a.warmup, clock, rng))
         load = calls(a.services, a.calls, clock, rng)
         cpu0, calls0 = counters(port)
+        if a.callgrind:
+            subprocess.run(["callgrind_control", "-i", "on", str(server.pid)], check=True,
+                           capture_output=True)
         out = cli(port, "--pipe", data=load).decode()
+        if a.callgrind:
+            subprocess.run(["callgrind_control", "-i", "off", str(server.pid)], check=True,
+                           capture_output=True)
         cpu1, calls1 = counters(port)
         decisions = a.calls * PER_CALL
         per = {k: (v - calls0.get(k, 0)) / decisions for k, v in calls1.items()
@@ -142,6 +154,13 @@ def main():
               f"{(cpu1 - cpu0) * 1e6 / decisions:.2f} us CPU per decision, "
               f"{sum(per.values()):.2f} commands per decision "
               f"({', '.join(f'{k} {v:.2f}' for k, v in sorted(per.items(), key=lambda x: -x[1]))})")
+        if a.callgrind:
+            server.terminate()
+            server.wait()
+            total = next(int(line.split()[1]) for line in open(a.callgrind)
+                         if line.startswith("totals:"))
+            print(f"callgrind: {total / decisions:,.0f} instructions per decision "
+                  f"({a.callgrind})")
         if "errors: 0" not in out:
             sys.exit(f"the script answered errors: {out.strip()}")
     finally:
