@@ -1,9 +1,10 @@
-//! A Redis state written by an earlier release (nine keys a service: a state hash, the log as a
-//! sorted set, lease records, request ids, running totals per dimension, held slots) is
-//! converted by the first call that may write, and carries on: cooldowns, the adaptive budget
-//! under its oldest field names, the usage of the retained leases, their ids (a report finds its
-//! lease) and request ids (a retry gets its lease back). The old keys are gone afterwards. Redis
-//! is real; its clock is moved by hand.
+//! A Redis state written by an earlier release is converted by the first call that may write, and
+//! carries on: from the nine-key layout (a state hash, the log as a sorted set, lease records,
+//! request ids, running totals per dimension, held slots) cooldowns, the adaptive budget under
+//! its oldest field names, the usage of the retained leases, their ids (a report finds its lease)
+//! and request ids (a retry gets its lease back); from the layout of 2026-12-06 (the state in a
+//! string, request ids in a hash of their own) the state and request ids, into the ledger. The
+//! old keys are gone afterwards. Redis is real; its clock is moved by hand.
 
 use std::{
     sync::{atomic::AtomicU64, Arc},
@@ -173,7 +174,7 @@ async fn a_state_of_the_earlier_layout_is_converted_and_carries_on() -> anyhow::
     for old in ["s", "log", "l", "r", "c0", "c1", "c2", "c3", "h"] {
         assert_eq!(redis.text(&["EXISTS", &key(old)])?, "0", "{old} is left");
     }
-    for new in ["state", "leases", "ids"] {
+    for new in ["ledger", "leases"] {
         let ttl: i64 = redis.text(&["PTTL", &key(new)])?.parse()?;
         assert!(ttl > 0, "{new} has no TTL ({ttl})");
     }
@@ -203,7 +204,9 @@ async fn a_state_lost_alone_starts_afresh_without_its_leftovers() -> anyhow::Res
         let (_, d) = l.acquire(&call(100, id)).await?;
         assert!(matches!(d, Decision::Granted(_)), "{d:?}");
     }
-    redis.command(&["DEL", &key("state")])?;
+    // The state alone is lost: its request ids stay in the ledger, its log beside it.
+    redis.command(&["HDEL", &key("ledger"), ""])?;
+    assert_eq!(redis.text(&["HEXISTS", &key("ledger"), "c"])?, "1");
     assert_eq!(redis.text(&["EXISTS", &key("leases")])?, "1");
 
     // "c" was the third lease (seq 2) of the lost state; the new state's first lease is seq 0,
@@ -225,5 +228,78 @@ async fn a_state_lost_alone_starts_afresh_without_its_leftovers() -> anyhow::Res
     assert_eq!(l.backend().lease_count(&specs[0]).await?, 2);
     let status = l.status("old").await?.snapshot;
     assert_eq!(status.limits[0].used, 2, "the lost leases count no more");
+    Ok(())
+}
+
+/// Puts a service's ledger back into the layout of 2026-12-06: the state in a string `:state`, the
+/// request ids in a hash `:ids`, both with the ledger's TTL (the log and held slots kept their keys).
+const TO_PREVIOUS_LAYOUT: &str = r#"
+local ttl = redis.call('PTTL', KEYS[1])
+redis.call('SET', KEYS[2], redis.call('HGET', KEYS[1], ''), 'PX', ttl)
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  if fields[i] ~= '' then redis.call('HSET', KEYS[3], fields[i], fields[i + 1]) end
+end
+redis.call('PEXPIRE', KEYS[3], ttl)
+redis.call('DEL', KEYS[1])
+return 1
+"#;
+
+/// The layout of the release of 2026-12-06: the first call moves the state and the request ids
+/// into the ledger; retries find their leases, usage carries on, the old keys are gone.
+#[tokio::test]
+async fn a_state_of_the_previous_layout_moves_into_the_ledger() -> anyhow::Result<()> {
+    let redis = RedisServer::start()?;
+    let specs: Vec<_> = Config::parse(CONFIG)?
+        .services
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let config = RedisConfig::new(RedisUrl::parse(&redis.url()).map_err(anyhow::Error::msg)?)
+        .key_prefix("upgrade")
+        .timeout(Duration::from_secs(5));
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as u64;
+    let backend = RedisBackend::connect(&specs, &config)
+        .await?
+        .with_manual_time(Arc::new(AtomicU64::new(now)));
+    let l = Limiter::new(specs.clone(), backend);
+    for id in ["a", "b", "c"] {
+        let (_, d) = l.acquire(&call(100, id)).await?;
+        assert!(matches!(d, Decision::Granted(_)), "{d:?}");
+    }
+    redis.command(&[
+        "EVAL",
+        TO_PREVIOUS_LAYOUT,
+        "3",
+        &key("ledger"),
+        &key("state"),
+        &key("ids"),
+    ])?;
+    assert_eq!(redis.text(&["EXISTS", &key("ledger")])?, "0");
+    assert_eq!(redis.text(&["HLEN", &key("ids")])?, "3");
+
+    // A retry of "b" gets its lease back; a new call books the next seq.
+    let (_, replay) = l.acquire(&call(100, "b")).await?;
+    assert!(
+        matches!(replay, Decision::Granted(ref g) if g.lease_id.seq == 1),
+        "{replay:?}"
+    );
+    let (_, next) = l.acquire(&call(100, "d")).await?;
+    assert!(
+        matches!(next, Decision::Granted(ref g) if g.lease_id.seq == 3),
+        "{next:?}"
+    );
+    assert_eq!(l.backend().lease_count(&specs[0]).await?, 4);
+    let status = l.status("old").await?.snapshot;
+    assert_eq!(
+        status.limits.iter().map(|s| s.used).collect::<Vec<_>>(),
+        [4, 400]
+    );
+    for old in ["state", "ids"] {
+        assert_eq!(redis.text(&["EXISTS", &key(old)])?, "0", "{old} is left");
+    }
+    assert_eq!(redis.text(&["HLEN", &key("ledger")])?, "5");
+    let ttl: i64 = redis.text(&["PTTL", &key("ledger")])?.parse()?;
+    assert!(ttl > 0, "the ledger has no TTL ({ttl})");
     Ok(())
 }

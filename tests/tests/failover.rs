@@ -118,7 +118,7 @@ async fn worker(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_master_dies_and_sluice_follows_its_replica() -> anyhow::Result<()> {
     let mut cluster = RedisCluster::start_replicated(1000)?;
-    let victim = cluster.master_of("{fo:svc}:state")?;
+    let victim = cluster.master_of("{fo:svc}:ledger")?;
     // Sluice is pointed at a node that survives; it learns the others from it.
     let seed = (0..cluster.nodes.len())
         .find(|&i| i != victim)

@@ -81,7 +81,6 @@ pub const SLUICE_COMMANDS: &[&str] = &[
     "del",
     "exists",
     "get",
-    "set",
     "hdel",
     "hget",
     "hgetall",

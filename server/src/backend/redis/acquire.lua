@@ -5,17 +5,18 @@
 -- after the other; services are independent, so one call carries the acquires of many (a single
 -- Redis: every service that is not a family member; a cluster: one service). A denial changes
 -- nothing (one that could overtake may prune first).
--- KEYS: 4 per service, in order. ARGV 1 manual time, 2 most leases held, 3 number of services;
+-- KEYS: 3 per service, in order. ARGV 1 manual time, 2 most leases held, 3 number of services;
 -- then per service: limits, retention µs, nonce for a new state, n, and its n requests packed
 -- with struct (REQUEST): cost c0, c1, c2, c3, max_wait µs, priority class rank and max_overtakes
 -- (core/priority.rs: a call is booked ahead of the queued leases of lower classes, which are
 -- booked again behind it), deadline (Redis µs; -1 for none: past it the caller was answered with
 -- an error, so nothing is booked and the reply is {'E'}, see deadline.rs), request id ('' for
 -- none).
--- Returns one reply per request, services in order: {'G', seq, slot, wait, decider, nonce} |
--- {'D', retry_after, decider} | {'R'} (request id reused with another cost) | {'F'} (too many
--- leases) | {'O'} (a running total would reach 2^53) | {'X', message} (every request of a
--- service whose state the script found inconsistent; the other services are decided).
+-- Returns one reply per request, services in order, in one flat array (emit: each reply's length,
+-- then its elements): {'G', seq, slot, wait, decider, nonce} | {'D', retry_after, decider} |
+-- {'R'} (request id reused with another cost) | {'F'} (too many leases) | {'O'} (a running total
+-- would reach 2^53) | {'X', message} (every request of a service whose state the script found
+-- inconsistent; the other services are decided).
 
 local clock = now_micros()
 local max_leases = tonumber(ARGV[2])
@@ -41,7 +42,7 @@ local function overtakable(rank)
   -- A scaled bucket charges by the scale of the moment (core Ledger::overtakable).
   if limits.scale < FULL then return NONE end
   for _, l in ipairs(limits) do
-    if l.conc and redis.call('ZCOUNT', K[4], '(' .. s(now), '+inf') >= l.amount then return NONE end
+    if l.conc and redis.call('ZCOUNT', K[3], '(' .. s(now), '+inf') >= l.amount then return NONE end
   end
   flush_writes(st)
   local behind, leases = {}, 0
@@ -57,7 +58,7 @@ local function overtakable(rank)
       else
         local hold = false
         if sliding.holds then
-          hold = redis.call('ZSCORE', K[4], s(e[E_SEQ]))
+          hold = redis.call('ZSCORE', K[3], s(e[E_SEQ]))
           hold = hold and tonumber(hold) or false
         end
         local same = e[E_RANK] > rank and e[E_LEFT] > 0
@@ -146,7 +147,7 @@ local function acquire_one(cost, max_wait, rid, rank, max_overtakes, deadline)
       for _, b in ipairs(behind) do
         if not b.dead then seqs[#seqs + 1] = s(b[E_SEQ]) end
       end
-      if #seqs > 0 then redis.call('ZREM', K[4], unpack(seqs)) end
+      if #seqs > 0 then redis.call('ZREM', K[3], unpack(seqs)) end
     end
   end
   local seq = book(st, limits, sliding, now, t, cost, decider, rid, true, nil, rank, max_overtakes)
@@ -165,17 +166,23 @@ local function acquire_one(cost, max_wait, rid, rank, max_overtakes, deadline)
 end
 
 -- Decides the n requests of service j (its keys become K), whose arguments start at ARGV[at],
--- into `replies`. Returns an error reply, or nil.
+-- into `replies` (emit). Returns an error reply, or nil.
 local function decide_service(j, at, n, replies)
-  local k = 4 * j
-  keys[1], keys[2], keys[3], keys[4] = KEYS[k - 3], KEYS[k - 2], KEYS[k - 1], KEYS[k]
+  local k = 3 * j
+  keys[1], keys[2], keys[3] = KEYS[k - 2], KEYS[k - 1], KEYS[k]
   K = keys
   limits, sliding = parse_limits(ARGV[at])
   retention = tonum(ARGV[at + 1])
-  st = read_state()
+  -- The first request's id is read with the state (with one service per call, the usual case on
+  -- a busy Redis, the only one); the others' when they are decided.
+  local packed = ARGV[at + 4]
+  local c0, c1, c2, c3, max_wait, rank, max_overtakes, deadline, rid, pos =
+    sunpack(REQUEST, packed, 1)
+  local known, raw
+  st, known, raw = read_state(false, rid)
   now = mmax(clock, st.hw or 0)
   -- Bookings of the batch are written once per key at the end (see flush_writes); the state too.
-  w = begin_writes(st)
+  w = begin_writes(st, known)
   w.nonce = ARGV[at + 2]
   housekept, created = false, false
   forget_if_stale(st, now, retention, false)
@@ -183,20 +190,22 @@ local function decide_service(j, at, n, replies)
   apply_adopted(st, limits)
   apply_adaptive(st, limits, now)
 
-  local packed, pos = ARGV[at + 4], 1
-  local first = #replies
   for r = 1, n do
-    local c0, c1, c2, c3, max_wait, rank, max_overtakes, deadline, rid
-    c0, c1, c2, c3, max_wait, rank, max_overtakes, deadline, rid, pos = sunpack(REQUEST, packed, pos)
+    if r > 1 then
+      c0, c1, c2, c3, max_wait, rank, max_overtakes, deadline, rid, pos =
+        sunpack(REQUEST, packed, pos)
+    end
     cost[1], cost[2], cost[3], cost[4] = c0, c1, c2, c3
     local reply = acquire_one(cost, max_wait, rid, rank, max_overtakes, deadline)
     if reply.err then return reply end
-    replies[first + r] = reply
+    emit(replies, reply)
   end
   if w.dirty then
-    flush_writes(st)
+    flush_writes(st, true)
     expire_all(st, now, retention, created)
     write_state(st)
+  else
+    keep_state(st, raw)
   end
   return nil
 end
@@ -208,7 +217,8 @@ for j = 1, tonumber(ARGV[3]) do
   local first = #replies
   local err = decide_service(j, at, n, replies)
   if err then
-    for r = 1, n do replies[first + r] = { 'X', err.err } end
+    for i = #replies, first + 1, -1 do replies[i] = nil end
+    for _ = 1, n do emit(replies, { 'X', err.err }) end
   end
   at = at + 5
 end

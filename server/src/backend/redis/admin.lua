@@ -12,7 +12,7 @@ if ARGV[5] == 'clear' then
   st.ov = nil
   write_state(st)
 elseif ARGV[5] == 'reset' then
-  redis.call('DEL', K[1], K[2], K[3], K[4])
+  redis.call('DEL', K[1], K[2], K[3])
 else
   return redis.error_reply('sluice: unknown admin action')
 end

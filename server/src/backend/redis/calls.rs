@@ -155,7 +155,7 @@ impl RedisBackend {
         let chain: Vec<&ServiceArgs> = std::iter::once(service)
             .chain(ancestors.iter().map(Arc::as_ref))
             .collect();
-        let replies: Vec<Vec<String>> = self
+        let protocol::AcquireReplies(replies) = self
             .eval_command(
                 |verb, body| {
                     let mut cmd = self.command(verb, body, &chain, &args);
@@ -195,7 +195,7 @@ impl RedisBackend {
             .map(|(service, n, packed)| (*service, *n, packed.as_slice()))
             .collect();
         let script = &self.scripts.acquire;
-        let replies: Vec<Vec<String>> = self
+        let protocol::AcquireReplies(replies) = self
             .eval_command(
                 |verb, body| self.acquire_script_command(verb, body, &sections),
                 script,

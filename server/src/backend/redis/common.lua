@@ -6,14 +6,15 @@
 -- code is read with. Semantics are those of the memory backend's Ledger
 -- (server/src/core/ledger/); all numbers are integers below 2^53, exact in Lua's doubles.
 --
--- KEYS (one hash tag, so one cluster slot; a family's acquire passes 4 keys per member and works
+-- KEYS (one hash tag, so one cluster slot; a family's acquire passes 3 keys per member and works
 -- on one member's at a time through K):
---   1 state   string: the service's state, a MessagePack map (fields in LAYOUT.md), numbers kept
---             as numbers; read once (GET) and written once (SET) per call
+--   1 ledger  hash: field '' the service's state, a MessagePack map (fields in LAYOUT.md),
+--             numbers kept as numbers; every other field a request id -> seq of its lease, while
+--             the lease is retained. A call reads the state and its request ids in one HMGET and
+--             writes them in one HSET
 --   2 log     list: one packed entry per lease in booking order (see ENTRY below); the lease
 --             with sequence number seq is at index seq - h0 (h0: the head's seq, in the state)
---   3 ids     hash: request id -> seq of its lease, while the lease is retained
---   4 held    zset: seq -> end of the in-flight slot the lease holds (a concurrent limit)
+--   3 held    zset: seq -> end of the in-flight slot the lease holds (a concurrent limit)
 -- ARGV (common): 1 manual time ('' reads TIME), 2 limits (7 numbers each: dim kind amount
 --   window burst A Wg; kind 0 sliding, 1 bucket, 2 sliding adopting provider budgets,
 --   3 calls in flight, whose window is the lease timeout, 4 bucket adopting provider budgets),
@@ -42,6 +43,13 @@ end
 -- before it) so that indexes keep following seqs. Pruning reads only the head of an entry
 -- (HEAD: seq, slot, reach, rank, request id).
 local ENTRY = '<ddddHc0dddddddddddddHc0Hc0'
+-- Most leases are packed COMPACT instead: the head, the cost and running totals of dimensions 0
+-- and 1, the overtakes left and the decider code; it stands for an ENTRY whose dimensions 2 and 3
+-- are 0, whose requested cost is the booked one (not reconciled) and which has no uplinks. The
+-- two are told apart by what follows the head: at least COMPACT_MIN bytes in an ENTRY, fewer in a
+-- COMPACT one (a decider code is shorter than MAX_DECIDER bytes).
+local COMPACT = '<ddddHc0dddddHc0'
+local COMPACT_MIN, MAX_DECIDER = 108, 64
 -- An acquire as acquire.lua and family.lua take it (protocol::pack_request writes it): cost in
 -- dimensions 0..3, max_wait µs, priority rank and max overtakes, deadline in Redis µs (-1: none),
 -- request id.
@@ -70,11 +78,22 @@ end
 
 local function pack_entry(e)
   local rid, dec, up = e[E_RID], e[E_DECIDER], e[E_UP]
+  if up == '' and e[8] == 0 and e[9] == 0 and e[12] == 0 and e[13] == 0 and e[15] == e[6]
+    and e[16] == e[7] and e[17] == 0 and e[18] == 0 and #dec < MAX_DECIDER then
+    return spack(COMPACT, e[1], e[2], e[3], e[4], #rid, rid, e[6], e[7], e[10], e[11], e[14],
+      #dec, dec)
+  end
   return spack(ENTRY, e[1], e[2], e[3], e[4], #rid, rid, e[6], e[7], e[8], e[9], e[10], e[11],
     e[12], e[13], e[14], e[15], e[16], e[17], e[18], #dec, dec, #up, up)
 end
 
 local function unpack_entry(raw)
+  -- The request id's length is the u16 after the head's four doubles.
+  local lo, hi = string.byte(raw, 33, 34)
+  if #raw - 34 - lo - 256 * hi < COMPACT_MIN then
+    local seq, slot, reach, rank, rid, c0, c1, t0, t1, left, dec = sunpack(COMPACT, raw)
+    return { seq, slot, reach, rank, rid, c0, c1, 0, 0, t0, t1, 0, 0, left, c0, c1, 0, 0, dec, '' }
+  end
   return { sunpack(ENTRY, raw) }
 end
 
@@ -186,8 +205,8 @@ end
 -- end (write_state) if anything changed it.
 local W = nil
 
-local function begin_writes(st)
-  W = { log = {}, rids = {}, entry_of = {}, rid_of = {}, rid_ttl = false,
+local function begin_writes(st, known)
+  W = { log = {}, rids = {}, entry_of = {}, rid_of = {}, known = known or false,
     dirty = st ~= nil and st.migrated == true }
   return W
 end
@@ -195,18 +214,41 @@ end
 -- Converts a state an earlier release wrote (upgrade.lua).
 local migrate_old
 
+-- States decoded by earlier calls, by ledger key (the function library's locals outlive a call;
+-- where scripts go by EVALSHA this starts empty every call): the text a call wrote and the table
+-- it packed into it, untouched since. A call whose read finds that same text takes the table
+-- instead of decoding the text (Lua strings are interned: the comparison is one pointer), and
+-- marks it taken (false): it may change it. At most MAX_CACHED services are kept.
+local cached_text, cached_state, cached_count = {}, {}, 0
+local MAX_CACHED = 4096
+
 -- Reads the state: a table of numbers and texts, empty for a service Redis does not hold. One
 -- an earlier release wrote is converted first, unless `read_only` (then it reads as empty); the
--- caller must then write it (field `migrated`).
-local function read_state(read_only)
-  local raw = rcall('GET', K[1])
-  if raw then return unpack_state(raw) end
+-- caller must then write it (field `migrated`). With `rid` (a request id, '' for none), reads in
+-- the same command the seq it names and returns {rid, seq or false} too (begin_writes takes it:
+-- lease_of_request reads it instead of the ledger).
+local function read_state(read_only, rid)
+  local raw, known = nil, nil
+  if rid and rid ~= '' then
+    local got = rcall('HMGET', K[1], '', rid)
+    raw, known = got[1], { rid, got[2] and tonum(got[2]) or false }
+  else
+    raw = rcall('HGET', K[1], '')
+  end
+  if raw then
+    local key = K[1]
+    if cached_text[key] == raw and not read_only then
+      cached_text[key] = false
+      return cached_state[key], known, raw
+    end
+    return unpack_state(raw), known, raw
+  end
   if read_only then return { new = true } end
   local st = migrate_old()
   if st then return st end
   -- No state: keys left without one (evicted alone, or a call that failed half-way) are not this
   -- service's any more; a new state starts clean.
-  if rcall('EXISTS', K[2], K[3], K[4]) > 0 then rcall('DEL', K[2], K[3], K[4]) end
+  if rcall('EXISTS', K[1], K[2], K[3]) > 0 then rcall('DEL', K[1], K[2], K[3]) end
   -- Written for the first time: with its TTL (write_state).
   return { new = true }
 end
@@ -215,18 +257,38 @@ local function num(st, field)
   return st[field] or 0
 end
 
--- Writes the state: with the TTL every key of the service runs to (field ex) when that moved
--- (expire_all) or the key is new, else keeping the TTL it has.
+-- Writes the state, with the request ids the call booked and has not sent (flush_writes), in one
+-- command; the ledger takes the TTL every key of the service runs to (field ex) when that moved
+-- (expire_all) or the ledger is new, else keeps the TTL it has.
 local function write_state(st)
   st.migrated = nil
-  if W and not W.ttl_moved and st.ex and not st.new then
-    rcall('SET', K[1], pack_state(st), 'KEEPTTL')
-  elseif st.ex then
-    st.new = nil
-    rcall('SET', K[1], pack_state(st), 'PXAT', math.ceil(st.ex / 1000))
+  local new = st.new
+  st.new = nil
+  local packed = pack_state(st)
+  local rids = W and W.rids
+  if rids and #rids > 0 then
+    rcall('HSET', K[1], '', packed, unpack(rids))
+    W.rids = {}
   else
-    st.new = nil
-    rcall('SET', K[1], pack_state(st))
+    rcall('HSET', K[1], '', packed)
+  end
+  -- Nothing changes st after this (every script writes its state last).
+  local key = K[1]
+  if cached_text[key] == nil then
+    cached_count = cached_count + 1
+    if cached_count > MAX_CACHED then cached_text, cached_state, cached_count = {}, {}, 1 end
+  end
+  if st.ex and (new or not W or W.ttl_moved) then
+    rcall('PEXPIREAT', K[1], math.ceil(st.ex / 1000))
+  end
+  cached_text[key], cached_state[key] = packed, st
+end
+
+-- A call that read `raw` into st and wrote nothing (a denial) gives st back to the cache, unless
+-- it changed st all the same (a window search moved its hint: W.hinted).
+local function keep_state(st, raw)
+  if raw and not W.hinted and cached_text[K[1]] ~= nil then
+    cached_text[K[1]], cached_state[K[1]] = raw, st
   end
 end
 
@@ -315,6 +377,15 @@ local function apply_adopted(st, limits)
     local ab = l.abf and st[l.abf]
     if ab then set_shape(l, ab[1], ab[2], ab[3], ab[4]) end
   end
+end
+
+-- Appends an acquire's reply (a table of texts and numbers) to `out`, the one flat array
+-- acquire.lua and family.lua return: its length, then its elements (Redis converts each table of
+-- a reply at a cost of its own; protocol.rs AcquireReplies reads this).
+local function emit(out, reply)
+  local n = #out + 1
+  out[n] = #reply
+  for i = 1, #reply do out[n + i] = reply[i] end
 end
 
 -- First thing of every call of the function library (scripts.rs), whose locals outlive a call:

@@ -12,9 +12,9 @@ end
 -- Earliest slot at or after t0 at which fewer than l.amount in-flight slots are held (no
 -- writes). Every held slot began at or before t0, so a slot at t overlaps those ending after t.
 local function hold_earliest(l, now, t0)
-  local held = redis.call('ZCOUNT', K[4], '(' .. s(now), '+inf')
+  local held = redis.call('ZCOUNT', K[3], '(' .. s(now), '+inf')
   if held < l.amount then return t0 end
-  local e = redis.call('ZRANGEBYSCORE', K[4], '(' .. s(now), '+inf', 'WITHSCORES', 'LIMIT',
+  local e = redis.call('ZRANGEBYSCORE', K[3], '(' .. s(now), '+inf', 'WITHSCORES', 'LIMIT',
     held - l.amount, 1)
   return math.max(t0, tonumber(e[2]))
 end
@@ -39,7 +39,7 @@ local function window_earliest(st, l, c, t0)
   local hint = st[l.hint]
   local i, e = first_at_least(st, E_CUM + l.dim, target, valid_from(st, l.dim), hint and hint - h0)
   if i == nil then return nil end
-  st[l.hint] = h0 + i
+  if st[l.hint] ~= h0 + i then st[l.hint], W.hinted = h0 + i, true end
   return mmax(t0, e[E_REACH] + l.window)
 end
 
@@ -199,10 +199,10 @@ local function book(st, limits, sliding, now, t, cost, decider, rid, holds, up, 
   if not limits.windows_only then
     for _, l in ipairs(limits) do
       if l.conc and holds then
-        rcall('ZADD', K[4], t + l.window, seq)
+        rcall('ZADD', K[3], t + l.window, seq)
         -- The hold set may have just been (re)created after emptying: give it the other keys'
         -- TTL.
-        if st.ex then rcall('PEXPIREAT', K[4], math.ceil(st.ex / 1000)) end
+        if st.ex then rcall('PEXPIREAT', K[3], math.ceil(st.ex / 1000)) end
       elseif l.bucket then
         local k, f = st[l.kf] or 0, st[l.ff] or 0
         if k < t then k, f = t, 0 end
@@ -227,8 +227,13 @@ local function book(st, limits, sliding, now, t, cost, decider, rid, holds, up, 
   st.q, st.hw = seq + 1, now
   W.dirty = true
   up = up or ''
-  local raw = spack(ENTRY, seq, t, reach, rank, #rid, rid, c0, c1, c2, c3, m0, m1, m2, m3, left or 0,
-    c0, c1, c2, c3, #decider, decider, #up, up)
+  local raw
+  if up == '' and c2 == 0 and c3 == 0 and m2 == 0 and m3 == 0 and #decider < MAX_DECIDER then
+    raw = spack(COMPACT, seq, t, reach, rank, #rid, rid, c0, c1, m0, m1, left or 0, #decider, decider)
+  else
+    raw = spack(ENTRY, seq, t, reach, rank, #rid, rid, c0, c1, c2, c3, m0, m1, m2, m3, left or 0,
+      c0, c1, c2, c3, #decider, decider, #up, up)
+  end
   local log = W.log
   log[#log + 1] = raw
   W.entry_of[seq] = raw
@@ -236,7 +241,6 @@ local function book(st, limits, sliding, now, t, cost, decider, rid, holds, up, 
     local rids = W.rids
     rids[#rids + 1] = rid; rids[#rids + 1] = seq
     W.rid_of[rid] = seq
-    if st.rx ~= 1 and st.ex then W.rid_ttl = true end
   end
   return seq
 end

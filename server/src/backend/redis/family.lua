@@ -2,13 +2,13 @@
 -- service's state and its ancestors' together. The slot is the earliest at which the cost fits
 -- every member; it is booked in all of them or in none. The service's lease records the leases
 -- booked in its ancestors (its uplinks), so a report reaches them.
--- KEYS: 4 per member, the service's first, then its parent's, … (one hash tag: the family's).
+-- KEYS: 3 per member, the service's first, then its parent's, … (one hash tag: the family's).
 -- ARGV 5 most leases held, 6 n, 7 m members, then for member j = 2..m: its limits, retention and
 -- nonce for a new state (8 + 3 (j − 2) …), then the n requests packed as acquire.lua takes them
 -- (REQUEST; a family member's calls are not overtaken: rank and max overtakes are not read).
 -- Each member's state has a nonce of its own, so an uplink never names a lease of another member
 -- (after a reload that changed the family).
--- Returns one reply per request, as acquire.lua does.
+-- Returns one reply per request, as acquire.lua does (flattened: emit).
 
 local m = tonumber(ARGV[7])
 local members = {}
@@ -19,7 +19,7 @@ for j = 1, m do
     lt, rt, nonce = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   end
   local limits, sliding = parse_limits(lt)
-  local keys = { KEYS[4 * j - 3], KEYS[4 * j - 2], KEYS[4 * j - 1], KEYS[4 * j] }
+  local keys = { KEYS[3 * j - 2], KEYS[3 * j - 1], KEYS[3 * j] }
   members[j] = { limits = limits, sliding = sliding, retention = tonumber(rt), keys = keys,
     nonce = nonce }
 end
@@ -85,7 +85,7 @@ local function acquire_one(cost, max_wait, rid, deadline)
         if not held or not mb then break end
         if mb.sliding.holds then
           local nonce, useq = string.match(up, '^(%x+):(%d+)$')
-          local h = nonce == mb.st.n and redis.call('ZSCORE', mb.keys[4], useq)
+          local h = nonce == mb.st.n and redis.call('ZSCORE', mb.keys[3], useq)
           held = h ~= false and h ~= nil and tonumber(h) > now
         end
       end
@@ -155,13 +155,13 @@ for r = 1, n do
   c0, c1, c2, c3, max_wait, _, _, deadline, rid, pos = sunpack(REQUEST, packed, pos)
   local reply = acquire_one({ c0, c1, c2, c3 }, max_wait, rid, deadline)
   if reply.err then return reply end
-  replies[r] = reply
+  emit(replies, reply)
 end
 for j = 1, m do
   local mb = members[j]
   use(j)
   if W.dirty then
-    flush_writes(mb.st)
+    flush_writes(mb.st, true)
     expire_all(mb.st, now, mb.retention, mb.created)
     write_state(mb.st)
   end

@@ -6,17 +6,17 @@
 use crate::core::{Algorithm, BucketShape, LimitSpec, Micros, ServiceSpec};
 
 /// How many keys a service has.
-pub const KEYS_PER_SERVICE: usize = 4;
+pub const KEYS_PER_SERVICE: usize = 3;
 
 /// The keys of one service, in the order the scripts expect them.
 #[derive(Clone, Debug)]
 pub struct ServiceKeys {
-    /// The state, the lease log, the request ids, the in-flight slots held.
+    /// The ledger (the state and the request ids), the lease log, the in-flight slots held.
     pub keys: [String; KEYS_PER_SERVICE],
 }
 
 impl ServiceKeys {
-    /// Keys of `service` under `prefix`: `{prefix:service}:state`, `…:leases`, `…:ids`, `…:held`.
+    /// Keys of `service` under `prefix`: `{prefix:service}:ledger`, `…:leases`, `…:held`.
     /// A member of a family shares its root's hash tag, so one script can decide on the whole
     /// family (one cluster slot): the root's keys stay `{prefix:root}:…`, another member's are
     /// `{prefix:root}:<service>:…`.
@@ -28,16 +28,15 @@ impl ServiceKeys {
         };
         Self {
             keys: [
-                format!("{tag}:state"),
+                format!("{tag}:ledger"),
                 format!("{tag}:leases"),
-                format!("{tag}:ids"),
                 format!("{tag}:held"),
             ],
         }
     }
 
-    /// The state (a MessagePack map in a string).
-    pub fn state(&self) -> &str {
+    /// The ledger: a hash holding the state (field `''`, a MessagePack map) and the request ids.
+    pub fn ledger(&self) -> &str {
         &self.keys[0]
     }
 }
@@ -126,7 +125,7 @@ mod tests {
         }
         // A family shares its root's tag; the root keeps the keys it had alone.
         let child = ServiceKeys::new("prod", "openai/gpt-4o", Some("openai"));
-        assert_eq!(child.keys[0], "{prod:openai}:openai/gpt-4o:state");
+        assert_eq!(child.keys[0], "{prod:openai}:openai/gpt-4o:ledger");
         let root = ServiceKeys::new("prod", "openai", Some("openai"));
         assert_eq!(root.keys, ServiceKeys::new("prod", "openai", None).keys);
     }

@@ -20,8 +20,14 @@ end
 local function lease_of_request(st, rid)
   local seq = W.rid_of[rid]
   if not seq then
-    local v = rcall('HGET', K[3], rid)
-    seq = v and tonum(v)
+    local known = W.known
+    if known and known[1] == rid then
+      -- Read with the state (read_state): false names none.
+      seq = known[2] or nil
+    else
+      local v = rcall('HGET', K[1], rid)
+      seq = v and tonum(v)
+    end
   end
   local e = seq and entry_at(st, seq)
   if e and e[E_RID] == rid then return seq, e end
@@ -96,26 +102,22 @@ end
 -- retried acquire gets a lease back only then; otherwise the retry is a new call.
 local function replayable(sliding, seq, now)
   if not sliding.holds then return true end
-  local e = redis.call('ZSCORE', K[4], s(seq))
+  local e = redis.call('ZSCORE', K[3], s(seq))
   return e ~= false and e ~= nil and tonumber(e) > now
 end
 
--- Sends the writes collected so far (the state is written by write_state).
-local function flush_writes(st)
+-- Sends the writes collected so far (the state is written by write_state); with `log_only`, the
+-- request ids stay collected: write_state sends them with the state, in one command.
+local function flush_writes(st, log_only)
   if not W then return end
   if #W.log > 0 then
     rcall('RPUSH', K[2], unpack(W.log))
     W.log, W.entry_of = {}, {}
   end
-  if #W.rids > 0 then
-    st.ri = (st.ri or 0) + rcall('HSET', K[3], unpack(W.rids))
-    if W.rid_ttl then
-      -- The request-id hash was (re)created since the TTLs were last set.
-      rcall('PEXPIREAT', K[3], math.ceil(st.ex / 1000))
-      st.rx = 1
-      W.rid_ttl = false
-    end
-    W.rids, W.rid_of = {}, {}
+  if #W.rids > 0 and not log_only then
+    -- The ledger holds the state, so it exists (and has its TTL) unless the state is new.
+    rcall('HSET', K[1], unpack(W.rids))
+    W.rids = {}
   end
 end
 
@@ -153,16 +155,12 @@ local function prune(st, now, retention, sliding, slack)
     last = unpack_entry(last)
     rcall('LTRIM', K[2], k, -1)
     if #rids > 0 then
-      local current = rcall('HMGET', K[3], unpack(rids))
+      local current = rcall('HMGET', K[1], unpack(rids))
       local gone = {}
       for i, v in ipairs(current) do
         if v and tonumber(v) == seqs[i] then gone[#gone + 1] = rids[i] end
       end
-      if #gone > 0 then
-        st.ri = (st.ri or 0) - rcall('HDEL', K[3], unpack(gone))
-        -- An emptied hash is deleted, and its TTL with it.
-        if st.ri <= 0 then st.ri, st.rx = nil, 0 end
-      end
+      if #gone > 0 then rcall('HDEL', K[1], unpack(gone)) end
     end
     st.h0 = num(st, 'h0') + k
     st.dd = num(st, 'dd') - dead
@@ -187,7 +185,7 @@ local function prune(st, now, retention, sliding, slack)
       st.dd = nil
     end
   end
-  if sliding.holds then redis.call('ZREMRANGEBYSCORE', K[4], '-inf', s(now)) end
+  if sliding.holds then redis.call('ZREMRANGEBYSCORE', K[3], '-inf', s(now)) end
   for d = 0, 3 do
     local cu = st[CU[d]]
     if cu and cu <= now then
@@ -224,7 +222,7 @@ end
 local function forget_if_stale(st, now, retention, read_only)
   local horizon = horizon_of(st)
   if horizon > 0 and now >= horizon + retention + 1000000 then
-    if not read_only then redis.call('DEL', K[1], K[2], K[3], K[4]) end
+    if not read_only then redis.call('DEL', K[1], K[2], K[3]) end
     for k in pairs(st) do st[k] = nil end
     return true
   end
@@ -234,8 +232,8 @@ end
 -- TTLs are garbage collection: forgetting is explicit (forget_if_stale). Every key lives at least
 -- until the service would be forgotten; TTLs are refreshed only when that time passes the one
 -- last set (field ex), with a retention of slack, or when `force`d because the log was
--- (re)created. The state takes its TTL when written (write_state). Field rx says whether the
--- request-id hash has its TTL.
+-- (re)created. The ledger (state and request ids) takes its TTL when the state is written
+-- (write_state).
 local function expire_all(st, now, retention, force)
   local need = horizon_of(st) + retention + 1000000
   if not force and not W.log_created and need <= (st.ex or 0) then return end
@@ -243,8 +241,7 @@ local function expire_all(st, now, retention, force)
   W.dirty, W.ttl_moved = true, true
   local at_ms = math.ceil(st.ex / 1000)
   rcall('PEXPIREAT', K[2], at_ms)
-  st.rx = rcall('PEXPIREAT', K[3], at_ms)
-  rcall('PEXPIREAT', K[4], at_ms)
+  rcall('PEXPIREAT', K[3], at_ms)
 end
 
 -- A list emptied by a rewrite is deleted, and with it its TTL: it is set again.

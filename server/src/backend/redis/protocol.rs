@@ -21,6 +21,33 @@ mod grant {
     pub const DENIAL_DECIDER: usize = 2;
 }
 
+/// What `acquire.lua` and `family.lua` return: one flat array, each acquire's reply as its
+/// length then its elements (a table per reply would cost Redis a conversion per table).
+pub(super) struct AcquireReplies(pub Vec<Vec<String>>);
+
+impl redis::FromRedisValue for AcquireReplies {
+    fn from_redis_value(v: redis::Value) -> Result<Self, redis::ParsingError> {
+        let redis::Value::Array(items) = v else {
+            return Err("an acquire script's reply is not an array".into());
+        };
+        let mut replies = Vec::new();
+        let mut items = items.into_iter();
+        while let Some(len) = items.next() {
+            let len = usize::from_redis_value(len)?;
+            let reply: Vec<String> = items
+                .by_ref()
+                .take(len)
+                .map(String::from_redis_value)
+                .collect::<Result<_, _>>()?;
+            if reply.len() != len {
+                return Err("an acquire script's reply ends inside a reply".into());
+            }
+            replies.push(reply);
+        }
+        Ok(Self(replies))
+    }
+}
+
 /// Offsets in `report.lua`'s reply.
 mod report {
     pub const COOLDOWN: usize = 0;

@@ -4,8 +4,8 @@
 local function limit_usage(st, l, now)
   local used, reset = 0, 0
   if l.conc then
-    used = redis.call('ZCOUNT', K[4], '(' .. s(now), '+inf')
-    local last = redis.call('ZRANGE', K[4], -1, -1, 'WITHSCORES')
+    used = redis.call('ZCOUNT', K[3], '(' .. s(now), '+inf')
+    local last = redis.call('ZRANGE', K[3], -1, -1, 'WITHSCORES')
     if #last > 0 then reset = math.max(0, tonumber(last[2]) - now) end
   elseif l.bucket then
     local k, f = num(st, l.kf), num(st, l.ff)
@@ -174,8 +174,8 @@ local function move_queued(st, limits, sliding, now, cooldown_end, lowered)
               if k < t then k, f = t, 0 end
               k, f = pair_add_units(k, f, inflated(cost[l.dim + 1], limits.scale) * l.wg, l.a)
               st[l.kf], st[l.ff] = k, f
-            elseif l.conc and redis.call('ZSCORE', K[4], s(e[E_SEQ])) then
-              redis.call('ZADD', K[4], s(t + l.window), s(e[E_SEQ]))
+            elseif l.conc and redis.call('ZSCORE', K[3], s(e[E_SEQ])) then
+              redis.call('ZADD', K[3], s(t + l.window), s(e[E_SEQ]))
             end
           end
           e[E_SLOT], e[E_DECIDER] = t, decider
@@ -195,8 +195,8 @@ local function move_queued(st, limits, sliding, now, cooldown_end, lowered)
       for _, e in ipairs(queued) do
         e[E_SLOT] = e[E_SLOT] + delta
         e[E_REACH] = e[E_SLOT]
-        local hold_end = e[E_RANK] ~= DEAD and redis.call('ZSCORE', K[4], s(e[E_SEQ]))
-        if hold_end then redis.call('ZADD', K[4], s(tonumber(hold_end) + delta), s(e[E_SEQ])) end
+        local hold_end = e[E_RANK] ~= DEAD and redis.call('ZSCORE', K[3], s(e[E_SEQ]))
+        if hold_end then redis.call('ZADD', K[3], s(tonumber(hold_end) + delta), s(e[E_SEQ])) end
       end
       st.ls = num(st, 'ls') + delta
       if num(st, 'lm') > now then st.lm = num(st, 'lm') + delta end

@@ -111,11 +111,10 @@ end
 
 -- The reported call is over: its in-flight slot (if it still holds one) is free.
 local released = 0
-if lease then released = redis.call('ZREM', K[4], s(seq)) end
+if lease then released = redis.call('ZREM', K[3], s(seq)) end
 -- The call is over: a later acquire with its request id is a new call.
-if released == 1 and lease[E_RID] ~= '' and tonumber(redis.call('HGET', K[3], lease[E_RID])) == seq then
-  st.ri = num(st, 'ri') - redis.call('HDEL', K[3], lease[E_RID])
-  if st.ri <= 0 then st.ri, st.rx = nil, 0 end
+if released == 1 and lease[E_RID] ~= '' and tonumber(redis.call('HGET', K[1], lease[E_RID])) == seq then
+  redis.call('HDEL', K[1], lease[E_RID])
 end
 
 -- Real usage in place of the lease's estimate.

@@ -1,5 +1,8 @@
--- States written by an earlier release (before 2026-12-06) are converted the first time a call
--- that may write finds none of this layout: that release kept a service in nine keys, a state hash
+-- States written by an earlier release are converted the first time a call that may write finds
+-- none of this layout. The release of 2026-12-06 kept the state in a string `{tag}:state` (the
+-- MessagePack map the ledger's field '' holds now) and the request ids in a hash `{tag}:ids`; the
+-- log and held slots had the keys they have now: the two move into the ledger (migrate_v2).
+-- Releases before it kept a service in nine keys, a state hash
 -- `{tag}:s`, the log as a sorted set `:log` of lease members ("%016d" of the seq) by reach, lease
 -- records in a hash `:l` ("slot c0 c1 c2 c3 r0 r1 r2 r3 decider[ uplinks][ o<rank>.<left>]|rid"),
 -- request ids in a hash `:r` (rid -> member), the running totals of each dimension in sorted sets
@@ -38,11 +41,42 @@ local function old_lease(rec)
   return lease
 end
 
--- Returns the old layout's keys of the service whose new keys are K.
+-- The hash tag (and family member) of the service whose keys are K.
+local function key_tag()
+  return string.sub(K[1], 1, -(#':ledger' + 1))
+end
+
+-- Returns the nine-key layout's keys of the service whose new keys are K.
 local function old_keys()
-  local tag = string.sub(K[1], 1, -(#':state' + 1))
+  local tag = key_tag()
   return { tag .. ':s', tag .. ':log', tag .. ':l', tag .. ':r', tag .. ':c0', tag .. ':c1',
     tag .. ':c2', tag .. ':c3', tag .. ':h' }
+end
+
+-- Writes `fields` (field, value, …) into the ledger, a few thousand at a time.
+local function hset_all(fields)
+  for i = 1, #fields, 4000 do
+    rcall('HSET', K[1], unpack(fields, i, math.min(i + 3999, #fields)))
+  end
+end
+
+-- Converts a state of the release of 2026-12-06: its state and request ids move into the ledger,
+-- at once and with their TTL (the state's ex); the old keys are deleted. Returns the state, or nil
+-- when there is none.
+local function migrate_v2()
+  local tag = key_tag()
+  local raw = rcall('GET', tag .. ':state')
+  if not raw then return nil end
+  local st = unpack_state(raw)
+  -- Whether the request-id hash has its TTL, how many fields it holds: the ledger's own now.
+  st.rx, st.ri, st.migrated = nil, nil, true
+  local fields = rcall('HGETALL', tag .. ':ids')
+  rcall('DEL', K[1])
+  hset_all(fields)
+  rcall('HSET', K[1], '', pack_state(st))
+  if st.ex then rcall('PEXPIREAT', K[1], math.ceil(st.ex / 1000)) end
+  rcall('DEL', tag .. ':state', tag .. ':ids')
+  return st
 end
 
 -- The old state's fields as this layout keeps them.
@@ -70,13 +104,15 @@ end
 -- log, request ids and held slots, and deleting the old keys. Returns the state (to be written by
 -- the caller, which must: `migrated` is set), or nil when there is none.
 migrate_old = function()
+  local v2 = migrate_v2()
+  if v2 then return v2 end
   local o = old_keys()
   local flat = rcall('HGETALL', o[1])
   if #flat == 0 then return nil end
   local st = old_fields(flat)
   st.new, st.migrated = true, true
   -- Anything a conversion that failed half-way left is written again.
-  rcall('DEL', K[2], K[3], K[4])
+  rcall('DEL', K[1], K[2], K[3])
   local q = st.q or 0
   local count = rcall('ZCARD', o[2])
   -- The conversion walks the seqs from the oldest retained lease's: at most MIGRATE_MAX.
@@ -85,7 +121,7 @@ migrate_old = function()
   local log = whole and rcall('ZRANGE', o[2], 0, -1, 'WITHSCORES') or {}
   -- Held in-flight slots keep their ends.
   local holds = rcall('ZRANGE', o[9], 0, -1, 'WITHSCORES')
-  for i = 1, #holds, 2 do rcall('ZADD', K[4], holds[i + 1], tonumber(holds[i])) end
+  for i = 1, #holds, 2 do rcall('ZADD', K[3], holds[i + 1], tonumber(holds[i])) end
   if count > 0 and not whole then
     -- One lease holds the whole retained usage at the latest slot.
     local last = rcall('ZRANGE', o[2], -1, -1, 'WITHSCORES')
@@ -162,17 +198,14 @@ migrate_old = function()
     st.hr = first < q and by_seq[first] and by_seq[first].reach or nil
     -- Request ids of the leases carried over.
     local ids = rcall('HGETALL', o[4])
-    local pairs_out, ri = {}, 0
+    local pairs_out = {}
     for i = 1, #ids, 2 do
       local seq = tonumber(ids[i + 1])
-      if seq and by_seq[seq] then
+      if seq and by_seq[seq] and ids[i] ~= '' then
         pairs_out[#pairs_out + 1] = ids[i]; pairs_out[#pairs_out + 1] = seq
-        ri = ri + 1
-        if #pairs_out >= 4000 then rcall('HSET', K[3], unpack(pairs_out)); pairs_out = {} end
       end
     end
-    if #pairs_out > 0 then rcall('HSET', K[3], unpack(pairs_out)) end
-    st.ri = ri > 0 and ri or nil
+    hset_all(pairs_out)
   else
     st.h0 = q
   end
@@ -181,10 +214,10 @@ migrate_old = function()
   if st.ex then
     local at_ms = math.ceil(st.ex / 1000)
     rcall('PEXPIREAT', K[2], at_ms)
-    st.rx = rcall('PEXPIREAT', K[3], at_ms)
-    rcall('PEXPIREAT', K[4], at_ms)
+    rcall('PEXPIREAT', K[3], at_ms)
     st.new, st.migrated = nil, nil
-    rcall('SET', K[1], pack_state(st), 'PXAT', at_ms)
+    rcall('HSET', K[1], '', pack_state(st))
+    rcall('PEXPIREAT', K[1], at_ms)
     st.new, st.migrated = true, true
   end
   rcall('DEL', unpack(o))
