@@ -56,9 +56,14 @@ def main() -> None:
     assert len(attempts) == TASKS + sum(a["retries"] for a in answers), attempts
     assert sum(a["outcome"] == "ok" for a in attempts) == TASKS, attempts
     # No task waited in its worker longer than Sluice's in-worker wait (0.5 s); the 16 tasks on
-    # a key of 4 a second would have waited up to 3 s for their slots otherwise.
+    # a key of 4 a second would have waited up to 3 s for their slots otherwise. Where the
+    # provider answers 429s, a slot already booked moves behind the cooldown one of them sets
+    # (the transport asks again before the call and waits the new slot): one cooldown more.
     longest = max(a["waited"] for a in answers)
-    assert longest <= celery_app.Attempts.sluice_max_wait, answers
+    bound = celery_app.Attempts.sluice_max_wait
+    if os.environ.get("EXPECT_429") == "1":
+        bound += float(os.environ.get("SERVICE_COOLDOWN", "0"))
+    assert longest <= bound, answers
     limited = sum(a["outcome"] == "RateLimitError" for a in attempts)
     if os.environ.get("EXPECT_429") == "1":
         # The provider's 429s were retried after Sluice's cooldown, and the tasks completed.
