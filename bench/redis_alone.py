@@ -80,10 +80,12 @@ def calls(services, n, clock, rng):
         for svc, count in groups:
             tag = f"{{alone:bench-{svc}}}"
             keys += [f"{tag}:ledger", f"{tag}:leases", f"{tag}:held"]
-            packed = b""
+            numbers, ids = b"", b""
             for _ in range(count):
                 rid = ("%032x" % rng.getrandbits(128)).encode()
-                packed += struct.pack("<ddddddddH", 1, 100, 0, 0, 0, 0, 0, -1, len(rid)) + rid
+                numbers += struct.pack("<dddddddd", 1, 100, 0, 0, 0, 0, 0, -1)
+                ids += struct.pack("<H", len(rid)) + rid
+            packed = numbers + ids
             args += [LIMITS, "1000000", "%016x" % rng.getrandbits(64), str(count), packed]
         out.append(resp(["FCALL", "alone_acquire", len(keys), *keys, *args]))
     return b"".join(out)
@@ -119,13 +121,16 @@ def main():
     p.add_argument("--calls", type=int, default=8000, help="measured FCALLs (16 decisions each)")
     p.add_argument("--warmup", type=int, default=4000, help="FCALLs before measuring")
     p.add_argument("--callgrind", metavar="OUT", help="count instructions under callgrind into OUT")
+    p.add_argument("--cache-sim", action="store_true",
+                   help="with --callgrind: simulate the caches too and estimate cycles")
     a = p.parse_args()
     port, tmp = free_port(), tempfile.mkdtemp()
     command = [os.environ.get("REDIS_SERVER", "redis-server"), "--port", str(port), "--save", "",
                "--appendonly", "no", "--dir", tmp]
     if a.callgrind:
         command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                   f"--callgrind-out-file={os.path.abspath(a.callgrind)}", *command]
+                   f"--callgrind-out-file={os.path.abspath(a.callgrind)}",
+                   *(["--cache-sim=yes", *os.environ.get("CACHE_SIM_ARGS", "").split()] if a.cache_sim else []), *command]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(600):
@@ -157,10 +162,21 @@ def main():
         if a.callgrind:
             server.terminate()
             server.wait()
-            total = next(int(line.split()[1]) for line in open(a.callgrind)
-                         if line.startswith("totals:"))
-            print(f"callgrind: {total / decisions:,.0f} instructions per decision "
+            lines = open(a.callgrind).read().splitlines()
+            events = next(line.split()[1:] for line in lines if line.startswith("events:"))
+            values = next([int(x) for x in line.split()[1:]] for line in lines
+                          if line.startswith("totals:"))
+            totals = dict(zip(events, values))
+            print(f"callgrind: {totals['Ir'] / decisions:,.0f} instructions per decision "
                   f"({a.callgrind})")
+            if a.cache_sim:
+                # Cycles as callgrind_annotate estimates them: 1 per instruction, 10 per
+                # first-level miss, 100 per last-level miss.
+                l1 = totals["I1mr"] + totals["D1mr"] + totals["D1mw"]
+                ll = totals["ILmr"] + totals["DLmr"] + totals["DLmw"]
+                cycles = totals["Ir"] + 10 * l1 + 100 * ll
+                print(f"callgrind: {l1 / decisions:,.0f} L1 and {ll / decisions:,.0f} last-level "
+                      f"misses per decision, about {cycles / decisions:,.0f} cycles")
         if "errors: 0" not in out:
             sys.exit(f"the script answered errors: {out.strip()}")
     finally:

@@ -7,11 +7,11 @@
 -- nothing (one that could overtake may prune first).
 -- KEYS: 3 per service, in order. ARGV 1 manual time, 2 most leases held, 3 number of services;
 -- then per service: limits, retention µs, nonce for a new state, n, and its n requests packed
--- with struct (REQUEST): cost c0, c1, c2, c3, max_wait µs, priority class rank and max_overtakes
--- (core/priority.rs: a call is booked ahead of the queued leases of lower classes, which are
--- booked again behind it), deadline (Redis µs; -1 for none: past it the caller was answered with
--- an error, so nothing is booked and the reply is {'E'}, see deadline.rs), request id ('' for
--- none).
+-- with struct (NUMBERS for each, then each one's request id, '' for none): cost c0, c1, c2, c3,
+-- max_wait µs, priority class rank and max_overtakes (core/priority.rs: a call is booked ahead of
+-- the queued leases of lower classes, which are booked again behind it), deadline (Redis µs; -1
+-- for none: past it the caller was answered with an error, so nothing is booked and the reply is
+-- {'E'}, see deadline.rs).
 -- Returns one reply per request, services in order, in one flat array (emit: each reply's length,
 -- then its elements): {'G', seq, slot, wait, decider, nonce} | {'D', retry_after, decider} |
 -- {'R'} (request id reused with another cost) | {'F'} (too many leases) | {'O'} (a running total
@@ -173,13 +173,11 @@ local function decide_service(j, at, n, replies)
   K = keys
   limits, sliding = parse_limits(ARGV[at])
   retention = tonum(ARGV[at + 1])
-  -- The first request's id is read with the state (with one service per call, the usual case on
-  -- a busy Redis, the only one); the others' when they are decided.
+  -- The requests' ids are looked up with the state, in one command.
   local packed = ARGV[at + 4]
-  local c0, c1, c2, c3, max_wait, rank, max_overtakes, deadline, rid, pos =
-    sunpack(REQUEST, packed, 1)
-  local known, raw
-  st, known, raw = read_state(false, rid)
+  local ids = request_ids(packed, n)
+  local known
+  st, known = read_state(false, ids, n)
   now = mmax(clock, st.hw or 0)
   -- Bookings of the batch are written once per key at the end (see flush_writes); the state too.
   w = begin_writes(st, known)
@@ -191,12 +189,11 @@ local function decide_service(j, at, n, replies)
   apply_adaptive(st, limits, now)
 
   for r = 1, n do
-    if r > 1 then
-      c0, c1, c2, c3, max_wait, rank, max_overtakes, deadline, rid, pos =
-        sunpack(REQUEST, packed, pos)
-    end
+    local c0, c1, c2, c3, max_wait, rank, max_overtakes, deadline =
+      sunpack(NUMBERS, packed, NUMBERS_SIZE * (r - 1) + 1)
     cost[1], cost[2], cost[3], cost[4] = c0, c1, c2, c3
-    local reply = acquire_one(cost, max_wait, rid, rank, max_overtakes, deadline)
+    local reply = acquire_one(cost, max_wait, n == 1 and ids or ids[r], rank, max_overtakes,
+      deadline)
     if reply.err then return reply end
     emit(replies, reply)
   end
@@ -204,8 +201,6 @@ local function decide_service(j, at, n, replies)
     flush_writes(st, true)
     expire_all(st, now, retention, created)
     write_state(st)
-  else
-    keep_state(st, raw)
   end
   return nil
 end

@@ -80,14 +80,15 @@ impl RedisBackend {
         max_wait: Micros,
     ) -> Result<Cmd, BackendError> {
         let service = self.service(spec)?;
-        let mut requests = Vec::new();
-        protocol::pack_request(&mut requests, cost, max_wait, Class::TOP, None, "");
+        let mut requests = protocol::PackedRequests::with_capacity(1);
+        requests.push(cost, max_wait, Class::TOP, None, "");
+        let requests = requests.finish();
         let (verb, name) = self.call_by(&self.scripts.acquire);
         Ok(self.acquire_script_command(verb, name, &[(&service, 1, &requests)]))
     }
 
     /// `verb` of `acquire.lua`'s `body` deciding `sections`: per service, its keys, its common
-    /// arguments, how many acquires and the acquires packed (see `protocol::pack_request`). See
+    /// arguments, how many acquires and the acquires packed (see `protocol::PackedRequests`). See
     /// the script's header.
     fn acquire_script_command(
         &self,
@@ -275,7 +276,7 @@ impl RedisBackend {
         offset.and_then(|o| self.clock.at_offset(deadline.into_std(), o))
     }
 
-    /// `acquires` packed as the acquire scripts take them (`protocol::pack_request`), each with
+    /// `acquires` packed as the acquire scripts take them (`protocol::PackedRequests`), each with
     /// the earlier of its caller's deadline and `batch_deadline`: past it nothing is booked.
     fn pack_requests(
         &self,
@@ -283,19 +284,12 @@ impl RedisBackend {
         batch_deadline: tokio::time::Instant,
         offset: Option<i64>,
     ) -> Vec<u8> {
-        let mut packed = Vec::with_capacity(acquires.len() * 80);
+        let mut packed = protocol::PackedRequests::with_capacity(acquires.len());
         for a in acquires {
             let deadline = self.deadline_in_redis(a.deadline.min(batch_deadline), offset);
-            protocol::pack_request(
-                &mut packed,
-                a.cost,
-                a.max_wait,
-                a.class,
-                deadline,
-                &a.request_id,
-            );
+            packed.push(a.cost, a.max_wait, a.class, deadline, &a.request_id);
         }
-        packed
+        packed.finish()
     }
 
     /// Learns Redis's clock from a batch's replies (a queued grant's slot minus its wait is

@@ -50,10 +50,21 @@ local ENTRY = '<ddddHc0dddddddddddddHc0Hc0'
 -- COMPACT one (a decider code is shorter than MAX_DECIDER bytes).
 local COMPACT = '<ddddHc0dddddHc0'
 local COMPACT_MIN, MAX_DECIDER = 108, 64
--- An acquire as acquire.lua and family.lua take it (protocol::pack_request writes it): cost in
--- dimensions 0..3, max_wait µs, priority rank and max overtakes, deadline in Redis µs (-1: none),
--- request id.
-local REQUEST = '<ddddddddHc0'
+-- Acquires as acquire.lua and family.lua take them (protocol::PackedRequests writes them): first
+-- NUMBERS for each (cost in dimensions 0..3, max_wait µs, priority rank and max overtakes,
+-- deadline in Redis µs, -1 for none: 64 bytes), then each one's request id (u16 length, bytes;
+-- read all at once, with the format ids_format(n)).
+local NUMBERS, NUMBERS_SIZE = '<dddddddd', 64
+local ID_FORMATS = {}
+local function ids_format(n)
+  local f = ID_FORMATS[n]
+  if not f then
+    f = '<' .. string.rep('Hc0', n)
+    ID_FORMATS[n] = f
+  end
+  return f
+end
+
 local HEAD = '<ddddHc0'
 local E_SEQ, E_SLOT, E_REACH, E_RANK, E_RID, E_COST, E_CUM, E_LEFT, E_REQ, E_DECIDER, E_UP =
   1, 2, 3, 4, 5, 6, 10, 14, 15, 19, 20
@@ -95,6 +106,13 @@ local function unpack_entry(raw)
     return { seq, slot, reach, rank, rid, c0, c1, 0, 0, t0, t1, 0, 0, left, c0, c1, 0, 0, dec, '' }
   end
   return { sunpack(ENTRY, raw) }
+end
+
+-- The request ids of the n acquires packed in `packed`: a table (1..n), or the id itself when n is
+-- 1 (what read_state takes).
+local function request_ids(packed, n)
+  if n == 1 then return (sunpack('<Hc0', packed, NUMBERS_SIZE + 1)) end
+  return { sunpack(ids_format(n), packed, NUMBERS_SIZE * n + 1) }
 end
 
 -- An integer as text (zero, the most common value by far, without formatting).
@@ -214,35 +232,37 @@ end
 -- Converts a state an earlier release wrote (upgrade.lua).
 local migrate_old
 
--- States decoded by earlier calls, by ledger key (the function library's locals outlive a call;
--- where scripts go by EVALSHA this starts empty every call): the text a call wrote and the table
--- it packed into it, untouched since. A call whose read finds that same text takes the table
--- instead of decoding the text (Lua strings are interned: the comparison is one pointer), and
--- marks it taken (false): it may change it. At most MAX_CACHED services are kept.
-local cached_text, cached_state, cached_count = {}, {}, 0
-local MAX_CACHED = 4096
-
 -- Reads the state: a table of numbers and texts, empty for a service Redis does not hold. One
 -- an earlier release wrote is converted first, unless `read_only` (then it reads as empty); the
--- caller must then write it (field `migrated`). With `rid` (a request id, '' for none), reads in
--- the same command the seq it names and returns {rid, seq or false} too (begin_writes takes it:
--- lease_of_request reads it instead of the ledger).
-local function read_state(read_only, rid)
+-- caller must then write it (field `migrated`). With `ids` (the request ids of a call's n
+-- acquires, '' for none: a table, or the id itself when n is 1), reads in the same command the
+-- seq each names and returns them too, as a table id -> seq (begin_writes takes it:
+-- lease_of_request reads it instead of the ledger). Returns the state and that table.
+local function read_state(read_only, ids, n)
   local raw, known = nil, nil
-  if rid and rid ~= '' then
-    local got = rcall('HMGET', K[1], '', rid)
-    raw, known = got[1], { rid, got[2] and tonum(got[2]) or false }
+  if n == 1 and ids ~= '' then
+    local got = rcall('HMGET', K[1], '', ids)
+    raw, known = got[1], {}
+    if got[2] then known[ids] = tonum(got[2]) end
+  elseif n and n > 1 then
+    local any = false
+    for i = 1, n do
+      if ids[i] ~= '' then any = true; break end
+    end
+    if any then
+      local got = rcall('HMGET', K[1], '', unpack(ids, 1, n))
+      raw, known = got[1], {}
+      for i = 1, n do
+        local v, id = got[i + 1], ids[i]
+        if v and id ~= '' then known[id] = tonum(v) end
+      end
+    else
+      raw = rcall('HGET', K[1], '')
+    end
   else
     raw = rcall('HGET', K[1], '')
   end
-  if raw then
-    local key = K[1]
-    if cached_text[key] == raw and not read_only then
-      cached_text[key] = false
-      return cached_state[key], known, raw
-    end
-    return unpack_state(raw), known, raw
-  end
+  if raw then return unpack_state(raw), known end
   if read_only then return { new = true } end
   local st = migrate_old()
   if st then return st end
@@ -272,23 +292,8 @@ local function write_state(st)
   else
     rcall('HSET', K[1], '', packed)
   end
-  -- Nothing changes st after this (every script writes its state last).
-  local key = K[1]
-  if cached_text[key] == nil then
-    cached_count = cached_count + 1
-    if cached_count > MAX_CACHED then cached_text, cached_state, cached_count = {}, {}, 1 end
-  end
   if st.ex and (new or not W or W.ttl_moved) then
     rcall('PEXPIREAT', K[1], math.ceil(st.ex / 1000))
-  end
-  cached_text[key], cached_state[key] = packed, st
-end
-
--- A call that read `raw` into st and wrote nothing (a denial) gives st back to the cache, unless
--- it changed st all the same (a window search moved its hint: W.hinted).
-local function keep_state(st, raw)
-  if raw and not W.hinted and cached_text[K[1]] ~= nil then
-    cached_text[K[1]], cached_state[K[1]] = raw, st
   end
 end
 

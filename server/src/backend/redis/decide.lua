@@ -39,7 +39,7 @@ local function window_earliest(st, l, c, t0)
   local hint = st[l.hint]
   local i, e = first_at_least(st, E_CUM + l.dim, target, valid_from(st, l.dim), hint and hint - h0)
   if i == nil then return nil end
-  if st[l.hint] ~= h0 + i then st[l.hint], W.hinted = h0 + i, true end
+  st[l.hint] = h0 + i
   return mmax(t0, e[E_REACH] + l.window)
 end
 
@@ -56,7 +56,7 @@ local function earliest_on(st, limits, cost, t0, now, moved)
     end
   end
   local ls = st.ls
-  if ls and ls > t then t, decider = ls, st.ld end
+  if ls and ls > t then t, decider = ls, st.ld or 'n' end
   local scale = limits.scale or FULL
   for _, l in ipairs(limits) do
     local c = cost[l.dim + 1]
@@ -194,8 +194,17 @@ local function book(st, limits, sliding, now, t, cost, decider, rid, holds, up, 
   local latest = ls > lm and ls or lm
   local reach = t > latest and t or latest
   rank = rank or 0
-  if orders ~= false and t >= ls then st.ls, st.ld, st.lr = t, decider, rank end
-  if t > latest then st.lm = t end
+  -- Defaults are not stored (decider 'n', rank 0, lm at or below ls): each field costs its encoding
+  -- on every write.
+  if orders ~= false and t >= ls then
+    ls = t
+    st.ls = t
+    if decider == 'n' then st.ld = nil else st.ld = decider end
+    if rank == 0 then st.lr = nil else st.lr = rank end
+  end
+  if t > latest then
+    if t > ls then st.lm = t else st.lm = nil end
+  end
   if not limits.windows_only then
     for _, l in ipairs(limits) do
       if l.conc and holds then

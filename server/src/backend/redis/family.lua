@@ -5,7 +5,8 @@
 -- KEYS: 3 per member, the service's first, then its parent's, … (one hash tag: the family's).
 -- ARGV 5 most leases held, 6 n, 7 m members, then for member j = 2..m: its limits, retention and
 -- nonce for a new state (8 + 3 (j − 2) …), then the n requests packed as acquire.lua takes them
--- (REQUEST; a family member's calls are not overtaken: rank and max overtakes are not read).
+-- (NUMBERS, then the ids; a family member's calls are not overtaken: rank and max overtakes are
+-- not read).
 -- Each member's state has a nonce of its own, so an uplink never names a lease of another member
 -- (after a reload that changed the family).
 -- Returns one reply per request, as acquire.lua does (flattened: emit).
@@ -149,11 +150,12 @@ local function acquire_one(cost, max_wait, rid, deadline)
 end
 
 local replies = {}
-local packed, pos = ARGV[first_request], 1
+local packed = ARGV[first_request]
+local ids = request_ids(packed, n)
 for r = 1, n do
-  local c0, c1, c2, c3, max_wait, _, _, deadline, rid
-  c0, c1, c2, c3, max_wait, _, _, deadline, rid, pos = sunpack(REQUEST, packed, pos)
-  local reply = acquire_one({ c0, c1, c2, c3 }, max_wait, rid, deadline)
+  local c0, c1, c2, c3, max_wait, _, _, deadline =
+    sunpack(NUMBERS, packed, NUMBERS_SIZE * (r - 1) + 1)
+  local reply = acquire_one({ c0, c1, c2, c3 }, max_wait, n == 1 and ids or ids[r], deadline)
   if reply.err then return reply end
   emit(replies, reply)
 end

@@ -21,9 +21,9 @@ local function lease_of_request(st, rid)
   local seq = W.rid_of[rid]
   if not seq then
     local known = W.known
-    if known and known[1] == rid then
-      -- Read with the state (read_state): false names none.
-      seq = known[2] or nil
+    if known then
+      -- Read with the state (read_state): nil names none.
+      seq = known[rid]
     else
       local v = rcall('HGET', K[1], rid)
       seq = v and tonum(v)

@@ -110,16 +110,55 @@ mod status {
 /// means the same to them.
 const MAX_EXACT: u64 = 1 << 53;
 
-/// Appends one acquire as `acquire.lua` unpacks it (its `REQUEST` format: eight little-endian
-/// doubles, then the request id's length as a little-endian u16 and its bytes): cost in each
-/// dimension, max_wait µs, priority rank, max overtakes, deadline in Redis µs (-1: none).
-pub(super) fn pack_request(
+/// Acquires packed as `acquire.lua` and `family.lua` unpack them: first each acquire's eight
+/// little-endian doubles (their `NUMBERS` format: cost in each dimension, max_wait µs, priority
+/// rank, max overtakes, deadline in Redis µs, -1 for none), then each one's request id as a
+/// little-endian u16 length and its bytes. The ids come together so that a script reads them all
+/// in one unpack and looks them all up in one command.
+#[derive(Default)]
+pub(super) struct PackedRequests {
+    numbers: Vec<u8>,
+    ids: Vec<u8>,
+}
+
+impl PackedRequests {
+    /// Room for `n` acquires.
+    pub(super) fn with_capacity(n: usize) -> Self {
+        Self {
+            numbers: Vec::with_capacity(n * 64),
+            ids: Vec::with_capacity(n * 40),
+        }
+    }
+
+    /// Appends one acquire.
+    pub(super) fn push(
+        &mut self,
+        cost: Cost,
+        max_wait: Micros,
+        class: Class,
+        deadline: Option<u64>,
+        request_id: &str,
+    ) {
+        pack_numbers(&mut self.numbers, cost, max_wait, class, deadline);
+        // Request ids are at most MAX_REQUEST_ID (256) bytes, checked up front.
+        let id = &request_id.as_bytes()[..request_id.len().min(usize::from(u16::MAX))];
+        self.ids.extend_from_slice(&(id.len() as u16).to_le_bytes());
+        self.ids.extend_from_slice(id);
+    }
+
+    /// The argument: the numbers, then the ids.
+    pub(super) fn finish(mut self) -> Vec<u8> {
+        self.numbers.extend_from_slice(&self.ids);
+        self.numbers
+    }
+}
+
+fn pack_numbers(
     out: &mut Vec<u8>,
     cost: Cost,
     max_wait: Micros,
     class: Class,
     deadline: Option<u64>,
-    request_id: &str,
 ) {
     let numbers = [
         cost.0[0],
@@ -136,10 +175,6 @@ pub(super) fn pack_request(
     }
     let deadline = deadline.map_or(-1.0, |d| d.min(MAX_EXACT) as f64);
     out.extend_from_slice(&deadline.to_le_bytes());
-    // Request ids are at most MAX_REQUEST_ID (256) bytes, checked up front.
-    let id = &request_id.as_bytes()[..request_id.len().min(usize::from(u16::MAX))];
-    out.extend_from_slice(&(id.len() as u16).to_le_bytes());
-    out.extend_from_slice(id);
 }
 
 /// The leases a status reply says the service holds.
