@@ -74,17 +74,15 @@ pub async fn script_calls(
         let spec = specs[task % specs.len()].clone();
         Box::pin(async move {
             let cmd = backend.acquire_command(&spec, cost, 0)?;
-            // One reply per acquire of the batch (here, one).
-            let reply = match connection.query(&cmd).await? {
-                redis::Value::Array(mut replies) if replies.len() == 1 => replies.remove(0),
-                other => anyhow::bail!("unexpected reply {other:?}"),
-            };
-            match reply {
-                redis::Value::Array(items) => match items.first() {
+            // One flat array: each acquire's reply as its length, then its elements (here, one
+            // acquire: the kind is the second element).
+            match connection.query(&cmd).await? {
+                redis::Value::Array(items) => match items.get(1) {
                     Some(redis::Value::BulkString(b)) if b.as_slice() == b"G" => {
                         Ok(Outcome::Granted)
                     }
-                    _ => Ok(Outcome::Denied),
+                    Some(_) => Ok(Outcome::Denied),
+                    None => anyhow::bail!("an empty reply"),
                 },
                 other => anyhow::bail!("unexpected reply {other:?}"),
             }
