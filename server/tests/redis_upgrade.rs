@@ -15,7 +15,7 @@ use sluice_e2e::redis_server::RedisServer;
 use sluice_server::{
     backend::RedisBackend,
     config::{Config, RedisConfig, RedisUrl},
-    core::{Decider, Decision},
+    core::{Decider, Decision, ServiceSpec},
     limiter::{AcquireRequest, Limiter, ReportRequest, UsageReport},
 };
 
@@ -91,6 +91,29 @@ fn write_old_state(redis: &RedisServer, now: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn now_micros() -> anyhow::Result<u64> {
+    Ok(SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as u64)
+}
+
+/// The service's specs and a limiter on `redis`, its clock set by hand to `now`.
+async fn limiter(
+    redis: &RedisServer,
+    now: u64,
+) -> anyhow::Result<(Vec<Arc<ServiceSpec>>, Limiter<RedisBackend>)> {
+    let specs: Vec<_> = Config::parse(CONFIG)?
+        .services
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let config = RedisConfig::new(RedisUrl::parse(&redis.url()).map_err(anyhow::Error::msg)?)
+        .key_prefix("upgrade")
+        .timeout(Duration::from_secs(5));
+    let backend = RedisBackend::connect(&specs, &config)
+        .await?
+        .with_manual_time(Arc::new(AtomicU64::new(now)));
+    Ok((specs.clone(), Limiter::new(specs, backend)))
+}
+
 fn call(tokens: u64, request_id: &str) -> AcquireRequest {
     AcquireRequest {
         service: "old".into(),
@@ -103,20 +126,9 @@ fn call(tokens: u64, request_id: &str) -> AcquireRequest {
 #[tokio::test]
 async fn a_state_of_the_earlier_layout_is_converted_and_carries_on() -> anyhow::Result<()> {
     let redis = RedisServer::start()?;
-    let specs: Vec<_> = Config::parse(CONFIG)?
-        .services
-        .into_iter()
-        .map(Arc::new)
-        .collect();
-    let config = RedisConfig::new(RedisUrl::parse(&redis.url()).map_err(anyhow::Error::msg)?)
-        .key_prefix("upgrade")
-        .timeout(Duration::from_secs(5));
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as u64;
+    let now = now_micros()?;
     write_old_state(&redis, now)?;
-    let backend = RedisBackend::connect(&specs, &config)
-        .await?
-        .with_manual_time(Arc::new(AtomicU64::new(now)));
-    let l = Limiter::new(specs.clone(), backend);
+    let (specs, l) = limiter(&redis, now).await?;
 
     // A retry of the call made before the upgrade gets its lease back.
     let (_, replay) = l.acquire(&call(300, "job-c")).await?;
@@ -187,19 +199,8 @@ async fn a_state_of_the_earlier_layout_is_converted_and_carries_on() -> anyhow::
 #[tokio::test]
 async fn a_state_lost_alone_starts_afresh_without_its_leftovers() -> anyhow::Result<()> {
     let redis = RedisServer::start()?;
-    let specs: Vec<_> = Config::parse(CONFIG)?
-        .services
-        .into_iter()
-        .map(Arc::new)
-        .collect();
-    let config = RedisConfig::new(RedisUrl::parse(&redis.url()).map_err(anyhow::Error::msg)?)
-        .key_prefix("upgrade")
-        .timeout(Duration::from_secs(5));
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as u64;
-    let backend = RedisBackend::connect(&specs, &config)
-        .await?
-        .with_manual_time(Arc::new(AtomicU64::new(now)));
-    let l = Limiter::new(specs.clone(), backend);
+    let now = now_micros()?;
+    let (specs, l) = limiter(&redis, now).await?;
     for id in ["a", "b", "c"] {
         let (_, d) = l.acquire(&call(100, id)).await?;
         assert!(matches!(d, Decision::Granted(_)), "{d:?}");
@@ -250,19 +251,8 @@ return 1
 #[tokio::test]
 async fn a_state_of_the_previous_layout_moves_into_the_ledger() -> anyhow::Result<()> {
     let redis = RedisServer::start()?;
-    let specs: Vec<_> = Config::parse(CONFIG)?
-        .services
-        .into_iter()
-        .map(Arc::new)
-        .collect();
-    let config = RedisConfig::new(RedisUrl::parse(&redis.url()).map_err(anyhow::Error::msg)?)
-        .key_prefix("upgrade")
-        .timeout(Duration::from_secs(5));
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as u64;
-    let backend = RedisBackend::connect(&specs, &config)
-        .await?
-        .with_manual_time(Arc::new(AtomicU64::new(now)));
-    let l = Limiter::new(specs.clone(), backend);
+    let now = now_micros()?;
+    let (specs, l) = limiter(&redis, now).await?;
     for id in ["a", "b", "c"] {
         let (_, d) = l.acquire(&call(100, id)).await?;
         assert!(matches!(d, Decision::Granted(_)), "{d:?}");

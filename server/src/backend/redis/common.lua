@@ -239,25 +239,23 @@ local migrate_old
 -- seq each names and returns them too, as a table id -> seq (begin_writes takes it:
 -- lease_of_request reads it instead of the ledger). Returns the state and that table.
 local function read_state(read_only, ids, n)
-  local raw, known = nil, nil
-  if n == 1 and ids ~= '' then
-    local got = rcall('HMGET', K[1], '', ids)
-    raw, known = got[1], {}
-    if got[2] then known[ids] = tonum(got[2]) end
-  elseif n and n > 1 then
-    local any = false
+  local got = nil
+  if n == 1 then
+    if ids ~= '' then got = rcall('HMGET', K[1], '', ids) end
+  elseif n then
     for i = 1, n do
-      if ids[i] ~= '' then any = true; break end
-    end
-    if any then
-      local got = rcall('HMGET', K[1], '', unpack(ids, 1, n))
-      raw, known = got[1], {}
-      for i = 1, n do
-        local v, id = got[i + 1], ids[i]
-        if v and id ~= '' then known[id] = tonum(v) end
+      if ids[i] ~= '' then
+        got = rcall('HMGET', K[1], '', unpack(ids, 1, n))
+        break
       end
-    else
-      raw = rcall('HGET', K[1], '')
+    end
+  end
+  local raw, known = nil, nil
+  if got then
+    raw, known = got[1], {}
+    for i = 1, n do
+      local v, id = got[i + 1], n == 1 and ids or ids[i]
+      if v and id ~= '' then known[id] = tonum(v) end
     end
   else
     raw = rcall('HGET', K[1], '')

@@ -34,11 +34,6 @@ impl ServiceKeys {
             ],
         }
     }
-
-    /// The ledger: a hash holding the state (field `''`, a MessagePack map) and the request ids.
-    pub fn ledger(&self) -> &str {
-        &self.keys[0]
-    }
 }
 
 /// One limit as the scripts read it: `dim kind amount window burst A Wg`, where kind is 0 for a
