@@ -28,6 +28,8 @@ local MAX_AHEAD = 64
 -- The service being decided (set by decide_service for the functions below), and tables every
 -- service of the call reuses: its keys and a request's cost.
 local st, limits, sliding, now, retention, w, housekept, created
+-- The flat array of replies (emit) the service's grants go to.
+local out
 local keys, cost = {}, { 0, 0, 0, 0 }
 
 -- The queued leases at the end of the log a call of `rank` goes ahead of (core/priority.rs):
@@ -162,13 +164,15 @@ local function acquire_one(cost, max_wait, rid, rank, max_overtakes, deadline)
       if type(again) == 'table' then return again end
     end
   end
-  return { 'G', seq, t, wait, decider, st.n }
+  emit_grant(out, seq, t, wait, decider, st.n)
+  return nil
 end
 
 -- Decides the n requests of service j (its keys become K), whose arguments start at ARGV[at],
 -- into `replies` (emit). Returns an error reply, or nil.
 local function decide_service(j, at, n, replies)
   local k = 3 * j
+  out = replies
   keys[1], keys[2], keys[3] = KEYS[k - 2], KEYS[k - 1], KEYS[k]
   K = keys
   limits, sliding = parse_limits(ARGV[at])
@@ -194,8 +198,11 @@ local function decide_service(j, at, n, replies)
     cost[1], cost[2], cost[3], cost[4] = c0, c1, c2, c3
     local reply = acquire_one(cost, max_wait, n == 1 and ids or ids[r], rank, max_overtakes,
       deadline)
-    if reply.err then return reply end
-    emit(replies, reply)
+    -- A new grant went to `out` already.
+    if reply then
+      if reply.err then return reply end
+      emit(replies, reply)
+    end
   end
   if w.dirty then
     flush_writes(st, true)

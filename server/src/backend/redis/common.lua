@@ -391,6 +391,14 @@ local function emit(out, reply)
   for i = 1, #reply do out[n + i] = reply[i] end
 end
 
+-- emit of a grant, {'G', seq, slot, wait, decider, nonce}, without building the reply's table
+-- (the reply of most acquires).
+local function emit_grant(out, seq, slot, wait, decider, nonce)
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 6, 'G', seq, slot
+  out[n + 5], out[n + 6], out[n + 7] = wait, decider, nonce
+end
+
 -- First thing of every call of the function library (scripts.rs), whose locals outlive a call:
 -- nothing a call left pending (an error ends a call anywhere) is seen by the next.
 local function begin_call(keys, args)

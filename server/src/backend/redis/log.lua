@@ -212,8 +212,14 @@ end
 -- The latest of the last booked slot, the cooldowns' ends (ch: the latest ever set, kept when
 -- an expired cooldown is pruned) and the last report.
 local function horizon_of(st)
-  return mmax(st.ls or 0, st.lm or 0, st.pr or 0, st.ra or 0, st.ch or 0, st.cu0 or 0, st.cu1 or 0,
-    st.cu2 or 0, st.cu3 or 0)
+  local h, lm = st.ls or 0, st.lm
+  if lm and lm > h then h = lm end
+  -- Most states hold neither a report nor a cooldown.
+  if st.pr or st.ra or st.ch or st.cu0 or st.cu1 or st.cu2 or st.cu3 then
+    h = mmax(h, st.pr or 0, st.ra or 0, st.ch or 0, st.cu0 or 0, st.cu1 or 0, st.cu2 or 0,
+      st.cu3 or 0)
+  end
+  return h
 end
 
 -- A service quiet for its retention plus a second after its horizon is forgotten, as the memory
