@@ -258,6 +258,19 @@ impl RedisBackend {
         })
     }
 
+    /// Redis's time now (µs since the Unix epoch), as far as this replica knows it: the time set
+    /// by hand, or this process's clock moved by the learned offset (none until one is learned).
+    pub(super) fn redis_now(&self) -> Option<Micros> {
+        match &self.time {
+            TimeSource::Manual(now) => Some(now.load(Ordering::SeqCst)),
+            TimeSource::Server => {
+                let offset = self.clock.offset()?;
+                let local = self.clock.local(std::time::Instant::now());
+                Micros::try_from(local.saturating_add(offset)).ok()
+            }
+        }
+    }
+
     /// Redis's clock, read once per batch (none while time is set by hand).
     fn clock_offset(&self) -> Option<i64> {
         match self.time {

@@ -3,13 +3,15 @@
 //! when the server has not got it; where Redis refuses functions, `EVALSHA`, falling back to
 //! `EVAL` when the server answers `NOSCRIPT`), so a decision is atomic
 //! and its time is the Redis server's `TIME`, never a replica's clock. The scripts implement the
-//! memory backend's [`Ledger`](crate::core::Ledger) semantics over four keys a service (the state
-//! as one value, the lease log as a list of packed entries, request ids, held in-flight slots);
+//! memory backend's [`Ledger`](crate::core::Ledger) semantics over three keys a service (the
+//! ledger: the state and request ids in one hash; the lease log as a list of packed entries; held
+//! in-flight slots);
 //! the keys, state fields, log entries, decider codes and each script's arguments and replies
 //! are in `LAYOUT.md` beside them. This file connects and implements [`Backend`]; `calls` sends the
 //! scripts (concurrent acquires share script calls: every service's on a single Redis, each
 //! service's on a cluster, see [`batch`]), `protocol`
-//! reads their replies, `fallback` decides locally while Redis is down.
+//! reads their replies, `fallback` decides locally while Redis is down, `sweep` picks the
+//! services a maintenance round visits.
 
 mod batch;
 mod calls;
@@ -22,6 +24,7 @@ mod protocol;
 mod scripts;
 mod sentinel;
 pub mod settings;
+mod sweep;
 
 use std::{
     collections::HashMap,
@@ -52,6 +55,8 @@ struct ServiceArgs {
     limits: String,
     retention: String,
     batcher: batch::Batcher,
+    /// Whether the maintenance round visits it.
+    sweep: sweep::Sweep,
 }
 
 impl ServiceArgs {
@@ -62,6 +67,7 @@ impl ServiceArgs {
             limits: layout::encode_limits(spec)?,
             retention: layout::retention(spec).to_string(),
             batcher: batch::Batcher::default(),
+            sweep: sweep::Sweep::new(layout::retention(spec)),
         })
     }
 }
@@ -271,6 +277,7 @@ impl RedisBackend {
         call: ReportCall,
     ) -> Result<ReportOutcome, BackendError> {
         let service = self.service(spec)?;
+        service.sweep.touched();
         let args = protocol::report_args(spec, &call)?;
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let reply = self.eval(&self.scripts.report, &service, &args).await?;
@@ -285,6 +292,7 @@ impl RedisBackend {
 
     async fn admin_shared(&self, spec: &ServiceSpec, op: AdminOp) -> Result<(), BackendError> {
         let service = self.service(spec)?;
+        service.sweep.touched();
         let action = match op {
             AdminOp::ClearCooldowns => "clear",
             AdminOp::Reset => "reset",
@@ -360,7 +368,9 @@ impl Backend for RedisBackend {
             }
             (Err(e), _) => return Err(e),
         };
-        protocol::decision(spec, &call, reply)
+        let decision = protocol::decision(spec, &call, reply)?;
+        service.sweep.decided(&decision);
+        Ok(decision)
     }
 
     async fn report(
@@ -415,10 +425,18 @@ impl Backend for RedisBackend {
         }
         // Every key carries a TTL and every grant prunes; this catches services that only see
         // denials or reports for a while, so their expired leases do not linger until the TTL.
+        // Services whose grants prune them, or without state, are left out (see `sweep`).
+        let now = self.redis_now();
         for service in self.services().values() {
-            if let Err(e) = self.eval_as::<i64>(&self.scripts.prune, service, &[]).await {
-                tracing::debug!(error = %e, "prune failed; retrying next round");
-                return;
+            if !service.sweep.due(now) {
+                continue;
+            }
+            match self.eval_as::<i64>(&self.scripts.prune, service, &[]).await {
+                Ok(held) => service.sweep.visited(held),
+                Err(e) => {
+                    tracing::debug!(error = %e, "prune failed; retrying next round");
+                    return;
+                }
             }
         }
     }
