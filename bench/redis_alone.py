@@ -17,6 +17,10 @@ Standard library only; needs redis-server and redis-cli (7.0 or later) on PATH. 
 to run another build. `--callgrind` runs it under `valgrind --tool=callgrind`, counting only the
 measured calls, and prints instructions per decision instead of CPU (exact run to run; a build
 with symbols, `make MALLOC=libc CFLAGS=-g`, lets `callgrind_annotate` name the functions).
+
+`--acquire FILE` runs FILE in place of acquire.lua's body, with the same calls: the floors in
+bench/redis_floor/ (BENCHMARKS.md, section 6.5) do a grant's Redis commands with no decision.
+`--per-call N` sets the acquires per call (16).
 """
 
 import argparse
@@ -40,12 +44,15 @@ PER_CALL = 16
 RATE = 40_000
 
 
-def library():
-    """The function library, as scripts.rs builds it."""
+def library(acquire=None):
+    """The function library, as scripts.rs builds it (with `acquire`, a file read in place of
+    acquire.lua's body)."""
     prelude = "\n".join(open(os.path.join(SCRIPTS, f)).read() for f in PRELUDE)
     code = "local KEYS, ARGV\n" + prelude
     for name in BODIES:
         body = open(os.path.join(SCRIPTS, f"{name}.lua")).read()
+        if name == "acquire" and acquire:
+            body = open(acquire).read()
         code += f"\nlocal function run_{name}()\n{body}\nend\n"
     lib = "#!lua name=alone\n" + code
     for name in BODIES:
@@ -67,15 +74,15 @@ class Clock:
         self.now = 1_800_000_000_000_000
 
 
-def calls(services, n, clock, rng):
-    """n FCALLs of acquire.lua, as RESP."""
+def calls(services, n, clock, rng, per_call=PER_CALL):
+    """n FCALLs of acquire.lua of per_call acquires each, as RESP."""
     out = []
     for _ in range(n):
-        clock.now += PER_CALL * 1_000_000 // RATE
-        if services >= PER_CALL:
-            groups = [(s, 1) for s in rng.sample(range(services), PER_CALL)]
+        clock.now += per_call * 1_000_000 // RATE
+        if services >= per_call:
+            groups = [(s, 1) for s in rng.sample(range(services), per_call)]
         else:
-            groups = [(0, PER_CALL)]
+            groups = [(0, per_call)]
         keys, args = [], [str(clock.now), str(1 << 20), str(len(groups))]
         for svc, count in groups:
             tag = f"{{alone:bench-{svc}}}"
@@ -118,9 +125,11 @@ def counters(port):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--services", type=int, default=1000)
-    p.add_argument("--calls", type=int, default=8000, help="measured FCALLs (16 decisions each)")
+    p.add_argument("--calls", type=int, default=8000, help="measured FCALLs")
     p.add_argument("--warmup", type=int, default=4000, help="FCALLs before measuring")
     p.add_argument("--callgrind", metavar="OUT", help="count instructions under callgrind into OUT")
+    p.add_argument("--acquire", metavar="FILE", help="a script body to run in acquire.lua's place")
+    p.add_argument("--per-call", type=int, default=PER_CALL, help="acquires per call")
     p.add_argument("--cache-sim", action="store_true",
                    help="with --callgrind: simulate the caches too and estimate cycles")
     a = p.parse_args()
@@ -139,10 +148,10 @@ def main():
                 break
             except subprocess.CalledProcessError:
                 time.sleep(0.05)
-        cli(port, "-x", "FUNCTION", "LOAD", "REPLACE", data=library().encode())
+        cli(port, "-x", "FUNCTION", "LOAD", "REPLACE", data=library(a.acquire).encode())
         clock, rng = Clock(), random.Random(1)
-        cli(port, "--pipe", data=calls(a.services, a.warmup, clock, rng))
-        load = calls(a.services, a.calls, clock, rng)
+        cli(port, "--pipe", data=calls(a.services, a.warmup, clock, rng, a.per_call))
+        load = calls(a.services, a.calls, clock, rng, a.per_call)
         cpu0, calls0 = counters(port)
         if a.callgrind:
             subprocess.run(["callgrind_control", "-i", "on", str(server.pid)], check=True,
@@ -152,10 +161,10 @@ def main():
             subprocess.run(["callgrind_control", "-i", "off", str(server.pid)], check=True,
                            capture_output=True)
         cpu1, calls1 = counters(port)
-        decisions = a.calls * PER_CALL
+        decisions = a.calls * a.per_call
         per = {k: (v - calls0.get(k, 0)) / decisions for k, v in calls1.items()
                if k != "info" and v - calls0.get(k, 0) > 0}
-        print(f"redis alone, {a.services} services, {PER_CALL} acquires per call: "
+        print(f"redis alone, {a.services} services, {a.per_call} acquires per call: "
               f"{(cpu1 - cpu0) * 1e6 / decisions:.2f} us CPU per decision, "
               f"{sum(per.values()):.2f} commands per decision "
               f"({', '.join(f'{k} {v:.2f}' for k, v in sorted(per.items(), key=lambda x: -x[1]))})")
