@@ -8,8 +8,8 @@
 //! - one whose last visit found no state in Redis, until a call for it comes through this replica
 //!   (another replica's traffic is that replica's to sweep).
 //!
-//! The first round after a start or reload visits every service (which also converts a state an
-//! earlier release wrote). Before this, each replica ran one script call per configured service
+//! The first round after a start visits every service (which also converts a state an earlier
+//! release wrote), as does the first after a reload every service whose configuration changed. Before this, each replica ran one script call per configured service
 //! every second whatever the load: with 1,000 services about 50 ms of Redis CPU a second per
 //! replica, idle or not (BENCHMARKS.md, section 6.5).
 
