@@ -1,8 +1,9 @@
 //! A replica's maintenance round sends the `prune` script only to the services that need it: every
-//! service once after a start, then none whose last visit found no state (until a call for it
-//! comes through), none this replica granted on within the last half retention (its grants prune
-//! it), and the rest, which it still prunes. Redis is real; its clock is moved by hand, and its
-//! command counters say how many script calls each round made.
+//! service once after a start; then none whose last visit found nothing to wait for (no state, or
+//! an empty log) until a call for it comes through, none before its oldest lease is past its
+//! retention, none this replica granted on within the last half retention (its grants prune it);
+//! and the visits still prune. Redis is real; its clock is moved by hand, and its command counters
+//! say how many script calls each round made.
 
 use std::{
     sync::{atomic::AtomicU64, atomic::Ordering, Arc},
@@ -92,8 +93,11 @@ async fn maintenance_visits_only_the_services_that_need_it() -> anyhow::Result<(
         limiter.backend().lease_count(&spec(&limiter, "s0")).await?,
         3
     );
+    // That visit said when its oldest lease can go (10 s after its slot): not before.
+    advance(4 * S);
+    assert_eq!(round(&redis, &limiter).await?, 0);
 
-    // A report on s1 writes a cooldown and no grant: s1 is visited from then on, like s0.
+    // A report on s1 writes a cooldown and no lease: one visit, which finds no lease to wait for.
     limiter
         .report(ReportRequest {
             service: "s1".into(),
@@ -102,24 +106,34 @@ async fn maintenance_visits_only_the_services_that_need_it() -> anyhow::Result<(
             ..ReportRequest::default()
         })
         .await?;
-    assert_eq!(round(&redis, &limiter).await?, 2, "s0 and s1");
+    assert_eq!(round(&redis, &limiter).await?, 1, "s1");
+    assert_eq!(round(&redis, &limiter).await?, 0);
 
-    // Still pruning: past s0's retention (10 s after its slots) its leases are gone.
-    advance(5 * S + S / 2);
-    assert_eq!(round(&redis, &limiter).await?, 2);
+    // Past s0's retention the next visit prunes its leases, and with its log empty the rounds
+    // leave it out again.
+    advance(S);
+    assert_eq!(
+        round(&redis, &limiter).await?,
+        1,
+        "s0, 10 s after its grants"
+    );
     assert_eq!(
         limiter.backend().lease_count(&spec(&limiter, "s0")).await?,
         0
     );
+    assert_eq!(round(&redis, &limiter).await?, 0);
 
-    // A second past that, Redis forgets s0 (quiet for its retention and a second after its last
-    // slot): the visit finds no state, and the rounds leave it out again.
-    advance(S);
-    assert_eq!(round(&redis, &limiter).await?, 2);
-    assert_eq!(
-        round(&redis, &limiter).await?,
-        1,
-        "s1 alone, in its cooldown"
-    );
+    // A call through this replica brings a service back into the rounds: a grant on s2, with
+    // time moved past half its retention, is visited.
+    let request = AcquireRequest {
+        service: "s2".into(),
+        ..AcquireRequest::default()
+    };
+    assert!(matches!(
+        limiter.acquire(&request).await?.1,
+        Decision::Granted(_)
+    ));
+    advance(5 * S);
+    assert_eq!(round(&redis, &limiter).await?, 1, "s2");
     Ok(())
 }

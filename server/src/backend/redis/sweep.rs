@@ -1,17 +1,20 @@
 //! Which services a replica's maintenance round (about once a second) sends the `prune` script
 //! to. The round is housekeeping only: expired leases change no decision, and every key carries a
-//! TTL. Two kinds of service need no visit:
+//! TTL. A service needs no visit
 //!
-//! - one this replica granted on within the last half retention: every grant prunes its service's
-//!   log once the oldest lease is half a retention past its own (`prune` in `log.lua`), so the
-//!   grants keep it pruned, and the round visits it again once they stop;
-//! - one whose last visit found no state in Redis, until a call for it comes through this replica
-//!   (another replica's traffic is that replica's to sweep).
+//! - before its log's oldest lease is past its retention: each visit answers when that is (the
+//!   head only changes by pruning; new leases join the tail);
+//! - when its last visit found nothing to wait for (an empty log, or no state), until a call for
+//!   it comes through this replica (another replica's calls are that replica's to sweep);
+//! - while this replica grants on it: every grant prunes its service's log once the oldest lease
+//!   is half a retention past its own (`prune` in `log.lua`), so a service granted on within the
+//!   last half retention is kept pruned by its grants.
 //!
 //! The first round after a start visits every service (which also converts a state an earlier
-//! release wrote), as does the first after a reload every service whose configuration changed. Before this, each replica ran one script call per configured service
-//! every second whatever the load: with 1,000 services about 50 ms of Redis CPU a second per
-//! replica, idle or not (BENCHMARKS.md, section 6.5).
+//! release wrote), as does the first after a reload every service whose configuration changed.
+//! Before this, each replica ran one script call per configured service every second whatever
+//! the load: with 1,000 services about 50 ms of Redis CPU a second per replica, idle or not
+//! (BENCHMARKS.md, section 6.5).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -22,7 +25,9 @@ use crate::core::{Decision, Micros};
 pub struct Sweep {
     /// Redis time of the latest grant this replica saw decided (µs; 0: none).
     last_grant: AtomicU64,
-    /// The last visit found no state, and no call came through this replica since.
+    /// Redis time before which a visit can prune nothing (µs; 0: not known).
+    next_prune: AtomicU64,
+    /// The last visit found nothing to wait for, and no call came through this replica since.
     idle: AtomicBool,
     /// Half the service's retention (µs): the slack a grant's own pruning leaves.
     half_retention: Micros,
@@ -33,6 +38,7 @@ impl Sweep {
     pub fn new(retention: Micros) -> Self {
         Self {
             last_grant: AtomicU64::new(0),
+            next_prune: AtomicU64::new(0),
             idle: AtomicBool::new(false),
             half_retention: retention / 2,
         }
@@ -59,17 +65,23 @@ impl Sweep {
         if self.idle.load(Ordering::Relaxed) {
             return false;
         }
+        let Some(now) = now else {
+            return true;
+        };
         let last = self.last_grant.load(Ordering::Relaxed);
-        match now {
-            Some(now) if last > 0 => now >= last.saturating_add(self.half_retention),
-            _ => true,
-        }
+        let granting = last > 0 && now < last.saturating_add(self.half_retention);
+        !granting && now >= self.next_prune.load(Ordering::Relaxed)
     }
 
-    /// What the visit answered: the leases held, or a negative number for no state.
-    pub fn visited(&self, held: i64) {
-        if held < 0 {
-            self.idle.store(true, Ordering::Relaxed);
+    /// What the visit answered: the earliest Redis time a prune could drop a lease, or a
+    /// negative number for nothing to wait for.
+    pub fn visited(&self, next_prune: i64) {
+        match u64::try_from(next_prune) {
+            Ok(at) => self.next_prune.store(at, Ordering::Relaxed),
+            Err(_) => {
+                self.next_prune.store(0, Ordering::Relaxed);
+                self.idle.store(true, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -105,10 +117,20 @@ mod tests {
     }
 
     #[test]
-    fn a_service_without_state_waits_for_a_call() {
+    fn a_visit_says_when_the_next_one_can_prune() {
         let sweep = Sweep::new(10_000_000);
-        sweep.visited(3);
-        assert!(sweep.due(Some(1)));
+        sweep.visited(200_000_000);
+        assert!(!sweep.due(Some(199_999_999)));
+        assert!(sweep.due(Some(200_000_000)));
+        // Grants do not bring it forward; a recent one holds it back further.
+        sweep.decided(&granted(198_000_000, 0));
+        assert!(!sweep.due(Some(200_000_000)));
+        assert!(sweep.due(Some(203_000_000)));
+    }
+
+    #[test]
+    fn nothing_to_wait_for_waits_for_a_call() {
+        let sweep = Sweep::new(10_000_000);
         sweep.visited(-1);
         assert!(!sweep.due(Some(1)) && !sweep.due(None));
         sweep.touched();
