@@ -425,14 +425,15 @@ impl Backend for RedisBackend {
         }
         // Every key carries a TTL and every grant prunes; this catches services that only see
         // denials or reports for a while, so their expired leases do not linger until the TTL.
-        // Services whose grants prune them, or without state, are left out (see `sweep`).
+        // Services with nothing to prune yet, or kept pruned by this replica's grants, are left
+        // out (see `sweep`).
         let now = self.redis_now();
         for service in self.services().values() {
             if !service.sweep.due(now) {
                 continue;
             }
             match self.eval_as::<i64>(&self.scripts.prune, service, &[]).await {
-                Ok(held) => service.sweep.visited(held),
+                Ok(next_prune) => service.sweep.visited(next_prune),
                 Err(e) => {
                     tracing::debug!(error = %e, "prune failed; retrying next round");
                     return;
