@@ -20,7 +20,8 @@ with symbols, `make MALLOC=libc CFLAGS=-g`, lets `callgrind_annotate` name the f
 
 `--acquire FILE` runs FILE in place of acquire.lua's body, with the same calls: the floors in
 bench/redis_floor/ (BENCHMARKS.md, section 6.5) do a grant's Redis commands with no decision.
-`--per-call N` sets the acquires per call (16).
+`--per-call N` sets the acquires per call (16). `--plain` sends each service's grant commands
+(`HMGET`, `HSET`, `RPUSH`) as plain commands with no script: Redis's cost of the storage alone.
 """
 
 import argparse
@@ -74,8 +75,10 @@ class Clock:
         self.now = 1_800_000_000_000_000
 
 
-def calls(services, n, clock, rng, per_call=PER_CALL):
-    """n FCALLs of acquire.lua of per_call acquires each, as RESP."""
+def calls(services, n, clock, rng, per_call=PER_CALL, plain=False):
+    """n FCALLs of acquire.lua of per_call acquires each, as RESP; with `plain`, for each service
+    of each call the commands of a grant sent as commands, no script: an HMGET of the state and
+    request ids, an HSET of a 130-byte state and the request ids, an RPUSH of 113-byte entries."""
     out = []
     for _ in range(n):
         clock.now += per_call * 1_000_000 // RATE
@@ -94,7 +97,16 @@ def calls(services, n, clock, rng, per_call=PER_CALL):
                 ids += struct.pack("<H", len(rid)) + rid
             packed = numbers + ids
             args += [LIMITS, "1000000", "%016x" % rng.getrandbits(64), str(count), packed]
-        out.append(resp(["FCALL", "alone_acquire", len(keys), *keys, *args]))
+            if plain:
+                rids = [ids[i + 2:i + 2 + 32] for i in range(0, len(ids), 34)]
+                entries = [struct.pack("<ddddH", 7, clock.now, clock.now, 0, len(r)) + r
+                           + struct.pack("<dddddH", 1, 100, 7, 700, 0, 1) + b"n" for r in rids]
+                out.append(resp(["HMGET", keys[-3], "", *rids]))
+                out.append(resp(["HSET", keys[-3], "", b"s" * 130,
+                                 *[x for r in rids for x in (r, b"7")]]))
+                out.append(resp(["RPUSH", keys[-2], *entries]))
+        if not plain:
+            out.append(resp(["FCALL", "alone_acquire", len(keys), *keys, *args]))
     return b"".join(out)
 
 
@@ -130,6 +142,8 @@ def main():
     p.add_argument("--callgrind", metavar="OUT", help="count instructions under callgrind into OUT")
     p.add_argument("--acquire", metavar="FILE", help="a script body to run in acquire.lua's place")
     p.add_argument("--per-call", type=int, default=PER_CALL, help="acquires per call")
+    p.add_argument("--plain", action="store_true",
+                   help="send a grant's commands themselves, no script (what a module would do)")
     p.add_argument("--cache-sim", action="store_true",
                    help="with --callgrind: simulate the caches too and estimate cycles")
     a = p.parse_args()
@@ -150,8 +164,8 @@ def main():
                 time.sleep(0.05)
         cli(port, "-x", "FUNCTION", "LOAD", "REPLACE", data=library(a.acquire).encode())
         clock, rng = Clock(), random.Random(1)
-        cli(port, "--pipe", data=calls(a.services, a.warmup, clock, rng, a.per_call))
-        load = calls(a.services, a.calls, clock, rng, a.per_call)
+        cli(port, "--pipe", data=calls(a.services, a.warmup, clock, rng, a.per_call, a.plain))
+        load = calls(a.services, a.calls, clock, rng, a.per_call, a.plain)
         cpu0, calls0 = counters(port)
         if a.callgrind:
             subprocess.run(["callgrind_control", "-i", "on", str(server.pid)], check=True,
