@@ -232,6 +232,12 @@ end
 -- Converts a state an earlier release wrote (upgrade.lua).
 local migrate_old
 
+-- The hash tag and name the service's keys share (K[1] less its ':ledger'): an earlier release's
+-- keys are named from it.
+local function key_tag()
+  return string.sub(K[1], 1, -(#':ledger' + 1))
+end
+
 -- Reads the state: a table of numbers and texts, empty for a service Redis does not hold. One
 -- an earlier release wrote is converted first, unless `read_only` (then it reads as empty); the
 -- caller must then write it (field `migrated`). With `ids` (the request ids of a call's n
@@ -262,6 +268,12 @@ local function read_state(read_only, ids, n)
   end
   if raw then return unpack_state(raw), known end
   if read_only then return { new = true } end
+  -- A service new to Redis, the usual case here, has none of its keys and no state an earlier
+  -- release wrote (upgrade.lua reads those from ':state' and ':s'): one command says so.
+  local tag = key_tag()
+  if rcall('EXISTS', K[1], K[2], K[3], tag .. ':state', tag .. ':s') == 0 then
+    return { new = true }
+  end
   local st = migrate_old()
   if st then return st end
   -- No state: keys left without one (evicted alone, or a call that failed half-way) are not this

@@ -42,10 +42,6 @@ local function old_lease(rec)
 end
 
 -- The hash tag (and family member) of the service whose keys are K.
-local function key_tag()
-  return string.sub(K[1], 1, -(#':ledger' + 1))
-end
-
 -- Returns the nine-key layout's keys of the service whose new keys are K.
 local function old_keys()
   local tag = key_tag()
