@@ -46,18 +46,23 @@ impl Sweep {
 
     /// A decision for the service came back from Redis.
     pub fn decided(&self, decision: &Decision) {
-        self.idle.store(false, Ordering::Relaxed);
+        self.touched();
         if let Decision::Granted(grant) = decision {
             // The decision's time: its slot less its wait (a replayed lease's slot may lie
             // before it, which only makes the next visit come sooner).
             let at = grant.slot.saturating_sub(grant.wait);
-            self.last_grant.fetch_max(at, Ordering::Relaxed);
+            // Written only when it moves: every decision of a busy service passes here.
+            if at > self.last_grant.load(Ordering::Relaxed) {
+                self.last_grant.fetch_max(at, Ordering::Relaxed);
+            }
         }
     }
 
     /// A call that may write the service's state (a report, an operator's action) came through.
     pub fn touched(&self) {
-        self.idle.store(false, Ordering::Relaxed);
+        if self.idle.load(Ordering::Relaxed) {
+            self.idle.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Whether the round at Redis time `now` (`None`: not known) visits the service.
