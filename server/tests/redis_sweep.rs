@@ -1,9 +1,10 @@
 //! A replica's maintenance round sends the `prune` script only to the services that need it: every
-//! service once after a start; then none whose last visit found nothing to wait for (no state, or
-//! an empty log) until a call for it comes through, none before its oldest lease is past its
-//! retention, none this replica granted on within the last half retention (its grants prune it);
-//! and the visits still prune. Redis is real; its clock is moved by hand, and its command counters
-//! say how many script calls each round made.
+//! service once after a start; then none whose last visit found no state until a call for it
+//! comes through, none before the time its last visit answered (its oldest lease past its
+//! retention, or with an empty log the time it is forgotten), none this replica granted on within
+//! the last half retention (its grants prune it); and the visits still prune and forget. Redis is
+//! real; its clock is moved by hand, and its command counters say how many script calls each
+//! round made.
 
 use std::{
     sync::{atomic::AtomicU64, atomic::Ordering, Arc},
@@ -97,7 +98,8 @@ async fn maintenance_visits_only_the_services_that_need_it() -> anyhow::Result<(
     advance(4 * S);
     assert_eq!(round(&redis, &limiter).await?, 0);
 
-    // A report on s1 writes a cooldown and no lease: one visit, which finds no lease to wait for.
+    // A report on s1 writes a cooldown (30 s) and no lease: one visit, which says s1 has nothing
+    // to do before Redis would forget it.
     limiter
         .report(ReportRequest {
             service: "s1".into(),
@@ -109,8 +111,9 @@ async fn maintenance_visits_only_the_services_that_need_it() -> anyhow::Result<(
     assert_eq!(round(&redis, &limiter).await?, 1, "s1");
     assert_eq!(round(&redis, &limiter).await?, 0);
 
-    // Past s0's retention the next visit prunes its leases, and with its log empty the rounds
-    // leave it out again.
+    // Past s0's retention the next visit prunes its leases; a second later (quiet for its
+    // retention and a second after its last slot) the next forgets it, and the rounds leave it
+    // out again.
     advance(S);
     assert_eq!(
         round(&redis, &limiter).await?,
@@ -121,6 +124,11 @@ async fn maintenance_visits_only_the_services_that_need_it() -> anyhow::Result<(
         limiter.backend().lease_count(&spec(&limiter, "s0")).await?,
         0
     );
+    assert_eq!(redis.text(&["EXISTS", "{sweep:s0}:ledger"])?, "1");
+    assert_eq!(round(&redis, &limiter).await?, 0);
+    advance(S);
+    assert_eq!(round(&redis, &limiter).await?, 1, "s0, forgotten");
+    assert_eq!(redis.text(&["EXISTS", "{sweep:s0}:ledger"])?, "0");
     assert_eq!(round(&redis, &limiter).await?, 0);
 
     // A call through this replica brings a service back into the rounds: a grant on s2, with
@@ -135,5 +143,53 @@ async fn maintenance_visits_only_the_services_that_need_it() -> anyhow::Result<(
     ));
     advance(5 * S);
     assert_eq!(round(&redis, &limiter).await?, 1, "s2");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_family_members_call_brings_its_ancestors_back_into_the_rounds() -> anyhow::Result<()> {
+    let redis = RedisServer::start()?;
+    let config = "[[services]]\nname = \"org\"\nlimits = [{ dimension = \"requests\", amount = 100, window = \"10s\" }]\n\n[[services]]\nname = \"model\"\nparent = \"org\"\nlimits = [{ dimension = \"requests\", amount = 50, window = \"10s\" }]\n";
+    let specs: Vec<_> = Config::parse(config)?
+        .services
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let now = Arc::new(AtomicU64::new(1_800_000_000 * S));
+    let redis_config = RedisConfig::new(RedisUrl::parse(&redis.url()).map_err(anyhow::Error::msg)?)
+        .key_prefix("sweep")
+        .timeout(Duration::from_secs(10));
+    let backend = RedisBackend::connect(&specs, &redis_config)
+        .await?
+        .with_manual_time(now.clone());
+    let limiter = Limiter::new(specs, backend);
+
+    // Neither has a state: both visited once, then left out.
+    assert_eq!(round(&redis, &limiter).await?, 2);
+    assert_eq!(round(&redis, &limiter).await?, 0);
+    // A call of the member books in the parent's log too: past half the member's retention both
+    // are visited, and the parent's lease is pruned once past its retention.
+    let request = AcquireRequest {
+        service: "model".into(),
+        ..AcquireRequest::default()
+    };
+    assert!(matches!(
+        limiter.acquire(&request).await?.1,
+        Decision::Granted(_)
+    ));
+    assert_eq!(
+        round(&redis, &limiter).await?,
+        1,
+        "org, not granted on itself"
+    );
+    now.fetch_add(10 * S, Ordering::SeqCst);
+    assert_eq!(round(&redis, &limiter).await?, 2, "org and model");
+    assert_eq!(
+        limiter
+            .backend()
+            .lease_count(&spec(&limiter, "org"))
+            .await?,
+        0
+    );
     Ok(())
 }

@@ -156,7 +156,7 @@ impl RedisBackend {
         let chain: Vec<&ServiceArgs> = std::iter::once(service)
             .chain(ancestors.iter().map(Arc::as_ref))
             .collect();
-        let protocol::AcquireReplies(replies) = self
+        let replies: Result<protocol::AcquireReplies, _> = self
             .eval_command(
                 |verb, body| {
                     let mut cmd = self.command(verb, body, &chain, &args);
@@ -166,7 +166,12 @@ impl RedisBackend {
                 &self.scripts.family,
                 timeout,
             )
-            .await?;
+            .await;
+        // The call may have booked in every ancestor's log: their sweeps wait for them again.
+        for a in &ancestors {
+            a.sweep.touched();
+        }
+        let protocol::AcquireReplies(replies) = replies?;
         self.learn_clock(sent, timeout, &replies);
         Ok(replies)
     }

@@ -232,8 +232,8 @@ end
 -- Converts a state an earlier release wrote (upgrade.lua).
 local migrate_old
 
--- The hash tag and name the service's keys share (K[1] less its ':ledger'): an earlier release's
--- keys are named from it.
+-- The hash tag (and family member) the service's keys share: K[1] less its ':ledger'. An earlier
+-- release's keys are named from it.
 local function key_tag()
   return string.sub(K[1], 1, -(#':ledger' + 1))
 end

@@ -432,9 +432,11 @@ impl Backend for RedisBackend {
             if !service.sweep.due(now) {
                 continue;
             }
+            service.sweep.visiting();
             match self.eval_as::<i64>(&self.scripts.prune, service, &[]).await {
-                Ok(next_prune) => service.sweep.visited(next_prune),
+                Ok(next_prune) => service.sweep.visited(Some(next_prune)),
                 Err(e) => {
+                    service.sweep.visited(None);
                     tracing::debug!(error = %e, "prune failed; retrying next round");
                     return;
                 }

@@ -2,13 +2,20 @@
 //! to. The round is housekeeping only: expired leases change no decision, and every key carries a
 //! TTL. A service needs no visit
 //!
-//! - before its log's oldest lease is past its retention: each visit answers when that is (the
-//!   head only changes by pruning; new leases join the tail);
-//! - when its last visit found nothing to wait for (an empty log, or no state), until a call for
-//!   it comes through this replica (another replica's calls are that replica's to sweep);
+//! - before the time its last visit answered: its log's oldest lease past its retention (new
+//!   leases join the tail), or with an empty log the time it will be forgotten (a call since may
+//!   make either earlier, e.g. an overtake moving the head; pruning then waits, which only delays
+//!   memory hygiene);
+//! - when its last visit found no state, until a call for it comes through this replica (another
+//!   replica's calls are that replica's to sweep; a family member's call counts for its
+//!   ancestors, whose logs it books in);
 //! - while this replica grants on it: every grant prunes its service's log once the oldest lease
 //!   is half a retention past its own (`prune` in `log.lua`), so a service granted on within the
 //!   last half retention is kept pruned by its grants.
+//!
+//! A call whose answer comes back while a visit is in flight keeps the visit from marking the
+//! service idle (Redis may have run the call after the visit). A call booked whose answer never
+//! comes (a timeout) is not seen: its lease then waits for its TTL, as before any sweep.
 //!
 //! The first round after a start visits every service (which also converts a state an earlier
 //! release wrote), as does the first after a reload every service whose configuration changed.
@@ -27,8 +34,12 @@ pub struct Sweep {
     last_grant: AtomicU64,
     /// Redis time before which a visit can prune nothing (µs; 0: not known).
     next_prune: AtomicU64,
-    /// The last visit found nothing to wait for, and no call came through this replica since.
+    /// The last visit found no state, and no call came through this replica since.
     idle: AtomicBool,
+    /// A visit is in flight.
+    visiting: AtomicBool,
+    /// A call came back while the visit in flight was.
+    touched_while_visiting: AtomicBool,
     /// Half the service's retention (µs): the slack a grant's own pruning leaves.
     half_retention: Micros,
 }
@@ -40,6 +51,8 @@ impl Sweep {
             last_grant: AtomicU64::new(0),
             next_prune: AtomicU64::new(0),
             idle: AtomicBool::new(false),
+            visiting: AtomicBool::new(false),
+            touched_while_visiting: AtomicBool::new(false),
             half_retention: retention / 2,
         }
     }
@@ -48,8 +61,8 @@ impl Sweep {
     pub fn decided(&self, decision: &Decision) {
         self.touched();
         if let Decision::Granted(grant) = decision {
-            // The decision's time: its slot less its wait (a replayed lease's slot may lie
-            // before it, which only makes the next visit come sooner).
+            // The decision's time: its slot less its wait. A replayed lease counts too, though
+            // it prunes nothing: rare, and it only holds a visit back by half a retention.
             let at = grant.slot.saturating_sub(grant.wait);
             // Written only when it moves: every decision of a busy service passes here.
             if at > self.last_grant.load(Ordering::Relaxed) {
@@ -58,10 +71,14 @@ impl Sweep {
         }
     }
 
-    /// A call that may write the service's state (a report, an operator's action) came through.
+    /// A call that may have written the service's state came back (a report, an operator's
+    /// action, a family member's acquire for its ancestors).
     pub fn touched(&self) {
-        if self.idle.load(Ordering::Relaxed) {
-            self.idle.store(false, Ordering::Relaxed);
+        if self.visiting.load(Ordering::SeqCst) {
+            self.touched_while_visiting.store(true, Ordering::SeqCst);
+        }
+        if self.idle.load(Ordering::SeqCst) {
+            self.idle.store(false, Ordering::SeqCst);
         }
     }
 
@@ -78,15 +95,25 @@ impl Sweep {
         !granting && now >= self.next_prune.load(Ordering::Relaxed)
     }
 
-    /// What the visit answered: the earliest Redis time a prune could drop a lease, or a
-    /// negative number for nothing to wait for.
-    pub fn visited(&self, next_prune: i64) {
-        match u64::try_from(next_prune) {
-            Ok(at) => self.next_prune.store(at, Ordering::Relaxed),
-            Err(_) => {
+    /// A visit is sent.
+    pub fn visiting(&self) {
+        self.touched_while_visiting.store(false, Ordering::SeqCst);
+        self.visiting.store(true, Ordering::SeqCst);
+    }
+
+    /// What the visit answered (`None`: it failed): the earliest Redis time the next visit could
+    /// do anything, or a negative number for no state.
+    pub fn visited(&self, next_prune: Option<i64>) {
+        self.visiting.store(false, Ordering::SeqCst);
+        match next_prune.map(u64::try_from) {
+            Some(Ok(at)) => self.next_prune.store(at, Ordering::Relaxed),
+            Some(Err(_)) => {
                 self.next_prune.store(0, Ordering::Relaxed);
-                self.idle.store(true, Ordering::Relaxed);
+                if !self.touched_while_visiting.load(Ordering::SeqCst) {
+                    self.idle.store(true, Ordering::SeqCst);
+                }
             }
+            None => {}
         }
     }
 }
@@ -124,7 +151,8 @@ mod tests {
     #[test]
     fn a_visit_says_when_the_next_one_can_prune() {
         let sweep = Sweep::new(10_000_000);
-        sweep.visited(200_000_000);
+        sweep.visiting();
+        sweep.visited(Some(200_000_000));
         assert!(!sweep.due(Some(199_999_999)));
         assert!(sweep.due(Some(200_000_000)));
         // Grants do not bring it forward; a recent one holds it back further.
@@ -134,18 +162,35 @@ mod tests {
     }
 
     #[test]
-    fn nothing_to_wait_for_waits_for_a_call() {
+    fn no_state_waits_for_a_call() {
         let sweep = Sweep::new(10_000_000);
-        sweep.visited(-1);
+        sweep.visiting();
+        sweep.visited(Some(-1));
         assert!(!sweep.due(Some(1)) && !sweep.due(None));
         sweep.touched();
         assert!(sweep.due(Some(1)));
-        sweep.visited(-1);
+        sweep.visiting();
+        sweep.visited(Some(-1));
         sweep.decided(&Decision::Denied {
             retry_after: 1,
             decider: Decider::Now,
             scope: Scope::Shared,
         });
         assert!(sweep.due(Some(1)), "a denial is a call too");
+    }
+
+    #[test]
+    fn a_call_answered_during_a_visit_keeps_the_service_in() {
+        let sweep = Sweep::new(10_000_000);
+        // Redis ran the visit (no state yet), then a call that created one, whose answer came
+        // back first.
+        sweep.visiting();
+        sweep.touched();
+        sweep.visited(Some(-1));
+        assert!(sweep.due(Some(1)));
+        // A failed visit changes nothing.
+        sweep.visiting();
+        sweep.visited(None);
+        assert!(sweep.due(Some(1)));
     }
 }

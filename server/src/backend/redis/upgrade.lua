@@ -41,7 +41,6 @@ local function old_lease(rec)
   return lease
 end
 
--- The hash tag (and family member) of the service whose keys are K.
 -- Returns the nine-key layout's keys of the service whose new keys are K.
 local function old_keys()
   local tag = key_tag()
