@@ -44,14 +44,12 @@ async fn round(redis: &RedisServer, limiter: &Limiter<RedisBackend>) -> anyhow::
     Ok(script_calls(redis)? - before)
 }
 
-fn spec(limiter: &Limiter<RedisBackend>, name: &str) -> Arc<ServiceSpec> {
-    limiter.service(name).expect("configured").spec.clone()
-}
-
-#[tokio::test]
-async fn maintenance_visits_only_the_services_that_need_it() -> anyhow::Result<()> {
-    let redis = RedisServer::start()?;
-    let specs: Vec<_> = Config::parse(&config())?
+/// A limiter of `config` on `redis`, its clock set by hand (the second value).
+async fn start(
+    redis: &RedisServer,
+    config: &str,
+) -> anyhow::Result<(Limiter<RedisBackend>, Arc<AtomicU64>)> {
+    let specs: Vec<_> = Config::parse(config)?
         .services
         .into_iter()
         .map(Arc::new)
@@ -63,7 +61,29 @@ async fn maintenance_visits_only_the_services_that_need_it() -> anyhow::Result<(
     let backend = RedisBackend::connect(&specs, &redis_config)
         .await?
         .with_manual_time(now.clone());
-    let limiter = Limiter::new(specs, backend);
+    Ok((Limiter::new(specs, backend), now))
+}
+
+/// Asks `service` for one request; it must be granted.
+async fn grant(limiter: &Limiter<RedisBackend>, service: &str, id: &str) -> anyhow::Result<()> {
+    let request = AcquireRequest {
+        service: service.into(),
+        request_id: id.into(),
+        ..AcquireRequest::default()
+    };
+    let (_, decision) = limiter.acquire(&request).await?;
+    anyhow::ensure!(matches!(decision, Decision::Granted(_)), "{decision:?}");
+    Ok(())
+}
+
+fn spec(limiter: &Limiter<RedisBackend>, name: &str) -> Arc<ServiceSpec> {
+    limiter.service(name).expect("configured").spec.clone()
+}
+
+#[tokio::test]
+async fn maintenance_visits_only_the_services_that_need_it() -> anyhow::Result<()> {
+    let redis = RedisServer::start()?;
+    let (limiter, now) = start(&redis, &config()).await?;
     let advance = |by: u64| now.fetch_add(by, Ordering::SeqCst);
 
     // The first round visits every service; none has a state, so the next visits none.
@@ -72,14 +92,8 @@ async fn maintenance_visits_only_the_services_that_need_it() -> anyhow::Result<(
 
     // s0 is granted three calls: its grants prune it, so it is left out for half its retention
     // (10 s: 5 s) after the last one.
-    for i in 0..3 {
-        let request = AcquireRequest {
-            service: "s0".into(),
-            request_id: format!("r{i}"),
-            ..AcquireRequest::default()
-        };
-        let (_, decision) = limiter.acquire(&request).await?;
-        assert!(matches!(decision, Decision::Granted(_)), "{decision:?}");
+    for id in ["r0", "r1", "r2"] {
+        grant(&limiter, "s0", id).await?;
     }
     assert_eq!(round(&redis, &limiter).await?, 0);
     advance(4 * S);
@@ -133,14 +147,7 @@ async fn maintenance_visits_only_the_services_that_need_it() -> anyhow::Result<(
 
     // A call through this replica brings a service back into the rounds: a grant on s2, with
     // time moved past half its retention, is visited.
-    let request = AcquireRequest {
-        service: "s2".into(),
-        ..AcquireRequest::default()
-    };
-    assert!(matches!(
-        limiter.acquire(&request).await?.1,
-        Decision::Granted(_)
-    ));
+    grant(&limiter, "s2", "").await?;
     advance(5 * S);
     assert_eq!(round(&redis, &limiter).await?, 1, "s2");
     Ok(())
@@ -150,33 +157,14 @@ async fn maintenance_visits_only_the_services_that_need_it() -> anyhow::Result<(
 async fn a_family_members_call_brings_its_ancestors_back_into_the_rounds() -> anyhow::Result<()> {
     let redis = RedisServer::start()?;
     let config = "[[services]]\nname = \"org\"\nlimits = [{ dimension = \"requests\", amount = 100, window = \"10s\" }]\n\n[[services]]\nname = \"model\"\nparent = \"org\"\nlimits = [{ dimension = \"requests\", amount = 50, window = \"10s\" }]\n";
-    let specs: Vec<_> = Config::parse(config)?
-        .services
-        .into_iter()
-        .map(Arc::new)
-        .collect();
-    let now = Arc::new(AtomicU64::new(1_800_000_000 * S));
-    let redis_config = RedisConfig::new(RedisUrl::parse(&redis.url()).map_err(anyhow::Error::msg)?)
-        .key_prefix("sweep")
-        .timeout(Duration::from_secs(10));
-    let backend = RedisBackend::connect(&specs, &redis_config)
-        .await?
-        .with_manual_time(now.clone());
-    let limiter = Limiter::new(specs, backend);
+    let (limiter, now) = start(&redis, config).await?;
 
     // Neither has a state: both visited once, then left out.
     assert_eq!(round(&redis, &limiter).await?, 2);
     assert_eq!(round(&redis, &limiter).await?, 0);
     // A call of the member books in the parent's log too: past half the member's retention both
     // are visited, and the parent's lease is pruned once past its retention.
-    let request = AcquireRequest {
-        service: "model".into(),
-        ..AcquireRequest::default()
-    };
-    assert!(matches!(
-        limiter.acquire(&request).await?.1,
-        Decision::Granted(_)
-    ));
+    grant(&limiter, "model", "").await?;
     assert_eq!(
         round(&redis, &limiter).await?,
         1,

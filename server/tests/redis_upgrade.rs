@@ -114,6 +114,19 @@ async fn limiter(
     Ok((specs.clone(), Limiter::new(specs, backend)))
 }
 
+/// [`limiter`], after three calls of 100 tokens granted (request ids `a`, `b`, `c`).
+async fn limiter_with_three_leases(
+    redis: &RedisServer,
+    now: u64,
+) -> anyhow::Result<(Vec<Arc<ServiceSpec>>, Limiter<RedisBackend>)> {
+    let (specs, l) = limiter(redis, now).await?;
+    for id in ["a", "b", "c"] {
+        let (_, d) = l.acquire(&call(100, id)).await?;
+        assert!(matches!(d, Decision::Granted(_)), "{d:?}");
+    }
+    Ok((specs, l))
+}
+
 fn call(tokens: u64, request_id: &str) -> AcquireRequest {
     AcquireRequest {
         service: "old".into(),
@@ -200,11 +213,7 @@ async fn a_state_of_the_earlier_layout_is_converted_and_carries_on() -> anyhow::
 async fn a_state_lost_alone_starts_afresh_without_its_leftovers() -> anyhow::Result<()> {
     let redis = RedisServer::start()?;
     let now = now_micros()?;
-    let (specs, l) = limiter(&redis, now).await?;
-    for id in ["a", "b", "c"] {
-        let (_, d) = l.acquire(&call(100, id)).await?;
-        assert!(matches!(d, Decision::Granted(_)), "{d:?}");
-    }
+    let (specs, l) = limiter_with_three_leases(&redis, now).await?;
     // The state alone is lost: its request ids stay in the ledger, its log beside it.
     redis.command(&["HDEL", &key("ledger"), ""])?;
     assert_eq!(redis.text(&["HEXISTS", &key("ledger"), "c"])?, "1");
@@ -252,11 +261,7 @@ return 1
 async fn a_state_of_the_previous_layout_moves_into_the_ledger() -> anyhow::Result<()> {
     let redis = RedisServer::start()?;
     let now = now_micros()?;
-    let (specs, l) = limiter(&redis, now).await?;
-    for id in ["a", "b", "c"] {
-        let (_, d) = l.acquire(&call(100, id)).await?;
-        assert!(matches!(d, Decision::Granted(_)), "{d:?}");
-    }
+    let (specs, l) = limiter_with_three_leases(&redis, now).await?;
     redis.command(&[
         "EVAL",
         TO_PREVIOUS_LAYOUT,
