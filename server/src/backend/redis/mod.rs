@@ -277,11 +277,12 @@ impl RedisBackend {
         call: ReportCall,
     ) -> Result<ReportOutcome, BackendError> {
         let service = self.service(spec)?;
-        service.sweep.touched();
         let args = protocol::report_args(spec, &call)?;
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let reply = self.eval(&self.scripts.report, &service, &args).await?;
-        protocol::report_outcome(&reply)
+        let reply = self.eval(&self.scripts.report, &service, &args).await;
+        // Once Redis ran it (see `sweep`: a visit in flight must hear of it).
+        service.sweep.touched();
+        protocol::report_outcome(&reply?)
     }
 
     async fn status_shared(&self, spec: &ServiceSpec) -> Result<ServiceSnapshot, BackendError> {
@@ -292,14 +293,15 @@ impl RedisBackend {
 
     async fn admin_shared(&self, spec: &ServiceSpec, op: AdminOp) -> Result<(), BackendError> {
         let service = self.service(spec)?;
-        service.sweep.touched();
         let action = match op {
             AdminOp::ClearCooldowns => "clear",
             AdminOp::Reset => "reset",
         };
-        self.eval_as::<String>(&self.scripts.admin, &service, &[action])
-            .await
-            .map(|_| ())
+        let done = self
+            .eval_as::<String>(&self.scripts.admin, &service, &[action])
+            .await;
+        service.sweep.touched();
+        done.map(|_| ())
     }
 }
 
