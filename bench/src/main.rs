@@ -16,6 +16,7 @@ mod decisions;
 mod footprint;
 mod goodput;
 mod load;
+mod module_alone;
 mod noop;
 mod raw_redis;
 mod redis_cost;
@@ -75,6 +76,8 @@ enum Command {
         #[command(flatten)]
         load: decisions::LoadArgs,
     },
+    /// The Redis module's CPU per decision in Redis alone (no gRPC, no server).
+    ModuleAlone(module_alone::ModuleAloneArgs),
     /// Faults at random under load (replicas killed, Redis frozen and killed, reloads), checked.
     Chaos(chaos::ChaosArgs),
     /// Workers against a simulated provider: naive retries, reactive cooldown, and Sluice.
@@ -122,6 +125,7 @@ fn main() -> anyhow::Result<()> {
                 redis_url,
                 load,
             } => redis_cost::run(cluster, redis_url, &load).await?,
+            Command::ModuleAlone(args) => module_alone::run(args)?,
             Command::Chaos(args) => chaos::run(args).await?,
             Command::Goodput(args) => goodput::run(args).await?,
             Command::Memory(args) => footprint::run(args).await?,

@@ -7,6 +7,7 @@
 pub mod adaptive;
 mod answer;
 mod bucket;
+pub mod codec;
 pub mod duration;
 mod family;
 mod lease;
@@ -23,12 +24,15 @@ pub use answer::{
     ServiceSnapshot,
 };
 pub use bucket::{BucketShape, TokenBucket};
+mod remote;
+pub use codec::{from_bytes, to_bytes, CodecError, Decode, Encode, Reader, FORMAT_VERSION};
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use family::{acquire_in_family, Member};
 pub use lease::LeaseId;
 pub use ledger::{AcquireError, AdminOp, Ledger, UsageUpdate, MAX_DEFERRED, MAX_LEASES};
 pub use names::{ancestors, validate_service_name, BrokenLineage, MAX_ANCESTORS};
 pub use priority::{Class, Priorities, MIN_SHARE};
+pub use remote::{AcquireAnswer, AcquireRequest, AcquireRequests};
 pub use report::{
     AdoptOrder, CooldownOrder, NotAdopted, OverloadOrder, RemainingReading, ReportCall,
 };

@@ -4,9 +4,9 @@ use proptest::prelude::*;
 
 use super::*;
 
-const S: Micros = MICROS_PER_SEC;
+pub(super) const S: Micros = MICROS_PER_SEC;
 
-fn spec(limits: Vec<LimitSpec>) -> ServiceSpec {
+pub(super) fn spec(limits: Vec<LimitSpec>) -> ServiceSpec {
     ServiceSpec::new("test/svc", limits)
 }
 
@@ -37,7 +37,7 @@ fn report(
     l.report(spec, now, &call)
 }
 
-fn requests(amount: u64, window: Micros) -> LimitSpec {
+pub(super) fn requests(amount: u64, window: Micros) -> LimitSpec {
     LimitSpec::new(
         Dimension::Requests,
         amount,
@@ -46,7 +46,7 @@ fn requests(amount: u64, window: Micros) -> LimitSpec {
     )
 }
 
-fn tokens_bucket(amount: u64, window: Micros, burst: u64) -> LimitSpec {
+pub(super) fn tokens_bucket(amount: u64, window: Micros, burst: u64) -> LimitSpec {
     LimitSpec::new(
         Dimension::Tokens,
         amount,
@@ -55,7 +55,7 @@ fn tokens_bucket(amount: u64, window: Micros, burst: u64) -> LimitSpec {
     )
 }
 
-fn tokens_window(amount: u64, window: Micros) -> LimitSpec {
+pub(super) fn tokens_window(amount: u64, window: Micros) -> LimitSpec {
     LimitSpec::new(Dimension::Tokens, amount, window, Algorithm::SlidingWindow)
 }
 
@@ -66,7 +66,7 @@ fn grant(d: Decision) -> Grant {
     }
 }
 
-const T0: Micros = 1_700_000_000 * S;
+pub(super) const T0: Micros = 1_700_000_000 * S;
 
 #[test]
 fn sliding_window_grants_up_to_amount_then_queues_at_window_end() {
@@ -800,7 +800,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn limit_strategy() -> impl Strategy<Value = LimitSpec> {
+pub(super) fn limit_strategy() -> impl Strategy<Value = LimitSpec> {
     (any::<bool>(), 60u64..=200, 1u64..=20, 1u64..=3).prop_map(|(bucket, amount, secs, dim)| {
         let dimension = if dim == 1 {
             Dimension::Requests

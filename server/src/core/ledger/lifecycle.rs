@@ -78,20 +78,37 @@ impl Ledger {
 
     /// True once the service has been quiet long enough to be forgotten (see `forget_if_stale`).
     pub(in crate::core) fn is_stale(&self, spec: &ServiceSpec, now: Micros) -> bool {
-        // The latest cooldown end ever set, not only the active ones: whether an expired
-        // cooldown was pruned yet must not change when a service is forgotten.
-        let horizon = self
-            .last_report
-            .as_ref()
-            .map(|r| r.at)
-            .into_iter()
-            .fold(self.last_slot.max(self.cooldown_horizon), Micros::max)
-            .max(self.adaptive_recovered(spec));
+        let horizon = self.horizon(spec);
         // Most calls come within a second of the horizon: skip computing the retention.
         if horizon == 0 || now < horizon.saturating_add(MICROS_PER_SEC) {
             return false;
         }
-        now >= horizon
+        now >= Self::forgotten_after(spec, horizon)
+    }
+
+    /// When this state will be forgotten if nothing happens to it before: its horizon plus the
+    /// retention plus a second (`None`: it holds nothing to forget). A store that expires state
+    /// by time (the Redis module's keys) expires it then.
+    pub fn forget_at(&self, spec: &ServiceSpec) -> Option<Micros> {
+        let horizon = self.horizon(spec);
+        (horizon != 0).then(|| Self::forgotten_after(spec, horizon))
+    }
+
+    /// The latest of the last booked slot, the cooldowns ever set, the last report and the end of
+    /// a lowered adaptive budget (0: nothing yet).
+    fn horizon(&self, spec: &ServiceSpec) -> Micros {
+        // The latest cooldown end ever set, not only the active ones: whether an expired
+        // cooldown was pruned yet must not change when a service is forgotten.
+        self.last_report
+            .as_ref()
+            .map(|r| r.at)
+            .into_iter()
+            .fold(self.last_slot.max(self.cooldown_horizon), Micros::max)
+            .max(self.adaptive_recovered(spec))
+    }
+
+    fn forgotten_after(spec: &ServiceSpec, horizon: Micros) -> Micros {
+        horizon
             .saturating_add(spec.retention())
             .saturating_add(MICROS_PER_SEC)
     }
@@ -156,5 +173,30 @@ impl Ledger {
             self.by_request.shrink_to_fit();
         }
         idle
+    }
+}
+
+impl Ledger {
+    /// About how many bytes the state holds (for a store's memory accounting: Redis's
+    /// `MEMORY USAGE` of the module's keys).
+    pub fn memory_estimate(&self) -> usize {
+        let ids: usize = self
+            .log
+            .iter()
+            .filter_map(|l| l.request_id.as_ref().map(|id| 2 * id.len() + 32))
+            .sum();
+        std::mem::size_of::<Self>()
+            + self.log.capacity() * std::mem::size_of::<Lease>()
+            + ids
+            + self.holds.len() * 40
+            + self.buckets.len() * std::mem::size_of::<TokenBucket>()
+    }
+}
+
+impl Ledger {
+    /// Whether this state can be used with `spec`: one bucket per limit (a state decoded from
+    /// outside must be checked before its first use; `reshape` carries it to another spec).
+    pub fn is_shaped_for(&self, spec: &ServiceSpec) -> bool {
+        self.buckets.len() == spec.limits.len() && self.adopted.len() == spec.limits.len()
     }
 }

@@ -10,6 +10,7 @@
 //! time it was given, so a clock that steps back frees nothing.
 
 mod acquire;
+mod codec;
 mod lifecycle;
 mod overtake;
 mod report;

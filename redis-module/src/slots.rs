@@ -1,0 +1,121 @@
+//! The ledgers one section of a call works on: its keys, open until the section is done, and the
+//! state each holds (or a fresh one, stored only if something was booked on it). After the
+//! decisions each key expires when its state would be forgotten, or is deleted if nothing is left.
+
+#![allow(unsafe_code)]
+
+use std::ffi::c_void;
+
+use sluice_server::core::Micros;
+
+use crate::{
+    args::{wall_micros, CallError},
+    redis::{Args, Context, OpenKey},
+    value::{ledger_type, Stored},
+};
+
+/// A ledger of the section: in a key (owned by Redis) or new (owned here until stored).
+enum Slot {
+    Empty,
+    InKey(*mut Stored),
+    Fresh(Box<Stored>),
+}
+
+/// The keys and ledgers of one section.
+pub struct Slots<'a> {
+    keys: Vec<OpenKey<'a>>,
+    slots: Vec<Slot>,
+}
+
+impl<'a> Slots<'a> {
+    /// Opens the keys at arguments `at`; refuses keys holding another type.
+    pub fn open(cx: &Context<'a>, args: &Args<'_>, at: &[usize]) -> Result<Self, CallError> {
+        let mut keys = Vec::with_capacity(at.len());
+        let mut slots = Vec::with_capacity(at.len());
+        for &i in at {
+            let key = cx.open(args.raw(i).ok_or(CallError::Arity)?);
+            let slot = match key.value::<Stored>(ledger_type()) {
+                Ok(Some(value)) if !value.is_null() => Slot::InKey(value),
+                Ok(_) => Slot::Empty,
+                Err(_) => return Err(CallError::WrongType),
+            };
+            keys.push(key);
+            slots.push(slot);
+        }
+        Ok(Self { keys, slots })
+    }
+
+    /// Makes ledger `i` ready for the encoded configuration `spec`: a state in the key is
+    /// reshaped if it was shaped for another; none yet, a fresh one with `nonce`. True if a
+    /// stored state changed.
+    pub fn prepare(
+        &mut self,
+        i: usize,
+        spec: &[u8],
+        nonce: u64,
+        max_leases: usize,
+    ) -> Result<bool, CallError> {
+        let slot = self.slots.get_mut(i).ok_or(CallError::Arity)?;
+        match slot {
+            Slot::InKey(value) => {
+                // SAFETY: the value of a key open until this section ends; no other reference
+                // to it exists (keys of a section are distinct).
+                let stored = unsafe { &mut **value };
+                stored.conform(spec).map_err(CallError::Codec)
+            }
+            Slot::Fresh(stored) => stored.conform(spec).map_err(CallError::Codec),
+            Slot::Empty => {
+                let stored = Stored::new(spec, nonce, max_leases).map_err(CallError::Codec)?;
+                *slot = Slot::Fresh(Box::new(stored));
+                Ok(false)
+            }
+        }
+    }
+
+    /// Every ledger of the section, the service first (after `prepare` of each).
+    pub fn all_mut(&mut self) -> Vec<&mut Stored> {
+        self.slots
+            .iter_mut()
+            .filter_map(|slot| match slot {
+                Slot::Empty => None,
+                // SAFETY: as in `prepare`; each slot is a distinct value, borrowed once here.
+                Slot::InKey(value) => Some(unsafe { &mut **value }),
+                Slot::Fresh(stored) => Some(&mut **stored),
+            })
+            .collect()
+    }
+
+    /// Stores new states that hold something, sets every key to expire when its state would be
+    /// forgotten, and deletes keys whose state holds nothing any more.
+    pub fn settle(self, now: Micros) {
+        let wall_ms = (wall_micros() / 1000) as i64;
+        for (key, slot) in self.keys.iter().zip(self.slots) {
+            let stored: &Stored = match &slot {
+                Slot::Empty => continue,
+                // SAFETY: as in `prepare`.
+                Slot::InKey(value) => unsafe { &**value },
+                Slot::Fresh(stored) => stored,
+            };
+            match stored.expires_at_ms(now) {
+                Some(at_ms) => {
+                    // Redis expires by its own clock: the time left, from now on it.
+                    let ttl_ms = at_ms.saturating_sub((now / 1000) as i64).max(1);
+                    if let Slot::Fresh(stored) = slot {
+                        let value = Box::into_raw(stored);
+                        if !key.set_value(ledger_type(), value.cast::<c_void>()) {
+                            // SAFETY: Redis refused the value, so it is still ours.
+                            drop(unsafe { Box::from_raw(value) });
+                            continue;
+                        }
+                    }
+                    key.expire_at(wall_ms.saturating_add(ttl_ms));
+                }
+                None => {
+                    if let Slot::InKey(_) = slot {
+                        key.delete();
+                    }
+                }
+            }
+        }
+    }
+}

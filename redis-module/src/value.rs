@@ -1,0 +1,204 @@
+//! The value this module keeps in a Redis key: one service's [`Ledger`] with the configuration it
+//! is shaped for ([`Stored`]), and the Redis data type that holds it: saved to and loaded from
+//! RDB files (so replicas' full syncs and restarts keep it), rewritten into the AOF as
+//! `SLUICE.RESTORE`, freed with the key.
+//!
+//! The configuration travels with every call as the encoded `ServiceSpec`; a call whose encoding
+//! differs from the stored one (a reload) reshapes the ledger to it, as the memory backend does.
+
+#![allow(unsafe_code)]
+
+use std::{
+    ffi::{c_int, c_void},
+    sync::atomic::{AtomicPtr, Ordering},
+};
+
+use sluice_server::core::{from_bytes, to_bytes, CodecError, Ledger, Micros, ServiceSpec};
+
+use crate::ffi;
+
+/// The version of the RDB encoding (Redis stores it beside every value).
+pub const ENCODING_VERSION: c_int = 1;
+
+/// The registered data type (set once at load).
+pub static LEDGER_TYPE: AtomicPtr<ffi::ModuleType> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The data type's pointer, for opening keys.
+pub fn ledger_type() -> *mut ffi::ModuleType {
+    LEDGER_TYPE.load(Ordering::Acquire)
+}
+
+/// One service's state in a key.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    /// The encoded configuration `spec` was decoded from (compared with each call's).
+    spec_bytes: Vec<u8>,
+    /// The configuration the ledger is shaped for.
+    pub spec: ServiceSpec,
+    /// The state.
+    pub ledger: Ledger,
+}
+
+impl Stored {
+    /// A fresh state for the encoded configuration `spec_bytes`.
+    pub fn new(spec_bytes: &[u8], nonce: u64, max_leases: usize) -> Result<Self, CodecError> {
+        let spec: ServiceSpec = from_bytes(spec_bytes)?;
+        let ledger = Ledger::new(&spec, nonce).with_max_leases(max_leases);
+        Ok(Self {
+            spec_bytes: spec_bytes.to_vec(),
+            spec,
+            ledger,
+        })
+    }
+
+    /// Reshapes the ledger to the encoded configuration `spec_bytes` if it is not the one it is
+    /// shaped for. True if it changed.
+    pub fn conform(&mut self, spec_bytes: &[u8]) -> Result<bool, CodecError> {
+        if self.spec_bytes == spec_bytes {
+            return Ok(false);
+        }
+        let spec: ServiceSpec = from_bytes(spec_bytes)?;
+        self.ledger.reshape(&self.spec, &spec);
+        self.spec = spec;
+        self.spec_bytes = spec_bytes.to_vec();
+        Ok(true)
+    }
+
+    /// Whether the ledger is shaped for the encoded configuration `spec_bytes`.
+    pub fn is_shaped_for(&self, spec_bytes: &[u8]) -> bool {
+        self.spec_bytes == spec_bytes
+    }
+
+    /// When the key should expire (Unix ms, rounded up), `None` once nothing is left to keep.
+    pub fn expires_at_ms(&self, now: Micros) -> Option<i64> {
+        let at = self.ledger.forget_at(&self.spec)?;
+        (at > now).then(|| i64::try_from(at.div_ceil(1000)).unwrap_or(i64::MAX))
+    }
+
+    /// The bytes an RDB file or `SLUICE.RESTORE` holds: the configuration's length (u32, little
+    /// endian), the configuration, then the encoded ledger.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let ledger = to_bytes(&self.ledger);
+        let mut out = Vec::with_capacity(4 + self.spec_bytes.len() + ledger.len());
+        out.extend_from_slice(&(self.spec_bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.spec_bytes);
+        out.extend_from_slice(&ledger);
+        out
+    }
+
+    /// Reads what [`Stored::to_bytes`] wrote.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CodecError> {
+        let (len, rest) = bytes
+            .split_first_chunk::<4>()
+            .ok_or(CodecError::Truncated)?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(CodecError::Truncated);
+        }
+        let (spec_bytes, ledger) = rest.split_at(len);
+        let spec: ServiceSpec = from_bytes(spec_bytes)?;
+        let ledger: Ledger = from_bytes(ledger)?;
+        if !ledger.is_shaped_for(&spec) {
+            return Err(CodecError::Invalid(
+                "the ledger is not shaped for its configuration",
+            ));
+        }
+        Ok(Self {
+            spec_bytes: spec_bytes.to_vec(),
+            spec,
+            ledger,
+        })
+    }
+}
+
+/// A shared look at a key's value.
+pub fn borrow<'a>(value: *mut Stored) -> Option<&'a Stored> {
+    // SAFETY: `value` is the value of a key open for the running call, stored by this module as
+    // a `Stored`; it is only read while the key stays open.
+    unsafe { value.as_ref() }
+}
+
+/// Frees a value Redis did not take.
+pub fn reclaim(value: *mut Stored) {
+    if !value.is_null() {
+        // SAFETY: made by `Box::into_raw` and not stored anywhere.
+        drop(unsafe { Box::from_raw(value) });
+    }
+}
+
+unsafe extern "C" fn rdb_load(io: *mut ffi::Io, version: c_int) -> *mut c_void {
+    let Some(api) = ffi::api() else {
+        return std::ptr::null_mut();
+    };
+    if version != ENCODING_VERSION {
+        return std::ptr::null_mut();
+    }
+    let mut len = 0usize;
+    let buffer = (api.LoadStringBuffer)(io, &mut len);
+    if buffer.is_null() || (api.IsIOError)(io) != 0 {
+        return std::ptr::null_mut();
+    }
+    let decoded = Stored::from_bytes(std::slice::from_raw_parts(buffer.cast::<u8>(), len));
+    (api.Free)(buffer.cast());
+    match decoded {
+        Ok(stored) => Box::into_raw(Box::new(stored)).cast(),
+        Err(_) => std::ptr::null_mut(),
+    }
+}
+
+unsafe extern "C" fn rdb_save(io: *mut ffi::Io, value: *mut c_void) {
+    let (Some(api), Some(stored)) = (ffi::api(), value.cast::<Stored>().as_ref()) else {
+        return;
+    };
+    let bytes = stored.to_bytes();
+    (api.SaveStringBuffer)(io, bytes.as_ptr().cast(), bytes.len());
+}
+
+unsafe extern "C" fn aof_rewrite(io: *mut ffi::Io, key: *mut ffi::RString, value: *mut c_void) {
+    let (Some(api), Some(stored)) = (ffi::api(), value.cast::<Stored>().as_ref()) else {
+        return;
+    };
+    let bytes = stored.to_bytes();
+    (api.EmitAOF)(
+        io,
+        c"SLUICE.RESTORE".as_ptr(),
+        c"sb".as_ptr(),
+        key,
+        bytes.as_ptr(),
+        bytes.len(),
+    );
+}
+
+unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
+    value.cast::<Stored>().as_ref().map_or(0, |s| {
+        std::mem::size_of::<Stored>() + s.ledger.memory_estimate()
+    })
+}
+
+unsafe extern "C" fn free(value: *mut c_void) {
+    if !value.is_null() {
+        drop(Box::from_raw(value.cast::<Stored>()));
+    }
+}
+
+/// Registers the data type (its name is 9 characters, as Redis requires).
+///
+/// # Safety
+/// `ctx` must be the context of `RedisModule_OnLoad`.
+pub unsafe fn register(ctx: *mut ffi::Ctx, api: &ffi::Api) -> bool {
+    let mut methods = ffi::TypeMethods {
+        version: ffi::TYPE_METHOD_VERSION,
+        rdb_load: Some(rdb_load),
+        rdb_save: Some(rdb_save),
+        aof_rewrite: Some(aof_rewrite),
+        mem_usage: Some(mem_usage),
+        digest: None,
+        free: Some(free),
+    };
+    let ty = (api.CreateDataType)(ctx, c"sluice-lg".as_ptr(), ENCODING_VERSION, &mut methods);
+    if ty.is_null() {
+        return false;
+    }
+    LEDGER_TYPE.store(ty, Ordering::Release);
+    true
+}
