@@ -70,6 +70,10 @@ enum Command {
         /// A three-master Redis Cluster instead of one Redis.
         #[arg(long)]
         cluster: bool,
+        /// Decide with the Sluice Redis module (`engine = "module"`), loaded into the Redis
+        /// started here (from beside this binary; `cargo build --release -p sluice-redis-module`).
+        #[arg(long)]
+        module: bool,
         /// Redis to use (default: started on free ports).
         #[arg(long)]
         redis_url: Option<String>,
@@ -122,9 +126,10 @@ fn main() -> anyhow::Result<()> {
             Command::Suite { redis_url, load } => decisions::suite(redis_url, &load).await?,
             Command::RedisCost {
                 cluster,
+                module,
                 redis_url,
                 load,
-            } => redis_cost::run(cluster, redis_url, &load).await?,
+            } => redis_cost::run(cluster, module, redis_url, &load).await?,
             Command::ModuleAlone(args) => module_alone::run(args)?,
             Command::Chaos(args) => chaos::run(args).await?,
             Command::Goodput(args) => goodput::run(args).await?,

@@ -58,8 +58,17 @@ fn read_counters(urls: &[String]) -> anyhow::Result<Counters> {
 }
 
 /// `redis-cost`: decisions per second and Redis CPU and commands per decision.
-pub async fn run(cluster: bool, redis_url: Option<String>, args: &LoadArgs) -> anyhow::Result<()> {
-    let redis = Redis::new(redis_url, cluster)?;
+pub async fn run(
+    cluster: bool,
+    module: bool,
+    redis_url: Option<String>,
+    args: &LoadArgs,
+) -> anyhow::Result<()> {
+    let redis = if module {
+        Redis::with_module(redis_url, cluster)?
+    } else {
+        Redis::new(redis_url, cluster)?
+    };
     let urls = redis.node_urls();
     let backend = if cluster {
         Backend::Cluster
@@ -69,8 +78,9 @@ pub async fn run(cluster: bool, redis_url: Option<String>, args: &LoadArgs) -> a
     let server = start_sluice(backend, Some(&redis), args)?;
     let load = args.load();
     let name = format!(
-        "sluice {} ({} services, {:?})",
+        "sluice {}{} ({} services, {:?})",
         if cluster { "redis cluster" } else { "redis" },
+        if module { " module" } else { "" },
         args.services.max(1),
         args.mix
     )

@@ -93,6 +93,9 @@ pub enum Redis {
     Single(RedisServer),
     /// A three-master cluster started on free ports.
     Cluster(RedisCluster),
+    /// One of the above with the Sluice module loaded, decided by the module
+    /// (`engine = "module"`).
+    Module(Box<Redis>),
 }
 
 impl Redis {
@@ -105,12 +108,24 @@ impl Redis {
         })
     }
 
+    /// [`Redis::new`] with the Sluice module loaded (started here) or assumed loaded (`url`),
+    /// decided by the module.
+    pub fn with_module(url: Option<String>, cluster: bool) -> anyhow::Result<Self> {
+        let redis = match (url, cluster) {
+            (Some(url), cluster) => Redis::External(url, cluster),
+            (None, false) => Redis::Single(RedisServer::start_with_module(&[])?),
+            (None, true) => Redis::Cluster(RedisCluster::start_with_module()?),
+        };
+        Ok(Redis::Module(Box::new(redis)))
+    }
+
     /// Its URL.
     pub fn url(&self) -> String {
         match self {
             Redis::External(url, _) => url.clone(),
             Redis::Single(r) => r.url(),
             Redis::Cluster(c) => c.url(),
+            Redis::Module(r) => r.url(),
         }
     }
 
@@ -118,21 +133,30 @@ impl Redis {
     pub fn node_urls(&self) -> Vec<String> {
         match self {
             Redis::Cluster(c) => c.nodes.iter().map(RedisServer::url).collect(),
+            Redis::Module(r) => r.node_urls(),
             _ => vec![self.url()],
         }
     }
 
     /// True for a cluster.
     pub fn cluster(&self) -> bool {
-        matches!(self, Redis::External(_, true) | Redis::Cluster(_))
+        match self {
+            Redis::Module(r) => r.cluster(),
+            r => matches!(r, Redis::External(_, true) | Redis::Cluster(_)),
+        }
     }
 
     /// The `[backend]` section for a server using it, with its own key prefix.
     pub fn backend_toml(&self, prefix: &str) -> String {
         format!(
-            "[backend]\nkind = \"redis\"\nurl = \"{}\"\ncluster = {}\nkey_prefix = \"{prefix}\"\n",
+            "[backend]\nkind = \"redis\"\nurl = \"{}\"\ncluster = {}\nkey_prefix = \"{prefix}\"\n{}",
             self.url(),
-            self.cluster()
+            self.cluster(),
+            if matches!(self, Redis::Module(_)) {
+                "engine = \"module\"\n"
+            } else {
+                ""
+            }
         )
     }
 }

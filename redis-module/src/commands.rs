@@ -5,8 +5,10 @@
 //! they used.
 //!
 //! - `SLUICE.REPORT key now spec nonce call` → the encoded `ReportOutcome`
-//! - `SLUICE.STATUS key now spec` → the encoded `ServiceSnapshot`
+//! - `SLUICE.STATUS key now spec` → the encoded `ServiceSnapshot` and leases held (`u64`)
 //! - `SLUICE.ADMIN key now spec nonce op` → `OK`
+//! - `SLUICE.PRUNE key now spec` → when pruning can next drop something (µs), or `-1` once the
+//!   key holds nothing (it is deleted then)
 //! - `SLUICE.RESTORE key state` → `OK`
 
 use sluice_server::core::{from_bytes, to_bytes, AdminOp, Ledger, ReportCall, ServiceSpec};
@@ -95,20 +97,51 @@ pub fn status(cx: &Context<'_>, args: &Args<'_>) -> Result<(), CallError> {
         .value::<Stored>(ledger_type())
         .map_err(|_| CallError::WrongType)?;
     let snapshot = match stored.and_then(crate::value::borrow) {
-        Some(stored) if stored.is_shaped_for(spec_bytes) => {
-            stored.ledger.snapshot(&stored.spec, now)
-        }
+        Some(stored) if stored.is_shaped_for(spec_bytes) => (
+            stored.ledger.snapshot(&stored.spec, now),
+            stored.ledger.lease_count() as u64,
+        ),
         Some(stored) => {
             let mut copy = stored.clone();
             copy.conform(spec_bytes).map_err(CallError::Codec)?;
-            copy.ledger.snapshot(&copy.spec, now)
+            (
+                copy.ledger.snapshot(&copy.spec, now),
+                copy.ledger.lease_count() as u64,
+            )
         }
         None => {
             let spec: ServiceSpec = from_bytes(spec_bytes).map_err(CallError::Codec)?;
-            Ledger::new(&spec, 0).snapshot(&spec, now)
+            (Ledger::new(&spec, 0).snapshot(&spec, now), 0)
         }
     };
     cx.bulk(&to_bytes(&snapshot));
+    Ok(())
+}
+
+/// Runs `SLUICE.PRUNE`: drops expired leases and an idle state's spare memory (the maintenance
+/// sweep's visit; decisions prune too).
+pub fn prune(cx: &Context<'_>, args: &Args<'_>) -> Result<(), CallError> {
+    exact(args, 3)?;
+    let now = now_of(cx, args)?;
+    let spec = arg(cx, args, 2)?;
+    let mut slots = Slots::open(cx, args, &[0])?;
+    if slots.is_empty() {
+        cx.integer(-1);
+        return Ok(());
+    }
+    slots.prepare(0, spec, 0, sluice_server::core::MAX_LEASES)?;
+    let next = match slots.all_mut().as_mut_slice() {
+        [stored] => {
+            stored.ledger.compact(&stored.spec, now);
+            stored.ledger.next_prune_at(&stored.spec)
+        }
+        _ => None,
+    };
+    slots.settle(now);
+    if !cx.is_replicated() {
+        replicate_at(cx, args, "SLUICE.PRUNE", NOW_AT, now);
+    }
+    cx.integer(next.and_then(|t| i64::try_from(t).ok()).unwrap_or(-1));
     Ok(())
 }
 

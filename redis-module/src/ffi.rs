@@ -110,6 +110,7 @@ api! {
     GetContextFlags: fn(*mut Ctx) -> c_int;
     WrongArity: fn(*mut Ctx) -> c_int;
     ReplyWithError: fn(*mut Ctx, *const c_char) -> c_int;
+    ReplyWithLongLong: fn(*mut Ctx, c_longlong) -> c_int;
     ReplyWithArray: fn(*mut Ctx, c_long) -> c_int;
     ReplyWithStringBuffer: fn(*mut Ctx, *const c_char, usize) -> c_int;
     ReplyWithSimpleString: fn(*mut Ctx, *const c_char) -> c_int;

@@ -7,7 +7,7 @@
 //! Load it with `redis-server --loadmodule …/libsluice_redis_module.so` (every node: primaries,
 //! replicas, and any server that may load their RDB files) and set `engine = "module"` in the
 //! Redis backend's configuration. Commands: `SLUICE.ACQUIRE` (`acquire.rs`), `SLUICE.REPORT`,
-//! `SLUICE.STATUS`, `SLUICE.ADMIN` and `SLUICE.RESTORE` (`commands.rs`). Writes replicate as the
+//! `SLUICE.STATUS`, `SLUICE.ADMIN`, `SLUICE.PRUNE` and `SLUICE.RESTORE` (`commands.rs`). Writes replicate as the
 //! same command with the time they were decided at, so replicas and the AOF decide alike.
 
 #![allow(unsafe_code)]
@@ -87,6 +87,7 @@ command!(acquire_command, acquire::run, Some(acquire::keys));
 command!(report_command, commands::report);
 command!(status_command, commands::status);
 command!(admin_command, commands::admin);
+command!(prune_command, commands::prune);
 command!(restore_command, commands::restore);
 
 /// Registers one command; `keys` is `(first, last, step)` of its key arguments, or `None` for
@@ -154,6 +155,7 @@ pub unsafe extern "C" fn RedisModule_OnLoad(
             single,
         )
         && create(ctx, api, c"sluice.admin", admin_command, c"write", single)
+        && create(ctx, api, c"sluice.prune", prune_command, c"write", single)
         && create(
             ctx,
             api,

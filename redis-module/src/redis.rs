@@ -133,6 +133,12 @@ impl<'a> Context<'a> {
         unsafe { (self.api.WrongArity)(self.ctx) }
     }
 
+    /// Replies with an integer.
+    pub fn integer(&self, value: i64) -> c_int {
+        // SAFETY: a live context.
+        unsafe { (self.api.ReplyWithLongLong)(self.ctx, value) }
+    }
+
     /// Replies with `+OK`.
     pub fn ok(&self) -> c_int {
         // SAFETY: a live context; a static NUL-terminated text.

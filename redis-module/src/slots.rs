@@ -45,6 +45,11 @@ impl<'a> Slots<'a> {
         Ok(Self { keys, slots })
     }
 
+    /// Whether no key of the section holds a state.
+    pub fn is_empty(&self) -> bool {
+        self.slots.iter().all(|s| matches!(s, Slot::Empty))
+    }
+
     /// Makes ledger `i` ready for the encoded configuration `spec`: a state in the key is
     /// reshaped if it was shaped for another; none yet, a fresh one with `nonce`. True if a
     /// stored state changed.

@@ -101,7 +101,8 @@ fn status(
         .arg(now)
         .arg(to_bytes(spec))
         .query(con)?;
-    Ok(from_bytes(&bytes)?)
+    let (snapshot, _held): (ServiceSnapshot, u64) = from_bytes(&bytes)?;
+    Ok(snapshot)
 }
 
 fn request(tokens: u64, max_wait: Micros, id: Option<u32>) -> AcquireRequest {

@@ -294,6 +294,34 @@ impl Drop for RedisServer {
     }
 }
 
+/// The Sluice Redis module built beside the running test binary
+/// (`target/<profile>/libsluice_redis_module.so`; `cargo test --workspace` builds it).
+pub fn sluice_module() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let deps = exe.parent().context("the test binary has no folder")?;
+    for dir in [deps, deps.parent().unwrap_or(deps)] {
+        let candidate = dir.join("libsluice_redis_module.so");
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "libsluice_redis_module.so is not built beside {} (cargo build -p sluice-redis-module)",
+        deps.display()
+    )
+}
+
+impl RedisServer {
+    /// Starts one with the Sluice module loaded, and `extra` arguments.
+    pub fn start_with_module(extra: &[&str]) -> anyhow::Result<Self> {
+        let module = sluice_module()?;
+        let module = module.to_str().context("the module's path is not UTF-8")?;
+        let mut args = vec!["--loadmodule", module];
+        args.extend(extra);
+        Self::start_with(&args)
+    }
+}
+
 /// Three `redis-server` masters forming a Redis Cluster (no replicas).
 pub struct RedisCluster {
     /// The nodes.
@@ -303,30 +331,45 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts three nodes, creates the cluster and waits until every node reports it healthy.
     pub fn start() -> anyhow::Result<Self> {
-        Self::create(3, 0, 5000)
+        Self::create(3, 0, 5000, false)
+    }
+
+    /// [`Self::start`], every node with the Sluice module loaded.
+    pub fn start_with_module() -> anyhow::Result<Self> {
+        Self::create(3, 0, 5000, true)
     }
 
     /// Starts three masters each with a replica (six nodes), a node timeout of `node_timeout_ms`
     /// (a master unreachable that long is failed over to its replica), and waits until every
     /// master has its replica in sync.
     pub fn start_replicated(node_timeout_ms: u32) -> anyhow::Result<Self> {
-        Self::create(6, 1, node_timeout_ms)
+        Self::create(6, 1, node_timeout_ms, false)
     }
 
     /// `count` nodes with `replicas` replicas per master: created, and healthy on every node
     /// (replicas in sync with their masters).
-    fn create(count: usize, replicas: usize, node_timeout_ms: u32) -> anyhow::Result<Self> {
+    fn create(
+        count: usize,
+        replicas: usize,
+        node_timeout_ms: u32,
+        module: bool,
+    ) -> anyhow::Result<Self> {
         let timeout = node_timeout_ms.to_string();
+        let args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            &timeout,
+        ];
         let mut nodes = Vec::new();
         for _ in 0..count {
-            nodes.push(RedisServer::start_with(&[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                &timeout,
-            ])?);
+            nodes.push(if module {
+                RedisServer::start_with_module(&args)?
+            } else {
+                RedisServer::start_with(&args)?
+            });
         }
         let addrs: Vec<String> = nodes
             .iter()

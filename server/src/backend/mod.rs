@@ -9,8 +9,8 @@ use std::{future::Future, sync::Arc};
 
 pub use self::redis::{
     settings::{
-        validate_key_prefix, OnFailure, RedisConfig, RedisUrl, SentinelConfig, DEFAULT_KEY_PREFIX,
-        DEFAULT_REDIS_TIMEOUT,
+        validate_key_prefix, Engine, OnFailure, RedisConfig, RedisUrl, SentinelConfig,
+        DEFAULT_KEY_PREFIX, DEFAULT_REDIS_TIMEOUT,
     },
     RedisBackend, RedisSetupError, ServiceKeys,
 };

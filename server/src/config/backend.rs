@@ -19,6 +19,8 @@ pub(super) struct RawBackend {
     /// Redis Sentinel: the sentinels' URLs, and the name of the master they watch.
     pub(super) sentinels: Option<Vec<String>>,
     pub(super) sentinel_master: Option<String>,
+    /// How decisions run inside Redis: `lua` (the default) or `module`.
+    pub(super) engine: Option<String>,
 }
 
 impl RawBackend {
@@ -96,6 +98,7 @@ impl RawBackend {
                     ("tls_ca_file", self.tls_ca_file.is_some()),
                     ("sentinels", self.sentinels.is_some()),
                     ("sentinel_master", self.sentinel_master.is_some()),
+                    ("engine", self.engine.is_some()),
                 ];
                 if let Some((field, _)) = redis_only.iter().find(|(_, set)| *set) {
                     return Err(format!(
@@ -133,6 +136,12 @@ impl RawBackend {
                 if self.tls_ca_file.is_some() && !url.expose().starts_with("rediss://") {
                     return Err("backend.tls_ca_file: needs a rediss:// url".into());
                 }
+                let engine = match self.engine.as_deref() {
+                    None => Engine::Lua,
+                    Some(e) => Engine::parse(e).ok_or_else(|| {
+                        format!("backend.engine: {e:?} (expected \"lua\" or \"module\")")
+                    })?,
+                };
                 Ok(BackendConfig::Redis(RedisConfig {
                     url,
                     sentinel,
@@ -141,6 +150,7 @@ impl RawBackend {
                     timeout,
                     on_failure,
                     tls_ca_file: self.tls_ca_file.map(Into::into),
+                    engine,
                 }))
             }
             other => Err(format!(

@@ -28,8 +28,8 @@ use self::{
 };
 
 pub use crate::backend::{
-    validate_key_prefix, OnFailure, RedisConfig, RedisUrl, SentinelConfig, DEFAULT_KEY_PREFIX,
-    DEFAULT_REDIS_TIMEOUT,
+    validate_key_prefix, Engine, OnFailure, RedisConfig, RedisUrl, SentinelConfig,
+    DEFAULT_KEY_PREFIX, DEFAULT_REDIS_TIMEOUT,
 };
 pub use crate::core::{validate_service_name, MAX_ANCESTORS};
 use crate::{

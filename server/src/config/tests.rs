@@ -49,6 +49,8 @@ fn errors_name_the_service_and_field() {
         (GOOD.replace("kind = \"memory\"", "kind = \"redis\"\nurl = \"redis://x\"\non_failure = \"maybe\""), "backend.on_failure"),
         (GOOD.replace("kind = \"memory\"", "kind = \"redis\"\nurl = \"redis://x\"\nkey_prefix = \"a{b}\""), "backend.key_prefix"),
         (GOOD.replace("kind = \"memory\"", "kind = \"redis\"\nurl = \"redis://x\"\ntimeout = \"0s\""), "backend.timeout"),
+        (GOOD.replace("kind = \"memory\"", "kind = \"redis\"\nurl = \"redis://x\"\nengine = \"native\""), "backend.engine: \"native\" (expected \"lua\" or \"module\")"),
+        (GOOD.replace("kind = \"memory\"", "kind = \"memory\"\nengine = \"module\""), "backend.engine: only applies"),
         (GOOD.replace("kind = \"memory\"", "kind = \"redis\"\nurl = \"redis://x\"\ntls_ca_file = \"ca.pem\""), "backend.tls_ca_file: needs a rediss://"),
         (GOOD.replace("default_cooldown", "default_cooldwn"), "default_cooldwn"),
         (GOOD.replace("127.0.0.1:6000", "nowhere"), "listen"),
@@ -198,7 +200,7 @@ fn a_concurrent_limit_counts_calls_with_a_lease_timeout() {
 fn redis_settings_parse_and_passwords_stay_hidden() {
     let text = GOOD.replace(
         "kind = \"memory\"",
-        "kind = \"redis\"\nurl = \"rediss://app:s3cret@redis.internal:6380/0\"\ncluster = true\nkey_prefix = \"prod\"\ntimeout = \"100ms\"\non_failure = \"fail_open\"",
+        "kind = \"redis\"\nurl = \"rediss://app:s3cret@redis.internal:6380/0\"\ncluster = true\nkey_prefix = \"prod\"\ntimeout = \"100ms\"\non_failure = \"fail_open\"\nengine = \"module\"",
     );
     let c = Config::parse(&text).unwrap();
     let BackendConfig::Redis(r) = &c.backend else {
@@ -208,6 +210,7 @@ fn redis_settings_parse_and_passwords_stay_hidden() {
     assert_eq!(r.key_prefix, "prod");
     assert_eq!(r.timeout, Duration::from_millis(100));
     assert_eq!(r.on_failure, OnFailure::FailOpen);
+    assert_eq!(r.engine, Engine::Module);
     assert_eq!(r.url.expose(), "rediss://app:s3cret@redis.internal:6380/0");
     assert_eq!(r.url.to_string(), "rediss://app:***@redis.internal:6380/0");
     assert!(!format!("{c:?}").contains("s3cret"));
@@ -220,12 +223,19 @@ fn redis_settings_parse_and_passwords_stay_hidden() {
         panic!("expected redis")
     };
     assert_eq!(
-        (r.cluster, r.key_prefix.as_str(), r.timeout, r.on_failure),
+        (
+            r.cluster,
+            r.key_prefix.as_str(),
+            r.timeout,
+            r.on_failure,
+            r.engine
+        ),
         (
             false,
             "sluice",
             DEFAULT_REDIS_TIMEOUT,
-            OnFailure::FailClosed
+            OnFailure::FailClosed,
+            Engine::Lua
         )
     );
     assert!(!format!("{:?}", RedisUrl::parse("redis://:pw@h").unwrap()).contains("pw"));

@@ -26,7 +26,7 @@ use std::{
 use sluice_e2e::redis_server::{RedisCluster, RedisServer};
 use sluice_server::{
     backend::{AcquireCall, Backend, BackendError, Clock, MemoryBackend, RedisBackend, ReportCall},
-    config::{RedisConfig, RedisUrl},
+    config::{Engine, RedisConfig, RedisUrl},
     core::{AdminOp, Decision, ReportOutcome, ServiceSnapshot, ServiceSpec},
 };
 
@@ -69,6 +69,8 @@ pub trait RedisDeployment: Send + Sync + 'static {
     fn ca_file(&self) -> Option<std::path::PathBuf> {
         None
     }
+    /// How it decides: Lua scripts, or the Sluice module's commands.
+    const ENGINE: Engine = Engine::Lua;
 }
 
 /// The commands Sluice sends (and its scripts call), for a least-privilege ACL user. Without
@@ -149,6 +151,34 @@ impl RedisDeployment for RedisServer {
     const CLUSTER: bool = false;
 }
 
+/// A Redis with the Sluice module loaded, decided by the module.
+pub struct ModuleRedis(RedisServer);
+
+impl RedisDeployment for ModuleRedis {
+    fn start() -> anyhow::Result<Self> {
+        RedisServer::start_with_module(&[]).map(Self)
+    }
+    fn url(&self) -> String {
+        self.0.url()
+    }
+    const CLUSTER: bool = false;
+    const ENGINE: Engine = Engine::Module;
+}
+
+/// A Redis Cluster whose nodes load the Sluice module, decided by the module.
+pub struct ModuleCluster(RedisCluster);
+
+impl RedisDeployment for ModuleCluster {
+    fn start() -> anyhow::Result<Self> {
+        RedisCluster::start_with_module().map(Self)
+    }
+    fn url(&self) -> String {
+        self.0.url()
+    }
+    const CLUSTER: bool = true;
+    const ENGINE: Engine = Engine::Module;
+}
+
 impl RedisDeployment for RedisCluster {
     fn start() -> anyhow::Result<Self> {
         RedisCluster::start()
@@ -212,6 +242,7 @@ impl<D: RedisDeployment> TestBackend for OnRedis<D> {
                 .cluster(D::CLUSTER)
                 .key_prefix("suite")
                 .timeout(Duration::from_secs(5))
+                .engine(D::ENGINE)
         };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -332,4 +363,12 @@ mod redis_cluster {
 
 mod redis_tls_acl {
     on_backend!(crate::OnRedis<crate::SecuredRedis>);
+}
+
+mod redis_module {
+    on_backend!(crate::OnRedis<crate::ModuleRedis>);
+}
+
+mod redis_module_cluster {
+    on_backend!(crate::OnRedis<crate::ModuleCluster>);
 }

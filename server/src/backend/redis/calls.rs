@@ -122,7 +122,7 @@ impl RedisBackend {
         &self,
         service: &ServiceArgs,
         acquires: Vec<batch::QueuedAcquire>,
-    ) -> Result<Vec<Vec<String>>, BackendError> {
+    ) -> Result<Vec<protocol::Answer>, BackendError> {
         self.run_acquires_until(service, acquires, None).await
     }
 
@@ -132,7 +132,16 @@ impl RedisBackend {
         service: &ServiceArgs,
         acquires: Vec<batch::QueuedAcquire>,
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<Vec<Vec<String>>, BackendError> {
+    ) -> Result<Vec<protocol::Answer>, BackendError> {
+        if self.engine == super::settings::Engine::Module {
+            let ancestors = self.ancestors(service)?;
+            let chain: Vec<&ServiceArgs> = std::iter::once(service)
+                .chain(ancestors.iter().map(Arc::as_ref))
+                .collect();
+            return self
+                .run_native(&[(chain, acquires.as_slice())], deadline)
+                .await;
+        }
         if service.spec.family.is_none() {
             return self
                 .run_sections(&[(service, acquires.as_slice())], deadline)
@@ -171,7 +180,7 @@ impl RedisBackend {
         for a in &ancestors {
             a.sweep.touched();
         }
-        let protocol::AcquireReplies(replies) = replies?;
+        let replies = protocol::AcquireReplies::answers(replies?);
         self.learn_clock(sent, timeout, &replies);
         Ok(replies)
     }
@@ -182,7 +191,14 @@ impl RedisBackend {
         &self,
         sections: &[(&ServiceArgs, &[batch::QueuedAcquire])],
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<Vec<Vec<String>>, BackendError> {
+    ) -> Result<Vec<protocol::Answer>, BackendError> {
+        if self.engine == super::settings::Engine::Module {
+            let chains: Vec<(Vec<&ServiceArgs>, &[batch::QueuedAcquire])> = sections
+                .iter()
+                .map(|(service, acquires)| (vec![*service], *acquires))
+                .collect();
+            return self.run_native(&chains, deadline).await;
+        }
         let sent = tokio::time::Instant::now();
         let timeout = self.batch_timeout(sent, deadline);
         let offset = self.clock_offset();
@@ -201,13 +217,14 @@ impl RedisBackend {
             .map(|(service, n, packed)| (*service, *n, packed.as_slice()))
             .collect();
         let script = &self.scripts.acquire;
-        let protocol::AcquireReplies(replies) = self
-            .eval_command(
+        let replies = protocol::AcquireReplies::answers(
+            self.eval_command(
                 |verb, body| self.acquire_script_command(verb, body, &sections),
                 script,
                 timeout,
             )
-            .await?;
+            .await?,
+        );
         self.learn_clock(sent, timeout, &replies);
         Ok(replies)
     }
@@ -219,7 +236,7 @@ impl RedisBackend {
         &self,
         batch: Vec<SharedAcquire>,
         deadline: tokio::time::Instant,
-    ) -> Result<Vec<Vec<String>>, BackendError> {
+    ) -> Result<Vec<protocol::Answer>, BackendError> {
         let n = batch.len();
         // Per service: its acquires and where each stood in the batch.
         let mut groups: Vec<(Arc<ServiceArgs>, Vec<batch::QueuedAcquire>, Vec<usize>)> = Vec::new();
@@ -241,7 +258,7 @@ impl RedisBackend {
             // The batcher refuses a reply of the wrong length.
             return Ok(replies);
         }
-        let mut ordered = vec![Vec::new(); n];
+        let mut ordered = vec![protocol::Answer::Script(Vec::new()); n];
         for (slot, reply) in groups
             .iter()
             .flat_map(|(_, _, slots)| slots.iter().copied())
@@ -253,7 +270,7 @@ impl RedisBackend {
     }
 
     /// How long a batch sent at `sent` may take: the timeout, or less to answer by `deadline`.
-    fn batch_timeout(
+    pub(super) fn batch_timeout(
         &self,
         sent: tokio::time::Instant,
         deadline: Option<tokio::time::Instant>,
@@ -277,7 +294,7 @@ impl RedisBackend {
     }
 
     /// Redis's clock, read once per batch (none while time is set by hand).
-    fn clock_offset(&self) -> Option<i64> {
+    pub(super) fn clock_offset(&self) -> Option<i64> {
         match self.time {
             TimeSource::Server => self.clock.offset(),
             TimeSource::Manual(_) => None,
@@ -317,25 +334,21 @@ impl RedisBackend {
         &self,
         sent: tokio::time::Instant,
         timeout: Duration,
-        replies: &[Vec<String>],
+        replies: &[protocol::Answer],
     ) {
         if !matches!(self.time, TimeSource::Server) {
             return;
         }
         for r in replies {
-            match r.first().map(String::as_str) {
+            match r.clock_reading() {
                 // A grant with a wait ahead says Redis's now exactly (a replayed grant whose slot
                 // has passed answers wait 0 and its old slot: nothing to learn from it).
-                Some("G") => {
-                    if let Some((slot, wait)) = protocol::slot_and_wait(r) {
-                        if wait > 0 {
-                            self.clock
-                                .observe(sent.into_std(), slot.saturating_sub(wait));
-                            return;
-                        }
-                    }
+                protocol::ClockReading::Grant { slot, wait } if wait > 0 => {
+                    self.clock
+                        .observe(sent.into_std(), slot.saturating_sub(wait));
+                    return;
                 }
-                Some("E") if sent.elapsed() < timeout / 2 => {
+                protocol::ClockReading::Expired if sent.elapsed() < timeout / 2 => {
                     tracing::warn!(
                         "redis: a decision came back expired at once; relearning its clock"
                     );

@@ -13,6 +13,9 @@ pub const KEYS_PER_SERVICE: usize = 3;
 pub struct ServiceKeys {
     /// The ledger (the state and the request ids), the lease log, the in-flight slots held.
     pub keys: [String; KEYS_PER_SERVICE],
+    /// The one key of the `module` engine (`…:native`): the service's whole ledger, a value of
+    /// the Sluice module's data type.
+    pub native: String,
 }
 
 impl ServiceKeys {
@@ -32,6 +35,7 @@ impl ServiceKeys {
                 format!("{tag}:leases"),
                 format!("{tag}:held"),
             ],
+            native: format!("{tag}:native"),
         }
     }
 }

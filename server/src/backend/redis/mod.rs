@@ -20,6 +20,7 @@ mod fallback;
 mod invoke;
 mod layout;
 mod link;
+mod native;
 mod protocol;
 mod scripts;
 mod sentinel;
@@ -57,6 +58,8 @@ struct ServiceArgs {
     batcher: batch::Batcher,
     /// Whether the maintenance round visits it.
     sweep: sweep::Sweep,
+    /// The configuration encoded for the Redis module (`native`).
+    spec_bytes: Vec<u8>,
 }
 
 impl ServiceArgs {
@@ -68,6 +71,7 @@ impl ServiceArgs {
             retention: layout::retention(spec).to_string(),
             batcher: batch::Batcher::default(),
             sweep: sweep::Sweep::new(layout::retention(spec)),
+            spec_bytes: crate::core::to_bytes(spec.as_ref()),
         })
     }
 }
@@ -110,6 +114,8 @@ pub struct RedisBackend {
     /// On a single Redis, the acquire queue of every service that is not a family member (one
     /// script call decides many services'); none on a cluster, where each service queues alone.
     shared: Option<batch::Batcher<SharedAcquire>>,
+    /// Lua scripts or the Sluice module's commands.
+    engine: settings::Engine,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -215,6 +221,7 @@ impl RedisBackend {
             clock: deadline::RedisClock::default(),
             shared: (!config.cluster)
                 .then(|| batch::Batcher::new(batch::SHARED_MAX_BATCH, batch::SHARED_IN_FLIGHT)),
+            engine: config.engine,
         }
     }
 
@@ -265,6 +272,10 @@ impl RedisBackend {
     /// Leases the service holds (for tests of bounded state).
     pub async fn lease_count(&self, spec: &ServiceSpec) -> Result<usize, BackendError> {
         let service = self.service(spec)?;
+        if self.engine == settings::Engine::Module {
+            let (_, held) = self.status_native(&service).await?;
+            return Ok(held as usize);
+        }
         let reply: Vec<String> = self.eval(&self.scripts.status, &service, &[]).await?;
         protocol::held(&reply)
     }
@@ -277,6 +288,9 @@ impl RedisBackend {
         call: ReportCall,
     ) -> Result<ReportOutcome, BackendError> {
         let service = self.service(spec)?;
+        if self.engine == settings::Engine::Module {
+            return self.report_native(&service, &call).await;
+        }
         let args = protocol::report_args(spec, &call)?;
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let reply = self.eval(&self.scripts.report, &service, &args).await;
@@ -287,12 +301,18 @@ impl RedisBackend {
 
     async fn status_shared(&self, spec: &ServiceSpec) -> Result<ServiceSnapshot, BackendError> {
         let service = self.service(spec)?;
+        if self.engine == settings::Engine::Module {
+            return Ok(self.status_native(&service).await?.0);
+        }
         let reply = self.eval(&self.scripts.status, &service, &[]).await?;
         protocol::snapshot(spec, &reply)
     }
 
     async fn admin_shared(&self, spec: &ServiceSpec, op: AdminOp) -> Result<(), BackendError> {
         let service = self.service(spec)?;
+        if self.engine == settings::Engine::Module {
+            return self.admin_native(&service, op).await;
+        }
         let action = match op {
             AdminOp::ClearCooldowns => "clear",
             AdminOp::Reset => "reset",
@@ -435,7 +455,13 @@ impl Backend for RedisBackend {
                 continue;
             }
             service.sweep.visiting();
-            match self.eval_as::<i64>(&self.scripts.prune, service, &[]).await {
+            let pruned = match self.engine {
+                settings::Engine::Module => self.prune_native(service).await,
+                settings::Engine::Lua => {
+                    self.eval_as::<i64>(&self.scripts.prune, service, &[]).await
+                }
+            };
+            match pruned {
                 Ok(next_prune) => service.sweep.visited(Some(next_prune)),
                 Err(e) => {
                     service.sweep.visited(None);

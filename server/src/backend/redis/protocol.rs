@@ -4,9 +4,9 @@
 
 use super::{AcquireCall, BackendError, ReportCall};
 use crate::core::{
-    adaptive, AcquireError, Algorithm, BucketShape, Class, CooldownCause, Cost, Decider, Decision,
-    Dimension, Grant, LeaseId, LimitSnapshot, Micros, Observation, ReportOutcome, Scope,
-    ServiceSnapshot, ServiceSpec, MAX_LEASES,
+    adaptive, AcquireAnswer, AcquireError, Algorithm, BucketShape, Class, CooldownCause, Cost,
+    Decider, Decision, Dimension, Grant, LeaseId, LimitSnapshot, Micros, Observation,
+    ReportOutcome, Scope, ServiceSnapshot, ServiceSpec, MAX_LEASES,
 };
 
 /// Offsets in `acquire.lua`'s (and `family.lua`'s) reply of a grant `{'G', seq, slot, wait,
@@ -24,6 +24,74 @@ mod grant {
 /// What `acquire.lua` and `family.lua` return: one flat array, each acquire's reply as its
 /// length then its elements (a table per reply would cost Redis a conversion per table).
 pub(super) struct AcquireReplies(pub Vec<Vec<String>>);
+
+impl AcquireReplies {
+    /// The replies as answers.
+    pub(super) fn answers(self) -> Vec<Answer> {
+        self.0.into_iter().map(Answer::Script).collect()
+    }
+}
+
+/// One acquire's answer: a script's reply, or the Redis module's (`native.rs`).
+#[derive(Clone, Debug)]
+pub(super) enum Answer {
+    /// A reply of `acquire.lua` or `family.lua`.
+    Script(Vec<String>),
+    /// An answer of `SLUICE.ACQUIRE`.
+    Native(AcquireAnswer),
+}
+
+/// What an answer tells of Redis's clock.
+pub(super) enum ClockReading {
+    /// A grant: its slot and wait (Redis's now is their difference).
+    Grant { slot: Micros, wait: Micros },
+    /// The decision ran after its deadline.
+    Expired,
+    /// Nothing.
+    Nothing,
+}
+
+impl Answer {
+    /// What the answer tells of Redis's clock.
+    pub(super) fn clock_reading(&self) -> ClockReading {
+        match self {
+            Answer::Script(r) => match r.first().map(String::as_str) {
+                Some("G") => slot_and_wait(r).map_or(ClockReading::Nothing, |(slot, wait)| {
+                    ClockReading::Grant { slot, wait }
+                }),
+                Some("E") => ClockReading::Expired,
+                _ => ClockReading::Nothing,
+            },
+            Answer::Native(AcquireAnswer::Decided(Decision::Granted(g))) => ClockReading::Grant {
+                slot: g.slot,
+                wait: g.wait,
+            },
+            Answer::Native(AcquireAnswer::PastDeadline) => ClockReading::Expired,
+            Answer::Native(_) => ClockReading::Nothing,
+        }
+    }
+}
+
+/// The decision a reply of the Redis module's `SLUICE.ACQUIRE` carries.
+fn native_decision(
+    call: &AcquireCall<'_>,
+    answer: AcquireAnswer,
+) -> Result<Decision, BackendError> {
+    match answer {
+        AcquireAnswer::Decided(decision) => Ok(decision),
+        AcquireAnswer::Refused(AcquireError::RequestIdReused(_)) => Err(BackendError::Refused(
+            AcquireError::RequestIdReused(call.request_id.unwrap_or_default().to_string()),
+        )),
+        AcquireAnswer::Refused(error) => Err(BackendError::Refused(error)),
+        AcquireAnswer::PastDeadline => Err(expired()),
+    }
+}
+
+fn expired() -> BackendError {
+    BackendError::Unavailable(
+        "redis: the decision ran after its deadline; nothing was booked".into(),
+    )
+}
 
 impl redis::FromRedisValue for AcquireReplies {
     fn from_redis_value(v: redis::Value) -> Result<Self, redis::ParsingError> {
@@ -222,8 +290,12 @@ pub(super) fn parse_uplinks(text: &str) -> Result<Vec<LeaseId>, BackendError> {
 pub(super) fn decision(
     spec: &ServiceSpec,
     call: &AcquireCall<'_>,
-    reply: Vec<String>,
+    reply: Answer,
 ) -> Result<Decision, BackendError> {
+    let reply = match reply {
+        Answer::Script(reply) => reply,
+        Answer::Native(answer) => return native_decision(call, answer),
+    };
     match reply.first().map(String::as_str) {
         Some("G") => {
             let nonce = reply
@@ -257,9 +329,7 @@ pub(super) fn decision(
             reply.get(1).map_or("acquire failed", String::as_str)
         ))),
         // Redis ran it after its caller was answered: nothing was booked.
-        Some("E") => Err(BackendError::Unavailable(
-            "redis: the decision ran after its deadline; nothing was booked".into(),
-        )),
+        Some("E") => Err(expired()),
         _ => Err(protocol("unknown acquire answer")),
     }
 }

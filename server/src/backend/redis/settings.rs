@@ -29,6 +29,29 @@ pub struct SentinelConfig {
     pub master: String,
 }
 
+/// How decisions run inside Redis.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// Lua functions (or scripts) over hashes and lists: any Redis 6.2 or later, managed
+    /// services included.
+    #[default]
+    Lua,
+    /// The Sluice Redis module's native commands (`redis-module/`): a fraction of the CPU per
+    /// decision, on a Redis that loads the module (every node).
+    Module,
+}
+
+impl Engine {
+    /// The config spelling: `lua` or `module`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "lua" => Some(Self::Lua),
+            "module" => Some(Self::Module),
+            _ => None,
+        }
+    }
+}
+
 /// Settings of the Redis backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisConfig {
@@ -49,6 +72,8 @@ pub struct RedisConfig {
     /// PEM file of the CA that signed the server's certificate (`rediss://` only); without it
     /// the system's trust store is used.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// How decisions run inside Redis.
+    pub engine: Engine,
 }
 
 impl RedisConfig {
@@ -64,7 +89,13 @@ impl RedisConfig {
             timeout: DEFAULT_REDIS_TIMEOUT,
             on_failure: OnFailure::FailClosed,
             tls_ca_file: None,
+            engine: Engine::Lua,
         }
+    }
+
+    /// The same, deciding with `engine`.
+    pub fn engine(self, engine: Engine) -> Self {
+        Self { engine, ..self }
     }
 
     /// The same, on a Redis Cluster if `cluster`.

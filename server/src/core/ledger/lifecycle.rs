@@ -200,3 +200,14 @@ impl Ledger {
         self.buckets.len() == spec.limits.len() && self.adopted.len() == spec.limits.len()
     }
 }
+
+impl Ledger {
+    /// The earliest time pruning can drop something: the first lease's reach plus the retention,
+    /// or, with no leases, when the state will be forgotten (`None`: nothing ever).
+    pub fn next_prune_at(&self, spec: &ServiceSpec) -> Option<Micros> {
+        match self.log.front() {
+            Some(front) => Some(front.reach.saturating_add(spec.retention())),
+            None => self.forget_at(spec),
+        }
+    }
+}
