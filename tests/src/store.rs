@@ -17,6 +17,11 @@ pub enum Store {
     Redis(RedisServer, String),
     /// A Redis Cluster shared by every server of the test.
     Cluster(RedisCluster, String),
+    /// One Redis with the Sluice module loaded, the servers deciding with it
+    /// (`engine = "module"`).
+    ModuleRedis(RedisServer, String),
+    /// A Redis Cluster whose nodes load the Sluice module, the servers deciding with it.
+    ModuleCluster(RedisCluster, String),
 }
 
 fn unique_prefix() -> String {
@@ -44,6 +49,22 @@ impl Store {
         Ok(Store::Cluster(RedisCluster::start()?, unique_prefix()))
     }
 
+    /// A fresh single Redis with the Sluice module, decided by the module.
+    pub fn module_redis() -> anyhow::Result<Self> {
+        Ok(Store::ModuleRedis(
+            RedisServer::start_with_module(&[])?,
+            unique_prefix(),
+        ))
+    }
+
+    /// A fresh three-master Redis Cluster with the Sluice module, decided by the module.
+    pub fn module_cluster() -> anyhow::Result<Self> {
+        Ok(Store::ModuleCluster(
+            RedisCluster::start_with_module()?,
+            unique_prefix(),
+        ))
+    }
+
     /// `config` with this store's `[backend]` section appended.
     pub fn config(&self, config: &str) -> String {
         match self {
@@ -54,6 +75,14 @@ impl Store {
             ),
             Store::Cluster(cluster, prefix) => format!(
                 "{config}\n[backend]\nkind = \"redis\"\nurl = \"{}\"\ncluster = true\nkey_prefix = \"{prefix}\"\ntimeout = \"2s\"\n",
+                cluster.url()
+            ),
+            Store::ModuleRedis(redis, prefix) => format!(
+                "{config}\n[backend]\nkind = \"redis\"\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\ntimeout = \"2s\"\nengine = \"module\"\n",
+                redis.url()
+            ),
+            Store::ModuleCluster(cluster, prefix) => format!(
+                "{config}\n[backend]\nkind = \"redis\"\nurl = \"{}\"\ncluster = true\nkey_prefix = \"{prefix}\"\ntimeout = \"2s\"\nengine = \"module\"\n",
                 cluster.url()
             ),
         }
@@ -77,8 +106,10 @@ impl Store {
     pub fn redis_nodes(&self) -> Vec<&RedisServer> {
         match self {
             Store::Memory => Vec::new(),
-            Store::Redis(redis, _) => vec![redis],
-            Store::Cluster(cluster, _) => cluster.nodes.iter().collect(),
+            Store::Redis(redis, _) | Store::ModuleRedis(redis, _) => vec![redis],
+            Store::Cluster(cluster, _) | Store::ModuleCluster(cluster, _) => {
+                cluster.nodes.iter().collect()
+            }
         }
     }
 
@@ -86,7 +117,10 @@ impl Store {
     pub fn keys(&self, service: &str) -> anyhow::Result<Vec<(String, &RedisServer)>> {
         let prefix = match self {
             Store::Memory => return Ok(Vec::new()),
-            Store::Redis(_, p) | Store::Cluster(_, p) => p,
+            Store::Redis(_, p)
+            | Store::Cluster(_, p)
+            | Store::ModuleRedis(_, p)
+            | Store::ModuleCluster(_, p) => p,
         };
         let mut keys = Vec::new();
         for node in self.redis_nodes() {
@@ -105,7 +139,8 @@ impl Store {
 }
 
 /// Runs an `async fn(&Store) -> anyhow::Result<()>` scenario once per backend: generates a module
-/// of the same name with the tests `memory`, `redis` and `redis_cluster`.
+/// of the same name with the tests `memory`, `redis`, `redis_cluster` and `redis_module` (a Redis
+/// with the Sluice module, `engine = "module"`).
 #[macro_export]
 macro_rules! on_every_backend {
     ($scenario:ident) => {
@@ -123,6 +158,11 @@ macro_rules! on_every_backend {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redis_cluster() -> anyhow::Result<()> {
                 super::$scenario(&$crate::Store::cluster()?).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_module() -> anyhow::Result<()> {
+                super::$scenario(&$crate::Store::module_redis()?).await
             }
         }
     };

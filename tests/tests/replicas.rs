@@ -1,4 +1,5 @@
-//! Three `sluice-server` replicas sharing one Redis (and, separately, one Redis Cluster): 64
+//! Three `sluice-server` replicas sharing one Redis (and, separately, one Redis Cluster; and each
+//! again with the Sluice module deciding, `engine = "module"`): 64
 //! workers spread over them hammer one service. Every grant is recorded with its slot time and
 //! lease sequence number, then: the window invariants hold exactly across replicas, slots follow
 //! the order in which Redis booked them, each replica's answers respect causality, and the
@@ -196,6 +197,20 @@ async fn three_replicas_on_one_redis_share_the_limits_exactly() -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_on_a_redis_cluster_share_the_limits_exactly() -> anyhow::Result<()> {
     let store = Store::cluster()?;
+    check(hammer(&store).await?);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_the_redis_module_share_the_limits_exactly() -> anyhow::Result<()> {
+    let store = Store::module_redis()?;
+    check(hammer(&store).await?);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_a_module_cluster_share_the_limits_exactly() -> anyhow::Result<()> {
+    let store = Store::module_cluster()?;
     check(hammer(&store).await?);
     Ok(())
 }
