@@ -189,10 +189,15 @@ fn ratio(a: &Summary, b: &Summary) -> f64 {
     a.per_sec / b.per_sec.max(1e-9)
 }
 
-/// `suite`: every figure the targets need, from one run, with the ratios.
-pub async fn suite(redis_url: Option<String>, args: &LoadArgs) -> anyhow::Result<()> {
+/// `suite`: every figure the targets need, from one run, with the ratios (with `module`, the
+/// Redis backend decides with the Sluice Redis module).
+pub async fn suite(redis_url: Option<String>, module: bool, args: &LoadArgs) -> anyhow::Result<()> {
     let load = args.load();
-    let redis = Redis::new(redis_url, false)?;
+    let redis = if module {
+        Redis::with_module(redis_url, false)?
+    } else {
+        Redis::new(redis_url, false)?
+    };
     let noop = {
         let server = InProcess::noop(args.server_threads)?;
         grpc_acquires("noop gRPC", &server.url(), args, load).await?

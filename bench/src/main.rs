@@ -62,6 +62,9 @@ enum Command {
         /// Redis to use (default: a `redis-server` started on a free port).
         #[arg(long)]
         redis_url: Option<String>,
+        /// The Redis backend decides with the Sluice Redis module (`engine = "module"`).
+        #[arg(long)]
+        module: bool,
         #[command(flatten)]
         load: decisions::LoadArgs,
     },
@@ -123,7 +126,11 @@ fn main() -> anyhow::Result<()> {
                     s.print();
                 }
             }
-            Command::Suite { redis_url, load } => decisions::suite(redis_url, &load).await?,
+            Command::Suite {
+                redis_url,
+                module,
+                load,
+            } => decisions::suite(redis_url, module, &load).await?,
             Command::RedisCost {
                 cluster,
                 module,

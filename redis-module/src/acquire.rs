@@ -15,7 +15,7 @@
 
 use sluice_server::core::{
     acquire_in_family, from_bytes, to_bytes, AcquireAnswer, AcquireRequest, AcquireRequests,
-    Decision, Member, Micros, MAX_ANCESTORS,
+    Member, Micros, MAX_ANCESTORS,
 };
 
 use crate::{
@@ -49,7 +49,11 @@ pub fn keys(cx: &Context<'_>, args: &Args<'_>) -> Vec<usize> {
         .and_then(parse_u64)
         .and_then(|n| usize::try_from(n).ok())
         .map_or(0, |n| n.min(args.len().saturating_sub(2)));
-    std::iter::once(0).chain(2..2 + more).collect()
+    // Only positions that exist: Redis reads the arguments at the positions named.
+    std::iter::once(0)
+        .chain(2..2 + more)
+        .filter(|&i| i < args.len())
+        .collect()
 }
 
 fn read<'a>(cx: &Context<'_>, args: &Args<'a>) -> Result<Call<'a>, CallError> {
@@ -59,6 +63,10 @@ fn read<'a>(cx: &Context<'_>, args: &Args<'a>) -> Result<Call<'a>, CallError> {
         parse_u64(arg(i)?).ok_or(CallError::Number(what))
     };
     let more = usize::try_from(number(1, "more")?).map_err(|_| CallError::Arity)?;
+    // The first key, `more`, the other keys, `now` and `max_leases` at least.
+    if more > args.len().saturating_sub(4) {
+        return Err(CallError::Arity);
+    }
     let key_args: Vec<usize> = std::iter::once(0).chain(2..2 + more).collect();
     let now_at = 2 + more;
     let now = parse_now(arg(now_at)?).ok_or(CallError::Number("now"))?;
@@ -121,19 +129,25 @@ fn read<'a>(cx: &Context<'_>, args: &Args<'a>) -> Result<Call<'a>, CallError> {
 pub fn run(cx: &Context<'_>, args: &Args<'_>) -> Result<(), CallError> {
     let call = read(cx, args)?;
     let now = crate::args::decision_time(cx, call.now)?;
+    // Every key and configuration is checked before the first decision, so a call fails whole
+    // or not at all (a later section's error must not leave an earlier one's bookings
+    // unreplicated and unanswered).
+    for section in &call.sections {
+        Slots::check(cx, args, &section.keys, &section.specs)?;
+    }
     let mut answers: Vec<Vec<u8>> = Vec::new();
+    // Whether any stored state was read, written or deleted: such a call is replicated, denials
+    // too (they move the high-water mark and prune).
     let mut changed = false;
     for section in &call.sections {
         let mut slots = Slots::open(cx, args, &section.keys)?;
         for (i, spec) in section.specs.iter().enumerate() {
-            changed |= slots.prepare(i, spec, section.nonces[i], call.max_leases)?;
+            slots.prepare(i, spec, section.nonces[i], call.max_leases)?;
         }
         for request in &section.requests {
-            let answer = decide(&mut slots, request, now);
-            changed |= matches!(answer, AcquireAnswer::Decided(Decision::Granted(_)));
-            answers.push(to_bytes(&answer));
+            answers.push(to_bytes(&decide(&mut slots, request, now)));
         }
-        slots.settle(now);
+        changed |= slots.settle(now);
     }
     if changed && !cx.is_replicated() {
         crate::args::replicate_at(cx, args, "SLUICE.ACQUIRE", call.now_at, now);
@@ -149,7 +163,9 @@ fn decide(slots: &mut Slots, request: &AcquireRequest, now: Micros) -> AcquireAn
     let id = request.request_id.as_deref();
     let mut chain = slots.all_mut();
     let result = match chain.as_mut_slice() {
-        [one] => one.ledger.acquire_in_class(
+        // A service outside any family; a family's root (chain of one) is decided as a family,
+        // as the memory backend does.
+        [one] if one.spec.family.is_none() => one.ledger.acquire_in_class(
             &one.spec,
             now,
             request.cost,

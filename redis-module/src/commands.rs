@@ -92,7 +92,7 @@ pub fn status(cx: &Context<'_>, args: &Args<'_>) -> Result<(), CallError> {
     exact(args, 3)?;
     let now = now_of(cx, args)?;
     let spec_bytes = arg(cx, args, 2)?;
-    let key = cx.open(args.raw(0).ok_or(CallError::Arity)?);
+    let key = cx.open_read(args.raw(0).ok_or(CallError::Arity)?);
     let stored = key
         .value::<Stored>(ledger_type())
         .map_err(|_| CallError::WrongType)?;

@@ -120,6 +120,17 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// Opens `name` (an argument) for reading only (closing it signals no change).
+    pub fn open_read(&self, name: *mut ffi::RString) -> OpenKey<'a> {
+        // SAFETY: `name` is an argument of the running call.
+        let key = unsafe { (self.api.OpenKey)(self.ctx, name, ffi::READ) };
+        OpenKey {
+            key,
+            api: self.api,
+            _call: PhantomData,
+        }
+    }
+
     /// Replies with an error (`text` without NUL bytes; the first word is the error code).
     pub fn error(&self, text: &str) -> c_int {
         let text = CString::new(text.replace('\0', " ")).unwrap_or_default();

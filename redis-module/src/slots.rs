@@ -6,7 +6,7 @@
 
 use std::ffi::c_void;
 
-use sluice_server::core::Micros;
+use sluice_server::core::{from_bytes, Micros, ServiceSpec};
 
 use crate::{
     args::{wall_micros, CallError},
@@ -50,6 +50,29 @@ impl<'a> Slots<'a> {
         self.slots.iter().all(|s| matches!(s, Slot::Empty))
     }
 
+    /// Checks, without changing anything, that the keys at arguments `at` hold no other type and
+    /// that each configuration in `specs` can be read (unless it is the one stored).
+    pub fn check(
+        cx: &Context<'_>,
+        args: &Args<'_>,
+        at: &[usize],
+        specs: &[&[u8]],
+    ) -> Result<(), CallError> {
+        for (&i, spec) in at.iter().zip(specs) {
+            let key = cx.open_read(args.raw(i).ok_or(CallError::Arity)?);
+            let stored = key
+                .value::<Stored>(ledger_type())
+                .map_err(|_| CallError::WrongType)?;
+            let shaped = stored
+                .and_then(crate::value::borrow)
+                .is_some_and(|s| s.is_shaped_for(spec));
+            if !shaped {
+                from_bytes::<ServiceSpec>(spec).map_err(CallError::Codec)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes ledger `i` ready for the encoded configuration `spec`: a state in the key is
     /// reshaped if it was shaped for another; none yet, a fresh one with `nonce`. True if a
     /// stored state changed.
@@ -91,8 +114,10 @@ impl<'a> Slots<'a> {
     }
 
     /// Stores new states that hold something, sets every key to expire when its state would be
-    /// forgotten, and deletes keys whose state holds nothing any more.
-    pub fn settle(self, now: Micros) {
+    /// forgotten, and deletes keys whose state holds nothing any more. True if any key held or
+    /// now holds a state (the call must be replicated).
+    pub fn settle(self, now: Micros) -> bool {
+        let mut touched = false;
         let wall_ms = (wall_micros() / 1000) as i64;
         for (key, slot) in self.keys.iter().zip(self.slots) {
             let stored: &Stored = match &slot {
@@ -101,7 +126,9 @@ impl<'a> Slots<'a> {
                 Slot::InKey(value) => unsafe { &**value },
                 Slot::Fresh(stored) => stored,
             };
-            match stored.expires_at_ms(now) {
+            let expires = stored.expires_at_ms(now);
+            touched |= matches!(slot, Slot::InKey(_)) || expires.is_some();
+            match expires {
                 Some(at_ms) => {
                     // Redis expires by its own clock: the time left, from now on it.
                     let ttl_ms = at_ms.saturating_sub((now / 1000) as i64).max(1);
@@ -122,5 +149,6 @@ impl<'a> Slots<'a> {
                 }
             }
         }
+        touched
     }
 }

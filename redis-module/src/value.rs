@@ -135,7 +135,11 @@ unsafe extern "C" fn rdb_load(io: *mut ffi::Io, version: c_int) -> *mut c_void {
     }
     let mut len = 0usize;
     let buffer = (api.LoadStringBuffer)(io, &mut len);
-    if buffer.is_null() || (api.IsIOError)(io) != 0 {
+    if buffer.is_null() {
+        return std::ptr::null_mut();
+    }
+    if (api.IsIOError)(io) != 0 {
+        (api.Free)(buffer.cast());
         return std::ptr::null_mut();
     }
     let decoded = Stored::from_bytes(std::slice::from_raw_parts(buffer.cast::<u8>(), len));

@@ -389,6 +389,35 @@ fn bad_calls_get_errors_and_change_nothing() -> anyhow::Result<()> {
     }
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con)?;
     ensure!(keys.is_empty(), "bad calls left keys: {keys:?}");
+    // A key count far beyond the arguments is refused, not allocated (and Redis still answers).
+    let error = redis::cmd("SLUICE.ACQUIRE")
+        .arg("svc")
+        .arg(1_000_000_000_000u64)
+        .arg(now)
+        .arg(MAX_LEASES)
+        .query::<Value>(&mut con)
+        .err()
+        .context("a huge key count succeeded")?;
+    ensure!(error.to_string().contains("wrong number"), "{error}");
+    // Redis asks which arguments are keys: only positions that exist are named.
+    let keys: Vec<String> = redis::cmd("COMMAND")
+        .arg("GETKEYS")
+        .arg("SLUICE.ACQUIRE")
+        .arg("a")
+        .arg(5)
+        .arg("b")
+        .query(&mut con)?;
+    ensure!(keys == ["a", "b"], "GETKEYS named {keys:?}");
+    let none = redis::cmd("COMMAND")
+        .arg("GETKEYS")
+        .arg("SLUICE.ACQUIRE")
+        .query::<Value>(&mut con);
+    ensure!(
+        none.is_err(),
+        "GETKEYS of no arguments named keys: {none:?}"
+    );
+    let pong: String = redis::cmd("PING").query(&mut con)?;
+    ensure!(pong == "PONG");
     // A key of another type is refused, and kept.
     redis::cmd("SET")
         .arg("taken")
@@ -401,5 +430,28 @@ fn bad_calls_get_errors_and_change_nothing() -> anyhow::Result<()> {
     ensure!(error.to_string().contains("WRONGTYPE"), "{error}");
     let value: String = redis::cmd("GET").arg("taken").query(&mut con)?;
     ensure!(value == "x");
+    // A call fails whole: a second section on a key of another type leaves the first section's
+    // service untouched (nothing booked, nothing to replicate).
+    let requests = to_bytes(&AcquireRequests(vec![request(1, 0, None)]));
+    let error = redis::cmd("SLUICE.ACQUIRE")
+        .arg("fresh")
+        .arg(1)
+        .arg("taken")
+        .arg(now)
+        .arg(MAX_LEASES)
+        .arg(1)
+        .arg(to_bytes(&spec))
+        .arg(NONCE)
+        .arg(&requests)
+        .arg(1)
+        .arg(to_bytes(&spec))
+        .arg(NONCE)
+        .arg(&requests)
+        .query::<Value>(&mut con)
+        .err()
+        .context("a call with a WRONGTYPE section succeeded")?;
+    ensure!(error.to_string().contains("WRONGTYPE"), "{error}");
+    let exists: i64 = redis::cmd("EXISTS").arg("fresh").query(&mut con)?;
+    ensure!(exists == 0, "the failed call booked on its first section");
     Ok(())
 }

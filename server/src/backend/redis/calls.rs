@@ -138,9 +138,14 @@ impl RedisBackend {
             let chain: Vec<&ServiceArgs> = std::iter::once(service)
                 .chain(ancestors.iter().map(Arc::as_ref))
                 .collect();
-            return self
+            let answers = self
                 .run_native(&[(chain, acquires.as_slice())], deadline)
                 .await;
+            // As on the script path: the ancestors' sweeps wait for the bookings in them.
+            for a in &ancestors {
+                a.sweep.touched();
+            }
+            return answers;
         }
         if service.spec.family.is_none() {
             return self
