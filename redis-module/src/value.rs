@@ -13,12 +13,17 @@ use std::{
     sync::atomic::{AtomicPtr, Ordering},
 };
 
-use sluice_server::core::{from_bytes, to_bytes, CodecError, Ledger, Micros, ServiceSpec};
+use sluice_server::core::{
+    from_bytes, to_bytes, BucketStates, CodecError, Ledger, Micros, ServiceSpec,
+};
 
 use crate::ffi;
 
 /// The version of the RDB encoding (Redis stores it beside every value).
 pub const ENCODING_VERSION: c_int = 1;
+
+/// Most configurations whose bucket states a key keeps apart (see [`Stored::conform`]).
+const MAX_PARKED: usize = 4;
 
 /// The registered data type (set once at load).
 pub static LEDGER_TYPE: AtomicPtr<ffi::ModuleType> = AtomicPtr::new(std::ptr::null_mut());
@@ -37,6 +42,9 @@ pub struct Stored {
     pub spec: ServiceSpec,
     /// The state.
     pub ledger: Ledger,
+    /// The bucket states of configurations recently left (encoded configuration → states),
+    /// most recent last.
+    parked: Vec<(Vec<u8>, BucketStates)>,
 }
 
 impl Stored {
@@ -48,17 +56,36 @@ impl Stored {
             spec_bytes: spec_bytes.to_vec(),
             spec,
             ledger,
+            parked: Vec::new(),
         })
     }
 
     /// Reshapes the ledger to the encoded configuration `spec_bytes` if it is not the one it is
     /// shaped for. True if it changed.
+    ///
+    /// During a rolling reload, replicas with the old and the new configuration take turns: the
+    /// bucket states of the configuration left are parked, and put back (where the reshape
+    /// started a bucket afresh) when it comes back, so turns never restart a bucket full. Each
+    /// bucket shape keeps its own state, as the Lua scripts keep it (named by what it is).
     pub fn conform(&mut self, spec_bytes: &[u8]) -> Result<bool, CodecError> {
         if self.spec_bytes == spec_bytes {
             return Ok(false);
         }
         let spec: ServiceSpec = from_bytes(spec_bytes)?;
+        let leaving = (
+            std::mem::take(&mut self.spec_bytes),
+            self.ledger.bucket_states(),
+        );
+        self.parked.retain(|(bytes, _)| *bytes != leaving.0);
+        self.parked.push(leaving);
+        if self.parked.len() > MAX_PARKED {
+            self.parked.remove(0);
+        }
         self.ledger.reshape(&self.spec, &spec);
+        if let Some(i) = self.parked.iter().position(|(b, _)| b == spec_bytes) {
+            let (_, states) = self.parked.remove(i);
+            self.ledger.restore_bucket_states(&spec, &states);
+        }
         self.spec = spec;
         self.spec_bytes = spec_bytes.to_vec();
         Ok(true)
@@ -75,27 +102,40 @@ impl Stored {
         (at > now).then(|| i64::try_from(at.div_ceil(1000)).unwrap_or(i64::MAX))
     }
 
-    /// The bytes an RDB file or `SLUICE.RESTORE` holds: the configuration's length (u32, little
-    /// endian), the configuration, then the encoded ledger.
+    /// The bytes an RDB file or `SLUICE.RESTORE` holds: the configuration, the encoded ledger
+    /// and the encoded parked bucket states, each after its length (u32, little endian).
     pub fn to_bytes(&self) -> Vec<u8> {
         let ledger = to_bytes(&self.ledger);
-        let mut out = Vec::with_capacity(4 + self.spec_bytes.len() + ledger.len());
-        out.extend_from_slice(&(self.spec_bytes.len() as u32).to_le_bytes());
-        out.extend_from_slice(&self.spec_bytes);
-        out.extend_from_slice(&ledger);
+        let parked = to_bytes(&self.parked);
+        let mut out = Vec::with_capacity(12 + self.spec_bytes.len() + ledger.len() + parked.len());
+        for part in [self.spec_bytes.as_slice(), &ledger, &parked] {
+            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            out.extend_from_slice(part);
+        }
         out
     }
 
     /// Reads what [`Stored::to_bytes`] wrote.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CodecError> {
-        let (len, rest) = bytes
-            .split_first_chunk::<4>()
-            .ok_or(CodecError::Truncated)?;
-        let len = u32::from_le_bytes(*len) as usize;
-        if rest.len() < len {
-            return Err(CodecError::Truncated);
+        fn part<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8], CodecError> {
+            let (len, rest) = bytes
+                .split_first_chunk::<4>()
+                .ok_or(CodecError::Truncated)?;
+            let len = u32::from_le_bytes(*len) as usize;
+            if rest.len() < len {
+                return Err(CodecError::Truncated);
+            }
+            let (part, rest) = rest.split_at(len);
+            *bytes = rest;
+            Ok(part)
         }
-        let (spec_bytes, ledger) = rest.split_at(len);
+        let mut rest = bytes;
+        let spec_bytes = part(&mut rest)?;
+        let ledger = part(&mut rest)?;
+        let parked = part(&mut rest)?;
+        if !rest.is_empty() {
+            return Err(CodecError::Trailing);
+        }
         let spec: ServiceSpec = from_bytes(spec_bytes)?;
         let ledger: Ledger = from_bytes(ledger)?;
         if !ledger.is_shaped_for(&spec) {
@@ -103,10 +143,15 @@ impl Stored {
                 "the ledger is not shaped for its configuration",
             ));
         }
+        let parked: Vec<(Vec<u8>, BucketStates)> = from_bytes(parked)?;
+        if parked.len() > MAX_PARKED {
+            return Err(CodecError::Invalid("too many parked configurations"));
+        }
         Ok(Self {
             spec_bytes: spec_bytes.to_vec(),
             spec,
             ledger,
+            parked,
         })
     }
 }

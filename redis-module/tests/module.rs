@@ -455,3 +455,47 @@ fn bad_calls_get_errors_and_change_nothing() -> anyhow::Result<()> {
     ensure!(exists == 0, "the failed call booked on its first section");
     Ok(())
 }
+
+/// Replicas of a rolling reload take turns with the old and the new configuration: a bucket
+/// drained under one is still drained when that configuration comes back, also after the state
+/// was saved and reloaded (each bucket shape keeps its own state, as on the Lua engine).
+#[test]
+fn a_rolling_reload_never_restarts_a_bucket_full() -> anyhow::Result<()> {
+    let server = start_redis(&["--enable-debug-command", "yes"])?;
+    let mut con = connect(&server)?;
+    let bucket = |burst| {
+        ServiceSpec::new(
+            "svc",
+            vec![LimitSpec::new(
+                Dimension::Tokens,
+                1_000,
+                SECOND,
+                Algorithm::TokenBucket { burst },
+            )],
+        )
+    };
+    let (old, new) = (bucket(1_000), bucket(500));
+    let now = start_time();
+    let take = |con: &mut redis::Connection, spec: &ServiceSpec, tokens| -> anyhow::Result<bool> {
+        let got: Vec<Vec<u8>> =
+            acquire_cmd("svc", spec, now, &[request(tokens, 0, None)]).query(con)?;
+        Ok(matches!(
+            answers(got)?[..],
+            [AcquireAnswer::Decided(
+                sluice_server::core::Decision::Granted(_)
+            )]
+        ))
+    };
+    ensure!(take(&mut con, &old, 1_000)?, "the old bucket starts full");
+    ensure!(
+        take(&mut con, &new, 500)?,
+        "the new shape has a bucket of its own"
+    );
+    redis::cmd("DEBUG").arg("RELOAD").query::<()>(&mut con)?;
+    ensure!(
+        !take(&mut con, &old, 1_000)?,
+        "the old bucket came back full"
+    );
+    ensure!(!take(&mut con, &new, 500)?, "the new bucket came back full");
+    Ok(())
+}

@@ -29,7 +29,9 @@ pub use codec::{from_bytes, to_bytes, CodecError, Decode, Encode, Reader, FORMAT
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use family::{acquire_in_family, Member};
 pub use lease::LeaseId;
-pub use ledger::{AcquireError, AdminOp, Ledger, UsageUpdate, MAX_DEFERRED, MAX_LEASES};
+pub use ledger::{
+    AcquireError, AdminOp, BucketStates, Ledger, UsageUpdate, MAX_DEFERRED, MAX_LEASES,
+};
 pub use names::{ancestors, validate_service_name, BrokenLineage, MAX_ANCESTORS};
 pub use priority::{Class, Priorities, MIN_SHARE};
 pub use remote::{AcquireAnswer, AcquireRequest, AcquireRequests};

@@ -397,3 +397,21 @@ impl Ledger {
         );
     }
 }
+
+impl Encode for super::BucketStates {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.buckets.encode(out);
+        self.adopted.encode(out);
+    }
+}
+
+impl Decode for super::BucketStates {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let buckets: Vec<crate::core::TokenBucket> = Decode::decode(r)?;
+        let adopted: Vec<Option<(u64, u64)>> = Decode::decode(r)?;
+        if buckets.len() != adopted.len() {
+            return Err(CodecError::Invalid("bucket states of different lengths"));
+        }
+        Ok(Self { buckets, adopted })
+    }
+}

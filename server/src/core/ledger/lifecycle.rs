@@ -211,3 +211,43 @@ impl Ledger {
         }
     }
 }
+
+/// The token-bucket state of each limit of a configuration and the provider budget each
+/// adopted: what a store keeps apart while another configuration is in force, so that replicas
+/// whose configurations differ during a rolling reload do not restart each other's buckets full
+/// (the Redis module's `Stored`; the Lua scripts name bucket state by what a limit is instead).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BucketStates {
+    /// One per limit.
+    pub buckets: Vec<TokenBucket>,
+    /// One per limit.
+    pub adopted: Vec<Option<(u64, u64)>>,
+}
+
+impl Ledger {
+    /// The bucket states of the configuration the ledger is shaped for.
+    pub fn bucket_states(&self) -> BucketStates {
+        BucketStates {
+            buckets: self.buckets.clone(),
+            adopted: self.adopted.clone(),
+        }
+    }
+
+    /// Puts back `states`, taken under `spec` (the configuration the ledger is shaped for now),
+    /// into the limits that `reshape` started afresh: a bucket still in its initial state, a
+    /// budget not adopted. What the last configuration carried over is kept.
+    pub fn restore_bucket_states(&mut self, spec: &ServiceSpec, states: &BucketStates) {
+        let n = spec.limits.len();
+        if states.buckets.len() != n || states.adopted.len() != n || !self.is_shaped_for(spec) {
+            return;
+        }
+        for i in 0..n {
+            if self.buckets[i] == TokenBucket::default() {
+                self.buckets[i] = states.buckets[i];
+            }
+            if self.adopted[i].is_none() {
+                self.adopted[i] = states.adopted[i];
+            }
+        }
+    }
+}

@@ -12,6 +12,7 @@
 mod acquire;
 mod codec;
 mod lifecycle;
+pub use lifecycle::BucketStates;
 mod overtake;
 mod report;
 mod snapshot;
