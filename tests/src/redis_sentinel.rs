@@ -33,21 +33,31 @@ impl RedisSentinel {
     /// Starts the five processes and waits until the sentinels know the master, its replica and
     /// each other.
     pub fn start(down_after_ms: u32) -> anyhow::Result<Self> {
-        Self::start_with(down_after_ms, None, false)
+        Self::start_with(down_after_ms, None, false, false)
+    }
+
+    /// [`Self::start`], the master and the replica loading the Sluice Redis module.
+    pub fn start_with_module(down_after_ms: u32) -> anyhow::Result<Self> {
+        Self::start_with(down_after_ms, None, false, true)
     }
 
     /// [`Self::start`], the master and replica requiring `password` (the sentinels know it).
     pub fn start_with_password(down_after_ms: u32, password: Option<&str>) -> anyhow::Result<Self> {
-        Self::start_with(down_after_ms, password, false)
+        Self::start_with(down_after_ms, password, false, false)
     }
 
     /// [`Self::start`] with every node speaking TLS only (certificates of one test CA:
     /// [`Self::ca_file`]), replication and the sentinels' own links included.
     pub fn start_tls(down_after_ms: u32) -> anyhow::Result<Self> {
-        Self::start_with(down_after_ms, None, true)
+        Self::start_with(down_after_ms, None, true, false)
     }
 
-    fn start_with(down_after_ms: u32, password: Option<&str>, tls: bool) -> anyhow::Result<Self> {
+    fn start_with(
+        down_after_ms: u32,
+        password: Option<&str>,
+        tls: bool,
+        module: bool,
+    ) -> anyhow::Result<Self> {
         let ca_dir = tempfile::tempdir()?;
         let ca = tls.then(|| TestCa::new(ca_dir.path(), "ca")).transpose()?;
         let mut auth: Vec<&str> = match password {
@@ -59,6 +69,7 @@ impl RedisSentinel {
         }
         let start = |extra: &[&str]| match &ca {
             Some(ca) => RedisServer::start_tls_signed_by(ca, extra),
+            None if module => RedisServer::start_with_module(extra),
             None => RedisServer::start_with(extra),
         };
         let master = start(&auth)?;

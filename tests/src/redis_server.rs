@@ -346,6 +346,11 @@ impl RedisCluster {
         Self::create(6, 1, node_timeout_ms, false)
     }
 
+    /// [`Self::start_replicated`], every node loading the Sluice Redis module.
+    pub fn start_replicated_with_module(node_timeout_ms: u32) -> anyhow::Result<Self> {
+        Self::create(6, 1, node_timeout_ms, true)
+    }
+
     /// `count` nodes with `replicas` replicas per master: created, and healthy on every node
     /// (replicas in sync with their masters).
     fn create(

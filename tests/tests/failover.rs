@@ -7,7 +7,8 @@
 //! keeps its services. Replication is asynchronous, so bookings the dead master had not passed
 //! on are lost: the grants in the windows around the failover may exceed the limit, by at most
 //! one window's amount (the bound the README states for a Redis data loss). The figures are
-//! printed; the bounds are asserted. `FAILOVER_LOG=1` prints the servers' logs too.
+//! printed; the bounds are asserted. `FAILOVER_LOG=1` prints the servers' logs too. The cluster
+//! and the Sentinel cases run again with the Sluice Redis module deciding (`engine = "module"`).
 
 use std::{
     sync::{Arc, Mutex},
@@ -128,6 +129,40 @@ async fn a_cluster_master_dies_and_sluice_follows_its_replica() -> anyhow::Resul
         cluster.nodes[victim].stop()
     })
     .await
+}
+
+/// The same with the Sluice Redis module deciding (`engine = "module"`): the replica holds the
+/// module's values (its full sync loads them from the master's RDB) and replays its commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_cluster_master_dies_and_sluice_follows_its_replica() -> anyhow::Result<()> {
+    let mut cluster = RedisCluster::start_replicated_with_module(1000)?;
+    let victim = cluster.master_of("{fo:svc}:native")?;
+    let seed = (0..cluster.nodes.len())
+        .find(|&i| i != victim)
+        .ok_or_else(|| anyhow::anyhow!("no other node"))?;
+    let backend = format!(
+        "url = \"{}\"\ncluster = true\nengine = \"module\"",
+        cluster.nodes[seed].url()
+    );
+    under_failover("module cluster", &config(&backend), || {
+        cluster.nodes[victim].stop()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_master_with_the_module_dies_and_sluice_follows_the_promoted_replica(
+) -> anyhow::Result<()> {
+    let mut set = RedisSentinel::start_with_module(1000)?;
+    let backend = sentinel_backend(&set, "engine = \"module\"\n");
+    let replica = set.replica.port;
+    under_failover("module sentinel", &config(&backend), || set.master.stop()).await?;
+    assert_eq!(
+        set.master_port(),
+        Some(replica),
+        "the sentinels promoted the replica"
+    );
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
