@@ -33,6 +33,10 @@ pub struct ChaosArgs {
     /// Concurrent workers.
     #[arg(long, default_value_t = 12)]
     pub workers: usize,
+    /// Decide with the Sluice Redis module (`engine = "module"`), loaded into the Redis started
+    /// here (from beside this binary; `cargo build --release -p sluice-redis-module`).
+    #[arg(long)]
+    pub module: bool,
 }
 
 const AMOUNT: usize = 60;
@@ -43,7 +47,8 @@ const DEADLINE: Duration = Duration::from_secs(3);
 /// Peak resident size a replica may reach (MiB).
 const MEMORY_BOUND_MIB: u64 = 256;
 
-fn config(redis: &str) -> String {
+fn config(redis: &str, module: bool) -> String {
+    let engine = if module { "engine = \"module\"\n" } else { "" };
     format!(
         r#"
 [[services]]
@@ -54,7 +59,7 @@ limits = [{{ dimension = "requests", amount = {AMOUNT}, window = "2s" }}]
 kind = "redis"
 url = "{redis}"
 key_prefix = "chaos"
-"#
+{engine}"#
     )
 }
 
@@ -196,8 +201,12 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         );
         std::env::set_var("SLUICE_SERVER_BIN", bin);
     }
-    let mut redis = RedisServer::start()?;
-    let config = config(&redis.url());
+    let mut redis = if args.module {
+        RedisServer::start_with_module(&[])?
+    } else {
+        RedisServer::start()?
+    };
+    let config = config(&redis.url(), args.module);
     let mut replicas: Vec<TestServer> = Vec::new();
     for _ in 0..REPLICAS {
         replicas.push(spawn_server(&config).await?);
