@@ -1,7 +1,8 @@
 //! The backend behaviour suite: every test is written once against [`Limiter`] and runs on every
 //! backend through [`TestBackend`]: memory, a single Redis, a three-master Redis Cluster, and a
-//! Redis over TLS reached as a least-privilege ACL user (real `redis-server` processes started
-//! per test on free ports). Time is controlled: tokio's paused clock for memory, a hand-moved
+//! Redis over TLS reached as a least-privilege ACL user; and with the Sluice Redis module
+//! deciding (`engine = "module"`): a Redis, a cluster, and a Redis reached as an ACL user with
+//! only the module's commands (real `redis-server` processes started per test on free ports). Time is controlled: tokio's paused clock for memory, a hand-moved
 //! time passed to the Redis scripts for Redis. Tests are plain generic async functions in topic
 //! files (`limits`, `leases`, `reports`, `reloads`, `families`, `budgets`; `suite` holds what they
 //! share), each over the services it names from its file's catalogue, and [`on_backend!`] runs
@@ -151,8 +152,55 @@ impl RedisDeployment for RedisServer {
     const CLUSTER: bool = false;
 }
 
+/// The commands Sluice sends with `engine = "module"`, for a least-privilege ACL user.
+pub const SLUICE_MODULE_COMMANDS: &[&str] = &[
+    "sluice.acquire",
+    "sluice.report",
+    "sluice.status",
+    "sluice.admin",
+    "sluice.prune",
+    "ping",
+    "time",
+];
+
 /// A Redis with the Sluice module loaded, decided by the module.
 pub struct ModuleRedis(RedisServer);
+
+/// [`ModuleRedis`] reached as an ACL user that may touch only the suite's keys with only the
+/// module's commands (and `ping`, `time`).
+pub struct SecuredModuleRedis(RedisServer);
+
+impl RedisDeployment for SecuredModuleRedis {
+    fn start() -> anyhow::Result<Self> {
+        let redis = RedisServer::start_with_module(&[])?;
+        let mut rule = vec![
+            "ACL",
+            "SETUSER",
+            "sluice",
+            "on",
+            ">suite-acl-password",
+            "resetkeys",
+            "~{suite:*",
+            "resetchannels",
+            "-@all",
+        ];
+        let allowed: Vec<String> = SLUICE_MODULE_COMMANDS
+            .iter()
+            .map(|c| format!("+{c}"))
+            .collect();
+        rule.extend(allowed.iter().map(String::as_str));
+        anyhow::ensure!(redis.text(&rule)? == "OK", "ACL SETUSER failed");
+        Ok(Self(redis))
+    }
+    fn url(&self) -> String {
+        format!(
+            "redis://sluice:suite-acl-password@127.0.0.1:{}",
+            self.0.port
+        )
+    }
+    const CLUSTER: bool = false;
+    const ENGINE: Engine = Engine::Module;
+}
 
 impl RedisDeployment for ModuleRedis {
     fn start() -> anyhow::Result<Self> {
@@ -371,4 +419,8 @@ mod redis_module {
 
 mod redis_module_cluster {
     on_backend!(crate::OnRedis<crate::ModuleCluster>);
+}
+
+mod redis_module_acl {
+    on_backend!(crate::OnRedis<crate::SecuredModuleRedis>);
 }
