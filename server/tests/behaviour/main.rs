@@ -2,12 +2,12 @@
 //! backend through [`TestBackend`]: memory, a single Redis, a three-master Redis Cluster, and a
 //! Redis over TLS reached as a least-privilege ACL user; and with the Sluice Redis module
 //! deciding (`engine = "module"`): a Redis, a cluster, and a Redis reached as an ACL user with
-//! only the module's commands (real `redis-server` processes started per test on free ports). Time is controlled: tokio's paused clock for memory, a hand-moved
-//! time passed to the Redis scripts for Redis. Tests are plain generic async functions in topic
+//! only the module's commands (real `redis-server` processes started per test on free ports).
+//! Time is controlled: tokio's paused clock for memory, a hand-moved time passed to the Redis
+//! scripts (or the module's commands) for Redis. Tests are plain generic async functions in topic
 //! files (`limits`, `leases`, `reports`, `reloads`, `families`, `budgets`; `suite` holds what they
 //! share), each over the services it names from its file's catalogue, and [`on_backend!`] runs
 //! each of them on each backend.
-
 mod budgets;
 mod families;
 mod leases;
