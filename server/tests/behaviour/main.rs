@@ -8,6 +8,7 @@
 //! files (`limits`, `leases`, `reports`, `reloads`, `families`, `budgets`; `suite` holds what they
 //! share), each over the services it names from its file's catalogue, and [`on_backend!`] runs
 //! each of them on each backend.
+
 mod budgets;
 mod families;
 mod leases;
