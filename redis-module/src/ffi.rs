@@ -131,6 +131,8 @@ api! {
     SaveStringBuffer: fn(*mut Io, *const c_char, usize);
     LoadStringBuffer: fn(*mut Io, *mut usize) -> *mut c_char;
     IsIOError: fn(*mut Io) -> c_int;
+    Alloc: fn(usize) -> *mut c_void;
+    Realloc: fn(*mut c_void, usize) -> *mut c_void;
     Free: fn(*mut c_void);
 }
 

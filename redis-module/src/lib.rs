@@ -13,6 +13,7 @@
 #![allow(unsafe_code)]
 
 mod acquire;
+mod alloc;
 mod args;
 mod commands;
 mod ffi;
@@ -29,6 +30,10 @@ use crate::{
     args::CallError,
     redis::{Args, Context},
 };
+
+/// Every allocation of the module is Redis's (see `alloc.rs`).
+#[global_allocator]
+static ALLOCATOR: alloc::RedisAllocator = alloc::RedisAllocator;
 
 /// The module's name, as `MODULE LIST` shows it.
 pub const MODULE_NAME: &str = "sluice";

@@ -499,3 +499,40 @@ fn a_rolling_reload_never_restarts_a_bucket_full() -> anyhow::Result<()> {
     ensure!(!take(&mut con, &new, 500)?, "the new bucket came back full");
     Ok(())
 }
+
+/// The module's ledgers live in Redis's heap: `used_memory` grows with the leases booked, so
+/// `maxmemory` sees them.
+#[test]
+fn ledgers_count_in_redis_used_memory() -> anyhow::Result<()> {
+    let server = start_redis(&[])?;
+    let mut con = connect(&server)?;
+    let used = |con: &mut redis::Connection| -> anyhow::Result<i64> {
+        let info: String = redis::cmd("INFO").arg("memory").query(con)?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .context("used_memory in INFO memory")
+    };
+    let before = used(&mut con)?;
+    let spec = ServiceSpec::new(
+        "svc",
+        vec![LimitSpec::new(
+            Dimension::Requests,
+            1_000_000,
+            SECOND,
+            Algorithm::SlidingWindow,
+        )],
+    );
+    let now = start_time();
+    for batch in 0..20u32 {
+        let requests: Vec<_> = (0..1_000)
+            .map(|i| request(0, 0, Some(batch * 1_000 + i)))
+            .collect();
+        let got: Vec<Vec<u8>> = acquire_cmd("svc", &spec, now, &requests).query(&mut con)?;
+        ensure!(got.len() == 1_000);
+    }
+    let grown = used(&mut con)? - before;
+    // 20,000 leases with their request ids: well over a hundred bytes each.
+    ensure!(grown > 2_000_000, "used_memory grew by only {grown} bytes");
+    Ok(())
+}
