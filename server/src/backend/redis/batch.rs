@@ -68,7 +68,7 @@ impl QueuedAcquire {
 }
 
 /// The script's reply for one acquire.
-pub type Reply = Result<super::protocol::Answer, BackendError>;
+pub type Reply = Result<super::answer::Answer, BackendError>;
 
 struct Pending<T> {
     acquire: T,
@@ -124,7 +124,7 @@ impl<T> Batcher<T> {
     pub async fn submit<F, Fut>(&self, acquire: T, run: F) -> Reply
     where
         F: Fn(Vec<T>) -> Fut,
-        Fut: Future<Output = Result<Vec<super::protocol::Answer>, BackendError>>,
+        Fut: Future<Output = Result<Vec<super::answer::Answer>, BackendError>>,
     {
         let (answer, mut reply) = oneshot::channel();
         self.queue

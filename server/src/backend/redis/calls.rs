@@ -12,8 +12,8 @@ use std::{
 use redis::{Cmd, FromRedisValue};
 
 use super::{
-    batch, layout::KEYS_PER_SERVICE, protocol, scripts::LuaScript, RedisBackend, ServiceArgs,
-    SharedAcquire, TimeSource,
+    answer, batch, layout::KEYS_PER_SERVICE, protocol, scripts::LuaScript, RedisBackend,
+    ServiceArgs, SharedAcquire, TimeSource,
 };
 use crate::{
     backend::{AcquireCall, BackendError},
@@ -122,7 +122,7 @@ impl RedisBackend {
         &self,
         service: &ServiceArgs,
         acquires: Vec<batch::QueuedAcquire>,
-    ) -> Result<Vec<protocol::Answer>, BackendError> {
+    ) -> Result<Vec<answer::Answer>, BackendError> {
         self.run_acquires_until(service, acquires, None).await
     }
 
@@ -132,7 +132,7 @@ impl RedisBackend {
         service: &ServiceArgs,
         acquires: Vec<batch::QueuedAcquire>,
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<Vec<protocol::Answer>, BackendError> {
+    ) -> Result<Vec<answer::Answer>, BackendError> {
         if self.engine == super::settings::Engine::Module {
             let ancestors = self.ancestors(service)?;
             let chain: Vec<&ServiceArgs> = std::iter::once(service)
@@ -170,7 +170,7 @@ impl RedisBackend {
         let chain: Vec<&ServiceArgs> = std::iter::once(service)
             .chain(ancestors.iter().map(Arc::as_ref))
             .collect();
-        let replies: Result<protocol::AcquireReplies, _> = self
+        let replies: Result<answer::AcquireReplies, _> = self
             .eval_command(
                 |verb, body| {
                     let mut cmd = self.command(verb, body, &chain, &args);
@@ -185,7 +185,7 @@ impl RedisBackend {
         for a in &ancestors {
             a.sweep.touched();
         }
-        let replies = protocol::AcquireReplies::answers(replies?);
+        let replies = answer::AcquireReplies::answers(replies?);
         self.learn_clock(sent, timeout, &replies);
         Ok(replies)
     }
@@ -196,7 +196,7 @@ impl RedisBackend {
         &self,
         sections: &[(&ServiceArgs, &[batch::QueuedAcquire])],
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<Vec<protocol::Answer>, BackendError> {
+    ) -> Result<Vec<answer::Answer>, BackendError> {
         if self.engine == super::settings::Engine::Module {
             let chains: Vec<(Vec<&ServiceArgs>, &[batch::QueuedAcquire])> = sections
                 .iter()
@@ -222,7 +222,7 @@ impl RedisBackend {
             .map(|(service, n, packed)| (*service, *n, packed.as_slice()))
             .collect();
         let script = &self.scripts.acquire;
-        let replies = protocol::AcquireReplies::answers(
+        let replies = answer::AcquireReplies::answers(
             self.eval_command(
                 |verb, body| self.acquire_script_command(verb, body, &sections),
                 script,
@@ -241,7 +241,7 @@ impl RedisBackend {
         &self,
         batch: Vec<SharedAcquire>,
         deadline: tokio::time::Instant,
-    ) -> Result<Vec<protocol::Answer>, BackendError> {
+    ) -> Result<Vec<answer::Answer>, BackendError> {
         let n = batch.len();
         // Per service: its acquires and where each stood in the batch.
         let mut groups: Vec<(Arc<ServiceArgs>, Vec<batch::QueuedAcquire>, Vec<usize>)> = Vec::new();
@@ -263,7 +263,7 @@ impl RedisBackend {
             // The batcher refuses a reply of the wrong length.
             return Ok(replies);
         }
-        let mut ordered = vec![protocol::Answer::Script(Vec::new()); n];
+        let mut ordered = vec![answer::Answer::Script(Vec::new()); n];
         for (slot, reply) in groups
             .iter()
             .flat_map(|(_, _, slots)| slots.iter().copied())
@@ -339,7 +339,7 @@ impl RedisBackend {
         &self,
         sent: tokio::time::Instant,
         timeout: Duration,
-        replies: &[protocol::Answer],
+        replies: &[answer::Answer],
     ) {
         if !matches!(self.time, TimeSource::Server) {
             return;
@@ -348,12 +348,12 @@ impl RedisBackend {
             match r.clock_reading() {
                 // A grant with a wait ahead says Redis's now exactly (a replayed grant whose slot
                 // has passed answers wait 0 and its old slot: nothing to learn from it).
-                protocol::ClockReading::Grant { slot, wait } if wait > 0 => {
+                answer::ClockReading::Grant { slot, wait } if wait > 0 => {
                     self.clock
                         .observe(sent.into_std(), slot.saturating_sub(wait));
                     return;
                 }
-                protocol::ClockReading::Expired if sent.elapsed() < timeout / 2 => {
+                answer::ClockReading::Expired if sent.elapsed() < timeout / 2 => {
                     tracing::warn!(
                         "redis: a decision came back expired at once; relearning its clock"
                     );
@@ -414,7 +414,7 @@ impl RedisBackend {
         Ok(replies
             .into_iter()
             .zip(calls)
-            .map(|(reply, call)| protocol::decision(spec, call, reply))
+            .map(|(reply, call)| answer::decision(spec, call, reply))
             .collect())
     }
 
@@ -444,7 +444,7 @@ impl RedisBackend {
         Ok(replies
             .into_iter()
             .zip(calls)
-            .map(|(reply, (spec, call))| protocol::decision(spec, call, reply))
+            .map(|(reply, (spec, call))| answer::decision(spec, call, reply))
             .collect())
     }
 

@@ -10,9 +10,10 @@
 //! are in `LAYOUT.md` beside them. This file connects and implements [`Backend`]; `calls` sends the
 //! scripts (concurrent acquires share script calls: every service's on a single Redis, each
 //! service's on a cluster, see [`batch`]), `protocol`
-//! reads their replies, `fallback` decides locally while Redis is down, `sweep` picks the
+//! reads their replies (`answer` an acquire's, a script's or the module's: `native`), `fallback` decides locally while Redis is down, `sweep` picks the
 //! services a maintenance round visits.
 
+mod answer;
 mod batch;
 mod calls;
 mod deadline;
@@ -390,7 +391,7 @@ impl Backend for RedisBackend {
             }
             (Err(e), _) => return Err(e),
         };
-        let decision = protocol::decision(spec, &call, reply)?;
+        let decision = answer::decision(spec, &call, reply)?;
         service.sweep.decided(&decision);
         Ok(decision)
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use redis::Cmd;
 
-use super::{batch, protocol, unavailable, RedisBackend, ServiceArgs, TimeSource};
+use super::{answer, batch, protocol, unavailable, RedisBackend, ServiceArgs, TimeSource};
 use crate::{
     backend::BackendError,
     core::{
@@ -114,7 +114,7 @@ impl RedisBackend {
         &self,
         sections: &[(Vec<&ServiceArgs>, &[batch::QueuedAcquire])],
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<Vec<protocol::Answer>, BackendError> {
+    ) -> Result<Vec<answer::Answer>, BackendError> {
         let sent = tokio::time::Instant::now();
         let timeout = self.batch_timeout(sent, deadline);
         let offset = self.clock_offset();
@@ -133,7 +133,7 @@ impl RedisBackend {
             .iter()
             .map(|bytes| {
                 from_bytes::<AcquireAnswer>(bytes)
-                    .map(protocol::Answer::Native)
+                    .map(answer::Answer::Native)
                     .map_err(|e| protocol::protocol(&format!("module answer: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
