@@ -13,10 +13,13 @@ use std::{
 };
 
 use anyhow::Context;
+use sluice_e2e::redis_server::RedisServer;
 use sluice_server::core::{
     to_bytes, AcquireRequest, AcquireRequests, Algorithm, Class, Cost, Dimension, LimitSpec,
     ServiceSpec, MAX_LEASES,
 };
+
+use crate::redis_cost::read_counters;
 
 /// Options of `module-alone`.
 #[derive(clap::Args)]
@@ -140,18 +143,6 @@ fn cli(port: u16, args: &[&str], input: Option<&[u8]>) -> anyhow::Result<String>
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn cpu(port: u16) -> anyhow::Result<f64> {
-    let info = cli(port, &["INFO", "cpu"], None)?;
-    Ok(info
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("used_cpu_user:")
-                .or_else(|| l.strip_prefix("used_cpu_sys:"))
-        })
-        .filter_map(|v| v.trim().parse::<f64>().ok())
-        .sum())
-}
-
 /// Runs `module-alone` and prints Redis CPU per decision.
 pub fn run(a: ModuleAloneArgs) -> anyhow::Result<()> {
     let module = match &a.module {
@@ -166,57 +157,28 @@ pub fn run(a: ModuleAloneArgs) -> anyhow::Result<()> {
         "{} not found: build it with `cargo build --release -p sluice-redis-module`",
         module.display()
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let dir = tempfile::tempdir()?;
-    let mut server = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir.path())
-        .arg("--loadmodule")
-        .arg(&module)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("redis-server")?;
-    let result = (|| {
-        for _ in 0..600 {
-            if cli(port, &["PING"], None)?.contains("PONG") {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let specs: Vec<Vec<u8>> = (0..a.services).map(spec).collect();
-        let (mut now, mut rng) = (1_800_000_000_000_000u64, Rng(0x9e37_79b9_7f4a_7c15));
-        let warm = load(&a, &specs, &mut now, &mut rng, a.warmup);
-        cli(port, &["--pipe"], Some(&warm))?;
-        let measured = load(&a, &specs, &mut now, &mut rng, a.calls);
-        let before = cpu(port)?;
-        let out = cli(port, &["--pipe"], Some(&measured))?;
-        let after = cpu(port)?;
-        anyhow::ensure!(
-            out.contains("errors: 0"),
-            "the module answered errors: {}",
-            out.trim()
-        );
-        let decisions = (a.calls * a.per_call) as f64;
-        println!(
-            "module alone, {} services, {} acquires per call: {:.2} us CPU per decision",
-            a.services,
-            a.per_call,
-            (after - before) * 1e6 / decisions
-        );
-        anyhow::Ok(())
-    })();
-    let _ = server.kill();
-    let _ = server.wait();
-    result
+    let module = module.to_str().context("the module's path is not UTF-8")?;
+    let redis = RedisServer::start_with(&["--loadmodule", module])?;
+    let (port, urls) = (redis.port, [redis.url()]);
+    let specs: Vec<Vec<u8>> = (0..a.services).map(spec).collect();
+    let (mut now, mut rng) = (1_800_000_000_000_000u64, Rng(0x9e37_79b9_7f4a_7c15));
+    let warm = load(&a, &specs, &mut now, &mut rng, a.warmup);
+    cli(port, &["--pipe"], Some(&warm))?;
+    let measured = load(&a, &specs, &mut now, &mut rng, a.calls);
+    let before = read_counters(&urls)?.cpu;
+    let out = cli(port, &["--pipe"], Some(&measured))?;
+    let after = read_counters(&urls)?.cpu;
+    anyhow::ensure!(
+        out.contains("errors: 0"),
+        "the module answered errors: {}",
+        out.trim()
+    );
+    let decisions = (a.calls * a.per_call) as f64;
+    println!(
+        "module alone, {} services, {} acquires per call: {:.2} us CPU per decision",
+        a.services,
+        a.per_call,
+        (after - before) * 1e6 / decisions
+    );
+    Ok(())
 }

@@ -14,16 +14,16 @@ use crate::{
 
 /// Redis's counters at one moment, summed over its nodes.
 #[derive(Clone, Debug, Default)]
-struct Counters {
+pub(crate) struct Counters {
     /// CPU seconds, user + system.
-    cpu: f64,
+    pub(crate) cpu: f64,
     /// CPU seconds in the kernel (system): mostly the network.
     sys: f64,
     /// Calls per command.
     calls: BTreeMap<String, u64>,
 }
 
-fn read_counters(urls: &[String]) -> anyhow::Result<Counters> {
+pub(crate) fn read_counters(urls: &[String]) -> anyhow::Result<Counters> {
     let mut total = Counters::default();
     for url in urls {
         let mut connection = redis::Client::open(url.as_str())?.get_connection()?;

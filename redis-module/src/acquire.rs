@@ -15,7 +15,7 @@
 
 use sluice_server::core::{
     acquire_in_family, from_bytes, to_bytes, AcquireAnswer, AcquireRequest, AcquireRequests,
-    Member, Micros, MAX_ANCESTORS,
+    Micros, MAX_ANCESTORS,
 };
 
 use crate::{
@@ -161,11 +161,10 @@ fn decide(slots: &mut Slots, request: &AcquireRequest, now: Micros) -> AcquireAn
         return AcquireAnswer::PastDeadline;
     }
     let id = request.request_id.as_deref();
-    let mut chain = slots.all_mut();
-    let result = match chain.as_mut_slice() {
+    let result = match slots.single_mut() {
         // A service outside any family; a family's root (chain of one) is decided as a family,
         // as the memory backend does.
-        [one] if one.spec.family.is_none() => one.ledger.acquire_in_class(
+        Some(one) if one.spec.family.is_none() => one.ledger.acquire_in_class(
             &one.spec,
             now,
             request.cost,
@@ -173,16 +172,13 @@ fn decide(slots: &mut Slots, request: &AcquireRequest, now: Micros) -> AcquireAn
             id,
             request.class,
         ),
-        chain => {
-            let mut members: Vec<Member<'_>> = chain
-                .iter_mut()
-                .map(|s| Member {
-                    spec: &s.spec,
-                    ledger: &mut s.ledger,
-                })
-                .collect();
-            acquire_in_family(&mut members, now, request.cost, request.max_wait, id)
-        }
+        _ => acquire_in_family(
+            &mut slots.members(),
+            now,
+            request.cost,
+            request.max_wait,
+            id,
+        ),
     };
     match result {
         Ok(decision) => AcquireAnswer::Decided(decision),

@@ -54,9 +54,9 @@ pub fn report(cx: &Context<'_>, args: &Args<'_>) -> Result<(), CallError> {
     let call: ReportCall = from_bytes(arg(cx, args, 4)?).map_err(CallError::Codec)?;
     let mut slots = Slots::open(cx, args, &[0])?;
     slots.prepare(0, spec, nonce, sluice_server::core::MAX_LEASES)?;
-    let outcome = match slots.all_mut().as_mut_slice() {
-        [stored] => stored.ledger.report(&stored.spec, now, &call),
-        _ => return Err(CallError::Arity),
+    let outcome = match slots.single_mut() {
+        Some(stored) => stored.ledger.report(&stored.spec, now, &call),
+        None => return Err(CallError::Arity),
     };
     slots.settle(now);
     if !cx.is_replicated() {
@@ -75,7 +75,7 @@ pub fn admin(cx: &Context<'_>, args: &Args<'_>) -> Result<(), CallError> {
     let op: AdminOp = from_bytes(arg(cx, args, 4)?).map_err(CallError::Codec)?;
     let mut slots = Slots::open(cx, args, &[0])?;
     slots.prepare(0, spec, nonce, sluice_server::core::MAX_LEASES)?;
-    if let [stored] = slots.all_mut().as_mut_slice() {
+    if let Some(stored) = slots.single_mut() {
         stored.ledger.admin(&stored.spec, now, op);
     }
     slots.settle(now);
@@ -130,13 +130,10 @@ pub fn prune(cx: &Context<'_>, args: &Args<'_>) -> Result<(), CallError> {
         return Ok(());
     }
     slots.prepare(0, spec, 0, sluice_server::core::MAX_LEASES)?;
-    let next = match slots.all_mut().as_mut_slice() {
-        [stored] => {
-            stored.ledger.compact(&stored.spec, now);
-            stored.ledger.next_prune_at(&stored.spec)
-        }
-        _ => None,
-    };
+    let next = slots.single_mut().and_then(|stored| {
+        stored.ledger.compact(&stored.spec, now);
+        stored.ledger.next_prune_at(&stored.spec)
+    });
     slots.settle(now);
     if !cx.is_replicated() {
         replicate_at(cx, args, "SLUICE.PRUNE", NOW_AT, now);

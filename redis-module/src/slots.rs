@@ -6,7 +6,7 @@
 
 use std::ffi::c_void;
 
-use sluice_server::core::{from_bytes, Micros, ServiceSpec};
+use sluice_server::core::{from_bytes, Member, Micros, ServiceSpec};
 
 use crate::{
     args::{wall_micros, CallError},
@@ -19,6 +19,19 @@ enum Slot {
     Empty,
     InKey(*mut Stored),
     Fresh(Box<Stored>),
+}
+
+impl Slot {
+    /// The ledger, unless there is none yet.
+    fn stored_mut(&mut self) -> Option<&mut Stored> {
+        match self {
+            Slot::Empty => None,
+            // SAFETY: the value of a key open until the section ends, borrowed through this slot
+            // only (the keys of a section are distinct).
+            Slot::InKey(value) => Some(unsafe { &mut **value }),
+            Slot::Fresh(stored) => Some(stored),
+        }
+    }
 }
 
 /// The keys and ledgers of one section.
@@ -100,15 +113,23 @@ impl<'a> Slots<'a> {
         }
     }
 
-    /// Every ledger of the section, the service first (after `prepare` of each).
-    pub fn all_mut(&mut self) -> Vec<&mut Stored> {
+    /// The section's only ledger (after `prepare`), if it has one ledger.
+    pub fn single_mut(&mut self) -> Option<&mut Stored> {
+        match self.slots.as_mut_slice() {
+            [slot] => slot.stored_mut(),
+            _ => None,
+        }
+    }
+
+    /// Every ledger of the section as a family's members, the service first (after `prepare`
+    /// of each).
+    pub fn members(&mut self) -> Vec<Member<'_>> {
         self.slots
             .iter_mut()
-            .filter_map(|slot| match slot {
-                Slot::Empty => None,
-                // SAFETY: as in `prepare`; each slot is a distinct value, borrowed once here.
-                Slot::InKey(value) => Some(unsafe { &mut **value }),
-                Slot::Fresh(stored) => Some(&mut **stored),
+            .filter_map(Slot::stored_mut)
+            .map(|stored| Member {
+                spec: &stored.spec,
+                ledger: &mut stored.ledger,
             })
             .collect()
     }

@@ -6,42 +6,17 @@
 use anyhow::{ensure, Context as _};
 use proptest::prelude::*;
 use redis::Value;
-use sluice_e2e::redis_server::RedisServer;
+use sluice_e2e::{micros, redis_server::RedisServer};
 use sluice_server::core::{
     from_bytes, to_bytes, AcquireAnswer, AcquireRequest, AcquireRequests, Algorithm, Class, Cost,
     Dimension, Ledger, LimitSpec, Micros, ServiceSnapshot, ServiceSpec, MAX_LEASES,
 };
 
 const SECOND: Micros = 1_000_000;
+
 /// A decision time near the real one, so keys' TTLs stay reasonable.
 fn start_time() -> Micros {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as Micros)
-}
-
-/// The module built beside this test (`target/<profile>/libsluice_redis_module.so`).
-fn module_path() -> anyhow::Result<std::path::PathBuf> {
-    let exe = std::env::current_exe()?;
-    let deps = exe.parent().context("test binary has no folder")?;
-    for dir in [deps, deps.parent().unwrap_or(deps)] {
-        let candidate = dir.join("libsluice_redis_module.so");
-        if candidate.exists() {
-            return Ok(candidate);
-        }
-    }
-    anyhow::bail!(
-        "libsluice_redis_module.so not built beside {}",
-        deps.display()
-    )
-}
-
-fn start_redis(extra: &[&str]) -> anyhow::Result<RedisServer> {
-    let module = module_path()?;
-    let module = module.to_str().context("module path is not UTF-8")?;
-    let mut args = vec!["--loadmodule", module];
-    args.extend(extra);
-    RedisServer::start_with(&args)
+    micros(std::time::SystemTime::now())
 }
 
 fn connect(server: &RedisServer) -> anyhow::Result<redis::Connection> {
@@ -151,7 +126,7 @@ proptest! {
             1..12,
         )
     ) {
-        let server = start_redis(&[]).expect("redis-server with the module");
+        let server = RedisServer::start_with_module(&[]).expect("redis-server with the module");
         let mut con = connect(&server).expect("connect");
         let spec = spec();
         let mut ledger = Ledger::new(&spec, NONCE);
@@ -173,7 +148,7 @@ proptest! {
 
 #[test]
 fn state_survives_an_rdb_reload_and_an_aof_rewrite() -> anyhow::Result<()> {
-    let server = start_redis(&[
+    let server = RedisServer::start_with_module(&[
         "--enable-debug-command",
         "yes",
         "--aof-use-rdb-preamble",
@@ -223,7 +198,7 @@ fn state_survives_an_rdb_reload_and_an_aof_rewrite() -> anyhow::Result<()> {
 
 #[test]
 fn replicas_follow_with_the_primary_time() -> anyhow::Result<()> {
-    let primary = start_redis(&[])?;
+    let primary = RedisServer::start_with_module(&[])?;
     let port = primary
         .url()
         .rsplit(':')
@@ -231,7 +206,7 @@ fn replicas_follow_with_the_primary_time() -> anyhow::Result<()> {
         .context("port")?
         .trim_end_matches('/')
         .to_string();
-    let replica = start_redis(&["--replicaof", "127.0.0.1", &port])?;
+    let replica = RedisServer::start_with_module(&["--replicaof", "127.0.0.1", &port])?;
     let mut p = connect(&primary)?;
     let mut r = connect(&replica)?;
     for _ in 0..500 {
@@ -267,7 +242,7 @@ fn replicas_follow_with_the_primary_time() -> anyhow::Result<()> {
 
 #[test]
 fn keys_expire_when_the_ledger_would_be_forgotten() -> anyhow::Result<()> {
-    let server = start_redis(&[])?;
+    let server = RedisServer::start_with_module(&[])?;
     let mut con = connect(&server)?;
     let spec = spec();
     let now = start_time();
@@ -295,7 +270,7 @@ fn keys_expire_when_the_ledger_would_be_forgotten() -> anyhow::Result<()> {
 
 #[test]
 fn bad_calls_get_errors_and_change_nothing() -> anyhow::Result<()> {
-    let server = start_redis(&[])?;
+    let server = RedisServer::start_with_module(&[])?;
     let mut con = connect(&server)?;
     let spec = spec();
     let now = start_time();
@@ -461,7 +436,7 @@ fn bad_calls_get_errors_and_change_nothing() -> anyhow::Result<()> {
 /// was saved and reloaded (each bucket shape keeps its own state, as on the Lua engine).
 #[test]
 fn a_rolling_reload_never_restarts_a_bucket_full() -> anyhow::Result<()> {
-    let server = start_redis(&["--enable-debug-command", "yes"])?;
+    let server = RedisServer::start_with_module(&["--enable-debug-command", "yes"])?;
     let mut con = connect(&server)?;
     let bucket = |burst| {
         ServiceSpec::new(
@@ -504,7 +479,7 @@ fn a_rolling_reload_never_restarts_a_bucket_full() -> anyhow::Result<()> {
 /// `maxmemory` sees them.
 #[test]
 fn ledgers_count_in_redis_used_memory() -> anyhow::Result<()> {
-    let server = start_redis(&[])?;
+    let server = RedisServer::start_with_module(&[])?;
     let mut con = connect(&server)?;
     let used = |con: &mut redis::Connection| -> anyhow::Result<i64> {
         let info: String = redis::cmd("INFO").arg("memory").query(con)?;

@@ -108,6 +108,26 @@ pub const SLUICE_COMMANDS: &[&str] = &[
     "zscore",
 ];
 
+/// Adds the ACL user `sluice` (password `suite-acl-password`), who may touch only the suite's keys
+/// (`{suite:*`) with only `commands`.
+fn add_acl_user(redis: &RedisServer, commands: &[&str]) -> anyhow::Result<()> {
+    let mut rule = vec![
+        "ACL",
+        "SETUSER",
+        "sluice",
+        "on",
+        ">suite-acl-password",
+        "resetkeys",
+        "~{suite:*",
+        "resetchannels",
+        "-@all",
+    ];
+    let allowed: Vec<String> = commands.iter().map(|c| format!("+{c}")).collect();
+    rule.extend(allowed.iter().map(String::as_str));
+    anyhow::ensure!(redis.text(&rule)? == "OK", "ACL SETUSER failed");
+    Ok(())
+}
+
 /// A Redis that speaks only TLS (certificate from a test CA), reached as an ACL user that may
 /// touch only the suite's keys (`{suite:*`) with only the commands Sluice needs.
 pub struct SecuredRedis(RedisServer);
@@ -115,20 +135,7 @@ pub struct SecuredRedis(RedisServer);
 impl RedisDeployment for SecuredRedis {
     fn start() -> anyhow::Result<Self> {
         let redis = RedisServer::start_tls()?;
-        let mut rule = vec![
-            "ACL",
-            "SETUSER",
-            "sluice",
-            "on",
-            ">suite-acl-password",
-            "resetkeys",
-            "~{suite:*",
-            "resetchannels",
-            "-@all",
-        ];
-        let allowed: Vec<String> = SLUICE_COMMANDS.iter().map(|c| format!("+{c}")).collect();
-        rule.extend(allowed.iter().map(String::as_str));
-        anyhow::ensure!(redis.text(&rule)? == "OK", "ACL SETUSER failed");
+        add_acl_user(&redis, SLUICE_COMMANDS)?;
         Ok(Self(redis))
     }
     fn url(&self) -> String {
@@ -174,23 +181,7 @@ pub struct SecuredModuleRedis(RedisServer);
 impl RedisDeployment for SecuredModuleRedis {
     fn start() -> anyhow::Result<Self> {
         let redis = RedisServer::start_with_module(&[])?;
-        let mut rule = vec![
-            "ACL",
-            "SETUSER",
-            "sluice",
-            "on",
-            ">suite-acl-password",
-            "resetkeys",
-            "~{suite:*",
-            "resetchannels",
-            "-@all",
-        ];
-        let allowed: Vec<String> = SLUICE_MODULE_COMMANDS
-            .iter()
-            .map(|c| format!("+{c}"))
-            .collect();
-        rule.extend(allowed.iter().map(String::as_str));
-        anyhow::ensure!(redis.text(&rule)? == "OK", "ACL SETUSER failed");
+        add_acl_user(&redis, SLUICE_MODULE_COMMANDS)?;
         Ok(Self(redis))
     }
     fn url(&self) -> String {
